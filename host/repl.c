@@ -1,0 +1,338 @@
+/*
+ * repl.c: the interactive shell. GNU readline for editing, persistent
+ * history and tab completion of globals and table fields; expressions
+ * print (through lib.pretty); input continues while the chunk is
+ * incomplete; Ctrl-C cancels the line or interrupts the running command
+ * and returns to the prompt; Ctrl-D leaves.
+ */
+#include "runtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <readline/history.h>
+#include <readline/readline.h>
+
+#define PROMPT "pgvault> "
+#define PROMPT2 "     ..> "
+#define HISTORY_MAX 2000
+
+static lua_State *repl_L;
+static bool line_cancelled;
+
+/* Readline calls this when a read was interrupted by a signal. */
+static int on_read_interrupted(void)
+{
+    if (pv_interrupted()) {
+        pv_interrupt_clear();
+        lua_sethook(repl_L, NULL, 0, 0);
+        line_cancelled = true;
+        rl_replace_line("", 0);
+        rl_done = 1;
+    }
+    return 0;
+}
+
+static char history_path[4096];
+
+static void history_open(void)
+{
+    const char *file = getenv("PGVAULT_HISTORY");
+    const char *home = getenv("HOME");
+    if (file && *file)
+        snprintf(history_path, sizeof history_path, "%s", file);
+    else if (home && *home)
+        snprintf(history_path, sizeof history_path, "%s/.pgvault_history", home);
+    stifle_history(HISTORY_MAX);
+    if (history_path[0]) read_history(history_path);
+}
+
+static void history_add(const char *chunk)
+{
+    if (!*chunk) return;
+    HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
+    if (last && strcmp(last->line, chunk) == 0) return;
+    add_history(chunk);
+    if (history_path[0]) {
+        /* Appending as we go keeps history even if the shell is killed. */
+        if (append_history(1, history_path) != 0) write_history(history_path);
+        history_truncate_file(history_path, HISTORY_MAX);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Completion                                                          */
+/* ------------------------------------------------------------------ */
+
+static char **matches;
+static size_t nmatches, match_cap;
+
+static void add_match(const char *prefix, size_t plen, const char *key, const char *word)
+{
+    size_t wl = strlen(word), kl = strlen(key);
+    if (kl < wl - plen || strncmp(key, word + plen, wl - plen) != 0) return;
+    if (nmatches + 2 > match_cap) {
+        size_t cap = match_cap ? match_cap * 2 : 32;
+        char **m = realloc(matches, cap * sizeof *m);
+        if (!m) return;
+        matches = m;
+        match_cap = cap;
+    }
+    char *s = malloc(plen + kl + 1);
+    if (!s) return;
+    memcpy(s, prefix, plen);
+    memcpy(s + plen, key, kl + 1);
+    for (size_t i = 0; i < nmatches; i++)
+        if (strcmp(matches[i], s) == 0) {
+            free(s);
+            return;
+        }
+    matches[nmatches++] = s;
+}
+
+/* Adds the string keys of the table at top (and of its __index table). */
+static void add_keys(lua_State *L, const char *prefix, size_t plen, const char *word, int depth)
+{
+    if (depth > 3) return;
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) == LUA_TSTRING) add_match(prefix, plen, lua_tostring(L, -2), word);
+            lua_pop(L, 1);
+        }
+    }
+    if (lua_getmetatable(L, -1)) {
+        lua_getfield(L, -1, "__index");
+        if (lua_istable(L, -1)) add_keys(L, prefix, plen, word, depth + 1);
+        lua_pop(L, 2);
+    }
+}
+
+static int compare_matches(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Walks a.b.c (or a.b:c) without calling anything but plain indexing of
+ * tables and metatable __index tables. */
+static char **complete(const char *text, int start, int end)
+{
+    (void)start, (void)end;
+    lua_State *L = repl_L;
+    int top = lua_gettop(L);
+    nmatches = 0;
+    matches = NULL;
+    match_cap = 0;
+    rl_attempted_completion_over = 1;
+    const char *sep = NULL;
+    for (const char *p = text; *p; p++)
+        if (*p == '.' || *p == ':') sep = p;
+    lua_pushglobaltable(L);
+    size_t plen = 0;
+    if (sep) {
+        plen = (size_t)(sep - text) + 1;
+        char path[512];
+        if (plen >= sizeof path) goto done;
+        memcpy(path, text, plen - 1);
+        path[plen - 1] = '\0';
+        char *save = NULL;
+        for (char *part = strtok_r(path, ".:", &save); part; part = strtok_r(NULL, ".:", &save)) {
+            if (lua_istable(L, -1)) {
+                lua_pushstring(L, part);
+                lua_rawget(L, -2);
+            } else {
+                lua_pushnil(L);
+            }
+            if (lua_isnil(L, -1) && lua_getmetatable(L, -2)) {
+                lua_getfield(L, -1, "__index");
+                lua_remove(L, -2);
+                if (lua_istable(L, -1)) {
+                    lua_getfield(L, -1, part);
+                    lua_remove(L, -2);
+                }
+                lua_remove(L, -2);
+            }
+            lua_remove(L, -2);
+            if (lua_isnil(L, -1)) goto done;
+        }
+    }
+    add_keys(L, text, plen, text, 0);
+    if (!sep) {
+        static const char *const keywords[] = {"and",   "break", "do",    "else",     "elseif",
+                                               "end",   "false", "for",   "function", "goto",
+                                               "if",    "in",    "local", "nil",      "not",
+                                               "or",    "repeat", "return", "then",   "true",
+                                               "until", "while", NULL};
+        for (int i = 0; keywords[i]; i++) add_match("", 0, keywords[i], text);
+    }
+done:
+    lua_settop(L, top);
+    if (nmatches == 0) {
+        free(matches);
+        matches = NULL;
+        return NULL;
+    }
+    qsort(matches, nmatches, sizeof *matches, compare_matches);
+    /* Readline wants [common prefix, match1, ..., NULL]. */
+    char **out = malloc((nmatches + 2) * sizeof *out);
+    if (!out) return NULL;
+    size_t common = strlen(matches[0]);
+    for (size_t i = 1; i < nmatches; i++) {
+        size_t k = 0;
+        while (k < common && matches[i][k] == matches[0][k]) k++;
+        common = k;
+    }
+    out[0] = strndup(matches[0], common);
+    for (size_t i = 0; i < nmatches; i++) out[i + 1] = matches[i];
+    out[nmatches + 1] = NULL;
+    if (nmatches == 1) {
+        free(out[0]);
+        out[0] = out[1];
+        out[1] = NULL;
+    }
+    free(matches);
+    matches = NULL;
+    return out;
+}
+
+/* ------------------------------------------------------------------ */
+/* Evaluation                                                          */
+/* ------------------------------------------------------------------ */
+
+static bool incomplete(lua_State *L, int status)
+{
+    if (status != LUA_ERRSYNTAX) return false;
+    size_t len;
+    const char *msg = lua_tolstring(L, -1, &len);
+    return len >= 5 && strcmp(msg + len - 5, "<eof>") == 0;
+}
+
+/* Compiles `chunk`, first as an expression. Returns a status; the function
+ * or the error message is on the stack. */
+static int compile(lua_State *L, const char *chunk)
+{
+    const char *ret = lua_pushfstring(L, "return %s;", chunk);
+    int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+    lua_remove(L, -2);
+    if (status == LUA_OK) return status;
+    lua_pop(L, 1);
+    return luaL_loadbuffer(L, chunk, strlen(chunk), "=stdin");
+}
+
+static void print_values(lua_State *L, int base)
+{
+    int n = lua_gettop(L) - base;
+    if (n <= 0) return;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lib.pretty");
+    if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
+        pv_runtime_report(L, "repl");
+        lua_settop(L, base);
+        return;
+    }
+    lua_getfield(L, -1, "print");
+    lua_remove(L, -2);
+    lua_insert(L, base + 1);
+    if (pv_runtime_pcall(L, n, 0) != LUA_OK) pv_runtime_report(L, "repl");
+    lua_settop(L, base);
+}
+
+static void preload_modules(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "pgvault");
+    lua_call(L, 1, 1);
+    for (const pv_module *m = pv_modules; m->name; m++) {
+        const char *shortname = strrchr(m->name, '.') + 1;
+        lua_getglobal(L, "require");
+        lua_pushstring(L, m->name);
+        if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
+            pv_runtime_report(L, m->name);
+            continue;
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, shortname);
+        /* Short names too, unless they would hide something. */
+        lua_pushglobaltable(L);
+        lua_pushstring(L, shortname);
+        if (lua_rawget(L, -2) == LUA_TNIL) {
+            lua_pushstring(L, shortname);
+            lua_pushvalue(L, -4);
+            lua_rawset(L, -4);
+        }
+        lua_pop(L, 3);
+    }
+    lua_setglobal(L, "pgvault");
+}
+
+int pv_repl(lua_State *L)
+{
+    repl_L = L;
+    preload_modules(L);
+    rl_readline_name = "pgvault";
+    rl_catch_signals = 0;
+    rl_signal_event_hook = on_read_interrupted;
+    rl_attempted_completion_function = complete;
+    rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{}()[],+-*/%^~#";
+    rl_completion_append_character = '\0';
+    history_open();
+    printf("pgvault %s (%s): Lua with pgvault's modules (pg, stream, s3 ...). Ctrl-D leaves.\n",
+           PGVAULT_VERSION, LUA_RELEASE);
+    fflush(stdout);
+
+    char *chunk = NULL;
+    for (;;) {
+        line_cancelled = false;
+        char *line = readline(chunk ? PROMPT2 : PROMPT);
+        if (line_cancelled) {
+            free(line);
+            free(chunk);
+            chunk = NULL;
+            printf("^C\n");
+            continue;
+        }
+        if (!line) break; /* Ctrl-D */
+        if (chunk) {
+            size_t n = strlen(chunk) + strlen(line) + 2;
+            char *joined = malloc(n);
+            if (!joined) {
+                free(line);
+                break;
+            }
+            snprintf(joined, n, "%s\n%s", chunk, line);
+            free(chunk);
+            free(line);
+            chunk = joined;
+        } else {
+            chunk = line;
+        }
+        int base = lua_gettop(L);
+        int status = compile(L, chunk);
+        if (incomplete(L, status)) {
+            lua_settop(L, base);
+            continue;
+        }
+        history_add(chunk);
+        free(chunk);
+        chunk = NULL;
+        if (status != LUA_OK) {
+            pv_runtime_report(L, "repl");
+            lua_settop(L, base);
+            continue;
+        }
+        status = pv_runtime_pcall(L, 0, LUA_MULTRET);
+        lua_sethook(L, NULL, 0, 0);
+        if (status != LUA_OK) {
+            pv_runtime_report(L, "repl");
+            pv_interrupt_clear();
+            lua_settop(L, base);
+            continue;
+        }
+        pv_interrupt_clear();
+        print_values(L, base);
+    }
+    free(chunk);
+    printf("\n");
+    return 0;
+}
