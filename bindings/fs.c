@@ -71,10 +71,12 @@ static int fs_mkdir_p(lua_State *L)
         if (*p == '/' || *p == '\0') {
             char saved = *p;
             *p = '\0';
-            if (mkdir(buf, mode) < 0 && errno != EEXIST) return pv_raise_errno(L, errno, "cannot create directory", buf);
+            if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                return pv_raise_errno(L, errno, "cannot create directory", buf);
             struct stat sb;
             if (stat(buf, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
-                return pv_raise(L, "io", "cannot create directory %s: a file of that name exists", buf);
+                return pv_raise(L, "io", "cannot create directory %s: a file of that name exists",
+                                buf);
             }
             *p = saved;
             if (saved == '\0') break;
@@ -109,8 +111,10 @@ static int fs_listdir(lua_State *L)
             names = p;
         }
         names[n] = strdup(de->d_name);
-        if (!names[n]) oom = true;
-        else n++;
+        if (!names[n])
+            oom = true;
+        else
+            n++;
     }
     closedir(d);
     if (!oom) qsort(names, n, sizeof *names, cmp_str);
@@ -122,7 +126,8 @@ static int fs_listdir(lua_State *L)
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
     }
-    for (size_t i = 0; i < n; i++) free(names[i]);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
     free(names);
     if (oom) return pv_raise(L, "io", "out of memory listing %s", path);
     return 1;
@@ -161,7 +166,8 @@ static int remove_tree(const char *path)
 static int fs_remove_tree(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    if (strcmp(path, "/") == 0 || path[0] == '\0') return luaL_argerror(L, 1, "refusing to remove /");
+    if (strcmp(path, "/") == 0 || path[0] == '\0')
+        return luaL_argerror(L, 1, "refusing to remove /");
     if (remove_tree(path) < 0) return pv_raise_errno(L, errno, "cannot remove", path);
     return 0;
 }
@@ -245,7 +251,9 @@ static int fs_tmpdir(lua_State *L)
     const char *base = getenv("TMPDIR");
     char tmpl[PATH_MAX];
     snprintf(tmpl, sizeof tmpl, "%s/%s.XXXXXX", base && *base ? base : "/tmp", prefix);
-    if (!mkdtemp(tmpl)) return pv_raise_errno(L, errno, "cannot create a temporary directory in", base ? base : "/tmp");
+    if (!mkdtemp(tmpl))
+        return pv_raise_errno(L, errno, "cannot create a temporary directory in",
+                              base ? base : "/tmp");
     lua_pushstring(L, tmpl);
     return 1;
 }
@@ -253,7 +261,8 @@ static int fs_tmpdir(lua_State *L)
 static int fs_chmod(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    if (chmod(path, (mode_t)luaL_checkinteger(L, 2)) < 0) return pv_raise_errno(L, errno, "cannot chmod", path);
+    if (chmod(path, (mode_t)luaL_checkinteger(L, 2)) < 0)
+        return pv_raise_errno(L, errno, "cannot chmod", path);
     return 0;
 }
 
@@ -273,7 +282,8 @@ static int fs_realpath(lua_State *L)
 static int fs_getcwd(lua_State *L)
 {
     char out[PATH_MAX];
-    if (!getcwd(out, sizeof out)) return pv_raise_errno(L, errno, "cannot get", "the current directory");
+    if (!getcwd(out, sizeof out))
+        return pv_raise_errno(L, errno, "cannot get", "the current directory");
     lua_pushstring(L, out);
     return 1;
 }

@@ -29,7 +29,8 @@ typedef struct {
 
 static void spec_free(proc_spec *sp)
 {
-    for (int i = 0; i < sp->nenv; i++) free(sp->env_owned[i]);
+    for (int i = 0; i < sp->nenv; i++)
+        free(sp->env_owned[i]);
     sp->nenv = 0;
 }
 
@@ -41,8 +42,7 @@ static void spec_read(lua_State *L, int t, proc_spec *sp)
     if (n > MAX_ARGS) luaL_argerror(L, t, "too many arguments");
     for (int i = 1; i <= n; i++) {
         lua_geti(L, t, i);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "argument %d must be a string", i);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "argument %d must be a string", i);
         sp->argv[i - 1] = lua_tostring(L, -1);
         lua_pop(L, 1); /* the table keeps it alive */
     }
@@ -97,7 +97,8 @@ static int growbuf_add(growbuf *g, const char *d, size_t n)
 {
     if (g->len + n > g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 8192;
-        while (cap < g->len + n) cap *= 2;
+        while (cap < g->len + n)
+            cap *= 2;
         char *p = realloc(g->p, cap);
         if (!p) return -1;
         g->p = p;
@@ -126,7 +127,8 @@ static int proc_run(lua_State *L)
     pv_err err;
     pv_err_clear(&err);
     pv_child c;
-    int flags = PV_PIPE_OUT | (merge ? PV_ERR_TO_OUT : PV_PIPE_ERR) | (input ? PV_PIPE_IN : PV_NULL_IN);
+    int flags =
+        PV_PIPE_OUT | (merge ? PV_ERR_TO_OUT : PV_PIPE_ERR) | (input ? PV_PIPE_IN : PV_NULL_IN);
     int rc = pv_child_spawn(&c, sp.argv, sp.env, cwd, flags, &err);
     spec_free(&sp);
     if (rc < 0) return pv_err_raise(L, &err);
@@ -183,8 +185,7 @@ static int proc_run(lua_State *L)
         }
         if (oom) break;
     }
-    if (timed_out || interrupted || oom)
-        pv_child_kill(&c, 2000);
+    if (timed_out || interrupted || oom) pv_child_kill(&c, 2000);
     pv_child_close_fds(&c);
     int status = pv_child_wait(&c);
 
@@ -208,7 +209,8 @@ static int proc_run(lua_State *L)
     lua_setfield(L, -2, "timed_out");
     lua_pushinteger(L, c.pid);
     lua_setfield(L, -2, "pid");
-    if (interrupted) return pv_raise(L, "interrupted", "interrupted while running %s", lua_tostring(L, -1));
+    if (interrupted)
+        return pv_raise(L, "interrupted", "interrupted while running %s", lua_tostring(L, -1));
     if (oom) return pv_raise(L, "io", "out of memory capturing the output of a child process");
     return 1;
 }
@@ -432,25 +434,24 @@ static int proc_now(lua_State *L)
 
 int luaopen_pgvault_proc(lua_State *L)
 {
-    static const luaL_Reg handle_methods[] = {{"pid", handle_pid},
-                                              {"read_line", handle_read_line},
-                                              {"wait", handle_wait},
-                                              {"kill", handle_kill},
-                                              {"running", handle_running},
-                                              {"close", handle_close},
-                                              {NULL, NULL}};
-    static const luaL_Reg handle_meta[] = {
-        {"__gc", handle_close}, {"__close", handle_close}, {"__tostring", handle_tostring}, {NULL, NULL}};
+    static const luaL_Reg handle_methods[] = {
+        {"pid", handle_pid},   {"read_line", handle_read_line}, {"wait", handle_wait},
+        {"kill", handle_kill}, {"running", handle_running},     {"close", handle_close},
+        {NULL, NULL}};
+    static const luaL_Reg handle_meta[] = {{"__gc", handle_close},
+                                           {"__close", handle_close},
+                                           {"__tostring", handle_tostring},
+                                           {NULL, NULL}};
     if (luaL_newmetatable(L, PROC_MT)) {
         luaL_setfuncs(L, handle_meta, 0);
         luaL_newlib(L, handle_methods);
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);
-    static const luaL_Reg funcs[] = {{"run", proc_run},     {"spawn", proc_spawn},
-                                     {"getpid", proc_getpid}, {"kill", proc_kill},
-                                     {"sleep", proc_sleep}, {"now", proc_now},
-                                     {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"run", proc_run},   {"spawn", proc_spawn}, {"getpid", proc_getpid},
+        {"kill", proc_kill}, {"sleep", proc_sleep}, {"now", proc_now},
+        {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
 }

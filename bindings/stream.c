@@ -45,7 +45,8 @@ static int stream_run(lua_State *L)
         if (i > 0 && !st[i]->ops->write)
             return luaL_error(L, "stage %d (%s) cannot take input", i + 1, st[i]->ops->name);
     }
-    for (int i = 0; i < n; i++) st[i]->next = i + 1 < n ? st[i + 1] : NULL;
+    for (int i = 0; i < n; i++)
+        st[i]->next = i + 1 < n ? st[i + 1] : NULL;
 
     pv_err err;
     pv_err_clear(&err);
@@ -157,7 +158,8 @@ static int buffer_write(pv_stage *s, const uint8_t *d, size_t n, pv_err *err)
     }
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->len + n) cap *= 2;
+        while (cap < b->len + n)
+            cap *= 2;
         char *p = realloc(b->data, cap);
         if (!p) {
             pv_err_set(err, "io", "out of memory buffering %zu bytes", b->len + n);
@@ -375,8 +377,7 @@ static int file_writer_start(pv_stage *s, pv_err *err)
      * over /dev/null would replace the device node for everyone. */
     w->atomic = !exists || S_ISREG(sb.st_mode);
     if (exists && w->atomic && w->no_clobber) {
-        pv_err_set(err, "io", "%s already exists; choose another name or remove it first",
-                   w->path);
+        pv_err_set(err, "io", "%s already exists; choose another name or remove it first", w->path);
         pv_err_str(err, "path", w->path);
         return -1;
     }

@@ -36,9 +36,11 @@ void pv_child_close_fds(pv_child *c)
 static char **build_env(const char *const *extra)
 {
     size_t n = 0, m = 0;
-    while (environ[n]) n++;
+    while (environ[n])
+        n++;
     if (extra)
-        while (extra[m]) m++;
+        while (extra[m])
+            m++;
     char **env = calloc(n + m + 1, sizeof *env);
     if (!env) return NULL;
     size_t k = 0;

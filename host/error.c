@@ -91,10 +91,17 @@ void pv_err_push(lua_State *L, const pv_err *e)
     for (int i = 0; i < e->nfields; i++) {
         const pv_err_field *f = &e->fields[i];
         switch (f->type) {
-        case 1: lua_pushstring(L, f->str); break;
-        case 2: lua_pushinteger(L, f->num); break;
-        case 3: lua_pushboolean(L, (int)f->num); break;
-        default: continue;
+        case 1:
+            lua_pushstring(L, f->str);
+            break;
+        case 2:
+            lua_pushinteger(L, f->num);
+            break;
+        case 3:
+            lua_pushboolean(L, (int)f->num);
+            break;
+        default:
+            continue;
         }
         lua_setfield(L, -2, f->key);
     }

@@ -55,7 +55,8 @@ typedef struct {
 
 static void put(outbuf *o, const char *s, size_t n)
 {
-    while (n-- > 0 && o->len + 1 < o->cap) o->p[o->len++] = *s++;
+    while (n-- > 0 && o->len + 1 < o->cap)
+        o->p[o->len++] = *s++;
     o->p[o->len] = '\0';
 }
 
@@ -64,17 +65,25 @@ static bool is_key_char(char c)
     return isalnum((unsigned char)c) || c == '_' || c == '-';
 }
 
-/* Key names whose value is a secret in key=value, key: value and JSON. */
+/* Key names whose value is a secret in key=value, key: value and JSON:
+ * a component (split at _ and -) that names one, or a name ending in one
+ * ("PGPASSWORD"). Prose such as "secrets: ..." is left alone. */
 static bool secret_key(const char *k, size_t n)
 {
-    static const char *const words[] = {"password", "passwd", "secret", "token", "api_key",
-                                        "apikey", "passphrase", "credential", NULL};
+    static const char *const words[] = {"password", "passwd",     "pwd",         "secret", "token",
+                                        "apikey",   "passphrase", "credentials", NULL};
     char low[64];
     if (n == 0 || n >= sizeof low) return false;
-    for (size_t i = 0; i < n; i++) low[i] = (char)tolower((unsigned char)k[i]);
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)tolower((unsigned char)k[i]);
     low[n] = '\0';
-    for (int i = 0; words[i]; i++)
-        if (strstr(low, words[i])) return true;
+    if (strstr(low, "api_key") || strstr(low, "api-key")) return true;
+    size_t len = n;
+    if (len >= 8 && strcmp(low + len - 8, "password") == 0) return true;
+    char *save = NULL;
+    for (char *part = strtok_r(low, "_-", &save); part; part = strtok_r(NULL, "_-", &save))
+        for (int i = 0; words[i]; i++)
+            if (strcmp(part, words[i]) == 0) return true;
     return false;
 }
 
@@ -122,7 +131,8 @@ static size_t redact_at(const char *in, size_t i, outbuf *o)
     /* AGE-SECRET-KEY-1... */
     if (strncmp(s, "AGE-SECRET-KEY-1", 16) == 0) {
         size_t j = 16;
-        while (isalnum((unsigned char)s[j])) j++;
+        while (isalnum((unsigned char)s[j]))
+            j++;
         put(o, s, 16);
         put(o, MASK, strlen(MASK));
         return j;
@@ -134,7 +144,8 @@ static size_t redact_at(const char *in, size_t i, outbuf *o)
         size_t n = strlen(schemes[k]);
         if (strncasecmp(s, schemes[k], n) == 0 && (i == 0 || !isalnum((unsigned char)s[-1]))) {
             size_t j = n;
-            while (s[j] && !isspace((unsigned char)s[j]) && s[j] != '"' && s[j] != '\'') j++;
+            while (s[j] && !isspace((unsigned char)s[j]) && s[j] != '"' && s[j] != '\'')
+                j++;
             if (j == n) return 0;
             put(o, s, n);
             put(o, MASK, strlen(MASK));
@@ -145,14 +156,17 @@ static size_t redact_at(const char *in, size_t i, outbuf *o)
     /* key=value, key: value, "key":"value" where key names a secret. */
     if (is_key_char(s[0]) && (i == 0 || !is_key_char(s[-1]))) {
         size_t k = 0;
-        while (is_key_char(s[k])) k++;
+        while (is_key_char(s[k]))
+            k++;
         size_t j = k;
         if (s[j] == '"') j++;
-        while (s[j] == ' ') j++;
+        while (s[j] == ' ')
+            j++;
         if (s[j] != '=' && s[j] != ':') return 0;
         if (s[j] == ':' && s[j + 1] == '/') return 0; /* a URL scheme */
         j++;
-        while (s[j] == ' ') j++;
+        while (s[j] == ' ')
+            j++;
         if (!secret_key(s, k)) return 0;
         size_t v = value_len(s + j);
         if (v == 0) return 0;
@@ -203,10 +217,14 @@ void pv_redact(const char *in, char *out, size_t outsz)
 static const char *level_name(int level)
 {
     switch (level) {
-    case PV_LOG_DEBUG: return "debug";
-    case PV_LOG_INFO: return "info";
-    case PV_LOG_WARN: return "warning";
-    default: return "error";
+    case PV_LOG_DEBUG:
+        return "debug";
+    case PV_LOG_INFO:
+        return "info";
+    case PV_LOG_WARN:
+        return "warning";
+    default:
+        return "error";
     }
 }
 
@@ -217,7 +235,8 @@ void pv_logv(int level, const char *fmt, va_list ap)
     vsnprintf(raw, sizeof raw, fmt, ap);
     pv_redact(raw, clean, sizeof clean);
     size_t len = strlen(clean);
-    while (len > 0 && clean[len - 1] == '\n') clean[--len] = '\0';
+    while (len > 0 && clean[len - 1] == '\n')
+        clean[--len] = '\0';
     char line[sizeof clean + 32];
     int n = snprintf(line, sizeof line, "pgvault: %s: %s\n", level_name(level), clean);
     if (n < 0) return;

@@ -74,7 +74,8 @@ static int push_args(lua_State *L, char **argv, int first, int argc, const char 
     }
     lua_setglobal(L, "arg");
     luaL_checkstack(L, argc - first + 5, "too many arguments");
-    for (int i = first; i < argc; i++) lua_pushstring(L, argv[i]);
+    for (int i = first; i < argc; i++)
+        lua_pushstring(L, argv[i]);
     return argc - first;
 }
 

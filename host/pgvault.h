@@ -144,11 +144,11 @@ enum { PV_STAGE_NEW, PV_STAGE_STARTED, PV_STAGE_FINISHED, PV_STAGE_ABORTED, PV_S
 
 struct pv_stage {
     const pv_stage_ops *ops;
-    pv_stage *next;    /* downstream stage; NULL for the sink */
-    char label[32];    /* key of its report in the result table */
+    pv_stage *next; /* downstream stage; NULL for the sink */
+    char label[32]; /* key of its report in the result table */
     int state;
     bool released;
-    uint64_t bytes_in; /* bytes written into this stage */
+    uint64_t bytes_in;  /* bytes written into this stage */
     uint64_t bytes_out; /* bytes it emitted downstream */
 };
 
@@ -169,9 +169,9 @@ int pv_emit(pv_stage *st, const uint8_t *data, size_t len, pv_err *err);
 enum { PV_PIPE_IN = 1, PV_PIPE_OUT = 2, PV_PIPE_ERR = 4, PV_ERR_TO_OUT = 8, PV_NULL_IN = 16 };
 
 typedef struct pv_child {
-    pid_t pid; /* 0 when not running */
+    pid_t pid;                 /* 0 when not running */
     int in_fd, out_fd, err_fd; /* -1 unless piped */
-    int status; /* raw wait status once reaped */
+    int status;                /* raw wait status once reaped */
     bool reaped;
 } pv_child;
 

@@ -7,9 +7,11 @@
  */
 #include "runtime.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <readline/history.h>
 #include <readline/readline.h>
@@ -21,17 +23,28 @@
 static lua_State *repl_L;
 static bool line_cancelled;
 
-/* Readline calls this when a read was interrupted by a signal. */
-static int on_read_interrupted(void)
+/* Reads a key for readline. On Ctrl-C (our handler sets the interrupt
+ * flag and read() fails with EINTR) it marks the line cancelled and hands
+ * readline a newline, so readline returns and we drop the line. */
+static int repl_getc(FILE *in)
 {
-    if (pv_interrupted()) {
-        pv_interrupt_clear();
-        lua_sethook(repl_L, NULL, 0, 0);
-        line_cancelled = true;
-        rl_replace_line("", 0);
-        rl_done = 1;
+    for (;;) {
+        unsigned char c;
+        ssize_t n = read(fileno(in), &c, 1);
+        if (n == 1) return c;
+        if (n == 0) return EOF;
+        if (errno != EINTR) return EOF;
+        if (pv_interrupted()) {
+            pv_interrupt_clear();
+            lua_sethook(repl_L, NULL, 0, 0);
+            line_cancelled = true;
+            rl_point = rl_end;
+            rl_redisplay();
+            fputs("^C", rl_outstream);
+            fflush(rl_outstream);
+            return '\n';
+        }
     }
-    return 0;
 }
 
 static char history_path[4096];
@@ -125,6 +138,7 @@ static char **complete(const char *text, int start, int end)
     matches = NULL;
     match_cap = 0;
     rl_attempted_completion_over = 1;
+    rl_completion_suppress_append = 1;
     const char *sep = NULL;
     for (const char *p = text; *p; p++)
         if (*p == '.' || *p == ':') sep = p;
@@ -159,12 +173,12 @@ static char **complete(const char *text, int start, int end)
     }
     add_keys(L, text, plen, text, 0);
     if (!sep) {
-        static const char *const keywords[] = {"and",   "break", "do",    "else",     "elseif",
-                                               "end",   "false", "for",   "function", "goto",
-                                               "if",    "in",    "local", "nil",      "not",
-                                               "or",    "repeat", "return", "then",   "true",
-                                               "until", "while", NULL};
-        for (int i = 0; keywords[i]; i++) add_match("", 0, keywords[i], text);
+        static const char *const keywords[] = {
+            "and",      "break",  "do",   "else", "elseif", "end",   "false", "for",
+            "function", "goto",   "if",   "in",   "local",  "nil",   "not",   "or",
+            "repeat",   "return", "then", "true", "until",  "while", NULL};
+        for (int i = 0; keywords[i]; i++)
+            add_match("", 0, keywords[i], text);
     }
 done:
     lua_settop(L, top);
@@ -180,11 +194,13 @@ done:
     size_t common = strlen(matches[0]);
     for (size_t i = 1; i < nmatches; i++) {
         size_t k = 0;
-        while (k < common && matches[i][k] == matches[0][k]) k++;
+        while (k < common && matches[i][k] == matches[0][k])
+            k++;
         common = k;
     }
     out[0] = strndup(matches[0], common);
-    for (size_t i = 0; i < nmatches; i++) out[i + 1] = matches[i];
+    for (size_t i = 0; i < nmatches; i++)
+        out[i + 1] = matches[i];
     out[nmatches + 1] = NULL;
     if (nmatches == 1) {
         free(out[0]);
@@ -272,7 +288,7 @@ int pv_repl(lua_State *L)
     preload_modules(L);
     rl_readline_name = "pgvault";
     rl_catch_signals = 0;
-    rl_signal_event_hook = on_read_interrupted;
+    rl_getc_function = repl_getc;
     rl_attempted_completion_function = complete;
     rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{}()[],+-*/%^~#";
     rl_completion_append_character = '\0';
@@ -289,7 +305,6 @@ int pv_repl(lua_State *L)
             free(line);
             free(chunk);
             chunk = NULL;
-            printf("^C\n");
             continue;
         }
         if (!line) break; /* Ctrl-D */

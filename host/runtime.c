@@ -61,8 +61,7 @@ static void on_signal(int sig)
     /* A third signal means the user really wants out, now. */
     if (++interrupt_count >= 3) _exit(130);
     /* lua_sethook is the one Lua call that is safe here (see lua.c). */
-    if (signal_L)
-        lua_sethook(signal_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    if (signal_L) lua_sethook(signal_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 void pv_signals_set_state(lua_State *L)
@@ -180,10 +179,22 @@ static int log_at(lua_State *L, int level)
     return 0;
 }
 
-static int log_debug(lua_State *L) { return log_at(L, PV_LOG_DEBUG); }
-static int log_info(lua_State *L) { return log_at(L, PV_LOG_INFO); }
-static int log_warn(lua_State *L) { return log_at(L, PV_LOG_WARN); }
-static int log_error(lua_State *L) { return log_at(L, PV_LOG_ERROR); }
+static int log_debug(lua_State *L)
+{
+    return log_at(L, PV_LOG_DEBUG);
+}
+static int log_info(lua_State *L)
+{
+    return log_at(L, PV_LOG_INFO);
+}
+static int log_warn(lua_State *L)
+{
+    return log_at(L, PV_LOG_WARN);
+}
+static int log_error(lua_State *L)
+{
+    return log_at(L, PV_LOG_ERROR);
+}
 
 static int log_secret(lua_State *L)
 {
@@ -201,10 +212,9 @@ static int log_level(lua_State *L)
 
 static void push_log_table(lua_State *L)
 {
-    static const luaL_Reg funcs[] = {{"debug", log_debug}, {"info", log_info},
-                                     {"warn", log_warn},   {"error", log_error},
-                                     {"secret", log_secret}, {"level", log_level},
-                                     {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"debug", log_debug},   {"info", log_info},   {"warn", log_warn}, {"error", log_error},
+        {"secret", log_secret}, {"level", log_level}, {NULL, NULL}};
     luaL_newlib(L, funcs);
 }
 
@@ -257,7 +267,8 @@ static int script_searcher(lua_State *L)
     const char *name = luaL_checkstring(L, 1);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    for (const char *p = name; *p; p++) luaL_addchar(&b, *p == '.' ? '/' : *p);
+    for (const char *p = name; *p; p++)
+        luaL_addchar(&b, *p == '.' ? '/' : *p);
     luaL_addstring(&b, ".lua");
     luaL_pushresult(&b);
     const char *rel = lua_tostring(L, -1);
@@ -347,7 +358,8 @@ static int strict_newindex(lua_State *L)
     lua_pop(L, 1);
     if (!declared) {
         if (!caller_is_main_or_c(L))
-            return luaL_error(L, "assignment to undeclared global '%s'", luaL_tolstring(L, 2, NULL));
+            return luaL_error(L, "assignment to undeclared global '%s'",
+                              luaL_tolstring(L, 2, NULL));
         lua_pushvalue(L, 2);
         lua_pushboolean(L, 1);
         lua_rawset(L, -3);

@@ -11,11 +11,16 @@
 static const char *state_name(int state)
 {
     switch (state) {
-    case PV_STAGE_NEW: return "unused";
-    case PV_STAGE_STARTED: return "running";
-    case PV_STAGE_FINISHED: return "finished";
-    case PV_STAGE_ABORTED: return "aborted";
-    default: return "used";
+    case PV_STAGE_NEW:
+        return "unused";
+    case PV_STAGE_STARTED:
+        return "running";
+    case PV_STAGE_FINISHED:
+        return "finished";
+    case PV_STAGE_ABORTED:
+        return "aborted";
+    default:
+        return "used";
     }
 }
 
@@ -63,7 +68,8 @@ void *pv_stage_new(lua_State *L, const pv_stage_ops *ops, size_t size, int opts)
                                         {"__close", stage_gc},
                                         {"__tostring", stage_tostring},
                                         {NULL, NULL}};
-        static const luaL_Reg methods[] = {{"name", stage_name}, {"release", stage_gc}, {NULL, NULL}};
+        static const luaL_Reg methods[] = {
+            {"name", stage_name}, {"release", stage_gc}, {NULL, NULL}};
         luaL_setfuncs(L, meta, 0);
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");

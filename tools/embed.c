@@ -29,7 +29,8 @@ int main(int argc, char **argv)
         fprintf(out, "static const unsigned char script_%d[] = {", i);
         int c;
         size_t n = 0;
-        while ((c = fgetc(in)) != EOF) fprintf(out, "%s%d,", n++ % 20 ? "" : "\n", c);
+        while ((c = fgetc(in)) != EOF)
+            fprintf(out, "%s%d,", n++ % 20 ? "" : "\n", c);
         fprintf(out, "0};\n");
         fclose(in);
     }

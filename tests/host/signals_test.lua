@@ -1,0 +1,64 @@
+-- SIGINT/SIGTERM: running Lua stops at a safe point, pipelines abort (no
+-- partial file), children are terminated, exit code 130.
+local t = require "harness.testing"
+local h = require "harness.env"
+local proc = require "pgvault.proc"
+local fs = require "pgvault.fs"
+
+local function spawn(code)
+  return proc.spawn({ h.bin, "-e", code, stdout = "pipe", stderr = "inherit" })
+end
+
+t.test("SIGINT stops a busy Lua loop with exit 130", function()
+  local p = spawn("io.stdout:write('ready\\n'); io.stdout:flush(); while true do end")
+  t.eq(p:read_line(10), "ready")
+  p:kill("INT")
+  local code = p:wait(10)
+  t.eq(code, 130, "exit code")
+end)
+
+t.test("SIGTERM does the same", function()
+  local p = spawn("io.stdout:write('ready\\n'); io.stdout:flush(); local n = 0; while true do n = n + 1 end")
+  t.eq(p:read_line(10), "ready")
+  p:kill("TERM")
+  t.eq(p:wait(10), 130)
+end)
+
+t.test("SIGINT during a pipeline aborts it and leaves no partial file", function()
+  local d = h.tmpdir()
+  local fifo, out = d .. "/in.fifo", d .. "/out.bin"
+  t.eq(proc.run({ "mkfifo", fifo }).code, 0)
+  local p = spawn(string.format([[
+    local s = require "pgvault.stream"
+    io.stdout:write("ready\n"); io.stdout:flush()
+    s.run{ s.file_reader(%q), s.sha256(), s.file_writer(%q) }]], fifo, out))
+  t.eq(p:read_line(10), "ready")
+  local w = assert(io.open(fifo, "w"))
+  w:write(string.rep("x", 100000))
+  w:flush()
+  proc.sleep(0.3)
+  t.ok(fs.exists(out .. ".partial"), "the pipeline is writing its .partial file")
+  p:kill("INT")
+  t.eq(p:wait(10), 130, "exit code")
+  w:close()
+  t.ok(not fs.exists(out), "no output under the final name")
+  t.ok(not fs.exists(out .. ".partial"), "no partial file left")
+end)
+
+t.test("SIGINT terminates a child process and exits 130", function()
+  local d = h.tmpdir()
+  local pidfile = d .. "/pid"
+  local p = spawn(string.format([[
+    local proc = require "pgvault.proc"
+    io.stdout:write("ready\n"); io.stdout:flush()
+    proc.run{ "sh", "-c", "echo $$ > %s; exec sleep 60" }]], pidfile))
+  t.eq(p:read_line(10), "ready")
+  local deadline = proc.now() + 10
+  while not fs.exists(pidfile) and proc.now() < deadline do proc.sleep(0.05) end
+  proc.sleep(0.2)
+  local child = tonumber(h.read(pidfile))
+  t.ok(child, "child pid")
+  p:kill("INT")
+  t.eq(p:wait(10), 130, "exit code")
+  t.ok(not proc.kill(child, "0"), "the child is gone")
+end)
