@@ -29,7 +29,22 @@ function h.tmpdir()
   return dir
 end
 
+local mounts = {}
+
+-- A small tmpfs (size like "1m"), read-only when opts.ro: a full or
+-- read-only target directory for failure tests. Needs root (as CI is).
+function h.mount_tmpfs(size, opts)
+  local dir = h.tmpdir()
+  local o = "size=" .. size .. ((opts and opts.ro) and ",ro" or "")
+  local r = proc.run({ "mount", "-t", "tmpfs", "-o", o, "pgvault-test", dir })
+  if r.code ~= 0 then error("cannot mount a test tmpfs (root needed): " .. r.stderr, 2) end
+  mounts[#mounts + 1] = dir
+  return dir
+end
+
 function h.cleanup()
+  for i = #mounts, 1, -1 do proc.run({ "umount", "-l", mounts[i] }) end
+  mounts = {}
   for _, d in ipairs(tmpdirs) do pcall(fs.remove_tree, d) end
   tmpdirs = {}
 end

@@ -1,0 +1,62 @@
+-- pgvault.fs: the file-system helpers scripts rely on.
+local t = require "harness.testing"
+local h = require "harness.env"
+local fs = require "pgvault.fs"
+
+t.test("mkdir_p, stat, listdir, remove_tree", function()
+  local d = h.tmpdir()
+  fs.mkdir_p(d .. "/a/b/c")
+  fs.mkdir_p(d .. "/a/b/c") -- idempotent
+  t.eq(fs.stat(d .. "/a/b/c").type, "dir")
+  fs.write_file(d .. "/a/z.txt", "z")
+  fs.write_file(d .. "/a/m.txt", "m")
+  t.eq(fs.listdir(d .. "/a"), { "b", "m.txt", "z.txt" }, "sorted names")
+  t.eq(fs.stat(d .. "/a/z.txt").size, 1)
+  fs.remove_tree(d .. "/a")
+  t.ok(not fs.exists(d .. "/a"))
+  local st, err = fs.stat(d .. "/nope")
+  t.eq(st, nil)
+  t.match(err, "No such file")
+end)
+
+t.test("mkdir_p over a file fails clearly", function()
+  local d = h.tmpdir()
+  fs.write_file(d .. "/f", "")
+  t.raises(function() fs.mkdir_p(d .. "/f/sub") end, "f")
+end)
+
+t.test("write_file is atomic and honours mode", function()
+  local d = h.tmpdir()
+  fs.write_file(d .. "/x", "1", { mode = 384 })
+  t.eq(fs.stat(d .. "/x").mode, 384)
+  t.eq(fs.read_file(d .. "/x"), "1")
+  t.ok(not fs.exists(d .. "/x.partial"))
+end)
+
+t.test("rename refuses to replace anything but a regular file", function()
+  local d = h.tmpdir()
+  fs.write_file(d .. "/a", "a")
+  fs.mkdir_p(d .. "/dir")
+  t.raises(function() fs.rename(d .. "/a", d .. "/dir") end, "not a regular file")
+  t.raises(function() fs.rename(d .. "/a", "/dev/null") end, "not a regular file")
+  fs.write_file(d .. "/b", "b")
+  fs.rename(d .. "/a", d .. "/b")
+  t.eq(fs.read_file(d .. "/b"), "a")
+end)
+
+t.test("read_file of a missing file names it", function()
+  local e = t.raises(function() fs.read_file("/nonexistent/file") end, "/nonexistent/file")
+  t.eq(e.kind, "io")
+  t.eq(e.path, "/nonexistent/file")
+end)
+
+t.test("tmpdir, realpath, getcwd, free_space, writable", function()
+  local d = fs.tmpdir("unit")
+  t.eq(fs.stat(d).type, "dir")
+  t.eq(fs.stat(d).mode, 448, "private (0700)")
+  t.eq(fs.realpath(d .. "/."), fs.realpath(d))
+  t.ok(fs.getcwd():sub(1, 1) == "/")
+  t.ok(fs.free_space(d) > 0)
+  t.ok(fs.writable(d))
+  fs.remove_tree(d)
+end)

@@ -1,0 +1,155 @@
+-- pgvault.stream: the engine's contract (start/run/finish/abort, reports,
+-- single use) and the generic stages, files above all: atomic commit, no
+-- partial file on failure, devices and FIFOs written through, not replaced.
+local t = require "harness.testing"
+local h = require "harness.env"
+local stream = require "pgvault.stream"
+local fs = require "pgvault.fs"
+local proc = require "pgvault.proc"
+
+local function sha256_of(data)
+  local r = stream.run { stream.string(data), stream.sha256(), stream.discard() }
+  return r.sha256.sha256
+end
+
+t.test("string to buffer, with the SHA-256 of known vectors", function()
+  t.eq(sha256_of(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "empty")
+  t.eq(sha256_of("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "abc")
+  local r = stream.run { stream.string("hello"), stream.buffer() }
+  t.eq(r.buffer.data, "hello")
+  t.eq(r.bytes, 5)
+  t.eq(r.ok, true)
+end)
+
+t.test("reports are keyed by label and listed in order", function()
+  local r = stream.run { stream.string("x"), stream.sha256 { label = "plain" }, stream.counter(),
+    stream.sha256 { label = "stored" }, stream.discard() }
+  t.eq(r.plain.bytes, 1)
+  t.eq(r.stored.sha256, r.plain.sha256)
+  t.eq(r.counter.bytes, 1)
+  t.eq(#r.stages, 5)
+  t.eq(r.stages[1], false, "the string source reports nothing")
+  t.eq(r.stages[2], r.plain)
+end)
+
+t.test("a large input streams in constant memory chunks", function()
+  local data = string.rep("0123456789abcdef", 1 << 16) -- 1 MiB
+  local r = stream.run { stream.string(data), stream.counter(), stream.buffer() }
+  t.eq(r.counter.bytes, #data)
+  t.eq(r.buffer.data == data, true, "bytes unchanged")
+end)
+
+t.test("a stage runs in one pipeline only", function()
+  local src, sink = stream.string("a"), stream.discard()
+  stream.run { src, sink }
+  t.raises(function() stream.run { src, stream.discard() } end, "already used")
+  t.match(tostring(src), "^pgvault stage string")
+end)
+
+t.test("misuse is reported as argument errors", function()
+  t.raises(function() stream.run {} end, "source and a sink")
+  t.raises(function() stream.run { stream.discard(), stream.discard() } end, "cannot be a source")
+  t.raises(function() stream.run { stream.string("a"), stream.string("b") } end, "cannot take input")
+  local s = stream.discard()
+  t.raises(function() stream.run { stream.string("a"), s, s } end, "twice")
+end)
+
+t.test("file writer commits atomically with mode 0600 by default", function()
+  local d = h.tmpdir()
+  local path = d .. "/out.bin"
+  local r = stream.run { stream.string("payload"), stream.file_writer(path) }
+  t.eq(r.file.committed, true)
+  t.eq(h.read(path), "payload")
+  t.eq(fs.stat(path).mode, 384, "mode 0600")
+  t.ok(not fs.exists(path .. ".partial"), "no partial left")
+  stream.run { stream.string("again"), stream.file_writer(path, { mode = 420 }) }
+  t.eq(h.read(path), "again", "overwrites by default")
+  t.eq(fs.stat(path).mode, 420, "mode option")
+end)
+
+t.test("file writer with no_clobber refuses an existing file and keeps it", function()
+  local d = h.tmpdir()
+  local path = d .. "/keep"
+  h.write(path, "original")
+  local e = t.raises(function()
+    stream.run { stream.string("new"), stream.file_writer(path, { no_clobber = true }) }
+  end, "already exists")
+  t.eq(e.kind, "io")
+  t.eq(h.read(path), "original")
+  t.ok(not fs.exists(path .. ".partial"))
+end)
+
+t.test("a failing source leaves nothing under the final name", function()
+  local d = h.tmpdir()
+  local path = d .. "/never"
+  local e = t.raises(function()
+    stream.run { stream.file_reader(d .. "/missing"), stream.file_writer(path) }
+  end, "cannot open .*missing")
+  t.eq(e.kind, "io")
+  t.eq(e.path, d .. "/missing")
+  t.ok(not fs.exists(path), "no file")
+  t.ok(not fs.exists(path .. ".partial"), "no partial")
+end)
+
+t.test("a sink failing midway (buffer limit) aborts the file too", function()
+  local d = h.tmpdir()
+  local e = t.raises(function()
+    stream.run { stream.string(string.rep("x", 10000)), stream.buffer { max = 100 } }
+  end, "limit")
+  t.ok(e.result, "the error carries what the stages saw")
+  t.eq(#fs.listdir(d), 0)
+end)
+
+t.test("/dev/null is written through, never renamed over", function()
+  local before = fs.stat("/dev/null")
+  stream.run { stream.string("discarded"), stream.file_writer("/dev/null") }
+  local after = fs.stat("/dev/null")
+  t.eq(after.type, "chardev", "/dev/null is still a device")
+  t.eq(before.type, "chardev")
+  t.ok(not fs.exists("/dev/null.partial"), "no /dev/null.partial")
+  fs.write_file("/dev/null", "also fine")
+  t.eq(fs.stat("/dev/null").type, "chardev", "fs.write_file writes devices through too")
+end)
+
+t.test("a FIFO sink is written through", function()
+  local d = h.tmpdir()
+  local fifo = d .. "/pipe"
+  t.eq(proc.run({ "mkfifo", fifo }).code, 0)
+  local reader = proc.spawn({ "sh", "-c", "cat " .. fifo .. " > " .. d .. "/got", stdout = "inherit" })
+  stream.run { stream.string("through the fifo"), stream.file_writer(fifo) }
+  t.eq(reader:wait(10), 0)
+  t.eq(h.read(d .. "/got"), "through the fifo")
+  t.eq(fs.stat(fifo).type, "fifo", "still a FIFO")
+end)
+
+t.test("reading a directory or a missing file fails clearly", function()
+  local d = h.tmpdir()
+  t.raises(function() stream.run { stream.file_reader(d), stream.discard() } end, "is a directory")
+  t.raises(function() stream.run { stream.string("x"), stream.file_writer(d) } end, "is a directory")
+end)
+
+t.test("a read-only directory fails with the path and no debris", function()
+  local ro = h.mount_tmpfs("1m", { ro = true })
+  local e = t.raises(function()
+    stream.run { stream.string("x"), stream.file_writer(ro .. "/out") }
+  end, "cannot create .*Read%-only file system")
+  t.eq(e.kind, "io")
+  t.eq(e.path, ro .. "/out")
+  t.eq(#fs.listdir(ro), 0)
+end)
+
+t.test("a full disk fails the pipeline and removes the partial file", function()
+  local small = h.mount_tmpfs("1m")
+  local e = t.raises(function()
+    stream.run { stream.string(string.rep("x", 3 * 1024 * 1024)), stream.file_writer(small .. "/big") }
+  end, "No space left on device")
+  t.eq(e.kind, "io")
+  t.eq(#fs.listdir(small), 0, "no file, no partial file")
+end)
+
+t.test("stdin and stdout stages through a child pgvault", function()
+  local r = h.pgvault({ "-e", "local s = require 'pgvault.stream'; s.run{ s.stdin(), s.sha256(), s.stdout() }" },
+    { stdin = "round trip" })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(r.stdout, "round trip")
+end)
