@@ -26,4 +26,4 @@ if out then
   f:write(string.format("%d %d %d\n", passed, failed, skipped))
   f:close()
 end
-os.exit(failed == 0 and 0 or 1)
+os.exit(failed == 0 and 0 or 1, true)
