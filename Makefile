@@ -84,5 +84,18 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/pgvault
 
+# libFuzzer targets: tests/fuzz/NAME_fuzz.c, linked with everything but the
+# CLI and the REPL, built with clang into build-fuzz/NAME_fuzz.
+# Run one with: build-fuzz/archive_fuzz -max_total_time=1800 tests/fuzz/archive_corpus
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/*_fuzz.c))
+FUZZ_OBJS     = $(filter-out build-fuzz/host/main.o build-fuzz/host/repl.o,$(SRCS:%.c=build-fuzz/%.o)) \
+                build-fuzz/gen/embedded.o build-fuzz/gen/modules.o
+
+fuzz: $(FUZZ_TARGETS)
+
+build-fuzz/%_fuzz: tests/fuzz/%_fuzz.c
+	$(MAKE) B=build-fuzz CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" $(FUZZ_OBJS)
+	clang $(CFLAGS_ALL) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJS) $(LIBS)
+
 clean:
 	rm -rf build build-asan build-fuzz bin

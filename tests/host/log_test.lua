@@ -41,3 +41,15 @@ t.test("a failing script's error line is redacted", function()
   t.no_match(r.stderr, "pa55word")
   t.match(r.stderr, "postgres://u:%*%*%*@h/db")
 end)
+
+t.test("the redaction fuzz corpus replays cleanly", function()
+  local fs = require "pgvault.fs"
+  local dir = "tests/fuzz/redact_corpus"
+  local names = fs.listdir(dir)
+  t.ok(#names >= 2, "corpus present")
+  for _, name in ipairs(names) do
+    local out = pgvault.redact(fs.read_file(dir .. "/" .. name))
+    t.eq(type(out), "string", name)
+    t.no_match(out, "password=x", name)
+  end
+end)
