@@ -1,0 +1,128 @@
+-- Shared pieces of the side-by-side benchmarks: the throwaway services, a
+-- database of realistic, poorly compressible rows, and a runner that
+-- measures wall time and peak RSS of a command with /usr/bin/time.
+-- Benchmarks print ratios (pgvault / peer) measured in one run, because
+-- these machines are noisy; they never assert on time.
+package.path = "tests/?.lua;bench/?.lua;" .. package.path
+local fs = require "pgvault.fs"
+local proc = require "pgvault.proc"
+local services = require "harness.services"
+
+local bench = {}
+
+bench.root = fs.getcwd()
+bench.bin = bench.root .. "/" .. (os.getenv("PGVAULT_BIN") or "bin/pgvault")
+
+-- Starts PostgreSQL and S3 under a temporary directory; returns the
+-- description, a work directory and a stop function (also run at exit).
+function bench.services()
+  local base = fs.tmpdir("pgvault-bench")
+  local desc, stop = services.start(base, bench.root)
+  local work = base .. "/work"
+  fs.mkdir_p(work)
+  local function stop_all()
+    stop()
+    pcall(fs.remove_tree, base)
+  end
+  return desc, work, stop_all
+end
+
+function bench.url(pg, db)
+  return string.format("postgresql://%s:%s@127.0.0.1:%d/%s", pg.user, pg.password, pg.port, db)
+end
+
+function bench.admin_psql(pg, sql)
+  local r = proc.run({ pg.bindir .. "/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.socket_dir,
+    "-p", tostring(pg.port), "-U", "postgres", "-d", "postgres", "-f", "-", stdin = sql, timeout = 3600 })
+  if r.code ~= 0 then error("psql: " .. r.stderr) end
+  return r.stdout
+end
+
+function bench.psql(pg, db, sql)
+  local r = proc.run({ pg.bindir .. "/psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+    "-p", tostring(pg.port), "-U", pg.user, "-d", db, "-f", "-", stdin = sql, timeout = 3600,
+    env = { PGPASSWORD = pg.password } })
+  if r.code ~= 0 then error("psql: " .. r.stderr) end
+  return r.stdout
+end
+
+-- Creates database `db` with about `mb` megabytes of rows that look like an
+-- application's: random text, numbers, timestamps, a few indexes. Random
+-- hex and mixed words keep it from compressing the way pgbench's filler does.
+function bench.dataset(pg, db, mb)
+  bench.admin_psql(pg, string.format("DROP DATABASE IF EXISTS %s WITH (FORCE);\n" ..
+    "CREATE DATABASE %s OWNER %s TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'en_US.UTF-8' " ..
+    "LC_CTYPE 'en_US.UTF-8';", db, db, pg.user))
+  -- about 330 bytes of table data per event row
+  local events = math.floor(mb * 1024 * 1024 / 330)
+  local customers = math.max(1000, events // 20)
+  bench.psql(pg, db, string.format([[
+CREATE TABLE customers (
+  id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL, city text,
+  created_at timestamptz NOT NULL, balance numeric(14,2), notes text);
+INSERT INTO customers
+SELECT g, initcap(substr(md5(g::text), 1, 6)) || ' ' || initcap(substr(md5((g*7)::text), 3, 9)),
+       substr(md5((g*3)::text), 1, 10) || '@example.' || (ARRAY['com','org','net','io'])[1 + g %% 4],
+       (ARRAY['Lisboa','Zürich','Kraków','São Paulo','Oslo','Nairobi','Osaka','Montréal'])[1 + g %% 8],
+       timestamptz '2020-01-01' + (random() * 1500) * interval '1 day',
+       round((random() * 100000)::numeric, 2),
+       CASE WHEN g %% 5 = 0 THEN NULL ELSE md5(random()::text) || ' ' || md5(random()::text) END
+FROM generate_series(1, %d) g;
+CREATE TABLE events (
+  id bigint PRIMARY KEY, customer_id bigint NOT NULL, kind text NOT NULL, amount numeric(12,2),
+  happened_at timestamptz NOT NULL, ip inet, payload text NOT NULL);
+INSERT INTO events
+SELECT g, 1 + (random() * %d)::bigint,
+       (ARRAY['login','purchase','refund','view','logout','signup'])[1 + (random() * 5)::int],
+       round((random() * 5000)::numeric, 2),
+       timestamptz '2023-01-01' + random() * interval '700 days',
+       ('10.' || (random()*255)::int || '.' || (random()*255)::int || '.' || (random()*255)::int)::inet,
+       md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) ||
+       md5(random()::text) || md5(random()::text) || ' ' || repeat(chr(97 + (random()*25)::int), (random()*40)::int)
+FROM generate_series(1, %d) g;
+CREATE INDEX events_customer ON events (customer_id);
+CREATE INDEX events_time ON events (happened_at);
+ANALYZE;
+]], customers, customers, events))
+  local size = bench.psql(pg, db, "SELECT pg_database_size(current_database());")
+  return tonumber(size)
+end
+
+-- Runs argv under /usr/bin/time; returns {seconds, rss_kb, code, stderr}.
+function bench.measure(argv, opts)
+  opts = opts or {}
+  local full = { "/usr/bin/time", "-f", "@@time %e %M" }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  full.env, full.stdin, full.cwd, full.timeout = opts.env, opts.stdin, opts.cwd, opts.timeout or 3600
+  local t0 = proc.now()
+  local r = proc.run(full)
+  local wall = proc.now() - t0
+  local secs, rss = r.stderr:match("@@time ([%d.]+) (%d+)")
+  return { seconds = tonumber(secs) or wall, rss_kb = tonumber(rss) or 0, code = r.code,
+    stdout = r.stdout, stderr = r.stderr:gsub("@@time [^\n]*\n?", "") }
+end
+
+-- Runs a shell pipeline (for peers like `pg_dump | zstd`), measured as a whole.
+function bench.measure_sh(script, opts)
+  return bench.measure({ "sh", "-c", script }, opts)
+end
+
+function bench.must(r, what)
+  if r.code ~= 0 then error(what .. " failed (" .. tostring(r.code) .. "): " .. (r.stderr or "")) end
+  return r
+end
+
+function bench.size(path)
+  local st = fs.stat(path)
+  return st and st.size or 0
+end
+
+-- Prints one comparison row and returns the ratio.
+function bench.row(name, ours, peer)
+  local ratio = ours.seconds / math.max(peer.seconds, 1e-6)
+  print(string.format("%-34s pgvault %7.2fs %7.1f MiB | peer %7.2fs %7.1f MiB | ratio %.2f",
+    name, ours.seconds, ours.rss_kb / 1024, peer.seconds, peer.rss_kb / 1024, ratio))
+  return ratio
+end
+
+return bench
