@@ -182,9 +182,11 @@ static int dump_pg_dump(lua_State *L)
     return 1;
 }
 
-/* dump.pg_restore{db=, args={...}, pg_bin=DIR, label=?}: reads the archive
- * on stdin. The newest pg_restore is chosen: it reads every older archive,
- * and restores into servers newer than itself. */
+/* dump.pg_restore{db=, args={...}, pg_bin=DIR, file=?, jobs=?, label=?}: a
+ * sink reading the archive on stdin; with file=PATH a source (with no
+ * output) that reads the file, which parallel restores (jobs > 1) need.
+ * The newest pg_restore is chosen: it reads every older archive, and
+ * restores into servers newer than itself. */
 static int dump_pg_restore(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -195,10 +197,24 @@ static int dump_pg_restore(lua_State *L)
     const char *conninfo = push_conn(L, 1, &password);
     argv_list a = {.n = 0};
     push_arg(L, &a, "pg_restore");
+    const char *file = pv_opt_str(L, 1, "file", NULL);
+    lua_Integer jobs = pv_opt_int(L, 1, "jobs", 1);
+    if (jobs < 1 || jobs > 64) {
+        free_password(password);
+        return luaL_argerror(L, 1, "jobs must be 1..64");
+    }
+    if (jobs > 1 && !file) {
+        free_password(password);
+        return luaL_argerror(L, 1, "jobs > 1 needs file= (pg_restore -j cannot read stdin)");
+    }
+    char jobs_arg[32];
+    snprintf(jobs_arg, sizeof jobs_arg, "--jobs=%d", (int)jobs);
+    if (jobs > 1) push_arg(L, &a, jobs_arg);
     push_user_args(L, 1, &a);
     push_arg(L, &a, "-d");
     push_arg(L, &a, conninfo);
-    dump_stage_push(L, 1, "pg_restore", &bin, a.v, password, DUMP_SINK);
+    if (file) push_arg(L, &a, file);
+    dump_stage_push(L, 1, "pg_restore", &bin, a.v, password, file ? DUMP_SOURCE : DUMP_SINK);
     free_password(password);
     return 1;
 }

@@ -42,6 +42,7 @@ typedef struct {
     char first_error[LINE_MAX_LEN * 2];
     int error_lines; /* continuation lines still to add to first_error */
     bool in_error;   /* the lines being read continue an error */
+    bool in_notice;  /* ... or the collation WARNING */
     int warnings;
     bool collation_mismatch;
 } dump_stage;
@@ -87,13 +88,20 @@ static void stderr_line(dump_stage *d, char *line)
     bool continuation = line[0] == ' ' || line[0] == '\t' || has(line, "DETAIL:") ||
                         has(line, "HINT:") || has(line, "detail:") || has(line, "hint:") ||
                         has(line, "LINE ") || has(line, "Command was:");
-    if (has(line, "collation version mismatch")) {
-        d->collation_mismatch = true;
-        level = PV_LOG_WARN;
-    }
     if (has(line, "warning:") || has(line, "WARNING:")) {
         d->warnings++;
         level = PV_LOG_WARN;
+    }
+    /* The caller surfaces this one once (the report says it was seen);
+     * the server's own text stays in the debug log. */
+    if (has(line, "collation version mismatch")) {
+        d->collation_mismatch = true;
+        d->in_notice = true;
+        level = PV_LOG_DEBUG;
+    } else if (continuation && d->in_notice) {
+        level = PV_LOG_DEBUG;
+    } else if (!continuation) {
+        d->in_notice = false;
     }
     if (is_error && !d->first_error[0]) {
         snprintf(d->first_error, sizeof d->first_error, "%s", message_part(d, line));
@@ -357,6 +365,14 @@ static const pv_stage_ops source_ops = {.name = "pg_dump",
                                         .report = stage_report,
                                         .release = stage_release};
 
+/* pg_restore reading a file (parallel restores): a source with no output. */
+static const pv_stage_ops restore_source_ops = {.name = "pg_restore",
+                                                .start = stage_start,
+                                                .run = source_run,
+                                                .abort = stage_abort,
+                                                .report = stage_report,
+                                                .release = stage_release};
+
 static const pv_stage_ops restore_ops = {.name = "pg_restore",
                                          .start = stage_start,
                                          .write = sink_write,
@@ -376,9 +392,10 @@ static const pv_stage_ops psql_ops = {.name = "psql",
 void dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin *bin,
                      const char *const *argv, const char *password, int mode)
 {
-    const pv_stage_ops *ops = mode == DUMP_SOURCE                    ? &source_ops
-                              : strcmp(program, "pg_restore") == 0 ? &restore_ops
-                                                                   : &psql_ops;
+    bool restore = strcmp(program, "pg_restore") == 0;
+    const pv_stage_ops *ops = mode == DUMP_SOURCE ? (restore ? &restore_source_ops : &source_ops)
+                              : restore           ? &restore_ops
+                                                  : &psql_ops;
     dump_stage *d = pv_stage_new(L, ops, sizeof *d, opts);
     d->mode = mode;
     d->child.in_fd = d->child.out_fd = d->child.err_fd = -1;
