@@ -87,8 +87,7 @@ static const char *push_conn(lua_State *L, int t, char **password)
     dump_conn c;
     pv_err err;
     pv_err_clear(&err);
-    if (dump_conn_parse(url, pv_opt_str(L, t, "dbname", NULL), &c, &err) < 0)
-        pv_err_raise(L, &err);
+    if (dump_conn_parse(url, pv_opt_str(L, t, "dbname", NULL), &c, &err) < 0) pv_err_raise(L, &err);
     lua_pushstring(L, c.conninfo);
     *password = c.password;
     c.password = NULL;
@@ -145,7 +144,8 @@ static int dump_pg_dump(lua_State *L)
         zlevel = colon ? atol(colon + 1) : -1;
         if (strcmp(method, "none") && strcmp(method, "gzip") && strcmp(method, "lz4") &&
             strcmp(method, "zstd"))
-            return luaL_argerror(L, 1, "compress must be a level, none, gzip[:N], lz4[:N], zstd[:N]");
+            return luaL_argerror(L, 1,
+                                 "compress must be a level, none, gzip[:N], lz4[:N], zstd[:N]");
     } else if (ztype != LUA_TNIL) {
         return luaL_argerror(L, 1, "compress must be a level or a string like \"gzip:6\"");
     }
@@ -260,8 +260,7 @@ static int dump_find(lua_State *L)
     lua_pop(L, 1);
     int min_major = (int)pv_opt_int(L, 1, "min_major", 0);
     const char *url = pv_opt_str(L, 1, "db", NULL);
-    if (pv_opt_int(L, 1, "server_version", 0) > 0 || url)
-        min_major = server_major(L, 1, url);
+    if (pv_opt_int(L, 1, "server_version", 0) > 0 || url) min_major = server_major(L, 1, url);
     dump_bin bin;
     find_or_raise(L, program, opt_pg_bin(L, 1), min_major, &bin);
     lua_createtable(L, 0, 3);

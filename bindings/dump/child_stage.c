@@ -209,12 +209,11 @@ static int stage_start(pv_stage *s, pv_err *err)
     int flags = d->mode == DUMP_SOURCE ? (PV_PIPE_OUT | PV_PIPE_ERR | PV_NULL_IN)
                                        : (PV_PIPE_IN | PV_PIPE_OUT | PV_ERR_TO_OUT);
     d->argv[0] = d->bin.path;
-    if (pv_child_spawn(&d->child, (const char *const *)d->argv, (const char *const *)d->env,
-                       NULL, flags, err) < 0)
+    if (pv_child_spawn(&d->child, (const char *const *)d->argv, (const char *const *)d->env, NULL,
+                       flags, err) < 0)
         return -1;
     d->spawned = true;
-    pv_log(PV_LOG_DEBUG, "started %s %s (pid %d)", d->bin.path, d->bin.version,
-           (int)d->child.pid);
+    pv_log(PV_LOG_DEBUG, "started %s %s (pid %d)", d->bin.path, d->bin.version, (int)d->child.pid);
     if (d->mode == DUMP_SINK) fcntl(d->child.in_fd, F_SETFL, O_NONBLOCK);
     fcntl(*diag_fd(d), F_SETFL, O_NONBLOCK);
     return 0;
