@@ -33,7 +33,8 @@ t.test("no client new enough: the error names the package to install", function(
   t.raises(function() dump.find_bin { program = "pg_dump", server_version = 170002, pg_bin = PG.bindir } end,
     "point %-%-pg%-bin at a pg_dump 17 or newer, or install postgresql%-client%-17")
   local empty = h.tmpdir()
-  t.raises(function() dump.find_bin { program = "pg_dump", pg_bin = empty } end, "no pg_dump in " .. empty:gsub("%p", "%%%0"))
+  t.raises(function() dump.find_bin { program = "pg_dump", pg_bin = empty } end,
+    "no pg_dump in " .. empty:gsub("%p", "%%%0"))
   t.raises(function() dump.pg_dump { db = url, server_version = 180000 } end, "postgresql%-client%-18")
 end)
 
@@ -58,7 +59,8 @@ t.test("pg_dump streams a custom-format archive; pg_restore reads it back", func
   t.eq(r.pg_dump.bytes, #r.buffer.data)
   t.eq(r.pg_dump.collation_mismatch, false)
   local target = h.createdb("dump_binding_copy")
-  local back = stream.run { stream.string(r.buffer.data), dump.pg_restore { db = target, args = { "--exit-on-error" } } }
+  local back = stream.run { stream.string(r.buffer.data),
+    dump.pg_restore { db = target, args = { "--exit-on-error" } } }
   t.eq(back.pg_restore.exit_status, 0)
   t.eq(h.psql(target, "SELECT count(*), max(v) FROM t;"), "1000|välue 999\n")
   -- pg_dump's own compression, as the PostgreSQL 15 client spells it
@@ -111,7 +113,8 @@ end)
 t.test("the password is in the child's environment, never on its command line", function()
   local release = children.lock_table(DB, "t")
   local d = h.tmpdir()
-  local handle, output = children.pgvault({ "-e", [[local dump, stream = require "pgvault.dump", require "pgvault.stream"
+  local handle, output = children.pgvault({ "-e", [[
+    local dump, stream = require "pgvault.dump", require "pgvault.stream"
     stream.run { dump.pg_dump { db = os.getenv("PGV_URL") }, stream.file_writer(os.getenv("PGV_OUT")) }]] },
     { PGV_URL = url, PGV_OUT = d .. "/out.backup" })
   local pid = children.find(handle:pid(), "pg_dump", "dbname=")
@@ -132,8 +135,10 @@ end)
 t.test("a killed pg_dump fails the pipeline and leaves no file", function()
   local release = children.lock_table(DB, "t")
   local d = h.tmpdir()
-  local handle, output = children.pgvault({ "-e", [[local dump, stream = require "pgvault.dump", require "pgvault.stream"
-    stream.run { dump.pg_dump { db = os.getenv("PGV_URL") }, stream.zstd(), stream.file_writer(os.getenv("PGV_OUT")) }]] },
+  local handle, output = children.pgvault({ "-e", [[
+    local dump, stream = require "pgvault.dump", require "pgvault.stream"
+    stream.run { dump.pg_dump { db = os.getenv("PGV_URL") }, stream.zstd(),
+      stream.file_writer(os.getenv("PGV_OUT")) }]] },
     { PGV_URL = url, PGV_OUT = d .. "/out.backup.zst" })
   local pid = children.find(handle:pid(), "pg_dump", "dbname=")
   t.ok(pid, "pg_dump started")

@@ -48,8 +48,8 @@ function fixture.fingerprint(url, opts)
     fp.tables[t] = h.psql(url, string.format(
       "SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) FROM %s x;", t))
   end
-  fp.large_objects = h.psql(url,
-    "SELECT count(*) || ' ' || coalesce(md5(string_agg(md5(lo_get(oid)), ',' ORDER BY oid)), '') FROM pg_largeobject_metadata;")
+  fp.large_objects = h.psql(url, "SELECT count(*) || ' ' || "
+    .. "coalesce(md5(string_agg(md5(lo_get(oid)), ',' ORDER BY oid)), '') FROM pg_largeobject_metadata;")
   fp.sequence = h.psql(url, [[SELECT last_value || ' ' || is_called FROM "audit trail".ticket_seq;]])
   fp.extensions = h.psql(url, "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension;")
   fp.view = h.psql(url, "SELECT string_agg(city || '=' || n, ',' ORDER BY city) FROM app.city_counts;")
