@@ -28,7 +28,7 @@ CREATE INDEX events_customer ON "audit trail".events (customer_id);
 CREATE VIEW app.city_counts AS SELECT city, count(*) AS n FROM app.customers GROUP BY city;
 CREATE TABLE public.empty_table (a int, b text);
 UPDATE "audit trail".events SET blob = lo_from_bytea(0, convert_to('large object ✓ ' || repeat('x', 10000), 'UTF8'))
-WHERE id = 1000;
+WHERE id = (SELECT min(id) FROM "audit trail".events);
 ]]
 
 function fixture.create(name)
