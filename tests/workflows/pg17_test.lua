@@ -20,7 +20,7 @@ local function stop()
     services.stop_pg(pg17)
   end
 end
-local guard = setmetatable({}, { __gc = stop }) -- luacheck: ignore 211
+local guard = setmetatable({}, { __gc = stop })
 local function url17(db)
   return string.format("postgresql://%s:%s@127.0.0.1:%d/%s", pg17.user, pg17.password,
     math.tointeger(pg17.port), db)
@@ -58,6 +58,7 @@ t.test("a PostgreSQL 15 archive restores into PostgreSQL 17", function()
 end)
 
 t.test("stop the PostgreSQL 17 server", function()
+  t.eq(getmetatable(guard).__gc, stop) -- (the guard lives as long as this test does)
   stop()
   t.raises(function() h.psql(url17("postgres"), "SELECT 1;") end, "psql failed", "the server is down")
 end)
