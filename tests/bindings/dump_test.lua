@@ -151,3 +151,15 @@ t.test("a killed pg_dump fails the pipeline and leaves no file", function()
   t.match(stderr, "pg_dump was killed by signal 9")
   t.eq(#fs.listdir(d), 0, "no file, no partial file")
 end)
+
+t.test("child stderr is forwarded to the log, redacted, and the error is too", function()
+  local code = [[local dump, stream = require "pgvault.dump", require "pgvault.stream"
+    local url, pw = os.getenv("PGV_URL"), os.getenv("PGV_PW")
+    stream.run { stream.string("DO $$ BEGIN RAISE WARNING 'leaked %', '" .. pw .. "'; END $$;\n"
+      .. "SELECT 'again " .. pw .. "'::int;"), dump.psql { db = url } }]]
+  local r = h.pgvault({ "-e", code }, { env = { PGV_URL = url, PGV_PW = PG.password } })
+  t.eq(r.code, 1)
+  t.match(r.stderr, "pgvault: warning: psql:.*WARNING:  leaked %*%*%*", "the warning is logged, masked")
+  t.match(r.stderr, "psql exited with status 3: .*invalid input syntax for type integer: \"again %*%*%*\"")
+  t.no_match(r.stderr, PG.password, "the password appears nowhere")
+end)
