@@ -158,7 +158,7 @@ end)
 
 t.test("a changed ICU collation: --deep finds the out-of-order index, the fix rebuilds and refreshes it", function()
   local name = "coll_icu"
-  local url = setup(name)
+  setup(name)
   -- Same collation name, new rules (upper case first) and a stale version.
   admin(name, "UPDATE pg_collation SET colliculocale = 'en-u-kf-upper', collversion = '0.1' WHERE collname = 'ctest';")
   local r = run({ "collation-check", "--db", url_of(name) })
