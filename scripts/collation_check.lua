@@ -1,7 +1,6 @@
 -- find collation version mismatches and the indexes they put at risk
 local cli = require "lib.cli"
 local collation = require "lib.collation"
-local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 
 local o = cli.parse(arg, {
@@ -24,7 +23,7 @@ local o = cli.parse(arg, {
 local reports, failures = {}, {}
 for _, target in ipairs(collation.targets(o.db or "", o.all_databases)) do
   local ok, err = pcall(function()
-    local conn <close> = target.conn or pg.connect(target.url)
+    local conn <close> = target.conn or collation.connect(target.url)
     local report = collation.check(conn, { deep = o.deep })
     reports[#reports + 1] = report
     if not o.json then

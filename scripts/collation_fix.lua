@@ -36,13 +36,14 @@ end
 -- library; its name says why it was taken.
 local function take_backup(target)
   local backup = require "lib.backup"
-  local suffix = "collation-fix-" .. target.name:gsub("[^%w_-]", "_")
-  return backup.run { db = target.url, to = o.to, suffix = suffix }
+  local suffix = "collation-fix-" .. target.name:sub(1, 50):gsub("[^%w_-]", "_")
+  -- An explicit database name: the URL may rely on PGDATABASE.
+  return backup.run({ db = collation.url_for(target.url, target.name), to = o.to, suffix = suffix }).path
 end
 
 local function fix_database(target)
   local out = { database = target.name }
-  local conn = target.conn or pg.connect(target.url)
+  local conn = target.conn or collation.connect(target.url)
   local before = collation.check(conn)
   out.before = collation.plain(before)
   say_lines(collation.describe(before))
@@ -81,7 +82,7 @@ local function fix_database(target)
     conn:close()
     out.backup = take_backup(target)
     say("backup of %s: %s", target.name, out.backup)
-    conn = pg.connect(target.url)
+    conn = collation.connect(target.url)
   end
 
   local result = collation.fix(conn, before)
@@ -102,7 +103,7 @@ local function fix_database(target)
   for _, r in ipairs(result.not_refreshed) do say("NOT refreshed %s: %s", r.object, r.reason) end
 
   -- A new connection: the start-up warning must be gone too.
-  local conn2 <close> = pg.connect(target.url)
+  local conn2 <close> = collation.connect(target.url)
   local after = collation.check(conn2)
   out.after = collation.plain(after)
   say("after the fix:")

@@ -17,6 +17,12 @@ local M = {}
 
 local DEFAULT_COLLATION = 100 -- the "default" collation's fixed OID
 
+-- A connection whose notices are kept for the report rather than logged:
+-- the report shows the collation WARNING of start-up itself.
+function M.connect(url)
+  return pg.connect(url, { log_notices = false })
+end
+
 -- Connection string for another database on the same server, keeping
 -- every other setting of `url` (host, user, password, sslmode ...).
 function M.url_for(url, dbname)
@@ -386,7 +392,7 @@ end
 -- {name, url, conn}; conn is open for the first one (its start-up
 -- notices intact) and nil for the others (connect when their turn comes).
 function M.targets(url, all)
-  local conn = pg.connect(url)
+  local conn = M.connect(url)
   if not all then return { { name = conn:db(), url = url, conn = conn } } end
   local out = {}
   for _, d in ipairs(M.databases(conn)) do

@@ -194,7 +194,7 @@ t.test("missing database and role", function()
   t.eq(e.sqlstate, "3D000")
   t.match(e.message, "check the database name")
   t.eq(e.database, "no_such_db")
-  e = t.raises(function() pg.connect(PG.admin_url("postgres"):gsub("user=postgres", "user=no_such_role")) end)
+  e = t.raises(function() pg.connect((PG.admin_url("postgres"):gsub("user=postgres", "user=no_such_role"))) end)
   t.eq(e.sqlstate, "28000")
   t.match(e.message, 'role "no_such_role" does not exist')
 end)
@@ -225,6 +225,18 @@ t.test("notices are collected with their fields and forwarded to the log", funct
     c:close()]])
   t.eq(r.code, 0, r.stderr)
   t.match(r.stderr, "^pgvault: warning: server WARNING on database " .. DB .. ": from the server\n$")
+  -- With log_notices = false they are only collected (and logged at debug level).
+  local code = [[
+    local c = require('pgvault.pg').connect(os.getenv('PGV_URL'), { log_notices = false })
+    c:exec("DO $$ BEGIN RAISE WARNING 'kept quiet'; END $$")
+    io.stdout:write(c:notices()[1].message)]]
+  r = child(code)
+  t.eq(r.code, 0, r.stderr)
+  t.eq(r.stdout, "kept quiet")
+  t.eq(r.stderr, "")
+  r = h.pgvault({ "-v", "-e", code }, { env = { PGV_URL = url } })
+  t.match(r.stderr, "pgvault: debug: server WARNING on database " .. DB .. ": kept quiet")
+  t.raises(function() pg.connect(url, "x") end, "table expected")
 end)
 
 t.test("the collation WARNING of start-up is captured as a notice, never printed raw", function()

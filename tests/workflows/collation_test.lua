@@ -107,8 +107,8 @@ t.test("a wrong database version: the WARNING, the check, a dry run, the fix, th
   end
   t.no_match(r.stdout, "t_k on", "the ICU collation's index is not on the default collation")
   t.no_match(r.stdout, "n_v", "an integer index is not at risk")
-  t.match(r.stderr, "pgvault: collation%-check: collation version mismatch in coll_db: run 'pgvault collation%-fix'")
-  t.match(r.stderr, "pgvault: warning: server WARNING on database coll_db")
+  t.eq(r.stderr, "pgvault: collation-check: collation version mismatch in coll_db: run 'pgvault collation-fix' "
+    .. "to rebuild the indexes and refresh the versions\n", "the report shows the WARNING; the log does not repeat it")
 
   r = run({ "collation-check", "--db", url_of(name), "--json" })
   t.eq(r.code, 1)
@@ -137,8 +137,24 @@ t.test("a wrong database version: the WARNING, the check, a dry run, the fix, th
   t.eq(relfilenodes(url), nodes, "no index rebuilt")
   t.eq(fs.listdir(cwd), {}, "no backup taken")
 
-  r = run({ "collation-fix", "--db", url_of(name), "--no-backup" })
+  -- A backup that cannot be written stops the fix before anything changes.
+  local blocker = h.tmpdir() .. "/file"
+  h.write(blocker, "x")
+  r = run({ "collation-fix", "--db", url_of(name), "--to", blocker .. "/sub" })
+  t.eq(r.code, 1)
+  t.match(r.stderr, "\npgvault: collation%-fix: [^\n]*" .. blocker:gsub("%p", "%%%0"))
+  t.eq(db_version(name), "0.1|" .. actual, "nothing changed")
+  t.eq(relfilenodes(url), nodes, "no index rebuilt")
+
+  local backups = h.tmpdir()
+  r = run({ "collation-fix", "--db", url_of(name), "--to", backups })
   t.eq(r.code, 0, r.stdout .. r.stderr)
+  local archive = r.stdout:match("backup of coll_db: (%S+)\n")
+  t.ok(archive, "backup path printed: " .. r.stdout)
+  t.match(archive, "^" .. backups:gsub("%p", "%%%0") .. "/%d+_collation%-fix%-coll_db%.backup%.zst$")
+  t.ok(fs.exists(archive) and fs.exists(archive .. ".manifest.json"), "archive and manifest written")
+  t.ok(r.stdout:find("backup of coll_db", 1, true) < r.stdout:find("rebuilt public.t_d", 1, true),
+    "the backup comes first")
   t.match(r.stdout, "rebuilt public%.t_d on public%.t")
   t.match(r.stdout, "refreshed database coll_db")
   t.match(r.stdout, "after the fix:\ndatabase coll_db %(libc en_US.UTF%-8%): default collation version [%d.]+ matches")
