@@ -202,6 +202,32 @@ t.test("unreachable host and port", function()
   t.match(r.stderr, "could not translate host name")
 end)
 
+t.test("a server that accepts but never answers: connect_timeout ends the wait, so does SIGINT", function()
+  -- A TCP listener that says nothing: libpq's start-up waits for a reply.
+  local silent = proc.spawn({ "node", "-e", "require('net').createServer(() => {}).listen(0, '127.0.0.1', "
+    .. "function () { console.log(this.address().port) })", stdout = "pipe", stderr = "inherit" })
+  local ok, err = pcall(function()
+    local port = tonumber(silent:read_line(20))
+    t.ok(port, "listener port")
+    local info = string.format("host=127.0.0.1 port=%d dbname=x user=u connect_timeout=2", port)
+    local t0 = proc.now()
+    local e = t.raises(function() pg.connect(info) end, "timeout expired")
+    t.ok(proc.now() - t0 >= 1.9 and proc.now() - t0 < 10, "about connect_timeout")
+    t.match(e.message, "port " .. port)
+
+    local p = proc.spawn({ h.bin, "-e", "io.stdout:write('go\\n'); io.stdout:flush(); "
+      .. "require('pgvault.pg').connect(os.getenv('I'))", env = { I = (info:gsub("connect_timeout=2", "")) },
+      stdout = "pipe", stderr = "pipe" })
+    t.eq(p:read_line(10), "go")
+    proc.sleep(0.5)
+    p:kill("INT")
+    t.eq(p:wait(10), 130, "interrupted while connecting")
+    p:close()
+  end)
+  silent:close()
+  if not ok then error(err, 0) end
+end)
+
 t.test("missing database and role", function()
   local e = t.raises(function() pg.connect(PG.url("no_such_db")) end, "does not exist")
   t.eq(e.sqlstate, "3D000")
