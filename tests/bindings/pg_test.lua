@@ -408,24 +408,42 @@ t.test("parse_conninfo reads URLs and key=value strings", function()
   t.eq(e.kind, "usage")
 end)
 
-t.test("pgvault.pg is preloaded in the REPL", function()
+t.test("in the REPL: pgvault.pg is preloaded, Ctrl-C cancels a query, the connection stays usable", function()
   local home = h.tmpdir()
   local sock = home .. "/tmux.sock"
+  -- The password reaches the REPL through a passfile, never a command line.
+  fs.write_file(home .. "/pgpass", string.format("127.0.0.1:%d:*:%s:%s\n", PORT, PG.user, PG.password),
+    { mode = 384 })
   local function tmux(...) return h.run({ "tmux", "-S", sock, ... }, { timeout = 20 }) end
-  local ok, err = pcall(function()
-    local r = tmux("new-session", "-d", "-s", "repl", "-x", "150", "-y", "20",
-      string.format("env HOME=%s PGVAULT_HISTORY=%s/hist TERM=xterm %s", home, home, h.bin))
-    t.eq(r.code, 0, r.stderr)
-    tmux("send-keys", "-t", "repl", "-l", "pg == pgvault.pg and pg.quote_ident('r\"x')")
+  local function type_line(text)
+    tmux("send-keys", "-t", "repl", "-l", text)
     tmux("send-keys", "-t", "repl", "Enter")
-    local deadline = proc.now() + 15
-    local s
+  end
+  local function wait_for(text)
+    local deadline, s = proc.now() + 15, nil
     repeat
       s = tmux("capture-pane", "-p", "-t", "repl").stdout
-      if s:find('"r""x"', 1, true) or s:find('"\\"r\\"\\"x\\""', 1, true) then break end
+      if s:find(text, 1, true) then return s end
       proc.sleep(0.1)
     until proc.now() > deadline
-    t.ok(s:find('"\\"r\\"\\"x\\""', 1, true) or s:find('"r""x"', 1, true), "screen:\n" .. s)
+    t.ok(false, "waited for " .. text .. ", screen:\n" .. s)
+  end
+  local ok, err = pcall(function()
+    local r = tmux("new-session", "-d", "-s", "repl", "-x", "150", "-y", "30",
+      string.format("env HOME=%s PGVAULT_HISTORY=%s/hist PGPASSFILE=%s/pgpass TERM=xterm %s", home, home, home, h.bin))
+    t.eq(r.code, 0, r.stderr)
+    wait_for("pgvault>")
+    type_line("pg == pgvault.pg and pg.quote_ident('r x')")
+    wait_for('"\\"r x\\""')
+    type_line(string.format("c = pg.connect('postgresql://%s@127.0.0.1:%d/%s')", PG.user, PORT, DB))
+    type_line("c:query('SELECT pg_sleep(30)')")
+    proc.sleep(1)
+    local t0 = proc.now()
+    tmux("send-keys", "-t", "repl", "C-c")
+    wait_for("interrupted")
+    t.ok(proc.now() - t0 < 10, "cancelled promptly")
+    type_line("c:query('SELECT 6 * 7 AS answer')[1].answer")
+    wait_for("\n42")
   end)
   tmux("kill-server")
   if not ok then error(err, 0) end
