@@ -420,7 +420,8 @@ t.test("in the REPL: pgvault.pg is preloaded, Ctrl-C cancels a query, the connec
     tmux("send-keys", "-t", "repl", "Enter")
   end
   local function wait_for(text)
-    local deadline, s = proc.now() + 15, nil
+    local deadline = proc.now() + 15
+    local s
     repeat
       s = tmux("capture-pane", "-p", "-t", "repl").stdout
       if s:find(text, 1, true) then return s end
