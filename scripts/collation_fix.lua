@@ -60,6 +60,9 @@ local function fix_database(target)
     plan[#plan + 1] = "ALTER DATABASE " .. pg.quote_ident(before.database.name) .. " REFRESH COLLATION VERSION"
   end
   for _, c in ipairs(before.collations) do plan[#plan + 1] = "ALTER COLLATION " .. c.qualified .. " REFRESH VERSION" end
+  for _, c in ipairs(before.unused_collations) do
+    if c.owned then plan[#plan + 1] = "ALTER COLLATION " .. c.qualified .. " REFRESH VERSION" end
+  end
   out.plan = plan
   local missing = collation.missing_privileges(before)
   if o.dry_run then
@@ -101,6 +104,10 @@ local function fix_database(target)
   end
   for _, r in ipairs(result.refreshed) do say("refreshed %s", r.object) end
   for _, r in ipairs(result.not_refreshed) do say("NOT refreshed %s: %s", r.object, r.reason) end
+  if result.unused_skipped > 0 then
+    say("left %d unused collation%s with a stale version alone (not owned by %s; harmless)", result.unused_skipped,
+      result.unused_skipped == 1 and "" or "s", before.user)
+  end
 
   -- A new connection: the start-up warning must be gone too.
   local conn2 <close> = collation.connect(target.url)

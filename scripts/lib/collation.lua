@@ -275,7 +275,13 @@ function M.check(conn, opts)
   end
   report.database = current
   report.user = conn:info().user
-  report.collations = M.collations(conn)
+  -- Collations nothing uses are harmless (the server only warns about a
+  -- collation when it is used); after an ICU upgrade there can be hundreds.
+  report.collations, report.unused_collations = {}, {}
+  for _, c in ipairs(M.collations(conn)) do
+    local list = c.dependents > 0 and report.collations or report.unused_collations
+    list[#list + 1] = c
+  end
   local oids = {}
   for _, c in ipairs(report.collations) do oids[#oids + 1] = c.oid end
   report.indexes = M.indexes(conn, oids, current.mismatch)
@@ -384,6 +390,14 @@ function M.fix(conn, report)
   for _, c in ipairs(report.collations) do
     refresh("collation " .. c.qualified, "ALTER COLLATION " .. c.qualified .. " REFRESH VERSION", failed_coll[c.oid])
   end
+  result.unused_skipped = 0
+  for _, c in ipairs(report.unused_collations) do
+    if c.owned then
+      refresh("collation " .. c.qualified, "ALTER COLLATION " .. c.qualified .. " REFRESH VERSION")
+    else
+      result.unused_skipped = result.unused_skipped + 1
+    end
+  end
   return result
 end
 
@@ -442,6 +456,11 @@ function M.describe(report)
   elseif report.needs_fix then
     add("no index depends on them: only the recorded version needs refreshing")
   end
+  if #report.unused_collations > 0 then
+    add("%d collation%s nothing uses also ha%s a stale version (harmless; refreshed by collation-fix when this user "
+      .. "owns them)", #report.unused_collations, #report.unused_collations == 1 and "" or "s",
+      #report.unused_collations == 1 and "s" or "ve")
+  end
   if report.deep then
     add("deep check (amcheck bt_index_check) of %d B-tree index%s on versioned collations: %d corrupt, "
       .. "%d could not be checked", report.deep.checked, report.deep.checked == 1 and "" or "es", report.deep.corrupt,
@@ -470,9 +489,14 @@ function M.plain(report)
     database = report.database, startup_warnings = report.startup_warnings, collations = {},
     indexes = {}, other_databases = {}, needs_fix = report.needs_fix, corrupt = report.corrupt,
   }
+  out.unused_collations = {}
   for _, c in ipairs(report.collations) do
     out.collations[#out.collations + 1] = { name = c.qualified, provider = c.provider, locale = c.locale,
       recorded = c.recorded, actual = c.actual, dependents = c.dependents, owner = c.owner }
+  end
+  for _, c in ipairs(report.unused_collations) do
+    out.unused_collations[#out.unused_collations + 1] = { name = c.qualified, provider = c.provider,
+      locale = c.locale, recorded = c.recorded, actual = c.actual, owner = c.owner }
   end
   for _, ix in ipairs(report.indexes) do out.indexes[#out.indexes + 1] = index_view(ix) end
   for _, o in ipairs(report.other_databases) do

@@ -249,6 +249,34 @@ t.test("keys that became equal: the unique index is reported with its duplicates
   h.dropdb(name)
 end)
 
+t.test("collations nothing uses are harmless: reported, refreshed when owned, never blocking", function()
+  local name = "coll_unused"
+  local url = setup(name)
+  local c = pg.connect(url)
+  c:exec("CREATE COLLATION mine_unused (provider = icu, locale = 'fr')")
+  c:close()
+  admin(name, "UPDATE pg_collation SET collversion = '0.1' WHERE collname IN ('de-x-icu', 'fr-x-icu', 'mine_unused');")
+  local r = run({ "collation-check", "--db", url_of(name), "--json" })
+  t.eq(r.code, 0, "nothing used is stale: " .. r.stderr)
+  local d = cjson.decode(r.stdout).databases[1]
+  t.eq(d.needs_fix, false)
+  t.eq(d.collations, {})
+  local names = {}
+  for _, u in ipairs(d.unused_collations) do names[#names + 1] = u.name end
+  t.eq(names, { 'pg_catalog."de-x-icu"', 'pg_catalog."fr-x-icu"', "public.mine_unused" })
+  r = run({ "collation-check", "--db", url_of(name) })
+  t.match(r.stdout, "3 collations nothing uses also have a stale version %(harmless")
+
+  admin("postgres", "UPDATE pg_database SET datcollversion = '0.1' WHERE datname = '" .. name .. "';")
+  r = run({ "collation-fix", "--db", url_of(name), "--no-backup" })
+  t.eq(r.code, 0, r.stdout .. r.stderr)
+  t.match(r.stdout, "refreshed collation public%.mine_unused")
+  t.match(r.stdout, "left 2 unused collations with a stale version alone %(not owned by pgvault_test; harmless%)")
+  t.match(r.stdout, "refreshed database coll_unused")
+  t.eq(admin(name, "SELECT collname FROM pg_collation WHERE collversion = '0.1' ORDER BY 1;"), "de-x-icu\nfr-x-icu\n")
+  h.dropdb(name)
+end)
+
 t.test("the fix refuses, before changing anything, when the user does not own what it must change", function()
   local name = "coll_owner"
   local url = setup(name)
