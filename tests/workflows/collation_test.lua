@@ -358,3 +358,12 @@ t.test("an unreachable server is one clear line", function()
   t.match(r.stderr, "^pgvault: collation%-check: cannot connect to database x as user u on 127%.0%.0%.1 port 1: ")
   t.eq(select(2, r.stderr:gsub("\n", "")), 1)
 end)
+
+t.test("url_for keeps every setting but the database name, quoting included", function()
+  local collation = require "lib.collation"
+  local u = collation.url_for("postgresql://us%20er:p%27w%5Cx@db.example:6543/shop?sslmode=require", "other db")
+  t.eq(pg.parse_conninfo(u), { user = "us er", password = "p'w\\x", host = "db.example", port = "6543",
+    dbname = "other db", sslmode = "require" })
+  t.eq(pg.parse_conninfo(collation.url_for("", "x")), { dbname = "x" })
+  t.eq(pg.parse_conninfo(collation.url_for("service=vault", "y")), { service = "vault", dbname = "y" })
+end)
