@@ -29,7 +29,7 @@ end
 local function inspect(db)
   local c <close> = pg.connect(db)
   local rows = c:query([[SELECT current_database() AS name, current_setting('server_version') AS version,
-    current_setting('server_version_num')::int AS version_num, pg_database_size(current_database()) AS size]])
+    current_setting('server_version_num')::int AS version_num]])
   local info = rows[1]
   info.collation_mismatch = false
   for _, n in ipairs(c:notices()) do

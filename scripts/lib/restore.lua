@@ -88,12 +88,13 @@ end
 -- Ends the other sessions on `name`, saying whose (pg_terminate_backend:
 -- needs superuser, the same role, or membership in pg_signal_backend).
 local function terminate_sessions(admin, name)
-  local rows = admin:query([[SELECT pid, usename, application_name, pg_terminate_backend(pid) AS done
-    FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()]], name)
+  local rows = admin:query([[SELECT pid, usename, application_name FROM pg_stat_activity
+    WHERE datname = $1 AND pid <> pg_backend_pid()]], name)
   for _, r in ipairs(rows) do
+    local ok, e = pcall(admin.query, admin, "SELECT pg_terminate_backend($1)", r.pid)
     log.warn("terminating session %d (user %s, %s) on database %s%s", r.pid, tostring(r.usename),
       r.application_name ~= "" and r.application_name or "no application name", name,
-      r.done and "" or ": not permitted")
+      ok and "" or (": " .. tostring(e)))
   end
   return #rows
 end
