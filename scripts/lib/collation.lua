@@ -312,7 +312,10 @@ function M.duplicate_keys(conn, ix, limit)
     .. "ORDER BY 2 DESC, 1 LIMIT %d", list, ix.table, #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or "",
     list, limit or 20)
   local ok, rows = pcall(conn.query, conn, sql)
-  if not ok then return nil, tostring(rows) end
+  if not ok then
+    if not pgvault.is_error(rows) or rows.kind ~= "pg" then error(rows, 0) end
+    return nil, tostring(rows)
+  end
   local out = {}
   for _, r in ipairs(rows) do out[#out + 1] = { key = r.key, rows = r.n } end
   return out

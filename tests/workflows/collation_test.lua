@@ -10,6 +10,7 @@ local t = require "harness.testing"
 local h = require "harness.env"
 local pg = require "pgvault.pg"
 local fs = require "pgvault.fs"
+local proc = require "pgvault.proc"
 local cjson = require "cjson"
 local services = require "harness.services"
 
@@ -274,6 +275,43 @@ t.test("collations nothing uses are harmless: reported, refreshed when owned, ne
   t.match(r.stdout, "left 2 unused collations with a stale version alone %(not owned by pgvault_test; harmless%)")
   t.match(r.stdout, "refreshed database coll_unused")
   t.eq(admin(name, "SELECT collname FROM pg_collation WHERE collversion = '0.1' ORDER BY 1;"), "de-x-icu\nfr-x-icu\n")
+  h.dropdb(name)
+end)
+
+t.test("Ctrl-C during the rebuild: exit 130, the query cancelled, nothing refreshed", function()
+  local name = "coll_int"
+  setup(name)
+  admin("postgres", "UPDATE pg_database SET datcollversion = '0.1' WHERE datname = '" .. name .. "';")
+  -- Another session holds a lock on the table that REINDEX's SHARE lock
+  -- waits for (while the check's catalog reads do not).
+  local holder = pg.connect(PG.admin_url(name), { log_notices = false })
+  holder:exec("BEGIN; LOCK TABLE t IN ROW EXCLUSIVE MODE")
+  local p = proc.spawn({ h.bin, "collation-fix", "--db", url_of(name), "--no-backup",
+    env = { PGPASSWORD = PG.password }, stdout = "pipe", stderr = "pipe" })
+  -- A second session watches: inside its transaction the holder sees a
+  -- frozen pg_stat_activity.
+  local watcher = pg.connect(PG.admin_url(name), { log_notices = false })
+  local ok, err = pcall(function()
+    local deadline = proc.now() + 30
+    local waiting
+    repeat
+      proc.sleep(0.1)
+      waiting = watcher:query("SELECT pid FROM pg_stat_activity WHERE query LIKE 'REINDEX%' "
+        .. "AND wait_event_type = 'Lock'")[1]
+    until waiting or proc.now() > deadline
+    t.ok(waiting, "REINDEX is waiting for the lock")
+    p:kill("INT")
+    t.eq(p:wait(15), 130, "exit code")
+    local still = watcher:query("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+      waiting.pid)[1].n
+    t.eq(still, 0, "the REINDEX no longer runs on the server")
+  end)
+  p:close()
+  watcher:close()
+  holder:exec("ROLLBACK")
+  holder:close()
+  if not ok then error(err, 0) end
+  t.eq(db_version(name):match("^[^|]*"), "0.1", "nothing refreshed")
   h.dropdb(name)
 end)
 
