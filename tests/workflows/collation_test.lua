@@ -173,6 +173,26 @@ t.test("a wrong database version: the WARNING, the check, a dry run, the fix, th
   h.dropdb(name)
 end)
 
+t.test("a database whose default collation is ICU", function()
+  local name = "coll_icudb"
+  admin("postgres", "DROP DATABASE IF EXISTS " .. name .. " WITH (FORCE);\n" ..
+    "CREATE DATABASE " .. name .. " OWNER " .. PG.user .. " TEMPLATE template0 ENCODING 'UTF8' " ..
+    "LOCALE 'en_US.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE 'en';")
+  local c = pg.connect(PG.url(name))
+  c:exec("CREATE TABLE w (s text); CREATE INDEX w_s ON w (s); INSERT INTO w VALUES ('x'), ('Y')")
+  c:close()
+  admin("postgres", "UPDATE pg_database SET datcollversion = '0.1' WHERE datname = '" .. name .. "';")
+  local r = run({ "collation-check", "--db", url_of(name) })
+  t.eq(r.code, 1)
+  t.match(r.stdout, "database coll_icudb %(icu en%): collation version mismatch: recorded 0%.1")
+  t.match(r.stdout, "public%.w_s on public%.w %(btree, collation default")
+  r = run({ "collation-fix", "--db", url_of(name), "--no-backup" })
+  t.eq(r.code, 0, r.stdout .. r.stderr)
+  t.match(r.stdout, "rebuilt public%.w_s")
+  t.match(r.stdout, "refreshed database coll_icudb")
+  h.dropdb(name)
+end)
+
 t.test("a changed ICU collation: --deep finds the out-of-order index, the fix rebuilds and refreshes it", function()
   local name = "coll_icu"
   setup(name)
