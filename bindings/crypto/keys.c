@@ -8,6 +8,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define HRP_RECIPIENT "age"
 #define HRP_IDENTITY "age-secret-key-"
@@ -154,7 +155,8 @@ int age_recipient_parse(const char *s, size_t len, uint8_t pub[AGE_KEY_LEN], pv_
     long n = age_bech32_decode(s, len, hrp, sizeof hrp, data, sizeof data, &why);
     if (strncmp(s, "ssh-", 4) == 0) {
         pv_err_set(err, "crypto", "SSH recipients are not supported: %s", shown);
-    } else if (strncmp(hrp, "age1", 4) == 0) {
+    } else if (strncmp(hrp, "age1", 4) == 0 ||
+               (len > 4 && strncasecmp(s, "age1", 4) == 0 && memchr(s + 4, '1', len - 4))) {
         pv_err_set(err, "crypto",
                    "unsupported age recipient type \"%s\" (post-quantum and plugin recipients "
                    "are not supported; use an X25519 recipient age1...)",
