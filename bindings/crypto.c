@@ -55,6 +55,8 @@ static int identity_tostring(lua_State *L)
         char r[128];
         age_recipient_encode(h->id.pub, r, sizeof r);
         lua_pushfstring(L, "age identity (X25519, recipient %s)", r);
+    } else if (h->id.type == AGE_ID_HYBRID) {
+        lua_pushliteral(L, "age identity (post-quantum hybrid, ML-KEM-768 + X25519)");
     } else if (h->id.type == AGE_ID_PASSPHRASE) {
         lua_pushliteral(L, "age identity (passphrase)");
     } else {
@@ -66,6 +68,13 @@ static int identity_tostring(lua_State *L)
 static int identity_recipient(lua_State *L)
 {
     age_identity *id = age_check_identity(L, 1);
+    if (id->type == AGE_ID_HYBRID) {
+        char *pq = age_hybrid_recipient_encode(id->hybrid_ek);
+        if (!pq) return luaL_error(L, "out of memory");
+        lua_pushstring(L, pq);
+        free(pq);
+        return 1;
+    }
     if (id->type != AGE_ID_X25519) return luaL_argerror(L, 1, "a passphrase has no recipient");
     char r[128];
     age_recipient_encode(id->pub, r, sizeof r);
@@ -76,7 +85,9 @@ static int identity_recipient(lua_State *L)
 static int identity_type(lua_State *L)
 {
     age_identity *id = age_check_identity(L, 1);
-    lua_pushstring(L, id->type == AGE_ID_X25519 ? "X25519" : "passphrase");
+    lua_pushstring(L, id->type == AGE_ID_X25519   ? "X25519"
+                      : id->type == AGE_ID_HYBRID ? "mlkem768x25519"
+                                                  : "passphrase");
     return 1;
 }
 

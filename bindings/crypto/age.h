@@ -63,13 +63,16 @@ long age_bech32_decode(const char *s, size_t len, char *hrp, size_t hrpcap, uint
 
 /* ---- keys (bindings/crypto/keys.c) ---- */
 
-/* An identity: an X25519 secret or a passphrase, in sodium_malloc'd memory. */
-enum { AGE_ID_X25519 = 1, AGE_ID_PASSPHRASE = 2 };
+/* An identity: an X25519 secret, a hybrid (ML-KEM-768 + X25519) seed or a
+ * passphrase, in sodium_malloc'd memory. */
+enum { AGE_ID_X25519 = 1, AGE_ID_PASSPHRASE = 2, AGE_ID_HYBRID = 3 };
+#define AGE_HYBRID_EK 1216
 typedef struct age_identity {
     int type;
     uint8_t *secret; /* sodium_malloc: 32 bytes, or the passphrase */
     size_t len;
     uint8_t pub[AGE_KEY_LEN]; /* X25519 only */
+    uint8_t *hybrid_ek;       /* hybrid only: the public key (malloc) */
 } age_identity;
 
 /* Parses "AGE-SECRET-KEY-1..." into id (secret in sodium memory). */
@@ -88,6 +91,15 @@ int age_recipient_parse(const char *s, size_t len, uint8_t pub[AGE_KEY_LEN], pv_
 /* HKDF-SHA-256 with 32 bytes of output. */
 void age_hkdf(const uint8_t *ikm, size_t ikmlen, const uint8_t *salt, size_t saltlen,
               const char *info, uint8_t out[AGE_KEY_LEN]);
+
+/* ---- hybrid post-quantum identities (bindings/crypto/hybrid.c) ---- */
+
+int age_hybrid_public(const uint8_t seed[32], uint8_t ek[AGE_HYBRID_EK]);
+/* 1 unwrapped, 0 not for this identity, -1 malformed (err set). */
+int age_hybrid_unwrap(const char *enc_b64, const uint8_t *body, size_t bodylen,
+                      const uint8_t seed[32], uint8_t file_key[AGE_FILE_KEY_LEN], pv_err *err);
+/* "age1pq1..." into malloc'd memory. */
+char *age_hybrid_recipient_encode(const uint8_t ek[AGE_HYBRID_EK]);
 
 /* ---- header (bindings/crypto/header.c) ---- */
 

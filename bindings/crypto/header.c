@@ -294,6 +294,13 @@ int age_header_unwrap(age_header_parser *p, const age_identity *ids, int nids, i
             int r = 0;
             if (id->type == AGE_ID_X25519 && strcmp(st->args[0], "X25519") == 0)
                 r = unwrap_x25519(st, id, file_key, err);
+            else if (id->type == AGE_ID_HYBRID && strcmp(st->args[0], "mlkem768x25519") == 0)
+                r = st->nargs != 2 ? header_fail(err,
+                                                 "an mlkem768x25519 stanza must have exactly one "
+                                                 "argument%s",
+                                                 NULL)
+                                   : age_hybrid_unwrap(st->args[1], st->body, st->bodylen,
+                                                       id->secret, file_key, err);
             else if (id->type == AGE_ID_PASSPHRASE && strcmp(st->args[0], "scrypt") == 0)
                 r = unwrap_scrypt(st, id, max_work_factor, file_key, err);
             if (r < 0) return -1;

@@ -7,6 +7,7 @@
 
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -55,6 +56,7 @@ static int alloc_secret(age_identity *id, size_t len, pv_err *err)
 void age_identity_free(age_identity *id)
 {
     if (id->secret) sodium_free(id->secret);
+    free(id->hybrid_ek);
     memset(id, 0, sizeof *id);
 }
 
@@ -91,6 +93,15 @@ int age_identity_copy(age_identity *dst, const age_identity *src, pv_err *err)
     if (alloc_secret(dst, src->len, err) < 0) return -1;
     dst->type = src->type;
     memcpy(dst->secret, src->secret, src->len);
+    if (src->hybrid_ek) {
+        dst->hybrid_ek = malloc(AGE_HYBRID_EK);
+        if (!dst->hybrid_ek) {
+            age_identity_free(dst);
+            pv_err_set(err, "crypto", "out of memory");
+            return -1;
+        }
+        memcpy(dst->hybrid_ek, src->hybrid_ek, AGE_HYBRID_EK);
+    }
     memcpy(dst->pub, src->pub, sizeof dst->pub);
     return 0;
 }
@@ -107,10 +118,18 @@ int age_identity_parse(age_identity *id, const char *s, size_t len, pv_err *err)
     const char *why = NULL;
     long n = age_bech32_decode(s, len, hrp, sizeof hrp, data, 64, &why);
     int rc = -1;
-    if (strcmp(hrp, "age-secret-key-pq-") == 0) {
-        pv_err_set(err, "crypto",
-                   "post-quantum (ML-KEM-768 + X25519) age identities are not supported; "
-                   "use an X25519 identity (AGE-SECRET-KEY-1...)");
+    if (n == AGE_KEY_LEN && strcmp(hrp, "age-secret-key-pq-") == 0) {
+        if (alloc_secret(id, AGE_KEY_LEN, err) == 0) {
+            id->type = AGE_ID_HYBRID;
+            memcpy(id->secret, data, AGE_KEY_LEN);
+            id->hybrid_ek = malloc(AGE_HYBRID_EK);
+            if (id->hybrid_ek && age_hybrid_public(id->secret, id->hybrid_ek) == 0) {
+                rc = 0;
+            } else {
+                age_identity_free(id);
+                pv_err_set(err, "crypto", "cannot derive the post-quantum public key");
+            }
+        }
     } else if (strncmp(hrp, "age-plugin-", 11) == 0) {
         pv_err_set(err, "crypto", "age plugin identities are not supported");
     } else if (n < 0) {
@@ -135,6 +154,17 @@ char *age_identity_encode(const age_identity *id)
     if (age_bech32_encode(HRP_IDENTITY, id->secret, AGE_KEY_LEN, true, out, 128) < 0) {
         sodium_free(out);
         return NULL;
+    }
+    return out;
+}
+
+char *age_hybrid_recipient_encode(const uint8_t ek[AGE_HYBRID_EK])
+{
+    size_t cap = 8 + (AGE_HYBRID_EK * 8 + 4) / 5 + 8;
+    char *out = malloc(cap);
+    if (out && age_bech32_encode("age1pq", ek, AGE_HYBRID_EK, false, out, cap) < 0) {
+        free(out);
+        out = NULL;
     }
     return out;
 }
