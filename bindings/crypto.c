@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,9 +66,9 @@ static int identity_tostring(lua_State *L)
     return 1;
 }
 
-static int identity_recipient(lua_State *L)
+static int push_recipient(lua_State *L, int idx)
 {
-    age_identity *id = age_check_identity(L, 1);
+    age_identity *id = age_check_identity(L, idx);
     if (id->type == AGE_ID_HYBRID) {
         char *pq = age_hybrid_recipient_encode(id->hybrid_ek);
         if (!pq) return luaL_error(L, "out of memory");
@@ -75,11 +76,16 @@ static int identity_recipient(lua_State *L)
         free(pq);
         return 1;
     }
-    if (id->type != AGE_ID_X25519) return luaL_argerror(L, 1, "a passphrase has no recipient");
+    if (id->type != AGE_ID_X25519) return luaL_argerror(L, idx, "a passphrase has no recipient");
     char r[128];
     age_recipient_encode(id->pub, r, sizeof r);
     lua_pushstring(L, r);
     return 1;
+}
+
+static int identity_recipient(lua_State *L)
+{
+    return push_recipient(L, 1);
 }
 
 static int identity_type(lua_State *L)
@@ -97,7 +103,9 @@ static int identity_save(lua_State *L)
 {
     age_identity *id = age_check_identity(L, 1);
     const char *path = luaL_checkstring(L, 2);
-    if (id->type != AGE_ID_X25519) return luaL_argerror(L, 1, "only X25519 keys can be saved");
+    if (id->type == AGE_ID_PASSPHRASE) return luaL_argerror(L, 1, "a passphrase cannot be saved");
+    push_recipient(L, 1);
+    const char *r = lua_tostring(L, -1);
     char created[64];
     time_t now = time(NULL);
     struct tm tm;
@@ -110,16 +118,15 @@ static int identity_save(lua_State *L)
     else
         snprintf(created + cl, sizeof created - cl, "%c%02ld:%02ld", off < 0 ? '-' : '+',
                  labs(off) / 3600, labs(off) % 3600 / 60);
-    char r[128];
-    age_recipient_encode(id->pub, r, sizeof r);
     char *secret = age_identity_encode(id);
-    char *text = sodium_malloc(512);
+    size_t cap = strlen(r) + 256;
+    char *text = sodium_malloc(cap);
     if (!secret || !text) {
         if (secret) sodium_free(secret);
         if (text) sodium_free(text);
         return pv_raise(L, "crypto", "cannot allocate secure memory");
     }
-    int n = snprintf(text, 512, "# created: %s\n# public key: %s\n%s\n", created, r, secret);
+    int n = snprintf(text, cap, "# created: %s\n# public key: %s\n%s\n", created, r, secret);
     sodium_free(secret);
     bool to_stdout = strcmp(path, "-") == 0;
     int fd = to_stdout ? STDOUT_FILENO : open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -247,6 +254,29 @@ static int crypto_read_identities(lua_State *L)
     return 1;
 }
 
+/* Validates an age1... or age1pq1... recipient and pushes it in its
+ * canonical (lower-case) form; -1 with err set when it is not one. */
+static int push_checked_recipient(lua_State *L, const char *s, size_t n, pv_err *err)
+{
+    if (n > 7 && strncasecmp(s, "age1pq1", 7) == 0) {
+        uint8_t *ek = malloc(AGE_HYBRID_EK);
+        if (!ek) return luaL_error(L, "out of memory");
+        char *r = NULL;
+        if (age_hybrid_recipient_parse(s, n, ek, err) == 0) r = age_hybrid_recipient_encode(ek);
+        free(ek);
+        if (!r) return -1;
+        lua_pushstring(L, r);
+        free(r);
+        return 0;
+    }
+    uint8_t pub[AGE_KEY_LEN];
+    if (age_recipient_parse(s, n, pub, err) < 0) return -1;
+    char r[128];
+    age_recipient_encode(pub, r, sizeof r);
+    lua_pushstring(L, r);
+    return 0;
+}
+
 static int crypto_read_recipients(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -258,8 +288,7 @@ static int crypto_read_recipients(lua_State *L)
     pv_err err;
     pv_err_clear(&err);
     while ((line = next_line(buf, len, &pos, &n, &lineno))) {
-        uint8_t pub[AGE_KEY_LEN];
-        if (age_recipient_parse(line, n, pub, &err) < 0) {
+        if (push_checked_recipient(L, line, n, &err) < 0) {
             char msg[sizeof err.message];
             snprintf(msg, sizeof msg, "%s", err.message);
             sodium_free(buf);
@@ -268,9 +297,6 @@ static int crypto_read_recipients(lua_State *L)
             pv_err_str(&err, "path", path);
             return pv_err_raise(L, &err);
         }
-        char r[128];
-        age_recipient_encode(pub, r, sizeof r);
-        lua_pushstring(L, r);
         lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
     }
     sodium_free(buf);
@@ -329,18 +355,22 @@ static int crypto_identity(lua_State *L)
     return 1;
 }
 
+/* keygen() or keygen{pq = true}: a new X25519 or hybrid post-quantum identity. */
 static int crypto_keygen(lua_State *L)
 {
+    bool pq = lua_istable(L, 1) && pv_opt_bool(L, 1, "pq", false);
+    lua_settop(L, 0);
     lua_createtable(L, 0, 2);
     identity_handle *h = push_identity(L);
     pv_err err;
     pv_err_clear(&err);
-    if (age_identity_generate(&h->id, &err) < 0) return pv_err_raise(L, &err);
-    char r[128];
-    age_recipient_encode(h->id.pub, r, sizeof r);
-    lua_setfield(L, -2, "identity");
-    lua_pushstring(L, r);
-    lua_setfield(L, -2, "recipient");
+    int rc = pq ? age_hybrid_generate(&h->id, &err) : age_identity_generate(&h->id, &err);
+    if (rc < 0) return pv_err_raise(L, &err);
+    lua_setfield(L, 1, "identity");
+    lua_getfield(L, 1, "identity");
+    push_recipient(L, 2);
+    lua_setfield(L, 1, "recipient");
+    lua_settop(L, 1);
     return 1;
 }
 
@@ -353,18 +383,13 @@ static int crypto_recipient_of(lua_State *L)
     return identity_recipient(L);
 }
 
-/* Validates and normalises an age1... recipient. */
 static int crypto_check_recipient(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    uint8_t pub[AGE_KEY_LEN];
     pv_err err;
     pv_err_clear(&err);
-    if (age_recipient_parse(s, n, pub, &err) < 0) return pv_err_raise(L, &err);
-    char r[128];
-    age_recipient_encode(pub, r, sizeof r);
-    lua_pushstring(L, r);
+    if (push_checked_recipient(L, s, n, &err) < 0) return pv_err_raise(L, &err);
     return 1;
 }
 
