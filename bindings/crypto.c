@@ -408,6 +408,128 @@ static int crypto_fingerprint(lua_State *L)
     return 1;
 }
 
+/* check_header(path, {identities=, passphrase=, max_work_factor=}): reads
+ * only the header of an age file (binary or armored) and checks that one of
+ * the identities unwraps the file key and the header MAC matches, without
+ * touching the payload. Returns {recipient_type=, stanzas=}; raises the
+ * decryptor's errors. The probe userdata owns everything it allocates. */
+typedef struct {
+    age_identity *ids;
+    int nids;
+    age_header_parser hp;
+    age_armor_reader ar;
+    uint8_t *file_key;
+    int fd;
+} header_probe;
+
+static int probe_gc(lua_State *L)
+{
+    header_probe *p = lua_touserdata(L, 1);
+    for (int i = 0; p->ids && i < p->nids; i++)
+        age_identity_free(&p->ids[i]);
+    free(p->ids);
+    p->ids = NULL;
+    age_header_free(&p->hp);
+    if (p->file_key) sodium_free(p->file_key);
+    p->file_key = NULL;
+    if (p->fd >= 0) close(p->fd);
+    p->fd = -1;
+    return 0;
+}
+
+static int probe_feed(void *ctx, const uint8_t *data, size_t len, pv_err *err)
+{
+    header_probe *p = ctx;
+    if (p->hp.done) return 0;
+    return age_header_feed(&p->hp, data, len, err) < 0 ? -1 : 0;
+}
+
+static void probe_add(lua_State *L, header_probe *p, int idx, bool passphrase)
+{
+    pv_err err;
+    pv_err_clear(&err);
+    age_identity *id = &p->ids[p->nids];
+    int rc;
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        rc = passphrase ? age_identity_passphrase(id, s, n, &err)
+                        : age_identity_parse(id, s, n, &err);
+    } else {
+        rc = age_identity_copy(id, age_check_identity(L, idx), &err);
+    }
+    if (rc < 0) pv_err_raise(L, &err);
+    p->nids++;
+}
+
+static int crypto_check_header(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int max_wf = (int)pv_opt_int(L, 2, "max_work_factor", AGE_MAX_WORK_FACTOR);
+    header_probe *p = lua_newuserdatauv(L, sizeof *p, 0);
+    memset(p, 0, sizeof *p);
+    p->fd = -1;
+    if (luaL_newmetatable(L, "pgvault.crypto.probe")) {
+        lua_pushcfunction(L, probe_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_getfield(L, 2, "identities");
+    int n = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
+    lua_getfield(L, 2, "passphrase");
+    if (n == 0 && lua_isnil(L, -1)) return luaL_argerror(L, 2, "no identities and no passphrase");
+    p->ids = calloc((size_t)n + 1, sizeof *p->ids);
+    p->file_key = sodium_malloc(AGE_FILE_KEY_LEN);
+    if (!p->ids || !p->file_key) return luaL_error(L, "out of memory");
+    for (int i = 1; i <= n; i++) {
+        lua_geti(L, -2, i);
+        probe_add(L, p, lua_gettop(L), false);
+        lua_pop(L, 1);
+    }
+    if (!lua_isnil(L, -1)) probe_add(L, p, lua_gettop(L), true);
+    lua_pop(L, 2);
+    p->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (p->fd < 0) return pv_raise_errno(L, errno, "cannot open", path);
+    pv_err err;
+    pv_err_clear(&err);
+    uint8_t buf[16384];
+    bool first = true, armored = false;
+    int rc = 0;
+    while (rc == 0 && !p->hp.done) {
+        ssize_t got = pv_read_some(p->fd, buf, sizeof buf);
+        if (got < 0) return pv_raise_errno(L, errno, "cannot read", path);
+        if (got == 0) break;
+        if (first)
+            armored = buf[0] == '-' || buf[0] == ' ' || buf[0] == '\t' || buf[0] == '\r' ||
+                      buf[0] == '\n';
+        first = false;
+        rc = armored ? age_armor_read(&p->ar, buf, (size_t)got, probe_feed, p, &err)
+                     : probe_feed(p, buf, (size_t)got, &err);
+    }
+    if (rc == 0 && !p->hp.done)
+        age_fail(&err, AGE_FAIL_HEADER, "age: %s ends inside its header: it is truncated", path);
+    const char *matched = NULL;
+    if (!err.set &&
+        age_header_unwrap(&p->hp, p->ids, p->nids, max_wf, p->file_key, &matched, &err) == 0) {
+        uint8_t mac[32];
+        age_header_mac(p->file_key, (const uint8_t *)p->hp.buf, p->hp.mac_at + 3, mac);
+        if (sodium_memcmp(mac, p->hp.mac, sizeof mac) != 0)
+            age_fail(&err, AGE_FAIL_HMAC,
+                     "age: the header MAC does not match: the header was tampered with");
+    }
+    if (err.set) {
+        pv_err_str(&err, "path", path);
+        return pv_err_raise(L, &err);
+    }
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, matched);
+    lua_setfield(L, -2, "recipient_type");
+    lua_pushinteger(L, p->hp.nstanzas);
+    lua_setfield(L, -2, "stanzas");
+    return 1;
+}
+
 static int crypto_encryptor(lua_State *L)
 {
     return age_push_encryptor(L);
@@ -447,6 +569,7 @@ int luaopen_pgvault_crypto(lua_State *L)
                                      {"recipient_of", crypto_recipient_of},
                                      {"check_recipient", crypto_check_recipient},
                                      {"fingerprint", crypto_fingerprint},
+                                     {"check_header", crypto_check_header},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
