@@ -199,6 +199,10 @@ void ar_push_summary(lua_State *L, const ar_toc *t, uint64_t bytes, bool complet
         set_str(L, "name", e->tag);
         set_int(L, "compressed", (long long)e->comp_bytes);
         set_int(L, "uncompressed", (long long)e->raw_bytes);
+        if (e->seen) {
+            set_int(L, "offset", (long long)e->block_pos);
+            set_int(L, "block_bytes", (long long)(e->block_end - e->block_pos));
+        }
         if (e->has_copy) {
             set_int(L, "rows", e->rows);
             rows += e->rows;

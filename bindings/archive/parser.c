@@ -207,6 +207,10 @@ static ar_entry *cur_entry(ar_parser *p)
 {
     if (p->phase == AR_PH_TOC && p->cur < p->toc->nentries) return &p->toc->entries[p->cur];
     if (p->phase == AR_PH_BLOCKS && p->block_entry >= 0) return &p->toc->entries[p->block_entry];
+    /* inside a block header: the block that should be starting */
+    if (p->phase == AR_PH_BLOCKS && (p->state == B_DUMPID || p->have > 0) &&
+        p->next_data <= p->last_data)
+        return &p->toc->entries[p->toc->data_idx[p->next_data]];
     return NULL;
 }
 
@@ -747,11 +751,13 @@ static int entry_by_id(const ar_toc *t, int64_t id)
 static int on_block_type(ar_parser *p, uint8_t b)
 {
     if (p->next_data > p->last_data) {
-        if (p->end_limit)
-            return fail(p,
-                        "the data block before ends at byte %llu, not where the TOC says the "
-                        "next one starts",
-                        (unsigned long long)p->pos - 1);
+        if (p->end_limit && p->last_data + 1 < p->toc->ndata) {
+            const ar_entry *e = &p->toc->entries[p->toc->data_idx[p->last_data + 1]];
+            return fail_at(p, false, p->field_pos, e,
+                           "the previous data block ends at byte %llu, but the TOC places this "
+                           "entry's block at byte %llu",
+                           (unsigned long long)p->field_pos, (unsigned long long)e->off_pos);
+        }
         return fail(p, "unexpected data after the last data block");
     }
     if (b != AR_BLK_DATA && b != AR_BLK_BLOBS) {
@@ -933,7 +939,7 @@ int ar_parser_finish(ar_parser *p)
                        "the data block runs into byte %llu, where the TOC places the next block",
                        (unsigned long long)p->end_limit);
     if (p->state != B_TYPE || p->have != 0)
-        return fail_at(p, true, p->pos, cur_entry(p), "the input ends inside %s of its data block",
+        return fail_at(p, true, p->pos, cur_entry(p), "the input ends inside %s",
                        state_what(p->state));
     if (p->next_data <= p->last_data) {
         const ar_entry *e = &t->entries[t->data_idx[p->next_data]];
