@@ -15,8 +15,8 @@
 
 #include "pgvault.h"
 
+#include <isa-l/igzip_lib.h>
 #include <lz4frame.h>
-#include <zlib.h>
 #include <zstd.h>
 
 #define AR_MAX_ENTRIES 4000000
@@ -74,8 +74,7 @@ typedef struct ar_toc {
 typedef struct ar_decoder {
     int algo;
     bool active, ended;
-    z_stream z;
-    bool z_init;
+    struct inflate_state *isal; /* zlib streams: ISA-L's inflate, 2-3x zlib's speed */
     LZ4F_dctx *lz4;
     ZSTD_DCtx *zstd;
     uint8_t *out;

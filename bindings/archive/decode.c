@@ -73,13 +73,12 @@ int ar_dec_begin(ar_decoder *d, int algo, char *msg, size_t msgsz)
     }
     switch (algo) {
     case AR_ALGO_GZIP:
-        if (!d->z_init) {
-            memset(&d->z, 0, sizeof d->z);
-            if (inflateInit(&d->z) != Z_OK) goto oom;
-            d->z_init = true;
-        } else if (inflateReset(&d->z) != Z_OK) {
-            goto oom;
+        if (!d->isal) {
+            d->isal = malloc(sizeof *d->isal);
+            if (!d->isal) goto oom;
         }
+        isal_inflate_init(d->isal);
+        d->isal->crc_flag = ISAL_ZLIB; /* parse the zlib header, verify the Adler-32 */
         return 0;
     case AR_ALGO_LZ4:
         if (!d->lz4) {
@@ -116,37 +115,56 @@ static int trailing(ar_decoder *d, char *msg, size_t msgsz)
     return -1;
 }
 
+static const char *isal_error(int rc)
+{
+    switch (rc) {
+    case ISAL_INVALID_BLOCK:
+        return "invalid deflate block";
+    case ISAL_INVALID_SYMBOL:
+        return "invalid deflate symbol";
+    case ISAL_INVALID_LOOKBACK:
+        return "invalid distance too far back";
+    case ISAL_INVALID_WRAPPER:
+        return "incorrect header check";
+    case ISAL_UNSUPPORTED_METHOD:
+        return "unknown compression method";
+    case ISAL_INCORRECT_CHECKSUM:
+        return "incorrect data check";
+    case ISAL_NEED_DICT:
+        return "needs a dictionary";
+    default:
+        return "error";
+    }
+}
+
 static int feed_gzip(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_copy *c,
                      char *msg, size_t msgsz)
 {
+    struct inflate_state *st = d->isal;
     while (len > 0) {
-        /* avail_in is an unsigned int: feed big pieces in slices */
-        uInt slice = len > (1u << 30) ? (1u << 30) : (uInt)len;
-        d->z.next_in = (Bytef *)in;
-        d->z.avail_in = slice;
+        /* avail_in is 32 bits: feed big pieces in slices */
+        uint32_t slice = len > (1u << 30) ? (1u << 30) : (uint32_t)len;
+        st->next_in = (uint8_t *)in;
+        st->avail_in = slice;
         for (;;) {
-            d->z.next_out = d->out;
-            d->z.avail_out = AR_DEC_OUT;
-            int rc = inflate(&d->z, Z_NO_FLUSH);
-            size_t got = AR_DEC_OUT - d->z.avail_out;
+            st->next_out = d->out;
+            st->avail_out = AR_DEC_OUT;
+            int rc = isal_inflate(st);
+            size_t got = AR_DEC_OUT - st->avail_out;
             if (got) ar_count(e, c, d->out, got);
-            if (rc == Z_STREAM_END) {
-                d->ended = true;
-                if (d->z.avail_in > 0 || len > slice) return trailing(d, msg, msgsz);
-                break;
-            }
-            if (rc == Z_BUF_ERROR && got == 0) break; /* needs more input */
-            if (rc != Z_OK && rc != Z_BUF_ERROR) {
-                snprintf(msg, msgsz, "gzip data is corrupt: %s",
-                         d->z.msg ? d->z.msg
-                                  : (rc == Z_NEED_DICT ? "needs a dictionary" : "error"));
+            if (rc < 0 || rc == ISAL_NEED_DICT) {
+                snprintf(msg, msgsz, "gzip data is corrupt: %s", isal_error(rc));
                 return -1;
             }
-            if (d->z.avail_in == 0 && d->z.avail_out > 0) break;
+            if (st->block_state == ISAL_BLOCK_FINISH) {
+                d->ended = true;
+                if (st->avail_in > 0 || len > slice) return trailing(d, msg, msgsz);
+                return 0;
+            }
+            if (st->avail_in == 0 && got < AR_DEC_OUT) break; /* needs more input */
         }
         in += slice;
         len -= slice;
-        if (d->ended && len > 0) return trailing(d, msg, msgsz);
     }
     return 0;
 }
@@ -224,8 +242,8 @@ int ar_dec_end(ar_decoder *d, char *msg, size_t msgsz)
 
 void ar_dec_free(ar_decoder *d)
 {
-    if (d->z_init) inflateEnd(&d->z);
-    d->z_init = false;
+    free(d->isal);
+    d->isal = NULL;
     if (d->lz4) LZ4F_freeDecompressionContext(d->lz4);
     d->lz4 = NULL;
     if (d->zstd) ZSTD_freeDCtx(d->zstd);
