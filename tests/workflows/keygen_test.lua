@@ -1,0 +1,45 @@
+-- pgvault keygen: age-keygen's file layout, 0600, never overwriting, the
+-- public key on stderr, -y; keys interchangeable with age-keygen's.
+local t = require "harness.testing"
+local h = require "harness.env"
+local fs = require "pgvault.fs"
+
+t.test("keygen -o writes age-keygen's layout with mode 0600 and prints the public key on stderr", function()
+  local d = h.tmpdir()
+  local r = h.pgvault({ "keygen", "-o", d .. "/key.txt" })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(r.stdout, "")
+  local pub = r.stderr:match("^Public key: (age1%w+)\n$")
+  t.ok(pub, "public key on stderr: " .. r.stderr)
+  t.eq(fs.stat(d .. "/key.txt").mode, 384)
+  local text = h.read(d .. "/key.txt")
+  t.match(text, "^# created: [%d%-]+T[%d:]+[%dZ:+-]*\n# public key: " .. pub .. "\nAGE%-SECRET%-KEY%-1[%u%d]+\n$")
+  local age = h.run({ "age-keygen", "-y", d .. "/key.txt" })
+  t.eq(age.stdout, pub .. "\n", "age-keygen -y agrees")
+  local again = h.pgvault({ "keygen", "-o", d .. "/key.txt" })
+  t.eq(again.code, 1)
+  t.match(again.stderr, "already exists")
+  t.eq(h.read(d .. "/key.txt"), text, "the existing key is untouched")
+end)
+
+t.test("keygen to stdout, and -y on files, stdin and age-keygen's keys", function()
+  local d = h.tmpdir()
+  local r = h.pgvault({ "keygen" })
+  t.eq(r.code, 0, r.stderr)
+  local secret = r.stdout:match("(AGE%-SECRET%-KEY%-1[%u%d]+)")
+  t.ok(secret)
+  local pub = r.stderr:match("Public key: (age1%w+)")
+  local y = h.pgvault({ "keygen", "-y" }, { stdin = r.stdout })
+  t.eq(y.stdout, pub .. "\n")
+  t.eq(h.run({ "age-keygen", "-o", d .. "/age.txt" }).code, 0)
+  local theirs = h.run({ "age-keygen", "-y", d .. "/age.txt" }).stdout
+  t.eq(h.pgvault({ "keygen", "-y", d .. "/age.txt" }).stdout, theirs)
+  h.write(d .. "/both.txt", h.read(d .. "/age.txt") .. "\n" .. r.stdout)
+  fs.chmod(d .. "/both.txt", 384)
+  t.eq(h.pgvault({ "keygen", "-y", d .. "/both.txt" }).stdout, theirs .. pub .. "\n")
+  local bad = h.pgvault({ "keygen", "-y", d .. "/missing.txt" })
+  t.eq(bad.code, 1)
+  t.match(bad.stderr, "^pgvault: keygen: cannot open .*missing.txt")
+  local usage = h.pgvault({ "keygen", d .. "/age.txt" })
+  t.eq(usage.code, 2)
+end)
