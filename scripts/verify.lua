@@ -74,7 +74,7 @@ if #list == 1 and st.type == "file" and not manifest then
   summary = res
 else
   local stages = { stream.file_reader(src), stream.sha256 { label = "stored" } }
-  for _, s in ipairs(layers.stages(list, { identities = o.identity })) do stages[#stages + 1] = s end
+  for _, s in ipairs(layers.stages(list, { identity_files = o.identity })) do stages[#stages + 1] = s end
   stages[#stages + 1] = stream.sha256 { label = "plain" }
   stages[#stages + 1] = archive.verifier { list = o.list }
   stages[#stages + 1] = stream.discard()

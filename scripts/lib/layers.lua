@@ -40,7 +40,7 @@ local function optional(name)
 end
 
 -- Filter stages that peel `list` (from layers.detect) down to the archive,
--- in pipeline order. opts: identities (age identity files or keys),
+-- in pipeline order. opts: identity_files (age identity files),
 -- passphrase. Raises a clear error when this build cannot peel a layer.
 function layers.stages(list, opts)
   opts = opts or {}
@@ -51,10 +51,14 @@ function layers.stages(list, opts)
       if not crypto or not crypto.decryptor then
         pgvault.raise("verify", "the backup is age-encrypted and this build has no decryptor (pgvault.crypto)")
       end
-      if #(opts.identities or {}) == 0 and not opts.passphrase then
-        pgvault.raise("usage", "the backup is age-encrypted: give an identity with -i FILE")
+      if #(opts.identity_files or {}) == 0 and not opts.passphrase then
+        pgvault.raise("usage", "the backup is age-encrypted: give an identity file with -i FILE")
       end
-      out[#out + 1] = crypto.decryptor { identities = opts.identities, passphrase = opts.passphrase }
+      local ids = {}
+      for _, file in ipairs(opts.identity_files or {}) do
+        for _, id in ipairs(crypto.read_identities(file)) do ids[#ids + 1] = id end
+      end
+      out[#out + 1] = crypto.decryptor { identities = ids, passphrase = opts.passphrase }
     elseif layer == "zstd" then
       if not stream.unzstd then
         pgvault.raise("verify", "the backup is zstd-compressed and this build has no zstd decompressor (stream.unzstd)")
