@@ -6,6 +6,7 @@
  *
  *   archive.read(path, {threads=, list=, verbose=, fill_offsets=}) -> summary
  *   archive.verifier{label="archive", list=, verbose=}  pipeline tap
+ *   archive.fill_offsets(path, summary)  data positions into a laid-down file
  *
  * The summary has the header fields, per-table compressed and uncompressed
  * sizes and COPY row counts, large objects and totals, and with list=true
@@ -63,6 +64,36 @@ static int archive_read(lua_State *L)
         ar_toc_free(toc);
     }
     return lua_error(L);
+}
+
+/* archive.fill_offsets(path, summary): writes the block positions that a
+ * verifier tap saw into the TOC of the same archive laid down as a file. */
+static int archive_fill_offsets(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer off_size = pv_opt_int(L, 2, "offset_size", 0);
+    if (lua_getfield(L, 2, "blocks") != LUA_TTABLE)
+        return luaL_argerror(L, 2, "a summary with blocks (from archive.read or the verifier)");
+    lua_Integer n = luaL_len(L, -1);
+    if (n < 0 || n > AR_MAX_ENTRIES) return luaL_argerror(L, 2, "too many blocks");
+    uint64_t *field = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(uint64_t), 0);
+    uint64_t *pos = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof(uint64_t), 0);
+    for (lua_Integer i = 0; i < n; i++) {
+        lua_geti(L, -3, i + 1);
+        if (!lua_istable(L, -1)) return luaL_argerror(L, 2, "blocks must be tables");
+        lua_Integer f = pv_opt_int(L, -1, "field", -1), o = pv_opt_int(L, -1, "offset", -1);
+        if (f < 0 || o < 0) return luaL_argerror(L, 2, "a block without field or offset");
+        field[i] = (uint64_t)f;
+        pos[i] = (uint64_t)o;
+        lua_pop(L, 1);
+    }
+    pv_err err;
+    pv_err_clear(&err);
+    if (ar_fill_positions(path, (int)off_size, (int)n, field, pos, &err) < 0)
+        return pv_err_raise(L, &err);
+    lua_pushinteger(L, n);
+    return 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -145,8 +176,10 @@ static int archive_verifier(lua_State *L)
 
 int luaopen_pgvault_archive(lua_State *L)
 {
-    static const luaL_Reg funcs[] = {
-        {"read", archive_read}, {"verifier", archive_verifier}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"read", archive_read},
+                                     {"verifier", archive_verifier},
+                                     {"fill_offsets", archive_fill_offsets},
+                                     {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
 }

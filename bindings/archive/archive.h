@@ -167,4 +167,10 @@ void ar_push_summary(lua_State *L, const ar_toc *toc, uint64_t bytes, bool compl
 int ar_read_file(const char *path, int threads, bool fill_offsets, ar_toc **out, uint64_t *bytes,
                  pv_err *err);
 
+/* Writes "position set" and `pos[i]` into the offset field at `field[i]`
+ * of the archive file at path, after checking each field holds an unset
+ * (or the same) position. Makes a pipe-written archive seekable. */
+int ar_fill_positions(const char *path, int off_size, int n, const uint64_t *field,
+                      const uint64_t *pos, pv_err *err);
+
 #endif

@@ -222,3 +222,47 @@ int ar_read_file(const char *path, int threads, bool fill_offsets, ar_toc **out,
     close(fd);
     return rc;
 }
+
+int ar_fill_positions(const char *path, int off_size, int n, const uint64_t *field,
+                      const uint64_t *pos, pv_err *err)
+{
+    if (off_size < 1 || off_size > 8) {
+        pv_err_set(err, "archive", "offset size %d is not 1 to 8", off_size);
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        pv_err_errno(err, errno, "cannot open %s", path);
+        pv_err_str(err, "path", path);
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        uint8_t cur[9], want[9];
+        size_t len = (size_t)(1 + off_size);
+        want[0] = AR_OFF_SET;
+        for (int k = 0; k < off_size; k++)
+            want[1 + k] = (uint8_t)(pos[i] >> (8 * k));
+        if (off_size < 8 && (pos[i] >> (8 * off_size)) != 0) {
+            pv_err_set(err, "archive", "byte %llu does not fit the archive's %d-byte offsets",
+                       (unsigned long long)pos[i], off_size);
+            rc = -1;
+        } else if (pread(fd, cur, len, (off_t)field[i]) != (ssize_t)len) {
+            pv_err_errno(err, errno, "cannot read the TOC of %s", path);
+            rc = -1;
+        } else if (!(cur[0] == AR_OFF_NOT_SET || memcmp(cur, want, len) == 0)) {
+            pv_err_set(err, "archive", "%s: byte %llu is not an unset data offset: wrong file?",
+                       path, (unsigned long long)field[i]);
+            rc = -1;
+        } else if (pwrite(fd, want, len, (off_t)field[i]) != (ssize_t)len) {
+            pv_err_errno(err, errno, "cannot write the data offsets into %s", path);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && fsync(fd) < 0) {
+        pv_err_errno(err, errno, "cannot flush %s to disk", path);
+        rc = -1;
+    }
+    close(fd);
+    return rc;
+}

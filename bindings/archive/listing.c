@@ -212,6 +212,21 @@ void ar_push_summary(lua_State *L, const ar_toc *t, uint64_t bytes, bool complet
         lua_rawseti(L, -2, ++ntables);
     }
     lua_setfield(L, -2, "tables");
+    /* where each data block starts and where its TOC offset field sits:
+     * what archive.fill_offsets needs to make the file seekable */
+    lua_createtable(L, t->ndata, 0);
+    int nb = 0;
+    for (int i = 0; i < t->ndata; i++) {
+        const ar_entry *e = &t->entries[t->data_idx[i]];
+        if (!e->seen) continue;
+        lua_createtable(L, 0, 4);
+        set_int(L, "dump_id", e->dump_id);
+        set_int(L, "offset", (long long)e->block_pos);
+        set_int(L, "field", (long long)e->off_field_pos);
+        set_int(L, "flag", e->off_flag);
+        lua_rawseti(L, -2, ++nb);
+    }
+    lua_setfield(L, -2, "blocks");
     lua_createtable(L, 0, 4);
     set_int(L, "count", lo_n);
     set_int(L, "blocks", nblobs);

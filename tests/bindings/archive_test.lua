@@ -365,6 +365,16 @@ t.test("fill_offsets turns a pipe-written archive into a seekable one", function
   t.eq(#file_written, #read_file(copy))
   local r = h.run({ fx.bindir() .. "/pg_restore", "-f", "/dev/null", copy })
   t.eq(r.code, 0, r.stderr)
+
+  -- the same from what a tap saw while the bytes were laid down
+  local laid = dir .. "/laid.dump"
+  local tap = stream.run { stream.file_reader(src), archive.verifier(), stream.file_writer(laid) }
+  t.eq(tap.archive.offsets, false)
+  t.eq(archive.fill_offsets(laid, tap.archive), #tap.archive.blocks)
+  t.eq(read_file(laid), read_file(copy), "the same bytes as the whole-file fill")
+  t.eq(archive.fill_offsets(laid, tap.archive), #tap.archive.blocks, "idempotent")
+  t.raises(function() archive.fill_offsets(dump("z0", { "-Z0" }), tap.archive) end, "is not an unset data offset")
+  t.raises(function() archive.fill_offsets(laid, {}) end, "summary with blocks")
 end)
 
 t.test("the fuzz corpus replays cleanly", function()
