@@ -185,6 +185,40 @@ t.test("age and zstd layers are peeled as the bytes stream, and checked against 
   t.match(v.stderr, "truncated")
 end)
 
+t.test("backup runs the verifier tap: the manifest records the tables, verify checks against it", function()
+  local out = dir .. "/backups"
+  local r = h.pgvault({ "backup", "--db", db(), "--to", out }, { timeout = 120 })
+  t.eq(r.code, 0, r.stderr)
+  local path = r.stdout:match("([^\n]+)\n$")
+  local m = cjson.decode(fs.read_file(path .. ".manifest.json"))
+  t.eq(m.archive.complete, true)
+  t.eq(m.archive.totals.rows, 3003)
+  local rows = {}
+  for _, tb in ipairs(m.tables) do rows[tb.schema .. "." .. tb.name] = tb.rows end
+  t.eq(rows["public.t1"], 3000)
+  t.eq(rows["s2.we\nird"], 3)
+  local v = verify({ "verify", path })
+  t.eq(v.code, 0, v.stderr)
+  t.match(v.stdout, "matches")
+end)
+
+t.test("a malformed dump is never committed by backup", function()
+  -- a pg_dump that exits 0 after writing a cut-off archive
+  local bin = dir .. "/fakebin"
+  fs.mkdir_p(bin)
+  local real = dump("default", {})
+  fs.write_file(bin .. "/pg_dump", "#!/bin/sh\n" ..
+    "if [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) 15.18'; exit 0; fi\n" ..
+    "head -c 3000 '" .. real .. "'\n", { mode = 493 })
+  local out = dir .. "/bad_backups"
+  local r = h.pgvault({ "backup", "--db", db(), "--to", out, "--pg-bin", bin, "--compress", "none" },
+    { timeout = 120 })
+  t.eq(r.code, 1, r.stdout)
+  t.match(r.stderr, "archive truncated at byte 3000")
+  local left = fs.exists(out) and fs.listdir(out) or {}
+  t.eq(#left, 0, "no archive, no partial file, no manifest")
+end)
+
 t.test("bad input: not an archive, missing file, directory, s3, unsupported options", function()
   local junk = dir .. "/junk"
   fs.write_file(junk, "just some text\n")
