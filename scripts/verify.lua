@@ -119,7 +119,8 @@ if o.restore_into then
   if not has_pg or not has_dump then
     pgvault.raise("verify", "--restore-into needs pgvault.pg and pgvault.dump, which this build lacks")
   end
-  drill = require("lib.drill").run { src = src, url = o.restore_into, summary = summary }
+  drill = require("lib.drill").run { src = src, layers = list, identity_files = o.identity, url = o.restore_into,
+    summary = summary }
   for _, p in ipairs(drill.problems) do problems[#problems + 1] = p end
 end
 
@@ -142,6 +143,10 @@ else
       cli.bytes(tb.uncompressed)))
   end
   if manifest then print("  matches " .. manifest_path) end
+  if drill then
+    print(string.format("  restored into %s (dropped again): row counts of %d tables checked", drill.database,
+      drill.tables))
+  end
 end
 io.stdout:flush()
 if #problems > 0 then
