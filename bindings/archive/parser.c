@@ -174,12 +174,17 @@ void ar_entry_name(const ar_entry *e, char *out, size_t outsz)
 static int fail_at(ar_parser *p, bool truncated, uint64_t at, const ar_entry *e, const char *fmt,
                    ...)
 {
-    char msg[600], who[300] = "";
+    char msg[600], who[400] = "";
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (e) {
+    if (e && p->phase == AR_PH_TOC) {
+        char name[280];
+        ar_entry_name(e, name, sizeof name);
+        snprintf(who, sizeof who, ", TOC entry %d of %d, %s", p->cur + 1, (int)p->toc->toc_count,
+                 name);
+    } else if (e) {
         char name[280];
         ar_entry_name(e, name, sizeof name);
         snprintf(who, sizeof who, ", %s", name);
