@@ -17,7 +17,7 @@ local o = cli.parse(arg, {
   options = {
     { "identity", "i", "FILE", "age identity file to decrypt with", multi = true },
     { "list", "l", false, "print the table of contents exactly as pg_restore --list does" },
-    { "json", "j", false, "print the summary as JSON" },
+    { "json", nil, false, "print the summary as JSON" },
     { "restore-into", nil, "URL", "restore into this scratch database, compare row counts, drop it" },
     { "threads", nil, "N", "threads inflating data blocks (default: the CPUs, at most 8)" },
     { "no-manifest", nil, false, "do not compare with SRC.manifest.json" },
