@@ -78,9 +78,10 @@ static void push_user_args(lua_State *L, int t, argv_list *a)
     lua_pop(L, 1);
 }
 
-/* Parses t.db; leaves the password-free conninfo string on the stack (so
- * Lua owns it) and returns it. The password goes to *password (malloc'd). */
-static const char *push_conn(lua_State *L, int t, char **password)
+/* Parses t.db; pushes the password-free conninfo string and the password
+ * (or nil), both owned by Lua so that a later raise cannot leak them, and
+ * returns the conninfo. *password points into the pushed string. */
+static const char *push_conn(lua_State *L, int t, const char **password)
 {
     const char *url = pv_opt_str(L, t, "db", NULL);
     if (!url) luaL_argerror(L, 1, "db (a connection URL or conninfo string) is required");
@@ -89,18 +90,13 @@ static const char *push_conn(lua_State *L, int t, char **password)
     pv_err_clear(&err);
     if (dump_conn_parse(url, pv_opt_str(L, t, "dbname", NULL), &c, &err) < 0) pv_err_raise(L, &err);
     lua_pushstring(L, c.conninfo);
-    *password = c.password;
-    c.password = NULL;
+    if (c.password)
+        lua_pushstring(L, c.password);
+    else
+        lua_pushnil(L);
     dump_conn_free(&c);
-    return lua_tostring(L, -1);
-}
-
-static void free_password(char *pw)
-{
-    if (pw) {
-        explicit_bzero(pw, strlen(pw));
-        free(pw);
-    }
+    *password = lua_tostring(L, -1);
+    return lua_tostring(L, -2);
 }
 
 /* ------------------------------------------------------------------ */
@@ -168,7 +164,7 @@ static int dump_pg_dump(lua_State *L)
                             bin.version, zmethod);
     }
 
-    char *password = NULL;
+    const char *password = NULL;
     const char *conninfo = push_conn(L, 1, &password);
     argv_list a = {.n = 0};
     push_arg(L, &a, "pg_dump");
@@ -178,7 +174,6 @@ static int dump_pg_dump(lua_State *L)
     push_arg(L, &a, "-d");
     push_arg(L, &a, conninfo);
     dump_stage_push(L, 1, "pg_dump", &bin, a.v, password, DUMP_SOURCE);
-    free_password(password);
     return 1;
 }
 
@@ -193,20 +188,15 @@ static int dump_pg_restore(lua_State *L)
     lua_settop(L, 1);
     dump_bin bin;
     find_or_raise(L, "pg_restore", opt_pg_bin(L, 1), (int)pv_opt_int(L, 1, "min_major", 0), &bin);
-    char *password = NULL;
+    const char *password = NULL;
     const char *conninfo = push_conn(L, 1, &password);
     argv_list a = {.n = 0};
     push_arg(L, &a, "pg_restore");
     const char *file = pv_opt_str(L, 1, "file", NULL);
     lua_Integer jobs = pv_opt_int(L, 1, "jobs", 1);
-    if (jobs < 1 || jobs > 64) {
-        free_password(password);
-        return luaL_argerror(L, 1, "jobs must be 1..64");
-    }
-    if (jobs > 1 && !file) {
-        free_password(password);
+    if (jobs < 1 || jobs > 64) return luaL_argerror(L, 1, "jobs must be 1..64");
+    if (jobs > 1 && !file)
         return luaL_argerror(L, 1, "jobs > 1 needs file= (pg_restore -j cannot read stdin)");
-    }
     char jobs_arg[32];
     snprintf(jobs_arg, sizeof jobs_arg, "--jobs=%d", (int)jobs);
     if (jobs > 1) push_arg(L, &a, jobs_arg);
@@ -215,7 +205,6 @@ static int dump_pg_restore(lua_State *L)
     push_arg(L, &a, conninfo);
     if (file) push_arg(L, &a, file);
     dump_stage_push(L, 1, "pg_restore", &bin, a.v, password, file ? DUMP_SOURCE : DUMP_SINK);
-    free_password(password);
     return 1;
 }
 
@@ -227,7 +216,7 @@ static int dump_psql(lua_State *L)
     lua_settop(L, 1);
     dump_bin bin;
     find_or_raise(L, "psql", opt_pg_bin(L, 1), (int)pv_opt_int(L, 1, "min_major", 0), &bin);
-    char *password = NULL;
+    const char *password = NULL;
     const char *conninfo = push_conn(L, 1, &password);
     argv_list a = {.n = 0};
     push_arg(L, &a, "psql");
@@ -241,7 +230,6 @@ static int dump_psql(lua_State *L)
     push_arg(L, &a, "-d");
     push_arg(L, &a, conninfo);
     dump_stage_push(L, 1, "psql", &bin, a.v, password, DUMP_SINK);
-    free_password(password);
     return 1;
 }
 

@@ -18,7 +18,7 @@ local o = cli.parse(arg, {
 
 local backups = catalog.scan(o.from or "db_backups")
 if o.json then
-  local rows = setmetatable({}, cjson.array_mt)
+  local rows = {}
   for _, b in ipairs(backups) do
     local m = b.manifest or {}
     rows[#rows + 1] = {
@@ -27,7 +27,8 @@ if o.json then
       server_version = m.server_version, sha256 = type(m.stored) == "table" and m.stored.sha256 or nil,
     }
   end
-  print(cjson.encode(rows))
+  -- lua-cjson writes an empty table as {}; a listing is always an array
+  print(#rows == 0 and "[]" or cjson.encode(rows))
   return
 end
 if #backups == 0 then

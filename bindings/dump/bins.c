@@ -24,8 +24,35 @@ static bool is_executable(const char *path)
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && access(path, X_OK) == 0;
 }
 
-/* Runs `path --version` and parses "pg_dump (PostgreSQL) 15.18 (...)". */
+/* Versions already probed in this process, by path and modification time. */
+#define CACHE_SIZE 16
+static struct {
+    dump_bin bin;
+    struct timespec mtime;
+} cache[CACHE_SIZE];
+static int ncache;
+
+static int probe_version_uncached(const char *path, dump_bin *out);
+
 static int probe_version(const char *path, dump_bin *out)
+{
+    struct stat sb;
+    if (stat(path, &sb) < 0) return -1;
+    for (int i = 0; i < ncache; i++)
+        if (strcmp(cache[i].bin.path, path) == 0 && cache[i].mtime.tv_sec == sb.st_mtim.tv_sec &&
+            cache[i].mtime.tv_nsec == sb.st_mtim.tv_nsec) {
+            *out = cache[i].bin;
+            return 0;
+        }
+    if (probe_version_uncached(path, out) < 0) return -1;
+    int slot = ncache < CACHE_SIZE ? ncache++ : 0;
+    cache[slot].bin = *out;
+    cache[slot].mtime = sb.st_mtim;
+    return 0;
+}
+
+/* Runs `path --version` and parses "pg_dump (PostgreSQL) 15.18 (...)". */
+static int probe_version_uncached(const char *path, dump_bin *out)
 {
     const char *argv[] = {path, "--version", NULL};
     pv_child c;
@@ -63,13 +90,17 @@ static int probe_version(const char *path, dump_bin *out)
     return 0;
 }
 
-/* Keeps the path as found (Debian's /usr/bin/pg_dump is a wrapper that
- * must be run under its own name), skipping files already listed. */
-static void add_candidate(char (*cands)[DUMP_PATH_MAX], int *n, const char *path)
+/* Skips files already listed, and links to something not named like the
+ * program: Debian's /usr/bin/pg_dump is pg_wrapper (a Perl script choosing
+ * among the very /usr/lib/postgresql/N/bin directories we look at). */
+static void add_candidate(char (*cands)[DUMP_PATH_MAX], int *n, const char *path,
+                          const char *program)
 {
     if (*n >= MAX_CANDIDATES || !is_executable(path)) return;
     char real[PATH_MAX], other[PATH_MAX];
     if (!realpath(path, real)) return;
+    const char *base = strrchr(real, '/');
+    if (program && strcmp(base ? base + 1 : real, program) != 0) return;
     for (int i = 0; i < *n; i++)
         if (realpath(cands[i], other) && strcmp(other, real) == 0) return;
     snprintf(cands[(*n)++], DUMP_PATH_MAX, "%s", path);
@@ -89,13 +120,13 @@ int dump_find_bin(const char *program, const char *pg_bin, int min_major, dump_b
             pv_err_str(err, "program", program);
             return -1;
         }
-        add_candidate(cands, &n, path);
+        add_candidate(cands, &n, path, NULL);
     } else {
         DIR *d = opendir(DEBIAN_DIR);
         for (struct dirent *e; d && (e = readdir(d));) {
             if (e->d_name[0] == '.') continue;
             snprintf(path, sizeof path, "%s/%s/bin/%s", DEBIAN_DIR, e->d_name, program);
-            add_candidate(cands, &n, path);
+            add_candidate(cands, &n, path, program);
         }
         if (d) closedir(d);
         const char *env_path = getenv("PATH");
@@ -104,7 +135,7 @@ int dump_find_bin(const char *program, const char *pg_bin, int min_major, dump_b
         for (char *dir = copy ? strtok_r(copy, ":", &save) : NULL; dir;
              dir = strtok_r(NULL, ":", &save)) {
             snprintf(path, sizeof path, "%s/%s", *dir ? dir : ".", program);
-            add_candidate(cands, &n, path);
+            add_candidate(cands, &n, path, program);
         }
         free(copy);
     }

@@ -401,9 +401,9 @@ void dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin
     snprintf(d->program, sizeof d->program, "%s", program);
     d->bin = *bin;
     bool oom = false;
-    for (int i = 1; argv[i] && i < MAX_ARGV; i++)
+    for (int i = 1; argv[i] && i < MAX_ARGV && !oom; i++)
         if (!(d->argv[i] = strdup(argv[i]))) oom = true;
-    if (password) {
+    if (password && !oom) {
         size_t n = strlen(password) + sizeof "PGPASSWORD=";
         d->env[0] = malloc(n);
         if (d->env[0])

@@ -30,7 +30,7 @@ end
 local function inspect(db)
   local c <close> = pg.connect(db)
   local rows = c:query([[SELECT current_database() AS name, current_setting('server_version') AS version,
-    current_setting('server_version_num')::int AS version_num, pg_database_size(current_database()) AS size]])
+    current_setting('server_version_num')::int AS version_num]])
   local info = rows[1]
   info.collation_mismatch = false
   for _, n in ipairs(c:notices()) do
@@ -87,7 +87,9 @@ function backup.stages(o, server_version_num, path)
   if o.compress == "zstd" then stages[#stages + 1] = stream.zstd { level = o.level, threads = o.threads or 0 } end
   for _, filter in ipairs(o.filters or {}) do stages[#stages + 1] = filter end
   stages[#stages + 1] = stream.sha256 { label = "stored" }
-  stages[#stages + 1] = stream.progress { label = "progress" }
+  -- The meter draws only on a terminal, and not at all with --quiet.
+  local quiet = log.level() ~= "info" and log.level() ~= "debug"
+  stages[#stages + 1] = stream.progress { label = "progress", tty = not quiet and nil }
   stages[#stages + 1] = o.sink and o.sink(path) or stream.file_writer(path, { no_clobber = true, mode = 384 })
   return stages
 end

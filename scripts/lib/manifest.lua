@@ -35,10 +35,14 @@ local function sorted_keys(t)
   return keys
 end
 
+-- Marks a table to be written as a JSON array even when empty.
+local ARRAY = {}
+function manifest.array(t) return setmetatable(t or {}, ARRAY) end
+
 local function is_array(t)
   local n = 0
   for _ in pairs(t) do n = n + 1 end
-  return n == #t and (n > 0 or getmetatable(t) == cjson.array_mt)
+  return n == #t and (n > 0 or getmetatable(t) == ARRAY)
 end
 
 -- Readable JSON: two-space indentation, keys in a stable order.

@@ -184,7 +184,8 @@ local function load_archive(o, kind, dbname, m)
   end
   local stages = { stream.file_reader(o.src), stream.sha256 { label = "stored" } }
   if kind == "zst" then stages[#stages + 1] = stream.unzstd() end
-  stages[#stages + 1] = stream.progress { label = "progress" }
+  local quiet = log.level() ~= "info" and log.level() ~= "debug"
+  stages[#stages + 1] = stream.progress { label = "progress", tty = not quiet and nil }
   stages[#stages + 1] = dump.pg_restore { db = target, args = args, pg_bin = o.pg_bin }
   local r = stream.run(stages)
   if m and m.stored and m.stored.sha256 and m.stored.sha256 ~= r.stored.sha256 then

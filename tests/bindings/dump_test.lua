@@ -69,6 +69,17 @@ t.test("pg_dump streams a custom-format archive; pg_restore reads it back", func
   h.dropdb("dump_binding_copy")
 end)
 
+t.test("a plain-format dump piped into psql copies a database", function()
+  local target = h.createdb("dump_binding_plain")
+  local r = stream.run { dump.pg_dump { db = url, format = "plain", args = { "--table=t" } },
+    dump.psql { db = target } }
+  t.eq(r.pg_dump.exit_status, 0)
+  t.eq(r.psql.exit_status, 0)
+  t.eq(r.psql.bytes, r.pg_dump.bytes, "every byte reached psql")
+  t.eq(h.psql(target, "SELECT count(*) FROM t;"), "1000\n")
+  h.dropdb("dump_binding_plain")
+end)
+
 t.test("psql runs a script fed on its stdin and stops at the first error", function()
   local r = stream.run { stream.string("CREATE TABLE from_psql (a int); INSERT INTO from_psql VALUES (7);"),
     dump.psql { db = url } }
@@ -150,4 +161,16 @@ t.test("a killed pg_dump fails the pipeline and leaves no file", function()
   t.eq(code, 1)
   t.match(stderr, "pg_dump was killed by signal 9")
   t.eq(#fs.listdir(d), 0, "no file, no partial file")
+end)
+
+t.test("child stderr is forwarded to the log, redacted, and the error is too", function()
+  local code = [[local dump, stream = require "pgvault.dump", require "pgvault.stream"
+    local url, pw = os.getenv("PGV_URL"), os.getenv("PGV_PW")
+    stream.run { stream.string("DO $$ BEGIN RAISE WARNING 'leaked %', '" .. pw .. "'; END $$;\n"
+      .. "SELECT 'again " .. pw .. "'::int;"), dump.psql { db = url } }]]
+  local r = h.pgvault({ "-e", code }, { env = { PGV_URL = url, PGV_PW = PG.password } })
+  t.eq(r.code, 1)
+  t.match(r.stderr, "pgvault: warning: psql:.*WARNING:  leaked %*%*%*", "the warning is logged, masked")
+  t.match(r.stderr, "psql exited with status 3: .*invalid input syntax for type integer: \"again %*%*%*\"")
+  t.no_match(r.stderr, PG.password, "the password appears nowhere")
 end)

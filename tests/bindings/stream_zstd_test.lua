@@ -26,12 +26,15 @@ end
 
 t.test("round trip at several levels and thread counts", function()
   local data = sample(3 * 1024 * 1024)
-  for _, o in ipairs({ {}, { level = 1, threads = 1 }, { level = 19, threads = 2 }, { level = -5 } }) do
-    local r = compress(data, o)
-    t.eq(r.zstd.bytes_in, #data, "bytes in")
+  for _, o in ipairs({ {}, { level = 1, threads = 1 }, { level = 19, threads = 2, small = true }, { level = -5 } }) do
+    -- (level 19 is slow: a smaller input keeps the test quick under valgrind)
+    local input = o.small and data:sub(1, 256 * 1024) or data
+    o.small = nil
+    local r = compress(input, o)
+    t.eq(r.zstd.bytes_in, #input, "bytes in")
     t.eq(r.zstd.bytes_out, #r.buffer.data, "bytes out")
     t.eq(r.zstd.level, o.level or 3)
-    t.ok(decompress(r.buffer.data) == data, "bytes back unchanged at level " .. tostring(o.level))
+    t.ok(decompress(r.buffer.data) == input, "bytes back unchanged at level " .. tostring(o.level))
   end
   local r = compress("", {})
   t.eq(decompress(r.buffer.data), "", "an empty input is an empty frame")
@@ -110,9 +113,11 @@ t.test("a large stream goes through in bounded memory", function()
     local r = s.run { s.file_reader(d), s.zstd { level = 3 }, s.unzstd(), s.sha256(), s.discard() }
     os.remove(d)
     local hwm = tonumber(io.open("/proc/self/status"):read("a"):match("VmHWM:%s*(%d+)"))
-    return r.sha256.bytes, hwm, base]] })
+    return r.sha256.bytes, hwm, base]] }, { no_valgrind = true }) -- memcheck's own memory would swamp it
   t.eq(r.code, 0, r.stderr)
   local bytes, hwm, base = r.stdout:match("(%d+)%s+(%d+)%s+(%d+)")
   t.ok(tonumber(bytes) > 250 * 1024 * 1024, "bytes through: " .. tostring(bytes))
-  t.ok(tonumber(hwm) < 64 * 1024, "peak RSS " .. hwm .. " kB (" .. base .. " kB before) stays under 64 MiB")
+  -- What the pipeline added to the process, not the data size (256 MiB).
+  t.ok(tonumber(hwm) - tonumber(base) < 64 * 1024,
+    "peak RSS " .. hwm .. " kB (" .. base .. " kB before) grew by less than 64 MiB")
 end)

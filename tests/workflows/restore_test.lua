@@ -79,8 +79,8 @@ t.test("sessions on the old database are terminated and the swap says so; --drop
   local url = h.createdb(name)
   -- a session of the database's owner, which the owner may terminate
   local sleeper = proc.spawn({ PG.bindir .. "/psql", "-X", "-q", "-h", "127.0.0.1",
-    "-p", tostring(math.tointeger(PG.port)), "-U", PG.user, "-d", name, "-c", "SELECT pg_sleep(60);", stdout = "pipe", stderr = "pipe",
-    env = { PGPASSWORD = PG.password } })
+    "-p", tostring(math.tointeger(PG.port)), "-U", PG.user, "-d", name, "-c", "SELECT pg_sleep(60);",
+    stdout = "pipe", stderr = "pipe", env = { PGPASSWORD = PG.password } })
   local deadline = proc.now() + 10
   while proc.now() < deadline and h.psql(PG.admin_url("postgres"),
     "SELECT count(*) FROM pg_stat_activity WHERE datname = '" .. name .. "';") == "0\n" do
