@@ -1,7 +1,9 @@
 -- pgvault encrypt / decrypt against age / age -d on the same input (1 GiB
 -- by default; PGVAULT_BENCH_MB to change), output to /dev/null, one run
 -- each: wall-time ratios (pgvault / age; target <= 0.7) and peak RSS
--- (target < 16 MiB). `bin/pgvault run bench/crypto.lua`
+-- (target < 16 MiB). Then what encryption adds to a backup: pgvault backup
+-- with and without -r on the same database (PGVAULT_BENCH_DB_MB, default
+-- 200; target < 5%). `bin/pgvault run bench/crypto.lua`
 package.path = "bench/?.lua;" .. package.path
 local bench = require "lib.bench"
 local fs = require "pgvault.fs"
@@ -31,4 +33,26 @@ local ok, err = pcall(function()
     .. "(target < 16)", r1, r2, enc_ours.rss_kb / 1024, ours.rss_kb / 1024))
 end)
 pcall(fs.remove_tree, dir)
+if not ok then error(err, 0) end
+
+local db_mb = tonumber(os.getenv("PGVAULT_BENCH_DB_MB") or "200")
+local desc, work, stop = bench.services()
+ok, err = pcall(function()
+  local url = bench.url(desc.pg, "bench")
+  local size = bench.dataset(desc.pg, "bench", db_mb)
+  bench.must(bench.measure({ "age-keygen", "-o", work .. "/key.txt" }), "age-keygen")
+  local pub = bench.must(bench.measure({ "age-keygen", "-y", work .. "/key.txt" }), "age-keygen -y").stdout:match("%S+")
+  local function backup(sub, extra)
+    local argv = { bench.bin, "-q", "backup", "--db", url, "--to", work .. "/" .. sub }
+    for _, a in ipairs(extra) do argv[#argv + 1] = a end
+    return bench.must(bench.measure(argv), "pgvault backup " .. table.concat(extra, " "))
+  end
+  backup("warm", {})
+  local plain = backup("plain", {})
+  local enc = backup("enc", { "-r", pub })
+  print(string.format("backup of a %.0f MiB database: %.2fs plain, %.2fs encrypted (+%.1f%%, target < 5%%); "
+    .. "peak RSS %.1f / %.1f MiB", size / 1048576, plain.seconds, enc.seconds,
+    100 * (enc.seconds - plain.seconds) / plain.seconds, plain.rss_kb / 1024, enc.rss_kb / 1024))
+end)
+stop()
 if not ok then error(err, 0) end

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,9 +66,9 @@ static int identity_tostring(lua_State *L)
     return 1;
 }
 
-static int identity_recipient(lua_State *L)
+static int push_recipient(lua_State *L, int idx)
 {
-    age_identity *id = age_check_identity(L, 1);
+    age_identity *id = age_check_identity(L, idx);
     if (id->type == AGE_ID_HYBRID) {
         char *pq = age_hybrid_recipient_encode(id->hybrid_ek);
         if (!pq) return luaL_error(L, "out of memory");
@@ -75,11 +76,16 @@ static int identity_recipient(lua_State *L)
         free(pq);
         return 1;
     }
-    if (id->type != AGE_ID_X25519) return luaL_argerror(L, 1, "a passphrase has no recipient");
+    if (id->type != AGE_ID_X25519) return luaL_argerror(L, idx, "a passphrase has no recipient");
     char r[128];
     age_recipient_encode(id->pub, r, sizeof r);
     lua_pushstring(L, r);
     return 1;
+}
+
+static int identity_recipient(lua_State *L)
+{
+    return push_recipient(L, 1);
 }
 
 static int identity_type(lua_State *L)
@@ -97,7 +103,9 @@ static int identity_save(lua_State *L)
 {
     age_identity *id = age_check_identity(L, 1);
     const char *path = luaL_checkstring(L, 2);
-    if (id->type != AGE_ID_X25519) return luaL_argerror(L, 1, "only X25519 keys can be saved");
+    if (id->type == AGE_ID_PASSPHRASE) return luaL_argerror(L, 1, "a passphrase cannot be saved");
+    push_recipient(L, 1);
+    const char *r = lua_tostring(L, -1);
     char created[64];
     time_t now = time(NULL);
     struct tm tm;
@@ -110,16 +118,15 @@ static int identity_save(lua_State *L)
     else
         snprintf(created + cl, sizeof created - cl, "%c%02ld:%02ld", off < 0 ? '-' : '+',
                  labs(off) / 3600, labs(off) % 3600 / 60);
-    char r[128];
-    age_recipient_encode(id->pub, r, sizeof r);
     char *secret = age_identity_encode(id);
-    char *text = sodium_malloc(512);
+    size_t cap = strlen(r) + 256;
+    char *text = sodium_malloc(cap);
     if (!secret || !text) {
         if (secret) sodium_free(secret);
         if (text) sodium_free(text);
         return pv_raise(L, "crypto", "cannot allocate secure memory");
     }
-    int n = snprintf(text, 512, "# created: %s\n# public key: %s\n%s\n", created, r, secret);
+    int n = snprintf(text, cap, "# created: %s\n# public key: %s\n%s\n", created, r, secret);
     sodium_free(secret);
     bool to_stdout = strcmp(path, "-") == 0;
     int fd = to_stdout ? STDOUT_FILENO : open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -247,6 +254,29 @@ static int crypto_read_identities(lua_State *L)
     return 1;
 }
 
+/* Validates an age1... or age1pq1... recipient and pushes it in its
+ * canonical (lower-case) form; -1 with err set when it is not one. */
+static int push_checked_recipient(lua_State *L, const char *s, size_t n, pv_err *err)
+{
+    if (n > 7 && strncasecmp(s, "age1pq1", 7) == 0) {
+        uint8_t *ek = malloc(AGE_HYBRID_EK);
+        if (!ek) return luaL_error(L, "out of memory");
+        char *r = NULL;
+        if (age_hybrid_recipient_parse(s, n, ek, err) == 0) r = age_hybrid_recipient_encode(ek);
+        free(ek);
+        if (!r) return -1;
+        lua_pushstring(L, r);
+        free(r);
+        return 0;
+    }
+    uint8_t pub[AGE_KEY_LEN];
+    if (age_recipient_parse(s, n, pub, err) < 0) return -1;
+    char r[128];
+    age_recipient_encode(pub, r, sizeof r);
+    lua_pushstring(L, r);
+    return 0;
+}
+
 static int crypto_read_recipients(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -258,8 +288,7 @@ static int crypto_read_recipients(lua_State *L)
     pv_err err;
     pv_err_clear(&err);
     while ((line = next_line(buf, len, &pos, &n, &lineno))) {
-        uint8_t pub[AGE_KEY_LEN];
-        if (age_recipient_parse(line, n, pub, &err) < 0) {
+        if (push_checked_recipient(L, line, n, &err) < 0) {
             char msg[sizeof err.message];
             snprintf(msg, sizeof msg, "%s", err.message);
             sodium_free(buf);
@@ -268,9 +297,6 @@ static int crypto_read_recipients(lua_State *L)
             pv_err_str(&err, "path", path);
             return pv_err_raise(L, &err);
         }
-        char r[128];
-        age_recipient_encode(pub, r, sizeof r);
-        lua_pushstring(L, r);
         lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
     }
     sodium_free(buf);
@@ -329,18 +355,22 @@ static int crypto_identity(lua_State *L)
     return 1;
 }
 
+/* keygen() or keygen{pq = true}: a new X25519 or hybrid post-quantum identity. */
 static int crypto_keygen(lua_State *L)
 {
+    bool pq = lua_istable(L, 1) && pv_opt_bool(L, 1, "pq", false);
+    lua_settop(L, 0);
     lua_createtable(L, 0, 2);
     identity_handle *h = push_identity(L);
     pv_err err;
     pv_err_clear(&err);
-    if (age_identity_generate(&h->id, &err) < 0) return pv_err_raise(L, &err);
-    char r[128];
-    age_recipient_encode(h->id.pub, r, sizeof r);
-    lua_setfield(L, -2, "identity");
-    lua_pushstring(L, r);
-    lua_setfield(L, -2, "recipient");
+    int rc = pq ? age_hybrid_generate(&h->id, &err) : age_identity_generate(&h->id, &err);
+    if (rc < 0) return pv_err_raise(L, &err);
+    lua_setfield(L, 1, "identity");
+    lua_getfield(L, 1, "identity");
+    push_recipient(L, 2);
+    lua_setfield(L, 1, "recipient");
+    lua_settop(L, 1);
     return 1;
 }
 
@@ -353,18 +383,13 @@ static int crypto_recipient_of(lua_State *L)
     return identity_recipient(L);
 }
 
-/* Validates and normalises an age1... recipient. */
 static int crypto_check_recipient(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    uint8_t pub[AGE_KEY_LEN];
     pv_err err;
     pv_err_clear(&err);
-    if (age_recipient_parse(s, n, pub, &err) < 0) return pv_err_raise(L, &err);
-    char r[128];
-    age_recipient_encode(pub, r, sizeof r);
-    lua_pushstring(L, r);
+    if (push_checked_recipient(L, s, n, &err) < 0) return pv_err_raise(L, &err);
     return 1;
 }
 
@@ -380,6 +405,128 @@ static int crypto_fingerprint(lua_State *L)
     char hex[2 * sizeof h + 1];
     pv_hex(h, 8, hex);
     lua_pushfstring(L, "sha256:%s", hex);
+    return 1;
+}
+
+/* check_header(path, {identities=, passphrase=, max_work_factor=}): reads
+ * only the header of an age file (binary or armored) and checks that one of
+ * the identities unwraps the file key and the header MAC matches, without
+ * touching the payload. Returns {recipient_type=, stanzas=}; raises the
+ * decryptor's errors. The probe userdata owns everything it allocates. */
+typedef struct {
+    age_identity *ids;
+    int nids;
+    age_header_parser hp;
+    age_armor_reader ar;
+    uint8_t *file_key;
+    int fd;
+} header_probe;
+
+static int probe_gc(lua_State *L)
+{
+    header_probe *p = lua_touserdata(L, 1);
+    for (int i = 0; p->ids && i < p->nids; i++)
+        age_identity_free(&p->ids[i]);
+    free(p->ids);
+    p->ids = NULL;
+    age_header_free(&p->hp);
+    if (p->file_key) sodium_free(p->file_key);
+    p->file_key = NULL;
+    if (p->fd >= 0) close(p->fd);
+    p->fd = -1;
+    return 0;
+}
+
+static int probe_feed(void *ctx, const uint8_t *data, size_t len, pv_err *err)
+{
+    header_probe *p = ctx;
+    if (p->hp.done) return 0;
+    return age_header_feed(&p->hp, data, len, err) < 0 ? -1 : 0;
+}
+
+static void probe_add(lua_State *L, header_probe *p, int idx, bool passphrase)
+{
+    pv_err err;
+    pv_err_clear(&err);
+    age_identity *id = &p->ids[p->nids];
+    int rc;
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        rc = passphrase ? age_identity_passphrase(id, s, n, &err)
+                        : age_identity_parse(id, s, n, &err);
+    } else {
+        rc = age_identity_copy(id, age_check_identity(L, idx), &err);
+    }
+    if (rc < 0) pv_err_raise(L, &err);
+    p->nids++;
+}
+
+static int crypto_check_header(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int max_wf = (int)pv_opt_int(L, 2, "max_work_factor", AGE_MAX_WORK_FACTOR);
+    header_probe *p = lua_newuserdatauv(L, sizeof *p, 0);
+    memset(p, 0, sizeof *p);
+    p->fd = -1;
+    if (luaL_newmetatable(L, "pgvault.crypto.probe")) {
+        lua_pushcfunction(L, probe_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_getfield(L, 2, "identities");
+    int n = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
+    lua_getfield(L, 2, "passphrase");
+    if (n == 0 && lua_isnil(L, -1)) return luaL_argerror(L, 2, "no identities and no passphrase");
+    p->ids = calloc((size_t)n + 1, sizeof *p->ids);
+    p->file_key = sodium_malloc(AGE_FILE_KEY_LEN);
+    if (!p->ids || !p->file_key) return luaL_error(L, "out of memory");
+    for (int i = 1; i <= n; i++) {
+        lua_geti(L, -2, i);
+        probe_add(L, p, lua_gettop(L), false);
+        lua_pop(L, 1);
+    }
+    if (!lua_isnil(L, -1)) probe_add(L, p, lua_gettop(L), true);
+    lua_pop(L, 2);
+    p->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (p->fd < 0) return pv_raise_errno(L, errno, "cannot open", path);
+    pv_err err;
+    pv_err_clear(&err);
+    uint8_t buf[16384];
+    bool first = true, armored = false;
+    int rc = 0;
+    while (rc == 0 && !p->hp.done) {
+        ssize_t got = pv_read_some(p->fd, buf, sizeof buf);
+        if (got < 0) return pv_raise_errno(L, errno, "cannot read", path);
+        if (got == 0) break;
+        if (first)
+            armored = buf[0] == '-' || buf[0] == ' ' || buf[0] == '\t' || buf[0] == '\r' ||
+                      buf[0] == '\n';
+        first = false;
+        rc = armored ? age_armor_read(&p->ar, buf, (size_t)got, probe_feed, p, &err)
+                     : probe_feed(p, buf, (size_t)got, &err);
+    }
+    if (rc == 0 && !p->hp.done)
+        age_fail(&err, AGE_FAIL_HEADER, "age: %s ends inside its header: it is truncated", path);
+    const char *matched = NULL;
+    if (!err.set &&
+        age_header_unwrap(&p->hp, p->ids, p->nids, max_wf, p->file_key, &matched, &err) == 0) {
+        uint8_t mac[32];
+        age_header_mac(p->file_key, (const uint8_t *)p->hp.buf, p->hp.mac_at + 3, mac);
+        if (sodium_memcmp(mac, p->hp.mac, sizeof mac) != 0)
+            age_fail(&err, AGE_FAIL_HMAC,
+                     "age: the header MAC does not match: the header was tampered with");
+    }
+    if (err.set) {
+        pv_err_str(&err, "path", path);
+        return pv_err_raise(L, &err);
+    }
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, matched);
+    lua_setfield(L, -2, "recipient_type");
+    lua_pushinteger(L, p->hp.nstanzas);
+    lua_setfield(L, -2, "stanzas");
     return 1;
 }
 
@@ -422,6 +569,7 @@ int luaopen_pgvault_crypto(lua_State *L)
                                      {"recipient_of", crypto_recipient_of},
                                      {"check_recipient", crypto_check_recipient},
                                      {"fingerprint", crypto_fingerprint},
+                                     {"check_header", crypto_check_header},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;

@@ -14,6 +14,7 @@ local o = cli.parse(arg, {
   options = {
     { "output", "o", "FILE", "write to FILE instead of standard output" },
     { "convert", "y", false, "print the recipients of the identities in INPUT" },
+    { "pq", nil, false, "generate a post-quantum hybrid identity (ML-KEM-768 + X25519, age1pq1...)" },
   },
   positionals = { { "INPUT", "identity file for -y (default: standard input)", optional = true } },
 })
@@ -34,7 +35,7 @@ if o.convert then
 end
 if o.INPUT then pgvault.raise("usage", "an INPUT file only goes with -y (see 'pgvault keygen --help')") end
 
-local kg = crypto.keygen()
+local kg = crypto.keygen { pq = o.pq }
 kg.identity:save(o.output or "-")
 kg.identity:close()
 io.stderr:write("Public key: " .. kg.recipient .. "\n")

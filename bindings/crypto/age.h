@@ -100,6 +100,8 @@ int age_hybrid_unwrap(const char *enc_b64, const uint8_t *body, size_t bodylen,
                       const uint8_t seed[32], uint8_t file_key[AGE_FILE_KEY_LEN], pv_err *err);
 /* "age1pq1..." into malloc'd memory. */
 char *age_hybrid_recipient_encode(const uint8_t ek[AGE_HYBRID_EK]);
+int age_hybrid_recipient_parse(const char *s, size_t len, uint8_t ek[AGE_HYBRID_EK], pv_err *err);
+int age_hybrid_generate(age_identity *id, pv_err *err);
 
 /* ---- header (bindings/crypto/header.c) ---- */
 
@@ -143,6 +145,8 @@ int age_text_add(age_text *t, const char *s, size_t n);
 int age_wrap_x25519(age_text *t, const uint8_t pub[AGE_KEY_LEN],
                     const uint8_t file_key[AGE_FILE_KEY_LEN], pv_err *err);
 int age_wrap_scrypt(age_text *t, const uint8_t *pass, size_t passlen, int work_factor,
+                    const uint8_t file_key[AGE_FILE_KEY_LEN], pv_err *err);
+int age_wrap_hybrid(age_text *t, const uint8_t ek[AGE_HYBRID_EK],
                     const uint8_t file_key[AGE_FILE_KEY_LEN], pv_err *err);
 
 /* ---- STREAM (bindings/crypto/stream_aead.c) ---- */

@@ -9,10 +9,16 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+typedef struct {
+    uint8_t pub[AGE_KEY_LEN];
+    uint8_t *hybrid_ek; /* post-quantum recipient (malloc), else NULL */
+} recipient;
 
 typedef struct {
     pv_stage base;
-    uint8_t (*pubs)[AGE_KEY_LEN];
+    recipient *pubs;
     int npubs;
     age_identity pass;
     int work_factor;
@@ -52,7 +58,8 @@ static int encryptor_start(pv_stage *s, pv_err *err)
     age_text t = {0};
     int rc = age_text_add(&t, "age-encryption.org/v1\n", 22);
     for (int i = 0; rc == 0 && i < e->npubs; i++)
-        rc = age_wrap_x25519(&t, e->pubs[i], file_key, err);
+        rc = e->pubs[i].hybrid_ek ? age_wrap_hybrid(&t, e->pubs[i].hybrid_ek, file_key, err)
+                                  : age_wrap_x25519(&t, e->pubs[i].pub, file_key, err);
     if (rc == 0 && e->pass.secret)
         rc = age_wrap_scrypt(&t, e->pass.secret, e->pass.len, e->work_factor, file_key, err);
     if (rc == 0) rc = age_text_add(&t, "---", 3);
@@ -147,6 +154,8 @@ static void encryptor_release(pv_stage *s)
     encryptor *e = (encryptor *)s;
     age_stream_free(&e->stream);
     age_identity_free(&e->pass);
+    for (int i = 0; e->pubs && i < e->npubs; i++)
+        free(e->pubs[i].hybrid_ek);
     free(e->pubs);
     e->pubs = NULL;
     if (e->pbuf) sodium_memzero(e->pbuf, AGE_CHUNK);
@@ -192,15 +201,30 @@ int age_push_encryptor(lua_State *L)
     int stage = lua_gettop(L);
     pv_err err;
     pv_err_clear(&err);
+    int npq = 0;
     for (int i = 1; i <= n; i++) {
         lua_geti(L, stage - 2, i);
         size_t len;
         const char *r = lua_tolstring(L, -1, &len);
         if (!r) return luaL_argerror(L, 1, "recipients must be strings");
-        if (age_recipient_parse(r, len, e->pubs[i - 1], &err) < 0) return pv_err_raise(L, &err);
-        e->npubs++;
+        recipient *rc = &e->pubs[i - 1];
+        if (len > 7 && strncasecmp(r, "age1pq1", 7) == 0) {
+            rc->hybrid_ek = malloc(AGE_HYBRID_EK);
+            if (!rc->hybrid_ek) return luaL_error(L, "out of memory");
+            e->npubs++;
+            if (age_hybrid_recipient_parse(r, len, rc->hybrid_ek, &err) < 0)
+                return pv_err_raise(L, &err);
+            npq++;
+        } else {
+            if (age_recipient_parse(r, len, rc->pub, &err) < 0) return pv_err_raise(L, &err);
+            e->npubs++;
+        }
         lua_pop(L, 1);
     }
+    if (npq > 0 && npq < n)
+        return luaL_argerror(L, 1,
+                             "post-quantum (age1pq1...) and classic recipients cannot be "
+                             "mixed: the file would only be as strong as the classic ones");
     if (has_pass) {
         int rc;
         if (lua_type(L, stage - 1) == LUA_TSTRING) {

@@ -151,7 +151,8 @@ char *age_identity_encode(const age_identity *id)
 {
     char *out = sodium_malloc(128);
     if (!out) return NULL;
-    if (age_bech32_encode(HRP_IDENTITY, id->secret, AGE_KEY_LEN, true, out, 128) < 0) {
+    const char *hrp = id->type == AGE_ID_HYBRID ? "age-secret-key-pq-" : HRP_IDENTITY;
+    if (age_bech32_encode(hrp, id->secret, AGE_KEY_LEN, true, out, 128) < 0) {
         sodium_free(out);
         return NULL;
     }
@@ -167,6 +168,18 @@ char *age_hybrid_recipient_encode(const uint8_t ek[AGE_HYBRID_EK])
         out = NULL;
     }
     return out;
+}
+
+int age_hybrid_recipient_parse(const char *s, size_t len, uint8_t ek[AGE_HYBRID_EK], pv_err *err)
+{
+    char hrp[32] = "";
+    const char *why = "";
+    long n = age_bech32_decode(s, len, hrp, sizeof hrp, ek, AGE_HYBRID_EK, &why);
+    if (n == AGE_HYBRID_EK && strcmp(hrp, "age1pq") == 0) return 0;
+    pv_err_set(err, "crypto", "malformed post-quantum age recipient \"%.24s...\": %s", s,
+               n < 0 ? why : "wrong length");
+    pv_err_str(err, "failure", "recipient");
+    return -1;
 }
 
 void age_recipient_encode(const uint8_t pub[AGE_KEY_LEN], char *out, size_t outcap)
@@ -185,6 +198,9 @@ int age_recipient_parse(const char *s, size_t len, uint8_t pub[AGE_KEY_LEN], pv_
     long n = age_bech32_decode(s, len, hrp, sizeof hrp, data, sizeof data, &why);
     if (strncmp(s, "ssh-", 4) == 0) {
         pv_err_set(err, "crypto", "SSH recipients are not supported: %s", shown);
+    } else if (strcmp(hrp, "age1pq") == 0) {
+        pv_err_set(err, "crypto", "a post-quantum recipient \"%s\" is not an X25519 recipient",
+                   shown);
     } else if (strncmp(hrp, "age1", 4) == 0 ||
                (len > 4 && strncasecmp(s, "age1", 4) == 0 && memchr(s + 4, '1', len - 4))) {
         pv_err_set(err, "crypto",

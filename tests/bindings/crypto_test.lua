@@ -300,5 +300,50 @@ t.test("not an age file, empty input and misuse", function()
   t.raises(function() crypto.decryptor {} end, "no identities")
   t.raises(function() crypto.encryptor {} end, "no recipients")
   t.raises(function() crypto.decryptor { identities = { kg.identity }, aead = "rot13" } end, "aead")
-  t.raises(function() crypto.encryptor { recipients = { "age1pq1xyz" } } end, "unsupported age recipient type")
+  t.raises(function() crypto.encryptor { recipients = { "age1yubikey1qwerty" } } end, "unsupported age recipient type")
+  t.raises(function() crypto.encryptor { recipients = { "age1pq1xyz" } } end, "malformed post%-quantum age recipient")
+end)
+
+t.test("the age fuzz corpus replays cleanly: success or a crypto error, nothing else", function()
+  local dir = "tests/fuzz/age_corpus"
+  local names = fs.listdir(dir)
+  t.ok(#names >= 100, "corpus present")
+  local ids = { crypto.identity("AGE-SECRET-KEY-1EGTZVFFV20835NWYV6270LXYVK2VKNX2MMDKWYKLMGR48UAWX40Q2P2LM0"),
+    crypto.identity("AGE-SECRET-KEY-PQ-1HZLGZUPT4ETPKDEV8HSGFDCYZ4E522W0A7PU2LHT8EH9W6YLNC3SW78XKG") }
+  local successes = 0
+  for _, name in ipairs(names) do
+    local ok, _, err = decrypt(fs.read_file(dir .. "/" .. name),
+      { identities = ids, passphrase = "password", max_work_factor = 10 })
+    if ok then
+      successes = successes + 1
+    else
+      t.eq(type(err) == "table" and err.kind, "crypto", name .. ": " .. tostring(err))
+      t.ok(err.failure, name .. " has a failure class")
+    end
+  end
+  t.ok(successes > 10, "valid files in the corpus decrypt")
+end)
+
+t.test("post-quantum hybrid keys: the spec's example recipient, round trips, no mixing with X25519", function()
+  -- age's spec: AGE-SECRET-KEY-PQ-1XX76... has the 1959-character recipient age1pq1x34nzsvr0...
+  local spec = crypto.recipient_of("AGE-SECRET-KEY-PQ-1XX76JRALNLXDMEW0CRK45QMCCH4X06SE84UN3VPM33W6HWDX0H3SK3ZQFR")
+  t.eq(#spec, 1959)
+  t.eq(sha256(spec), "a091dd7e0ee9d62b75173dcc98441a0424baa941e66a8776e570a4ae60ff61ea", "the spec's recipient")
+  local a, b = crypto.keygen { pq = true }, crypto.keygen { pq = true }
+  t.eq(a.identity:type(), "mlkem768x25519")
+  t.match(a.recipient, "^age1pq1")
+  local p = plaintext(70000)
+  local ct = encrypt(p, { recipients = { a.recipient, b.recipient } })
+  t.match(ct, "^age%-encryption%.org/v1\n%-> mlkem768x25519 ")
+  for _, id in ipairs({ a.identity, b.identity }) do
+    local ok, out, err = decrypt(ct, { identities = { id } })
+    t.ok(ok, tostring(err))
+    t.eq(out == p, true)
+  end
+  local d = h.tmpdir()
+  a.identity:save(d .. "/pq.txt")
+  t.match(h.read(d .. "/pq.txt"), "\n# public key: age1pq1[%l%d]+\nAGE%-SECRET%-KEY%-PQ%-1[%u%d]+\n$")
+  t.eq(crypto.read_identities(d .. "/pq.txt")[1]:recipient(), a.recipient)
+  t.raises(function() crypto.encryptor { recipients = { a.recipient, crypto.keygen().recipient } } end,
+    "cannot be mixed")
 end)
