@@ -184,12 +184,15 @@ static void conn_failure_err(pv_err *err, PGconn *pc, const char *why)
     pv_err_bool(err, "connect", true);
 }
 
-/* pg.connect([url_or_conninfo]) -> connection */
+/* pg.connect([url_or_conninfo [, {log_notices = true}]]) -> connection */
 static int pg_connect(lua_State *L)
 {
     const char *info = luaL_optstring(L, 1, "");
+    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    bool quiet = !pv_opt_bool(L, 2, "log_notices", true);
     pg_conn *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);
+    c->quiet = quiet;
     luaL_setmetatable(L, CONN_MT);
     register_password(info);
 

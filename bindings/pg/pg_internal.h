@@ -21,6 +21,7 @@ typedef struct pg_conn {
     char desc[320]; /* user@host:port/db: for messages, never a password */
     pg_notice *notices;
     int nnotices, cap, dropped;
+    bool quiet; /* notices logged at debug level only (the caller reports them) */
 } pg_conn;
 
 /* libpq notice receiver (arg: the pg_conn): logs the notice and keeps a

@@ -178,9 +178,9 @@ void pg_notice_receiver(void *arg, const PGresult *res)
     const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
     const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
 
-    pv_log(log_level_of(severity), "server %s on database %s: %s%s%s%s%s", severity,
-           c->conn ? PQdb(c->conn) : "?", message, detail ? " " : "", detail ? detail : "",
-           hint ? " Hint: " : "", hint ? hint : "");
+    pv_log(c->quiet ? PV_LOG_DEBUG : log_level_of(severity), "server %s on database %s: %s%s%s%s%s",
+           severity, c->conn ? PQdb(c->conn) : "?", message, detail ? " " : "",
+           detail ? detail : "", hint ? " Hint: " : "", hint ? hint : "");
 
     if (c->nnotices == PG_MAX_NOTICES) {
         notice_free(&c->notices[0]);

@@ -150,6 +150,19 @@ t.test("errors carry sqlstate, severity, detail, hint and position", function()
   t.eq(e.sqlstate, "42601", "query takes a single statement")
 end)
 
+t.test("a connection the server drops is a clear error, and the handle stays safe to use", function()
+  local c <close> = connect()
+  local pid = c:info().backend_pid
+  h.psql(PG.admin_url("postgres"), string.format("SELECT pg_terminate_backend(%d);", pid))
+  local e = t.raises(function() c:query("SELECT 1") end)
+  t.eq(e.kind, "pg")
+  t.eq(e.connection_lost, true)
+  t.match(e.message, "lost the connection to " .. PG.user .. "@127.0.0.1")
+  e = t.raises(function() c:exec("SELECT 1") end)
+  t.eq(e.kind, "pg")
+  c:close()
+end)
+
 t.test("wrong password: one clear error naming host, port, database and user, no password", function()
   local bad = string.format("postgresql://%s:%s@127.0.0.1:%d/%s", PG.user, "Wr0ngPassw0rd", PORT, DB)
   local e = t.raises(function() pg.connect(bad) end)
@@ -189,12 +202,38 @@ t.test("unreachable host and port", function()
   t.match(r.stderr, "could not translate host name")
 end)
 
+t.test("a server that accepts but never answers: connect_timeout ends the wait, so does SIGINT", function()
+  -- A TCP listener that says nothing: libpq's start-up waits for a reply.
+  local silent = proc.spawn({ "node", "-e", "require('net').createServer(() => {}).listen(0, '127.0.0.1', "
+    .. "function () { console.log(this.address().port) })", stdout = "pipe", stderr = "inherit" })
+  local ok, err = pcall(function()
+    local port = tonumber(silent:read_line(20))
+    t.ok(port, "listener port")
+    local info = string.format("host=127.0.0.1 port=%d dbname=x user=u connect_timeout=2", port)
+    local t0 = proc.now()
+    local e = t.raises(function() pg.connect(info) end, "timeout expired")
+    t.ok(proc.now() - t0 >= 1.9 and proc.now() - t0 < 10, "about connect_timeout")
+    t.match(e.message, "port " .. port)
+
+    local p = proc.spawn({ h.bin, "-e", "io.stdout:write('go\\n'); io.stdout:flush(); "
+      .. "require('pgvault.pg').connect(os.getenv('I'))", env = { I = (info:gsub("connect_timeout=2", "")) },
+      stdout = "pipe", stderr = "pipe" })
+    t.eq(p:read_line(10), "go")
+    proc.sleep(0.5)
+    p:kill("INT")
+    t.eq(p:wait(10), 130, "interrupted while connecting")
+    p:close()
+  end)
+  silent:close()
+  if not ok then error(err, 0) end
+end)
+
 t.test("missing database and role", function()
   local e = t.raises(function() pg.connect(PG.url("no_such_db")) end, "does not exist")
   t.eq(e.sqlstate, "3D000")
   t.match(e.message, "check the database name")
   t.eq(e.database, "no_such_db")
-  e = t.raises(function() pg.connect(PG.admin_url("postgres"):gsub("user=postgres", "user=no_such_role")) end)
+  e = t.raises(function() pg.connect((PG.admin_url("postgres"):gsub("user=postgres", "user=no_such_role"))) end)
   t.eq(e.sqlstate, "28000")
   t.match(e.message, 'role "no_such_role" does not exist')
 end)
@@ -225,6 +264,18 @@ t.test("notices are collected with their fields and forwarded to the log", funct
     c:close()]])
   t.eq(r.code, 0, r.stderr)
   t.match(r.stderr, "^pgvault: warning: server WARNING on database " .. DB .. ": from the server\n$")
+  -- With log_notices = false they are only collected (and logged at debug level).
+  local code = [[
+    local c = require('pgvault.pg').connect(os.getenv('PGV_URL'), { log_notices = false })
+    c:exec("DO $$ BEGIN RAISE WARNING 'kept quiet'; END $$")
+    io.stdout:write(c:notices()[1].message)]]
+  r = child(code)
+  t.eq(r.code, 0, r.stderr)
+  t.eq(r.stdout, "kept quiet")
+  t.eq(r.stderr, "")
+  r = h.pgvault({ "-v", "-e", code }, { env = { PGV_URL = url } })
+  t.match(r.stderr, "pgvault: debug: server WARNING on database " .. DB .. ": kept quiet")
+  t.raises(function() pg.connect(url, "x") end, "table expected")
 end)
 
 t.test("the collation WARNING of start-up is captured as a notice, never printed raw", function()
@@ -357,24 +408,43 @@ t.test("parse_conninfo reads URLs and key=value strings", function()
   t.eq(e.kind, "usage")
 end)
 
-t.test("pgvault.pg is preloaded in the REPL", function()
+t.test("in the REPL: pgvault.pg is preloaded, Ctrl-C cancels a query, the connection stays usable", function()
   local home = h.tmpdir()
   local sock = home .. "/tmux.sock"
+  -- The password reaches the REPL through a passfile, never a command line.
+  fs.write_file(home .. "/pgpass", string.format("127.0.0.1:%d:*:%s:%s\n", PORT, PG.user, PG.password),
+    { mode = 384 })
   local function tmux(...) return h.run({ "tmux", "-S", sock, ... }, { timeout = 20 }) end
-  local ok, err = pcall(function()
-    local r = tmux("new-session", "-d", "-s", "repl", "-x", "150", "-y", "20",
-      string.format("env HOME=%s PGVAULT_HISTORY=%s/hist TERM=xterm %s", home, home, h.bin))
-    t.eq(r.code, 0, r.stderr)
-    tmux("send-keys", "-t", "repl", "-l", "pg == pgvault.pg and pg.quote_ident('r\"x')")
+  local function type_line(text)
+    tmux("send-keys", "-t", "repl", "-l", text)
     tmux("send-keys", "-t", "repl", "Enter")
+  end
+  local function wait_for(text)
     local deadline = proc.now() + 15
     local s
     repeat
       s = tmux("capture-pane", "-p", "-t", "repl").stdout
-      if s:find('"r""x"', 1, true) or s:find('"\\"r\\"\\"x\\""', 1, true) then break end
+      if s:find(text, 1, true) then return s end
       proc.sleep(0.1)
     until proc.now() > deadline
-    t.ok(s:find('"\\"r\\"\\"x\\""', 1, true) or s:find('"r""x"', 1, true), "screen:\n" .. s)
+    t.ok(false, "waited for " .. text .. ", screen:\n" .. s)
+  end
+  local ok, err = pcall(function()
+    local r = tmux("new-session", "-d", "-s", "repl", "-x", "150", "-y", "30",
+      string.format("env HOME=%s PGVAULT_HISTORY=%s/hist PGPASSFILE=%s/pgpass TERM=xterm %s", home, home, home, h.bin))
+    t.eq(r.code, 0, r.stderr)
+    wait_for("pgvault>")
+    type_line("pg == pgvault.pg and pg.quote_ident('r x')")
+    wait_for('"\\"r x\\""')
+    type_line(string.format("c = pg.connect('postgresql://%s@127.0.0.1:%d/%s')", PG.user, PORT, DB))
+    type_line("c:query('SELECT pg_sleep(30)')")
+    proc.sleep(1)
+    local t0 = proc.now()
+    tmux("send-keys", "-t", "repl", "C-c")
+    wait_for("interrupted")
+    t.ok(proc.now() - t0 < 10, "cancelled promptly")
+    type_line("c:query('SELECT 6 * 7 AS answer')[1].answer")
+    wait_for("\n42")
   end)
   tmux("kill-server")
   if not ok then error(err, 0) end
