@@ -2,7 +2,7 @@
 # install what is missing (make deps) and build.
 
 CC      ?= cc
-PKGS    := lua5.4 libpq libcurl libsodium openssl libzstd liblz4 zlib expat
+PKGS    := lua5.4 libpq libcurl libsodium openssl libzstd liblz4 zlib expat libisal
 B       ?= build
 BIN     ?= bin/pgvault
 OPT     ?= -O2 -g

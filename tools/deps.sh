@@ -11,7 +11,8 @@ libzstd-dev zstd liblz4-dev zlib1g-dev libexpat1-dev libreadline-dev
 postgresql-15 postgresql-client-15 postgresql-contrib
 age awscli python3 locales
 nodejs npm
-clang libclang-rt-14-dev valgrind tmux time procps"
+clang libclang-rt-14-dev valgrind tmux time procps
+libisal-dev"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 

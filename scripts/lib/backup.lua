@@ -6,6 +6,7 @@
 -- pg_dump writes a custom-format archive that flows through a list of
 -- stages (see backup.stages) into DIR/YYYYMMDDHHMMSS_<suffix>.backup[.zst];
 -- the manifest is written once the archive is complete.
+local archive = require "pgvault.archive"
 local dump = require "pgvault.dump"
 local fs = require "pgvault.fs"
 local pg = require "pgvault.pg"
@@ -79,6 +80,9 @@ function backup.stages(o, server_version_num, path)
       server_version = server_version_num, pg_bin = o.pg_bin },
     stream.sha256 { label = "plain" },
   }
+  -- The archive verifier reads the dump as it passes: a malformed or cut
+  -- off archive fails the pipeline, so it is never committed.
+  if o.verify ~= false then stages[#stages + 1] = archive.verifier { label = "archive" } end
   for _, tap in ipairs(o.taps or {}) do stages[#stages + 1] = tap end
   if o.compress == "zstd" then stages[#stages + 1] = stream.zstd { level = o.level, threads = o.threads or 0 } end
   for _, filter in ipairs(o.filters or {}) do stages[#stages + 1] = filter end
@@ -88,6 +92,22 @@ function backup.stages(o, server_version_num, path)
   stages[#stages + 1] = stream.progress { label = "progress", tty = not quiet and nil }
   stages[#stages + 1] = o.sink and o.sink(path) or stream.file_writer(path, { no_clobber = true, mode = 384 })
   return stages
+end
+
+-- The verifier's summary as the manifest keeps it: without the block map.
+function backup.archive_summary(a)
+  local s = {}
+  for k, v in pairs(a) do if k ~= "blocks" then s[k] = v end end
+  return s
+end
+
+-- Per-table COPY row counts from the verifier, for manifest.tables.
+function backup.table_rows(a)
+  local out = {}
+  for _, t in ipairs(a.tables or {}) do
+    if t.rows then out[#out + 1] = { schema = t.schema, name = t.name, rows = t.rows } end
+  end
+  return out
 end
 
 function backup.extension(o)
@@ -132,7 +152,8 @@ function backup.run(opts)
     compression = { method = o.compress, level = o.level },
     stored = { name = path:match("[^/]+$"), bytes = r.stored.bytes, sha256 = r.stored.sha256 },
     plain = { bytes = r.plain.bytes, sha256 = r.plain.sha256 },
-    archive = r.archive or nil,
+    archive = r.archive and backup.archive_summary(r.archive) or nil,
+    tables = r.archive and backup.table_rows(r.archive) or nil,
     encryption = o.encryption,
   }
   if o.annotate then o.annotate(m, r) end

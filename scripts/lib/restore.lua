@@ -7,6 +7,7 @@
 -- <db>_old_<stamp> (dropped with drop_old). A failed restore drops the new
 -- database and leaves the live one untouched. in_place = true is the old
 -- procedure: drop the database, create it again and restore into it.
+local archive = require "pgvault.archive"
 local cjson = require "cjson"
 local dump = require "pgvault.dump"
 local fs = require "pgvault.fs"
@@ -159,12 +160,21 @@ local function load_archive(o, kind, dbname, m)
       tmp = fs.tmpdir("pgvault-restore")
       file = tmp .. "/archive.backup"
       if kind == "zst" then stages[#stages + 1] = stream.unzstd() end
+      -- checks the archive as it lands and records where each data block
+      -- starts, so the TOC's offsets can be filled for pg_restore's workers
+      stages[#stages + 1] = archive.verifier { label = "archive" }
       stages[#stages + 1] = stream.file_writer(file, { mode = 384 })
       log.info("decrypting or decompressing %s into a temporary file for pg_restore --jobs=%d", o.src, o.jobs)
     else
       stages[#stages + 1] = stream.discard()
     end
     local ok, r = pcall(stream.run, stages)
+    if ok and r.archive and not r.archive.offsets then
+      ok, r = pcall(function()
+        archive.fill_offsets(file, r.archive)
+        return r
+      end)
+    end
     if ok then
       seen.stored = r.stored
       if m and m.stored and m.stored.sha256 and m.stored.sha256 ~= r.stored.sha256 then

@@ -1,0 +1,176 @@
+/*
+ * archive.h: the PGDMP custom-format reader shared by bindings/archive.c and
+ * its helpers: a push parser (parser.c) that takes the archive in pieces of
+ * any size, the stream decoders and COPY row counter (decode.c), the
+ * pg_restore --list printer (listing.c) and the whole-file reader that
+ * inflates data blocks on several threads when the TOC has offsets (file.c).
+ *
+ * Memory is bounded whatever the input: strings that matter (names, types)
+ * are kept up to AR_MAX_KEPT_STR bytes, definitions are skipped as they
+ * stream past, the TOC grows only as entries actually arrive and stops at
+ * AR_MAX_ENTRIES / AR_MAX_TOC_MEMORY, and each decoder owns a fixed buffer.
+ */
+#ifndef PGVAULT_ARCHIVE_H
+#define PGVAULT_ARCHIVE_H
+
+#include "pgvault.h"
+
+#include <isa-l/igzip_lib.h>
+#include <lz4frame.h>
+#include <zstd.h>
+
+#define AR_MAX_ENTRIES 4000000
+#define AR_MAX_TOC_MEMORY ((size_t)512 << 20)
+#define AR_MAX_KEPT_STR (1 << 20)
+#define AR_MAX_DEPS 100000
+#define AR_DEC_OUT (64 * 1024)
+
+enum { AR_ALGO_NONE = 0, AR_ALGO_GZIP = 1, AR_ALGO_LZ4 = 2, AR_ALGO_ZSTD = 3 };
+enum { AR_OFF_NOT_SET = 1, AR_OFF_SET = 2, AR_OFF_NO_DATA = 3 };
+enum { AR_BLK_DATA = 1, AR_BLK_BLOBS = 3 };
+
+/* One TOC entry: what the listing, the summary and the data walk need. */
+typedef struct ar_entry {
+    int32_t dump_id;
+    bool had_dumper;
+    bool has_copy;    /* copyStmt present: the data is COPY text */
+    bool defn_schema; /* defn non-empty and not "-- load via partition root " */
+    uint32_t tableoid, oid;
+    int32_t section;
+    int32_t relkind;
+    char *tag, *desc, *ns, *owner; /* NULL when the archive stores NULL */
+    int32_t *deps;
+    int ndeps;
+    int off_flag;
+    uint64_t off_pos;       /* data position stored in the TOC */
+    uint64_t off_field_pos; /* where the offset field itself sits in the file */
+    /* what the data walk found */
+    bool seen;
+    bool copy_done; /* the COPY end-of-data line "\." was seen */
+    uint64_t block_pos, block_end;
+    uint64_t comp_bytes, raw_bytes;
+    int64_t rows;
+    int64_t lo_count;
+} ar_entry;
+
+/* The header and TOC, shared read-only by the data readers once complete. */
+typedef struct ar_toc {
+    int vmaj, vmin, vrev;
+    int int_size, off_size, format;
+    int algo;
+    int level; /* 1.12-1.14: stored level; else -2 (not stored) */
+    int tm[7]; /* sec, min, hour, mday, mon, year, isdst */
+    char *dbname, *server_version, *dump_version;
+    int32_t toc_count;
+    ar_entry *entries;
+    int nentries, cap;
+    int *data_idx; /* indices of entries with data, in TOC order */
+    int ndata;
+    uint64_t toc_end; /* byte offset just past the TOC */
+    size_t memory;    /* bytes allocated for the TOC, bounded */
+    bool all_offsets; /* every data entry has a position (flag 2) */
+} ar_toc;
+
+typedef struct ar_decoder {
+    int algo;
+    bool active, ended;
+    struct inflate_state *isal; /* zlib streams: ISA-L's inflate, 2-3x zlib's speed */
+    LZ4F_dctx *lz4;
+    ZSTD_DCtx *zstd;
+    uint8_t *out;
+} ar_decoder;
+
+/* COPY text line state, to count rows and find the "\." line. */
+typedef struct ar_copy {
+    uint64_t line_len;
+    uint8_t c0, c1;
+    bool done;
+    bool garbage; /* something other than newlines after "\." */
+} ar_copy;
+
+typedef struct ar_parser {
+    ar_toc *toc;
+    bool owns_toc;
+    int phase;          /* AR_PH_* */
+    int state;          /* field being read */
+    uint64_t pos;       /* absolute offset of the next byte */
+    uint64_t field_pos; /* where the field being read started */
+    uint64_t base;      /* pos at which this parser started */
+    /* fixed-size primitive being accumulated */
+    uint8_t tmp[40];
+    int need, have;
+    /* string body being read */
+    bool in_str;
+    uint64_t str_left;
+    char *str;
+    size_t str_len;
+    bool str_keep;
+    uint8_t str_head[28];
+    size_t str_head_len;
+    bool str_null;
+    int64_t ival;
+    /* TOC entry being read */
+    int cur;
+    int time_i;
+    int32_t *dep_buf;
+    int dep_n, dep_cap;
+    /* data walk */
+    int next_data, last_data; /* range of toc->data_idx this parser covers */
+    int block_entry;          /* entry index of the current block, -1 */
+    int block_type;
+    uint64_t chunk_left;
+    ar_decoder dec;
+    ar_copy copy;
+    bool lo_active;
+    uint32_t lo_oid;
+    uint64_t end_limit;   /* blocks mode: stop expecting blocks here (0: none) */
+    bool pause_at_blocks; /* stop consuming once the TOC is complete */
+    pv_err *err;
+    bool failed;
+} ar_parser;
+
+enum { AR_PH_HEADER, AR_PH_TOC, AR_PH_BLOCKS, AR_PH_DONE };
+
+/* parser.c */
+void ar_parser_init(ar_parser *p, pv_err *err);
+/* A parser for the data blocks of toc->data_idx[first..last], which start at
+ * byte `start`; it shares `toc` without owning it. */
+void ar_parser_init_blocks(ar_parser *p, ar_toc *toc, int first, int last, uint64_t start,
+                           pv_err *err);
+int ar_parser_feed(ar_parser *p, const uint8_t *data, size_t len);
+/* End of input: checks that the archive (or the block range) is whole. */
+int ar_parser_finish(ar_parser *p);
+void ar_parser_free(ar_parser *p);
+void ar_toc_free(ar_toc *toc);
+/* "entry 3357 (TABLE DATA public.t1)" */
+void ar_entry_name(const ar_entry *e, char *out, size_t outsz);
+const char *ar_algo_name(int algo);
+
+/* decode.c */
+int ar_dec_begin(ar_decoder *d, int algo, char *msg, size_t msgsz);
+/* Feeds compressed bytes; decoded output goes to ar_count(). */
+int ar_dec_feed(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_copy *c, char *msg,
+                size_t msgsz);
+/* The stream's chunks are over: the codec must have seen its end. */
+int ar_dec_end(ar_decoder *d, char *msg, size_t msgsz);
+void ar_dec_free(ar_decoder *d);
+void ar_count(ar_entry *e, ar_copy *c, const uint8_t *out, size_t n);
+
+/* listing.c: pg_restore --list's text for the TOC, appended to a buffer. */
+void ar_list(lua_State *L, const ar_toc *toc, bool verbose);
+/* Pushes the summary table (header, per-table sizes and rows, totals). */
+void ar_push_summary(lua_State *L, const ar_toc *toc, uint64_t bytes, bool complete);
+
+/* file.c: whole-file verification, data blocks inflated on `threads`
+ * threads when the TOC has offsets. Returns 0 or -1 with err set; on
+ * success (and on failure after the TOC) *out holds the TOC. */
+int ar_read_file(const char *path, int threads, bool fill_offsets, ar_toc **out, uint64_t *bytes,
+                 pv_err *err);
+
+/* Writes "position set" and `pos[i]` into the offset field at `field[i]`
+ * of the archive file at path, after checking each field holds an unset
+ * (or the same) position. Makes a pipe-written archive seekable. */
+int ar_fill_positions(const char *path, int off_size, int n, const uint64_t *field,
+                      const uint64_t *pos, pv_err *err);
+
+#endif

@@ -1,0 +1,243 @@
+/*
+ * listing.c: what the reader tells Lua: pg_restore --list's text for the
+ * TOC (PrintTOCSummary's header and its entry selection with no options),
+ * and the summary table with per-table sizes and COPY row counts.
+ *
+ * The Compression line follows the pg_restore that can read the file:
+ * archives up to 1.14 print the stored level as pg_restore 11-15 does;
+ * 1.15 and 1.16 (readable by pg_restore 16/17 only) print the algorithm.
+ */
+#include "archive.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+enum { REQ_SCHEMA = 1, REQ_DATA = 2 };
+
+static bool is(const char *s, const char *lit)
+{
+    return s && strcmp(s, lit) == 0;
+}
+
+static bool starts(const char *s, const char *prefix, size_t n)
+{
+    return s && strncmp(s, prefix, n) == 0;
+}
+
+/* _tocEntryRequired with no selection options. */
+static bool listed(const ar_toc *t, const ar_entry *e, int cur)
+{
+    const char *d = e->desc;
+    if (is(d, "ENCODING") || is(d, "STDSTRINGS") || is(d, "SEARCHPATH")) return false;
+    if (is(d, "DATABASE") || is(d, "DATABASE PROPERTIES")) return false;
+    if (cur < 2 || cur > 4) return false;
+    bool dependent = is(d, "ACL") || is(d, "COMMENT") || is(d, "SECURITY LABEL");
+    if (dependent && starts(e->tag, "DATABASE ", 9)) return false;
+    int res = REQ_SCHEMA | REQ_DATA;
+    if (!e->had_dumper) {
+        size_t lo_len = t->vmin >= 16 ? 12 : 13;
+        if (is(d, "SEQUENCE SET") || is(d, "BLOB") || (t->vmin >= 16 && is(d, "BLOB METADATA")) ||
+            (dependent && starts(e->tag, "LARGE OBJECT ", lo_len)))
+            res &= REQ_DATA;
+        else
+            res &= ~REQ_DATA;
+    }
+    if (!e->defn_schema) res &= ~REQ_SCHEMA;
+    if (is(d, "<Init>") && is(e->tag, "Max OID")) return false;
+    return res != 0;
+}
+
+/* sanitize_line: NULL becomes "-" or "", CR and LF become spaces. */
+static void add_clean(luaL_Buffer *b, const char *s, bool hyphen)
+{
+    if (!s) {
+        if (hyphen) luaL_addchar(b, '-');
+        return;
+    }
+    for (; *s; s++)
+        luaL_addchar(b, (*s == '\n' || *s == '\r') ? ' ' : *s);
+}
+
+static void stamp(const ar_toc *t, char *out, size_t outsz)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    tm.tm_sec = t->tm[0];
+    tm.tm_min = t->tm[1];
+    tm.tm_hour = t->tm[2];
+    tm.tm_mday = t->tm[3];
+    tm.tm_mon = t->tm[4];
+    tm.tm_year = t->tm[5];
+    tm.tm_isdst = t->tm[6];
+    time_t when = mktime(&tm);
+    if (when == (time_t)-1) {
+        tm.tm_isdst = -1;
+        when = mktime(&tm);
+    }
+    struct tm local;
+    if (!localtime_r(&when, &local) || strftime(out, outsz, "%Y-%m-%d %H:%M:%S %Z", &local) == 0)
+        snprintf(out, outsz, "[unknown]");
+}
+
+void ar_list(lua_State *L, const ar_toc *t, bool verbose)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char line[512];
+    stamp(t, line, sizeof line);
+    lua_pushfstring(L, ";\n; Archive created at %s\n;     dbname: ", line);
+    luaL_addvalue(&b);
+    add_clean(&b, t->dbname, false);
+    if (t->vmin >= 15)
+        snprintf(line, sizeof line, "\n;     TOC Entries: %d\n;     Compression: %s\n",
+                 (int)t->toc_count, ar_algo_name(t->algo));
+    else
+        snprintf(line, sizeof line, "\n;     TOC Entries: %d\n;     Compression: %d\n",
+                 (int)t->toc_count, t->level);
+    luaL_addstring(&b, line);
+    snprintf(line, sizeof line,
+             ";     Dump Version: %d.%d-%d\n;     Format: CUSTOM\n;     Integer: %d bytes\n"
+             ";     Offset: %d bytes\n",
+             t->vmaj, t->vmin, t->vrev, t->int_size, t->off_size);
+    luaL_addstring(&b, line);
+    if (t->server_version) {
+        luaL_addstring(&b, ";     Dumped from database version: ");
+        luaL_addstring(&b, t->server_version);
+        luaL_addchar(&b, '\n');
+    }
+    if (t->dump_version) {
+        luaL_addstring(&b, ";     Dumped by pg_dump version: ");
+        luaL_addstring(&b, t->dump_version);
+        luaL_addchar(&b, '\n');
+    }
+    luaL_addstring(&b, ";\n;\n; Selected TOC Entries:\n;\n");
+    int cur = 2;
+    for (int i = 0; i < t->nentries; i++) {
+        const ar_entry *e = &t->entries[i];
+        if (e->section != 1) cur = e->section;
+        if (verbose || listed(t, e, cur)) {
+            snprintf(line, sizeof line, "%d; %u %u ", (int)e->dump_id, e->tableoid, e->oid);
+            luaL_addstring(&b, line);
+            luaL_addstring(&b, e->desc);
+            luaL_addchar(&b, ' ');
+            add_clean(&b, e->ns, true);
+            luaL_addchar(&b, ' ');
+            add_clean(&b, e->tag, false);
+            luaL_addchar(&b, ' ');
+            add_clean(&b, e->owner, false);
+            luaL_addchar(&b, '\n');
+        }
+        if (verbose && e->ndeps > 0) {
+            luaL_addstring(&b, ";\tdepends on:");
+            for (int j = 0; j < e->ndeps; j++) {
+                snprintf(line, sizeof line, " %d", (int)e->deps[j]);
+                luaL_addstring(&b, line);
+            }
+            luaL_addchar(&b, '\n');
+        }
+    }
+    luaL_pushresult(&b);
+}
+
+static void set_int(lua_State *L, const char *k, long long v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    if (!v) return;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+void ar_push_summary(lua_State *L, const ar_toc *t, uint64_t bytes, bool complete)
+{
+    lua_createtable(L, 0, 20);
+    char s[64];
+    snprintf(s, sizeof s, "%d.%d", t->vmaj, t->vmin);
+    set_str(L, "version", s);
+    set_str(L, "format", "custom");
+    set_str(L, "compression", ar_algo_name(t->algo));
+    if (t->vmin < 15) set_int(L, "compression_level", t->level);
+    set_str(L, "dbname", t->dbname);
+    set_str(L, "server_version", t->server_version);
+    set_str(L, "dump_version", t->dump_version);
+    snprintf(s, sizeof s, "%04d-%02d-%02d %02d:%02d:%02d", t->tm[5] + 1900, t->tm[4] + 1, t->tm[3],
+             t->tm[2], t->tm[1], t->tm[0]);
+    set_str(L, "created", s);
+    set_int(L, "int_size", t->int_size);
+    set_int(L, "offset_size", t->off_size);
+    set_int(L, "toc_entries", t->toc_count);
+    set_int(L, "toc_bytes", (long long)t->toc_end);
+    set_int(L, "bytes", (long long)bytes);
+    lua_pushboolean(L, t->all_offsets);
+    lua_setfield(L, -2, "offsets");
+    lua_pushboolean(L, complete);
+    lua_setfield(L, -2, "complete");
+
+    long long rows = 0, comp = 0, raw = 0, lo_n = 0, lo_comp = 0, lo_raw = 0;
+    int ntables = 0, nblobs = 0;
+    lua_createtable(L, t->ndata, 0);
+    for (int i = 0; i < t->ndata; i++) {
+        const ar_entry *e = &t->entries[t->data_idx[i]];
+        comp += (long long)e->comp_bytes;
+        raw += (long long)e->raw_bytes;
+        if (is(e->desc, "BLOBS")) {
+            nblobs++;
+            lo_n += e->lo_count;
+            lo_comp += (long long)e->comp_bytes;
+            lo_raw += (long long)e->raw_bytes;
+            continue;
+        }
+        lua_createtable(L, 0, 8);
+        set_int(L, "dump_id", e->dump_id);
+        set_str(L, "kind", e->desc);
+        set_str(L, "schema", e->ns);
+        set_str(L, "name", e->tag);
+        set_int(L, "compressed", (long long)e->comp_bytes);
+        set_int(L, "uncompressed", (long long)e->raw_bytes);
+        if (e->seen) {
+            set_int(L, "offset", (long long)e->block_pos);
+            set_int(L, "block_bytes", (long long)(e->block_end - e->block_pos));
+        }
+        if (e->has_copy) {
+            set_int(L, "rows", e->rows);
+            rows += e->rows;
+        }
+        lua_pushboolean(L, e->seen);
+        lua_setfield(L, -2, "verified");
+        lua_rawseti(L, -2, ++ntables);
+    }
+    lua_setfield(L, -2, "tables");
+    /* where each data block starts and where its TOC offset field sits:
+     * what archive.fill_offsets needs to make the file seekable */
+    lua_createtable(L, t->ndata, 0);
+    int nb = 0;
+    for (int i = 0; i < t->ndata; i++) {
+        const ar_entry *e = &t->entries[t->data_idx[i]];
+        if (!e->seen) continue;
+        lua_createtable(L, 0, 4);
+        set_int(L, "dump_id", e->dump_id);
+        set_int(L, "offset", (long long)e->block_pos);
+        set_int(L, "field", (long long)e->off_field_pos);
+        set_int(L, "flag", e->off_flag);
+        lua_rawseti(L, -2, ++nb);
+    }
+    lua_setfield(L, -2, "blocks");
+    lua_createtable(L, 0, 4);
+    set_int(L, "count", lo_n);
+    set_int(L, "blocks", nblobs);
+    set_int(L, "compressed", lo_comp);
+    set_int(L, "uncompressed", lo_raw);
+    lua_setfield(L, -2, "large_objects");
+    lua_createtable(L, 0, 5);
+    set_int(L, "data_entries", t->ndata);
+    set_int(L, "tables", ntables);
+    set_int(L, "rows", rows);
+    set_int(L, "compressed", comp);
+    set_int(L, "uncompressed", raw);
+    lua_setfield(L, -2, "totals");
+}

@@ -1,0 +1,69 @@
+-- The restore drill of `pgvault verify --restore-into URL`: creates the
+-- scratch database URL names (it must not exist), restores the backup into
+-- it with pg_restore, compares each table's row count with the archive's
+-- COPY row count, and drops the scratch database whatever happened.
+local dump = require "pgvault.dump"
+local pg = require "pgvault.pg"
+local pgvault = require "pgvault"
+local proc = require "pgvault.proc"
+local stream = require "pgvault.stream"
+local layers = require "lib.layers"
+
+local drill = {}
+
+local function admin_connect(url)
+  local last
+  for _, db in ipairs({ "postgres", "template1" }) do
+    local ok, c = pcall(pg.connect, (dump.conninfo(url, { dbname = db, password = true })))
+    if ok then return c end
+    last = c
+  end
+  error(last, 0)
+end
+
+-- o: src, layers (from layers.detect), identity_files, url, summary.
+-- Returns {database=, tables=, problems={...}, seconds=}.
+function drill.run(o)
+  local _, name = dump.conninfo(o.url)
+  if not name or name == "" then pgvault.raise("usage", "--restore-into URL must name a scratch database") end
+  local admin <close> = admin_connect(o.url)
+  if #admin:query("SELECT 1 FROM pg_database WHERE datname = $1", name) > 0 then
+    pgvault.raise("verify", "database " .. name .. " already exists: --restore-into needs a new scratch " ..
+      "database name (it is dropped afterwards)")
+  end
+  admin:exec("CREATE DATABASE " .. admin:quote_ident(name) .. " TEMPLATE template0")
+  local t0 = proc.now()
+  local ok, res = pcall(function()
+    local stages = { stream.file_reader(o.src) }
+    for _, s in ipairs(layers.stages(o.layers, { identity_files = o.identity_files })) do stages[#stages + 1] = s end
+    stages[#stages + 1] = dump.pg_restore { db = dump.conninfo(o.url, { password = true }),
+      args = { "--exit-on-error", "--no-owner", "--no-privileges" } }
+    stream.run(stages)
+    local c <close> = pg.connect((dump.conninfo(o.url, { password = true })))
+    local problems, checked = {}, 0
+    for _, tb in ipairs(o.summary.tables) do
+      if tb.rows and tb.kind == "TABLE DATA" then
+        local q = "SELECT count(*) AS n FROM " .. c:quote_ident(tb.schema) .. "." .. c:quote_ident(tb.name)
+        local rok, rows = pcall(c.query, c, q)
+        local got = rok and rows[1].n or nil
+        checked = checked + 1
+        if got ~= tb.rows then
+          problems[#problems + 1] = string.format("restored %s.%s has %s rows, the archive %d", tb.schema,
+            tb.name:gsub("[\r\n]", " "), got and tostring(got) or "no table", tb.rows)
+        end
+      end
+    end
+    return { tables = checked, problems = problems }
+  end)
+  local dok, derr = pcall(admin.exec, admin, "DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)")
+  if not dok then log.error("could not drop the scratch database %s (%s): drop it by hand", name, tostring(derr)) end
+  if not ok then
+    if pgvault.is_error(res) then res.message = "restore drill into " .. name .. " failed: " .. res.message end
+    error(res, 0)
+  end
+  res.database = name
+  res.seconds = proc.now() - t0
+  return res
+end
+
+return drill

@@ -1,0 +1,154 @@
+-- check that a backup is whole: every byte of every table decoded and counted
+local cli = require "lib.cli"
+local layers = require "lib.layers"
+local cjson = require "cjson"
+local archive = require "pgvault.archive"
+local fs = require "pgvault.fs"
+local pgvault = require "pgvault"
+local stream = require "pgvault.stream"
+
+local o = cli.parse(arg, {
+  usage = "pgvault verify SRC [-i IDENTITY] [--list] [--json] [--restore-into URL]",
+  summary = "Reads the whole backup SRC (a pg_dump custom-format archive, possibly zstd-compressed\n"
+    .. "and age-encrypted: the layers are recognised by their magic bytes and peeled as the\n"
+    .. "bytes stream) and checks every data block: each table's data decodes to its end and\n"
+    .. "its COPY rows are counted. If SRC.manifest.json exists, the sizes, SHA-256 digests and\n"
+    .. "per-table row counts must match it. Exits 0 only if the archive is whole.",
+  options = {
+    { "identity", "i", "FILE", "age identity file to decrypt with", multi = true },
+    { "list", "l", false, "print the table of contents exactly as pg_restore --list does" },
+    { "json", nil, false, "print the summary as JSON" },
+    { "restore-into", nil, "URL", "restore into this scratch database, compare row counts, drop it" },
+    { "threads", nil, "N", "threads inflating data blocks (default: the CPUs, at most 8)" },
+    { "no-manifest", nil, false, "do not compare with SRC.manifest.json" },
+  },
+  positionals = { { "SRC", "the backup file" } },
+})
+
+local src = o.SRC
+if src:match("^s3://") then
+  pgvault.raise("usage", "s3:// sources are not supported by this build yet; download the object first")
+end
+local st = fs.stat(src)
+if not st then pgvault.raise("io", "cannot open " .. src .. ": no such file") end
+if st.type == "dir" then pgvault.raise("io", "cannot verify " .. src .. ": it is a directory") end
+local threads = o.threads and math.tointeger(tonumber(o.threads))
+if o.threads and (not threads or threads < 1) then pgvault.raise("usage", "--threads needs a positive number") end
+
+-- The manifest beside the archive, if any.
+local manifest_path = src .. ".manifest.json"
+local manifest
+if not o.no_manifest and fs.exists(manifest_path) then
+  local ok, m = pcall(cjson.decode, fs.read_file(manifest_path))
+  if not ok or type(m) ~= "table" then pgvault.raise("verify", manifest_path .. " is not valid JSON") end
+  manifest = m
+end
+
+local f = assert(io.open(src, "rb"))
+local head = f:read(64) or ""
+f:close()
+local list = layers.detect(head, src)
+if not list then
+  pgvault.raise("verify", src .. " is not a pg_dump custom-format archive, nor zstd- or age-wrapped one " ..
+    "(its first bytes match none of PGDMP, zstd or age)")
+end
+
+local summary, stored, plain
+local function show_list(s)
+  if o.list and s and s.list then io.stdout:write(s.list) end
+end
+
+local function failed(err, s)
+  show_list(s)
+  io.stdout:flush()
+  if type(err) == "table" and type(err.message) == "string" and err.kind == "archive" then
+    err.message = src .. ": " .. err.message .. " (the backup is damaged or incomplete: use another one)"
+  end
+  error(err, 0)
+end
+
+if #list == 1 and st.type == "file" and not manifest then
+  -- a plain archive in a file: read it directly, data blocks in parallel
+  local ok, res = pcall(archive.read, src, { list = o.list, threads = threads })
+  if not ok then failed(res, type(res) == "table" and res.summary or nil) end
+  summary = res
+else
+  local stages = { stream.file_reader(src), stream.sha256 { label = "stored" } }
+  for _, s in ipairs(layers.stages(list, { identity_files = o.identity })) do stages[#stages + 1] = s end
+  stages[#stages + 1] = stream.sha256 { label = "plain" }
+  stages[#stages + 1] = archive.verifier { list = o.list }
+  stages[#stages + 1] = stream.discard()
+  local ok, res = pcall(stream.run, stages)
+  if not ok then failed(res, type(res) == "table" and res.result and res.result.archive or nil) end
+  summary, stored, plain = res.archive, res.stored, res.plain
+end
+
+-- Compare with the manifest: sizes, digests, per-table row counts.
+local problems = {}
+local function check(what, want, got)
+  if want ~= nil and want ~= got then
+    problems[#problems + 1] = string.format("%s: the manifest says %s, the backup has %s", what, tostring(want),
+      tostring(got))
+  end
+end
+if manifest then
+  local ms, mp = manifest.stored or {}, manifest.plain or {}
+  check("stored size", ms.bytes, stored.bytes)
+  check("stored SHA-256", ms.sha256, stored.sha256)
+  check("archive size", mp.bytes, plain.bytes)
+  check("archive SHA-256", mp.sha256, plain.sha256)
+  local rows = {}
+  for _, tb in ipairs(summary.tables) do
+    if tb.rows then rows[(tb.schema or "") .. "." .. tb.name] = tb.rows end
+  end
+  local listed = manifest.tables
+  if type(listed) ~= "table" and type(manifest.archive) == "table" then listed = manifest.archive.tables end
+  for _, tb in ipairs(type(listed) == "table" and listed or {}) do
+    if type(tb) == "table" and tb.name and tonumber(tb.rows) then
+      local key = (tb.schema or "") .. "." .. tb.name
+      check("rows of " .. key, math.tointeger(tonumber(tb.rows)), rows[key])
+    end
+  end
+end
+
+-- The restore drill needs the pg and dump modules.
+local drill
+if o.restore_into then
+  local has_pg = pcall(require, "pgvault.pg")
+  local has_dump = pcall(require, "pgvault.dump")
+  if not has_pg or not has_dump then
+    pgvault.raise("verify", "--restore-into needs pgvault.pg and pgvault.dump, which this build lacks")
+  end
+  drill = require("lib.drill").run { src = src, layers = list, identity_files = o.identity, url = o.restore_into,
+    summary = summary }
+  for _, p in ipairs(drill.problems) do problems[#problems + 1] = p end
+end
+
+if o.json then
+  local copy = {}
+  for k, v in pairs(summary) do if k ~= "list" then copy[k] = v end end
+  io.stdout:write(cjson.encode({ ok = #problems == 0, path = src, layers = list, archive = copy,
+    stored = stored, plain = plain, manifest = manifest and manifest_path or nil,
+    problems = #problems > 0 and problems or cjson.empty_array, restore = drill }), "\n")
+elseif o.list then
+  show_list(summary)
+else
+  local lo = summary.large_objects
+  print(string.format("%s: archive %s (%s), %d TOC entries, %d tables, %d rows, %d large objects, %s of data",
+    src, summary.version, summary.compression, summary.toc_entries, summary.totals.tables, summary.totals.rows,
+    lo.count, cli.bytes(summary.totals.uncompressed)))
+  for _, tb in ipairs(summary.tables) do
+    print(string.format("  %-40s %12s rows %10s -> %10s", (tb.schema and (tb.schema .. ".") or "") ..
+      tb.name:gsub("[\r\n]", " "), tb.rows and tostring(tb.rows) or "-", cli.bytes(tb.compressed),
+      cli.bytes(tb.uncompressed)))
+  end
+  if manifest then print("  matches " .. manifest_path) end
+  if drill then
+    print(string.format("  restored into %s (dropped again): row counts of %d tables checked", drill.database,
+      drill.tables))
+  end
+end
+io.stdout:flush()
+if #problems > 0 then
+  pgvault.raise("verify", src .. ": " .. table.concat(problems, "; "))
+end
