@@ -569,11 +569,12 @@ static const struct {
     lua_CFunction fn;
     int opts;
 } shorthands[] = {
+    /* index of the options table in the module-level call */
     {"head", client_head, 2},
-    {"get", client_get, 3},
-    {"put", client_put, 4},
+    {"get", client_get, 2},
+    {"put", client_put, 3},
     {"delete", client_delete, 2},
-    {"list", client_list, 3},
+    {"list", client_list, 2},
     {"uploads", client_uploads, 2},
     {"abort_upload", client_abort_upload, 3},
     {"delete_many", client_delete_many, 3},

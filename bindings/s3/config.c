@@ -198,8 +198,8 @@ int s3_config_load(lua_State *L, int idx, s3_config *cfg, pv_err *err)
     }
     if (!key) {
         pv_err_set(err, "config",
-                   "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add "
-                   "profile '%s' to %s",
+                   "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                   "add profile '%s' to %s",
                    profile, cred_path);
         pv_err_str(err, "profile", profile);
         rc = -1;

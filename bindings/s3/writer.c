@@ -216,10 +216,10 @@ static int writer_start(pv_stage *st, pv_err *err)
     w->filling = &w->slots[0];
     w->next_number = 1;
     w->single = w->expected >= 0 && (unsigned long long)w->expected <= w->part_size;
-    if (w->single) return 0;
-    /* Created up front: a missing bucket or a refused key fails before the
-     * source (pg_dump) starts producing. */
-    return create_upload(w, err);
+    (void)err;
+    /* The multipart upload is created when the first part is full: an
+     * object smaller than one part is a single PutObject. */
+    return 0;
 }
 
 static int writer_write(pv_stage *st, const uint8_t *data, size_t len, pv_err *err)

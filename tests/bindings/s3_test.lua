@@ -153,3 +153,197 @@ t.test("addresses: s3://bucket/key parsed, anything else refused", function()
   t.raises(function() s3.parse_url("http://x/y") end, "not an S3 address")
   t.raises(function() s3.parse_url("s3:///key") end, "no valid bucket")
 end)
+
+-- Server tests ---------------------------------------------------------------
+
+local function random_bytes(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local s = f:read(n)
+  f:close()
+  return s
+end
+
+local function sha256(data)
+  return stream.run { stream.string(data), stream.sha256(), stream.discard() }.sha256.sha256
+end
+
+local function file_sha256(path)
+  return stream.run { stream.file_reader(path), stream.sha256(), stream.discard() }.sha256.sha256
+end
+
+t.test("put, head, get (whole and ranged), list, delete on the S3 server", function()
+  local bucket = h.make_bucket("s3-basic")
+  local c <close> = s3.client(opts())
+  local url = "s3://" .. bucket .. "/dir/hello.txt"
+  local r = c:put(url, "hello world", { content_type = "text/plain" })
+  t.eq(r.etag, "5eb63bbbe01eeed093cb22bb8f5acdc3", "ETag is the MD5")
+  local hd = c:head(url)
+  t.eq(hd.size, 11)
+  t.eq(hd.etag, "5eb63bbbe01eeed093cb22bb8f5acdc3")
+  t.eq(c:get(url), "hello world")
+  t.eq(c:get(url, { range = "bytes=6-10" }), "world")
+  t.eq(c:head("s3://" .. bucket .. "/dir/missing"), nil, "a missing key heads to nil")
+  local objs = c:list("s3://" .. bucket .. "/dir/")
+  t.eq(#objs, 1)
+  t.eq(objs[1].key, "dir/hello.txt")
+  t.eq(objs[1].size, 11)
+  c:delete(url)
+  t.eq(c:head(url), nil, "deleted")
+  local info = c:info()
+  t.eq(info.access_key_id, h.s3().access_key)
+  t.eq(info.path_style, true, "custom endpoints use path style")
+  t.no_match(tostring(c), h.s3().secret_key, "no secret in tostring")
+end)
+
+t.test("ListObjectsV2 paginates with continuation tokens; delimiters give prefixes", function()
+  local bucket = h.make_bucket("s3-pages")
+  local c <close> = s3.client(opts())
+  for i = 1, 23 do c:put(string.format("s3://%s/p/%03d", bucket, i), tostring(i)) end
+  c:put("s3://" .. bucket .. "/p/sub/x", "x")
+  local objs = c:list("s3://" .. bucket .. "/p/", { page_size = 5 })
+  t.eq(#objs, 24, "all pages")
+  t.eq(objs[1].key, "p/001")
+  t.eq(objs[23].key, "p/023")
+  local some = c:list("s3://" .. bucket .. "/p/", { page_size = 5, max = 7 })
+  t.eq(#some, 7, "max stops early")
+  local top, prefixes = c:list("s3://" .. bucket .. "/p/", { delimiter = "/" })
+  t.eq(#top, 23)
+  t.eq(prefixes, { "p/sub/" })
+  local keys = {}
+  for _, o in ipairs(objs) do keys[#keys + 1] = o.key end
+  t.eq(c:delete_many("s3://" .. bucket .. "/", keys), 24)
+  t.eq(#c:list("s3://" .. bucket .. "/"), 0, "DeleteObjects removed them")
+end)
+
+local function roundtrip_writer(bucket, key, data, wopts)
+  local o = opts(wopts)
+  o.url = "s3://" .. bucket .. "/" .. key
+  return stream.run { stream.string(data), s3.writer(o) }
+end
+
+t.test("writer: single PutObject, empty object, keys with spaces and non-ASCII; aws CLI reads them back", function()
+  local bucket = h.make_bucket("s3-interop")
+  local d = h.tmpdir()
+  local cases = {
+    { key = "plain/small.bin", data = random_bytes(1000) },
+    { key = "empty/zero", data = "" },
+    { key = "with spaces/a b  c.txt", data = "spaces\n" },
+    { key = "ünïcødé/日本語 ファイル.bin", data = random_bytes(4096) },
+  }
+  for i, case in ipairs(cases) do
+    local r = roundtrip_writer(bucket, case.key, case.data)
+    t.eq(r.s3.committed, true)
+    t.eq(r.s3.multipart, false, "small objects are one PutObject")
+    local out = d .. "/out" .. i
+    local a = h.aws({ "s3", "cp", "s3://" .. bucket .. "/" .. case.key, out })
+    t.eq(a.code, 0, "aws download of " .. case.key .. ": " .. a.stderr)
+    t.eq(h.read(out) == case.data, true, "byte-identical: " .. case.key)
+  end
+end)
+
+t.test("multipart upload of 100 MiB in parallel parts; aws CLI downloads it byte-identically", function()
+  local bucket = h.make_bucket("s3-multipart")
+  local d = h.tmpdir()
+  local src = d .. "/src.bin"
+  h.run({ "sh", "-c", "head -c 104857600 /dev/urandom > " .. src })
+  local o = opts({ url = "s3://" .. bucket .. "/big/100 MiB é.bin", part_size = 8 << 20, parallel = 4 })
+  local r = stream.run { stream.file_reader(src), stream.sha256(), s3.writer(o) }
+  t.eq(r.s3.multipart, true)
+  t.eq(r.s3.parts, 13, "100 MiB in 8 MiB parts")
+  local a = h.aws({ "s3", "cp", o.url, d .. "/back.bin" })
+  t.eq(a.code, 0, "aws download: " .. a.stderr)
+  t.eq(file_sha256(d .. "/back.bin"), r.sha256.sha256, "byte-identical")
+  -- and our streaming reader, whole and ranged
+  local back = stream.run { s3.reader(opts({ url = o.url })), stream.sha256(), stream.discard() }
+  t.eq(back.sha256.sha256, r.sha256.sha256, "reader: byte-identical")
+  t.eq(back.s3.bytes, 104857600)
+  local part = stream.run { s3.reader(opts({ url = o.url, range = { 1000, 1999 } })), stream.buffer() }
+  local f = assert(io.open(src, "rb"))
+  f:seek("set", 1000)
+  t.eq(part.buffer.data == f:read(1000), true, "range 1000-1999")
+  f:close()
+end)
+
+t.test("what the aws CLI uploads (multipart, empty, odd keys) pgvault reads byte-identically", function()
+  local bucket = h.make_bucket("s3-from-aws")
+  local d = h.tmpdir()
+  h.run({ "sh", "-c", "head -c 20000000 /dev/urandom > " .. d .. "/big" })
+  h.write(d .. "/empty", "")
+  h.write(d .. "/odd", "odd key\n")
+  for _, case in ipairs({ { "big", "a/big.bin" }, { "empty", "a/empty" }, { "odd", "ключ с пробелами/é è.txt" } }) do
+    local a = h.aws({ "s3", "cp", d .. "/" .. case[1], "s3://" .. bucket .. "/" .. case[2] })
+    t.eq(a.code, 0, "aws upload: " .. a.stderr)
+    local r = stream.run { s3.reader(opts({ url = "s3://" .. bucket .. "/" .. case[2] })), stream.sha256(),
+      stream.discard() }
+    t.eq(r.sha256.sha256, file_sha256(d .. "/" .. case[1]), "byte-identical: " .. case[2])
+  end
+end)
+
+t.test("a wrong secret fails fast, naming the key id and endpoint but never the secret", function()
+  local bucket = h.make_bucket("s3-auth")
+  local wrong = "wrong-secret-" .. sha256(random_bytes(8)):sub(1, 20)
+  local t0 = os.time()
+  local err = t.raises(function()
+    s3.put("s3://" .. bucket .. "/x", "data", opts({ secret_access_key = wrong }))
+  end, "SignatureDoesNotMatch")
+  t.ok(os.time() - t0 < 5, "no retries on an authentication error")
+  t.eq(err.kind, "s3")
+  t.eq(err.http_status, 403)
+  t.eq(err.retryable, false)
+  t.match(tostring(err), h.s3().access_key, "names the access key id")
+  t.match(tostring(err), h.s3().endpoint:gsub("%p", "%%%0"), "names the endpoint")
+  t.no_match(tostring(err), wrong, "never the secret")
+  -- the writer too, before any source runs
+  local w = s3.writer(opts({ url = "s3://" .. bucket .. "/y", secret_access_key = wrong }))
+  t.raises(function() stream.run { stream.string("abc"), w } end, "SignatureDoesNotMatch")
+end)
+
+t.test("a missing bucket says so", function()
+  local err = t.raises(function()
+    stream.run { stream.string("abc"), s3.writer(opts({ url = "s3://no-such-bucket-pgv/x" })) }
+  end, "bucket 'no%-such%-bucket%-pgv' does not exist")
+  t.eq(err.code, "NoSuchBucket")
+  t.raises(function() s3.list("s3://no-such-bucket-pgv/", opts()) end, "does not exist")
+  local e2 = t.raises(function() s3.get("s3://s3-basic-missing-key-bucket/x", opts()) end)
+  t.match(tostring(e2), "does not exist")
+end)
+
+t.test("a local clock off by an hour is corrected from the server's Date", function()
+  local bucket = h.make_bucket("s3-skew")
+  local c <close> = s3.client(opts({ clock_skew = -3600 }))
+  c:put("s3://" .. bucket .. "/skewed", "on time")
+  t.eq(c:get("s3://" .. bucket .. "/skewed"), "on time")
+end)
+
+t.test("settings: profiles from the shared files, region and endpoint from the config file", function()
+  local d = h.tmpdir()
+  h.write(d .. "/credentials", "[default]\naws_access_key_id = DEFKEY\naws_secret_access_key = defsecret\n\n" ..
+    "[b2]\naws_access_key_id = B2KEY\naws_secret_access_key = b2secret\n")
+  h.write(d .. "/config", "[default]\nregion = eu-west-1\n\n[profile b2]\nregion = us-west-004\n" ..
+    "endpoint_url = https://s3.us-west-004.backblazeb2.com\n")
+  local code = [[
+    local s3 = require "pgvault.s3"
+    local c = s3.client{ profile = arg[1] ~= "" and arg[1] or nil }
+    local i = c:info()
+    print(i.access_key_id, i.region, i.endpoint, i.profile, i.path_style)
+  ]]
+  h.write(d .. "/info.lua", code)
+  local env = { AWS_SHARED_CREDENTIALS_FILE = d .. "/credentials", AWS_CONFIG_FILE = d .. "/config",
+    AWS_ACCESS_KEY_ID = false, AWS_SECRET_ACCESS_KEY = false, AWS_PROFILE = false, AWS_REGION = false,
+    AWS_DEFAULT_REGION = false, AWS_ENDPOINT_URL = false, AWS_ENDPOINT_URL_S3 = false }
+  local r = h.pgvault({ "run", d .. "/info.lua", "" }, { env = env })
+  t.eq(r.stdout, "DEFKEY\teu-west-1\thttps://s3.eu-west-1.amazonaws.com\tdefault\tfalse\n", r.stderr)
+  r = h.pgvault({ "run", d .. "/info.lua", "b2" }, { env = env })
+  t.eq(r.stdout, "B2KEY\tus-west-004\thttps://s3.us-west-004.backblazeb2.com\tb2\ttrue\n", r.stderr)
+  env.AWS_PROFILE = "b2"
+  env.AWS_REGION = "us-east-005"
+  r = h.pgvault({ "run", d .. "/info.lua", "" }, { env = env })
+  t.eq(r.stdout, "B2KEY\tus-east-005\thttps://s3.us-west-004.backblazeb2.com\tb2\ttrue\n", r.stderr)
+  r = h.pgvault({ "run", d .. "/info.lua", "nope" }, { env = env })
+  t.eq(r.code, 1)
+  t.match(r.stderr, "profile 'nope' not found")
+  env.AWS_SHARED_CREDENTIALS_FILE, env.AWS_PROFILE = "/nonexistent", false
+  r = h.pgvault({ "run", d .. "/info.lua", "" }, { env = env })
+  t.eq(r.code, 1)
+  t.match(r.stderr, "no AWS credentials")
+end)
