@@ -6,6 +6,7 @@
  */
 #include "s3/s3int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -293,19 +294,24 @@ static int client_list(lua_State *L)
     return 2;
 }
 
-/* uploads(url) -> { {key=, upload_id=, initiated=}, ... } under the URL's prefix */
+/* uploads(url, {page_size=}) -> { {key=, upload_id=, initiated=}, ... } under the URL's prefix */
 static int client_uploads(lua_State *L)
 {
     client_ud *u = check_client(L, 1);
     char *bucket, *prefix;
+    lua_Integer page = lua_istable(L, 3) ? pv_opt_int(L, 3, "page_size", 1000) : 1000;
+    if (page < 1 || page > 1000) return luaL_argerror(L, 3, "page_size must be 1 to 1000");
+    char pagestr[32];
+    snprintf(pagestr, sizeof pagestr, "%lld", (long long)page);
     check_url(L, 2, &bucket, &prefix);
     lua_newtable(L);
     int n = 0;
     char *key_marker = NULL, *id_marker = NULL;
     for (;;) {
-        const char *names[4], *values[4];
+        const char *names[5], *values[5];
         int k = 0;
         names[k] = "uploads", values[k++] = "";
+        if (page < 1000) names[k] = "max-uploads", values[k++] = pagestr;
         if (prefix[0]) names[k] = "prefix", values[k++] = prefix;
         if (key_marker) names[k] = "key-marker", values[k++] = key_marker;
         if (id_marker) names[k] = "upload-id-marker", values[k++] = id_marker;
