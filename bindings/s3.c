@@ -611,13 +611,10 @@ int luaopen_pgvault_s3(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
-    static const luaL_Reg funcs[] = {{"client", s3_client_new},
-                                     {"writer", s3_push_writer},
-                                     {"reader", s3_push_reader},
-                                     {"parse_url", s3_parse},
-                                     {"part_size", s3_part_size},
-                                     {"_sign", s3_sign_for_test},
-                                     {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"client", s3_client_new},   {"writer", s3_push_writer},
+                                     {"reader", s3_push_reader},  {"expect", s3_push_expect},
+                                     {"parse_url", s3_parse},     {"part_size", s3_part_size},
+                                     {"_sign", s3_sign_for_test}, {NULL, NULL}};
     luaL_newlib(L, funcs);
     for (size_t i = 0; i < sizeof shorthands / sizeof shorthands[0]; i++) {
         lua_pushcfunction(L, shorthands[i].fn);

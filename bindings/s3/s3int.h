@@ -227,6 +227,7 @@ int s3_parse_url(const char *url, char **bucket, char **key, pv_err *err);
 
 int s3_push_writer(lua_State *L);
 int s3_push_reader(lua_State *L);
+int s3_push_expect(lua_State *L);
 /* Raises err after freeing nothing else: callers clean up first. */
 int s3_raise(lua_State *L, const pv_err *err);
 

@@ -157,7 +157,7 @@ t.test("HTTPS: verified with the test CA given, refused without it", function()
   local err = t.raises(function() s3.get(url, o) end, "cannot connect securely")
   t.match(tostring(err), "%-%-ca%-bundle")
   -- the CLI path: AWS_CA_BUNDLE and --ca-bundle
-  h.write(d .. "/get.lua", 'local s3 = require "pgvault.s3"; io.write(s3.get(arg[1], { ca_bundle = arg[2] }))')
+  h.write(d .. "/get.lua", 'local s3 = require "pgvault.s3"\nio.write(s3.get(arg[1], { ca_bundle = arg[2] }))')
   local env = proxy:env({ AWS_CA_BUNDLE = tls.ca })
   local r = h.pgvault({ "run", d .. "/get.lua", url }, { env = env })
   t.eq(r.stdout, "over TLS", r.stderr)
