@@ -535,6 +535,40 @@ static int s3_sign_for_test(lua_State *L)
     return 3;
 }
 
+static void push_xml(lua_State *L, const s3_xml *x, int depth)
+{
+    luaL_checkstack(L, 4, "XML too deep");
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, x->name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, x->text ? x->text : "");
+    lua_setfield(L, -2, "text");
+    int i = 0;
+    for (const s3_xml *c = x->child; c; c = c->next) {
+        push_xml(L, c, depth + 1);
+        lua_rawseti(L, -2, ++i);
+    }
+}
+
+/* s3._xml(text) -> {name=, text=, [i]=child ...}, or nil and why. For the
+ * tests and the fuzz corpus replay. */
+static int s3_xml_for_test(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    pv_err err;
+    pv_err_clear(&err);
+    s3_xml *x = s3_xml_parse(text, len, &err);
+    if (!x) {
+        lua_pushnil(L);
+        lua_pushstring(L, err.message);
+        return 2;
+    }
+    push_xml(L, x, 0);
+    s3_xml_free(x);
+    return 1;
+}
+
 static int s3_part_size(lua_State *L)
 {
     lua_Integer expected = luaL_optinteger(L, 1, -1);
@@ -611,10 +645,10 @@ int luaopen_pgvault_s3(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
-    static const luaL_Reg funcs[] = {{"client", s3_client_new},   {"writer", s3_push_writer},
-                                     {"reader", s3_push_reader},  {"expect", s3_push_expect},
-                                     {"parse_url", s3_parse},     {"part_size", s3_part_size},
-                                     {"_sign", s3_sign_for_test}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"client", s3_client_new},   {"writer", s3_push_writer}, {"reader", s3_push_reader},
+        {"expect", s3_push_expect},  {"parse_url", s3_parse},    {"part_size", s3_part_size},
+        {"_sign", s3_sign_for_test}, {"_xml", s3_xml_for_test},  {NULL, NULL}};
     luaL_newlib(L, funcs);
     for (size_t i = 0; i < sizeof shorthands / sizeof shorthands[0]; i++) {
         lua_pushcfunction(L, shorthands[i].fn);

@@ -75,10 +75,10 @@ static void ini_read(const char *path, const char *want, ini_section *out)
         }
         ini_entry *e = &out->v[out->n++];
         if (indented && parent[0])
-            snprintf(e->key, sizeof e->key, "%s.%s", parent, k);
+            snprintf(e->key, sizeof e->key, "%.30s.%.32s", parent, k);
         else
-            snprintf(e->key, sizeof e->key, "%s", k);
-        snprintf(e->value, sizeof e->value, "%s", v);
+            snprintf(e->key, sizeof e->key, "%.63s", k);
+        snprintf(e->value, sizeof e->value, "%.2047s", v);
     }
     fclose(f);
 }

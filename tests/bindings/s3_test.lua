@@ -347,3 +347,25 @@ t.test("settings: profiles from the shared files, region and endpoint from the c
   t.eq(r.code, 1)
   t.match(r.stderr, "no AWS credentials")
 end)
+
+t.test("S3 XML: expat tree of listings and errors; malformed answers refused; fuzz corpus replays", function()
+  local dir = h.root .. "/tests/fuzz/s3xml_corpus"
+  local list = assert(s3._xml(h.read(dir .. "/list")))
+  t.eq(list.name, "ListBucketResult")
+  local contents
+  for _, c in ipairs(list) do if c.name == "Contents" then contents = c end end
+  t.eq(contents[1].text, "p/a & b", "entities decoded")
+  local err = assert(s3._xml(h.read(dir .. "/error")))
+  t.eq(err[1].text, "SignatureDoesNotMatch")
+  local x, why = s3._xml(h.read(dir .. "/malformed"))
+  t.eq(x, nil)
+  t.match(why, "malformed XML")
+  t.eq((s3._xml(h.read(dir .. "/two_roots"))), nil, "two roots")
+  t.eq((s3._xml(string.rep("<a>", 40) .. string.rep("</a>", 40))), nil, "too deep")
+  local names = fs.listdir(dir)
+  t.ok(#names >= 6, "corpus present")
+  for _, name in ipairs(names) do
+    local ok, res = pcall(s3._xml, h.read(dir .. "/" .. name))
+    t.ok(ok, name .. ": " .. tostring(res))
+  end
+end)
