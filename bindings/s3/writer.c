@@ -29,7 +29,7 @@ typedef struct {
 typedef struct {
     int number;
     uint8_t md5[16];
-    char etag[80];
+    char etag[128];
 } part_done;
 
 typedef struct {
