@@ -167,3 +167,18 @@ t.test("HTTPS: verified with the test CA given, refused without it", function()
   t.eq(r.code, 1)
   t.match(r.stderr, "cannot connect securely")
 end)
+
+t.test("permission errors fail at once and name the B2 capability the key lacks", function()
+  local bucket = h.make_bucket("faults-perm")
+  local proxy <close> = s3proxy.start()
+  local url = "s3://" .. bucket .. "/k"
+  s3.put(url, "x", proxy:opts())
+  proxy:rules({ { op = "DeleteObject", action = "error", status = 403, code = "AccessDenied", message = "not entitled" } })
+  local err = t.raises(function() s3.delete(url, proxy:opts({ retry_base_ms = 20 })) end, "AccessDenied")
+  t.match(tostring(err), "'deleteFiles' capability")
+  t.match(tostring(err), "access key id " .. h.s3().access_key)
+  t.eq(proxy:stats().ops.DeleteObject, 1, "no retry")
+  proxy:rules({ { op = "ListObjects", action = "error", status = 403, code = "AccessDenied",
+    message = "application key lacks listAllBucketNames" } })
+  t.raises(function() s3.list("s3://" .. bucket .. "/", proxy:opts()) end, "'listAllBucketNames' capability")
+end)

@@ -9,7 +9,8 @@
 //    itself, as the S3 API documents them, because the test server lacks
 //    them.
 // Control (paths no bucket can have): POST /__proxy/rules with a JSON list
-// of {op, action, rate, after, count}; GET /__proxy/stats; POST
+// of {op, action, rate, after, count} (actions: status503, status500,
+// reset, slow with ms, error with status/code/message); GET /__proxy/stats; POST
 // /__proxy/reset. With TLS_CERT and TLS_KEY in the environment it serves
 // HTTPS. Prints "ready PORT" once it listens.
 const http = require('http');
@@ -208,6 +209,9 @@ function handle(req, res) {
   const rule = pickRule(op);
   if (rule) stats.injected++;
   const act = () => {
+    if (rule && rule.action === 'error') {
+      return drain(req, () => sendXml(res, rule.status || 403, errorXml(rule.code || 'AccessDenied', rule.message || '')));
+    }
     if (rule && (rule.action === 'status503' || rule.action === 'status500')) {
       return drain(req, () => {
         const headers = rule.retry_after ? { 'Retry-After': String(rule.retry_after) } : {};
