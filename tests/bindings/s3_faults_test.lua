@@ -173,7 +173,8 @@ t.test("permission errors fail at once and name the B2 capability the key lacks"
   local proxy <close> = s3proxy.start()
   local url = "s3://" .. bucket .. "/k"
   s3.put(url, "x", proxy:opts())
-  proxy:rules({ { op = "DeleteObject", action = "error", status = 403, code = "AccessDenied", message = "not entitled" } })
+  proxy:rules({ { op = "DeleteObject", action = "error", status = 403, code = "AccessDenied",
+    message = "not entitled" } })
   local err = t.raises(function() s3.delete(url, proxy:opts({ retry_base_ms = 20 })) end, "AccessDenied")
   t.match(tostring(err), "'deleteFiles' capability")
   t.match(tostring(err), "access key id " .. h.s3().access_key)
