@@ -35,7 +35,8 @@ local ok, err = pcall(function()
   local r1 = bench.row("upload", up, up_peer)
   local down = bench.must(bench.measure({ bench.bin, "download", "s3://bench/theirs.bin", "-o",
     work .. "/ours.out" }, { env = env }), "pgvault download")
-  local down_peer = bench.must(aws({ "s3", "cp", "s3://bench/ours.bin", work .. "/theirs.out" }), "aws s3 cp (download)")
+  local down_peer = bench.must(aws({ "s3", "cp", "s3://bench/ours.bin", work .. "/theirs.out" }),
+    "aws s3 cp (download)")
   local r2 = bench.row("download", down, down_peer)
   for _, f in ipairs({ work .. "/ours.out", work .. "/theirs.out" }) do
     if bench.size(f) ~= mb * 1024 * 1024 then error("wrong size downloaded: " .. f) end
