@@ -1,9 +1,11 @@
 /*
  * stream.c: module pgvault.stream, the pipeline engine (stream.run) and the
  * generic stages: files (atomic commit), strings and buffers, stdin and
- * stdout, discard, SHA-256 and byte counters.
+ * stdout, discard, SHA-256 and byte counters. The zstd and progress stages
+ * live in bindings/stream/ and are registered here.
  */
 #include "pgvault.h"
+#include "stream/stages.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -611,6 +613,9 @@ int luaopen_pgvault_stream(lua_State *L)
                                      {"discard", stream_discard},
                                      {"sha256", stream_sha256},
                                      {"counter", stream_counter},
+                                     {"zstd", pv_stream_zstd},
+                                     {"unzstd", pv_stream_unzstd},
+                                     {"progress", pv_stream_progress},
                                      {"is_stage", stream_is_stage},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);

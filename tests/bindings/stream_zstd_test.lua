@@ -1,0 +1,120 @@
+-- pgvault.stream's zstd stages: round trips, interoperability with the zstd
+-- CLI both ways, concatenated frames, corrupt and truncated input, and the
+-- multithreaded compressor in constant memory.
+local t = require "harness.testing"
+local h = require "harness.env"
+local stream = require "pgvault.stream"
+local fs = require "pgvault.fs"
+
+-- Incompressible-ish bytes with some structure: a keyed pseudo-random mix.
+local function sample(n, seed)
+  local parts, x = {}, seed or 1
+  for i = 1, n // 8 do
+    x = (x * 1103515245 + 12345) % 2147483648
+    parts[i] = string.pack("<I4", x) .. (i % 3 == 0 and "row " or string.pack("<I4", x ~ i))
+  end
+  return table.concat(parts)
+end
+
+local function compress(data, opts)
+  return stream.run { stream.string(data), stream.zstd(opts), stream.buffer() }
+end
+
+local function decompress(data)
+  return stream.run { stream.string(data), stream.unzstd(), stream.buffer() }.buffer.data
+end
+
+t.test("round trip at several levels and thread counts", function()
+  local data = sample(3 * 1024 * 1024)
+  for _, o in ipairs({ {}, { level = 1, threads = 1 }, { level = 19, threads = 2 }, { level = -5 } }) do
+    local r = compress(data, o)
+    t.eq(r.zstd.bytes_in, #data, "bytes in")
+    t.eq(r.zstd.bytes_out, #r.buffer.data, "bytes out")
+    t.eq(r.zstd.level, o.level or 3)
+    t.ok(decompress(r.buffer.data) == data, "bytes back unchanged at level " .. tostring(o.level))
+  end
+  local r = compress("", {})
+  t.eq(decompress(r.buffer.data), "", "an empty input is an empty frame")
+end)
+
+t.test("threads=0 uses every core", function()
+  local r = compress(sample(1024 * 1024), { threads = 0 })
+  local cpus = tonumber(h.run({ "nproc" }).stdout)
+  t.eq(r.zstd.threads, cpus)
+  t.eq(compress("x", { threads = 1 }).zstd.threads, 1)
+end)
+
+t.test("zstd -d reads what we write, and we read what zstd writes", function()
+  local d = h.tmpdir()
+  local data = sample(2 * 1024 * 1024, 7) .. string.rep("compressible ", 100000)
+  h.write(d .. "/plain", data)
+  stream.run { stream.file_reader(d .. "/plain"), stream.zstd { level = 3 }, stream.file_writer(d .. "/ours.zst") }
+  local r = h.run({ "zstd", "-q", "-d", "-c", d .. "/ours.zst" })
+  t.eq(r.code, 0, "zstd -d exit code")
+  t.ok(r.stdout == data, "zstd -d gives the original bytes")
+  t.eq(h.run({ "zstd", "-q", "-t", d .. "/ours.zst" }).code, 0, "zstd -t: checksums verify")
+  t.eq(h.run({ "zstd", "-q", "-T2", "-9", "-o", d .. "/theirs.zst", d .. "/plain" }).code, 0)
+  local back = stream.run { stream.file_reader(d .. "/theirs.zst"), stream.unzstd(), stream.sha256(), stream.buffer() }
+  t.ok(back.buffer.data == data, "we decompress zstd's output")
+end)
+
+t.test("concatenated frames decompress as one stream", function()
+  local a, b = sample(300000, 3), sample(200000, 4)
+  local za, zb = compress(a).buffer.data, compress(b, { level = 9 }).buffer.data
+  t.ok(decompress(za .. zb) == a .. b, "two frames")
+  -- a skippable frame between them (magic 0x184D2A50, 4-byte length)
+  local skip = string.pack("<I4I4", 0x184D2A50, 5) .. "12345"
+  t.ok(decompress(za .. skip .. zb) == a .. b, "skippable frame ignored")
+end)
+
+t.test("corrupt input fails clearly and leaves no file", function()
+  local d = h.tmpdir()
+  local e = t.raises(function()
+    stream.run { stream.string("this is not zstd at all"), stream.unzstd(), stream.file_writer(d .. "/out") }
+  end, "not valid zstd data %(Unknown frame descriptor%)")
+  t.eq(e.kind, "io")
+  t.eq(#fs.listdir(d), 0, "no partial file")
+  local z = compress(sample(500000, 5)).buffer.data
+  local flipped = z:sub(1, 2000) .. string.char(z:byte(2001) ~ 0xff) .. z:sub(2002)
+  t.raises(function() decompress(flipped) end, "not valid zstd data")
+  t.raises(function() decompress("") end, "empty input: not a zstd stream")
+end)
+
+t.test("truncated input is reported as truncated", function()
+  local z = compress(sample(800000, 6)).buffer.data
+  local e = t.raises(function() decompress(z:sub(1, #z - 100)) end, "zstd data is truncated")
+  t.eq(e.kind, "io")
+  t.raises(function() decompress(z:sub(1, 3)) end, "truncated")
+end)
+
+t.test("misuse is an argument error", function()
+  t.raises(function() stream.zstd { level = 99 } end, "zstd level must be")
+  t.raises(function() stream.zstd { threads = -1 } end, "threads must be")
+end)
+
+t.test("a large stream goes through in bounded memory", function()
+  -- 256 MiB through compress (all cores) and decompress in a fresh process:
+  -- its peak RSS stays far below the data size (the stages hold chunks only).
+  local r = h.pgvault({ "-e", [[
+    local s = require "pgvault.stream"
+    local block = {}
+    for i = 1, 8192 do block[i] = string.pack("<I8", (i * 2654435761) % 4294967296) .. "some text " end
+    local piece = table.concat(block) -- ~150 KiB
+    local d = os.getenv("TMPDIR") .. "/big"
+    local f = assert(io.open(d, "wb"))
+    for _ = 1, (256 << 20) // #piece do f:write(piece) end
+    f:close()
+    block, piece = nil, nil
+    collectgarbage()
+    local base = tonumber(io.open("/proc/self/status"):read("a"):match("VmRSS:%s*(%d+)"))
+    local r = s.run { s.file_reader(d), s.zstd { level = 3 }, s.unzstd(), s.sha256(), s.discard() }
+    os.remove(d)
+    local hwm = tonumber(io.open("/proc/self/status"):read("a"):match("VmHWM:%s*(%d+)"))
+    return r.sha256.bytes, hwm, base]] }, { no_valgrind = true }) -- memcheck's own memory would swamp it
+  t.eq(r.code, 0, r.stderr)
+  local bytes, hwm, base = r.stdout:match("(%d+)%s+(%d+)%s+(%d+)")
+  t.ok(tonumber(bytes) > 250 * 1024 * 1024, "bytes through: " .. tostring(bytes))
+  -- What the pipeline added to the process, not the data size (256 MiB).
+  t.ok(tonumber(hwm) - tonumber(base) < 64 * 1024,
+    "peak RSS " .. hwm .. " kB (" .. base .. " kB before) grew by less than 64 MiB")
+end)

@@ -1,0 +1,86 @@
+-- pgvault list: backups newest first with time, environment, size and
+-- manifest status (ok, missing, invalid, size mismatch); --json; other
+-- files ignored; a missing directory is a clear error. Plus one real backup.
+local t = require "harness.testing"
+local h = require "harness.env"
+local cjson = require "cjson"
+
+local function put(dir, name, data, manifest)
+  h.write(dir .. "/" .. name, data)
+  if manifest then h.write(dir .. "/" .. name .. ".manifest.json", manifest) end
+end
+
+local function fake_dir()
+  local d = h.tmpdir()
+  put(d, "20240101000000_prod.backup.zst", "aaaa", cjson.encode { format = 1, database = "app",
+    stored = { bytes = 4 } })
+  put(d, "20250601120000_local.backup", "bbbbbb", cjson.encode { format = 1, database = "app",
+    stored = { bytes = 6 } })
+  put(d, "20250301000000_staging.backup.zst", "cc") -- no manifest: never completed
+  put(d, "20250401000000_prod.backup.zst", "dd", "{not json")
+  put(d, "20250501000000_prod.backup.zst.age", "eeeee", cjson.encode { format = 1, stored = { bytes = 99 } })
+  put(d, "20250701000000_prod.backup.zst.partial", "in progress")
+  put(d, "notes.txt", "unrelated")
+  put(d, "20250801000000_x.backup.gz", "not ours")
+  return d
+end
+
+t.test("newest first, with status, environment and size", function()
+  local d = fake_dir()
+  local r = h.pgvault({ "list", "--from", d })
+  t.eq(r.code, 0, r.stderr)
+  local lines = {}
+  for l in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  t.eq(#lines, 6, "a header and five backups: " .. r.stdout)
+  t.match(lines[1], "^TIME %(UTC%)%s+ENV%s+SIZE%s+MANIFEST")
+  t.match(lines[2], "^2025%-06%-01 12:00:00%s+local%s+6 B%s+ok%s+app%s+.*20250601120000_local%.backup$")
+  t.match(lines[3], "^2025%-05%-01 00:00:00%s+prod%s+5 B%s+size mismatch")
+  t.match(lines[4], "^2025%-04%-01 00:00:00%s+prod%s+2 B%s+invalid")
+  t.match(lines[5], "^2025%-03%-01 00:00:00%s+staging%s+2 B%s+missing")
+  t.match(lines[6], "^2024%-01%-01 00:00:00%s+prod%s+4 B%s+ok")
+  t.no_match(r.stdout, "partial")
+  t.no_match(r.stdout, "notes")
+end)
+
+t.test("--json for machines", function()
+  local d = fake_dir()
+  local r = h.pgvault({ "list", "--from", d, "--json" })
+  t.eq(r.code, 0, r.stderr)
+  local rows = cjson.decode(r.stdout)
+  t.eq(#rows, 5)
+  t.eq(rows[1].name, "20250601120000_local.backup")
+  t.eq(rows[1].time, "2025-06-01T12:00:00Z")
+  t.eq(rows[1].environment, "local")
+  t.eq(rows[1].size, 6)
+  t.eq(rows[1].manifest, "ok")
+  t.eq(rows[1].compressed, false)
+  t.eq(rows[2].encrypted, true)
+  t.eq(rows[4].manifest, "missing")
+  local empty = h.pgvault({ "list", "--from", h.tmpdir(), "--json" })
+  t.eq(empty.stdout, "[]\n")
+end)
+
+t.test("an empty or missing directory", function()
+  local r = h.pgvault({ "list", "--from", h.tmpdir() })
+  t.eq(r.code, 0)
+  t.match(r.stdout, "^no backups in ")
+  r = h.pgvault({ "list", "--from", "/nonexistent/backups" })
+  t.eq(r.code, 1)
+  t.eq(r.stderr, "pgvault: list: cannot list /nonexistent/backups: no such directory\n")
+end)
+
+t.test("a real backup is listed as ok with its database", function()
+  local url = h.createdb("list_workflow_test")
+  h.psql(url, "CREATE TABLE a (b int); INSERT INTO a VALUES (1);")
+  local d = h.tmpdir()
+  local b = h.pgvault({ "-q", "backup", "--db", url, "--to", d, "--suffix", "ci" })
+  t.eq(b.code, 0, b.stderr)
+  local rows = cjson.decode(h.pgvault({ "list", "--from", d, "--json" }).stdout)
+  t.eq(#rows, 1)
+  t.eq(rows[1].path, b.stdout:match("([^\n]+)\n$"))
+  t.eq(rows[1].manifest, "ok")
+  t.eq(rows[1].database, "list_workflow_test")
+  t.eq(rows[1].environment, "ci")
+  t.match(rows[1].sha256, "^%x+$")
+  h.dropdb("list_workflow_test")
+end)
