@@ -69,6 +69,17 @@ t.test("pg_dump streams a custom-format archive; pg_restore reads it back", func
   h.dropdb("dump_binding_copy")
 end)
 
+t.test("a plain-format dump piped into psql copies a database", function()
+  local target = h.createdb("dump_binding_plain")
+  local r = stream.run { dump.pg_dump { db = url, format = "plain", args = { "--table=t" } },
+    dump.psql { db = target } }
+  t.eq(r.pg_dump.exit_status, 0)
+  t.eq(r.psql.exit_status, 0)
+  t.eq(r.psql.bytes, r.pg_dump.bytes, "every byte reached psql")
+  t.eq(h.psql(target, "SELECT count(*) FROM t;"), "1000\n")
+  h.dropdb("dump_binding_plain")
+end)
+
 t.test("psql runs a script fed on its stdin and stops at the first error", function()
   local r = stream.run { stream.string("CREATE TABLE from_psql (a int); INSERT INTO from_psql VALUES (7);"),
     dump.psql { db = url } }
