@@ -88,8 +88,7 @@ static const char *push_conn(lua_State *L, int t, const char **password)
     dump_conn c;
     pv_err err;
     pv_err_clear(&err);
-    if (dump_conn_parse(url, pv_opt_str(L, t, "dbname", NULL), &c, &err) < 0)
-        pv_err_raise(L, &err);
+    if (dump_conn_parse(url, pv_opt_str(L, t, "dbname", NULL), &c, &err) < 0) pv_err_raise(L, &err);
     lua_pushstring(L, c.conninfo);
     if (c.password)
         lua_pushstring(L, c.password);
