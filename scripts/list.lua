@@ -6,7 +6,7 @@ local naming = require "lib.naming"
 local s3cli = require "lib.s3cli"
 
 local o = cli.parse(arg, {
-  usage = "pgvault list [--from DIR] [--json]",
+  usage = "pgvault list [--from DIR] [--json] [-i FILE]...",
   summary = "Lists the backups in DIR (default db_backups), newest first: time (UTC), environment,\n"
     .. "size, manifest status and path. Status 'ok' means the manifest is there and matches the\n"
     .. "file; 'missing' means the backup never completed; 'invalid' and 'size mismatch' mean\n"
@@ -14,8 +14,29 @@ local o = cli.parse(arg, {
   options = s3cli.with_options({
     { "from", "f", "DIR", "the directory or s3://BUCKET/PREFIX/ to list (default db_backups)" },
     { "json", nil, false, "one JSON array, for machines" },
+    { "identity", "i", "FILE", "age identity file: show whether it opens each encrypted backup (KEY column; "
+      .. "only the header is read)", multi = true },
   }),
 })
+
+-- With -i: "yes" when an identity unwraps the file key and the header MAC
+-- matches, "no" when none does, "damaged" when the header is bad, "-" when
+-- the backup is not encrypted.
+local key_status = function() return nil end
+if #o.identity > 0 then
+  local crypto = require "pgvault.crypto"
+  local identities = {}
+  for _, f in ipairs(o.identity) do
+    for _, id in ipairs(crypto.read_identities(f)) do identities[#identities + 1] = id end
+  end
+  key_status = function(b)
+    if not b.age then return "-" end
+    if b.key then return "unchecked" end -- in a bucket: not fetched for this
+    local ok, err = pcall(crypto.check_header, b.path, { identities = identities })
+    if ok then return "yes" end
+    return type(err) == "table" and err.failure == "no match" and "no" or "damaged"
+  end
+end
 
 local from = o.from or "db_backups"
 local backups = s3cli.is_s3(from) and require("lib.s3backups").scan(from, s3cli.opts(o)) or catalog.scan(from)
@@ -27,6 +48,7 @@ if o.json then
       path = b.path, name = b.name, time = naming.iso8601(b.time), environment = b.env, size = b.size,
       manifest = b.status, compressed = b.zst, encrypted = b.age, database = m.database,
       server_version = m.server_version, sha256 = type(m.stored) == "table" and m.stored.sha256 or nil,
+      key = key_status(b),
     }
   end
   -- lua-cjson writes an empty table as {}; a listing is always an array
@@ -38,9 +60,11 @@ if #backups == 0 then
   return
 end
 local rows = { { "TIME (UTC)", "ENV", "SIZE", "MANIFEST", "DATABASE", "FILE" } }
+if #o.identity > 0 then table.insert(rows[1], 6, "KEY") end
 for _, b in ipairs(backups) do
   rows[#rows + 1] = { os.date("!%Y-%m-%d %H:%M:%S", b.time), b.env, cli.bytes(b.size), b.status,
     b.manifest and b.manifest.database or "-", b.path }
+  if #o.identity > 0 then table.insert(rows[#rows], 6, key_status(b)) end
 end
 local widths = {}
 for _, r in ipairs(rows) do

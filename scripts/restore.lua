@@ -4,7 +4,7 @@ local restore = require "lib.restore"
 local s3cli = require "lib.s3cli"
 
 local o = cli.parse(arg, {
-  usage = "pgvault restore SRC --db URL [--jobs N] [--drop-old] [--in-place --yes]",
+  usage = "pgvault restore SRC --db URL [--jobs N] [--drop-old] [--in-place --yes] [-i FILE]...",
   summary = "Restores SRC (a .backup or .backup.zst file) into a NEW database created from template0\n"
     .. "with the target's owner, encoding and locale, checks it (pg_restore's exit status, the\n"
     .. "file's SHA-256 and per-table row counts against the manifest when it records them), then\n"
@@ -19,10 +19,15 @@ local o = cli.parse(arg, {
     { "in-place", nil, false, "old behaviour: drop the database, create it again and restore into it" },
     { "yes", "y", false, "confirm --in-place" },
     { "pg-bin", nil, "DIR", "directory of the pg_restore to use (default: the newest here)" },
+    { "identity", "i", "FILE", "age identity file to decrypt an encrypted (.age) backup", multi = true },
   }),
   positionals = { { "SRC", "the backup file, or s3://BUCKET/PREFIX/NAME (…/latest: the newest complete one)" } },
 })
 if not o.db then require("pgvault").raise("usage", "missing --db URL (see 'pgvault restore --help')") end
+local identities = {}
+for _, f in ipairs(o.identity) do
+  for _, id in ipairs(require("pgvault.crypto").read_identities(f)) do identities[#identities + 1] = id end
+end
 local src, fetched = o.SRC, nil
 if s3cli.is_s3(o.SRC) then
   -- Fetched (and checked against its manifest) into a private directory first.
@@ -30,7 +35,7 @@ if s3cli.is_s3(o.SRC) then
   src, fetched, o.SRC = path, dir, url
 end
 local ok, r = pcall(restore.run, { src = src, db = o.db, jobs = o.jobs, drop_old = o.drop_old, in_place = o.in_place,
-  yes = o.yes, pg_bin = o.pg_bin })
+  yes = o.yes, pg_bin = o.pg_bin, identities = identities })
 if fetched then pcall(require("pgvault.fs").remove_tree, fetched) end
 if not ok then error(r, 0) end
 if r.old then

@@ -23,7 +23,7 @@ local function fail(kind, fmt, ...)
   pgvault.raise(kind, string.format(fmt, ...))
 end
 
--- "zst" or "plain" from the file's first bytes; raises for anything else.
+-- "zst", "plain" or "age" from the file's first bytes; raises for anything else.
 function restore.sniff(src)
   local st = fs.stat(src)
   if not st then fail("io", "cannot read %s: no such file", src) end
@@ -35,7 +35,7 @@ function restore.sniff(src)
   if head:sub(1, 5) == "PGDMP" then return "plain" end
   if head:sub(1, 4) == "\x28\xb5\x2f\xfd" then return "zst" end
   if head:sub(1, 21) == "age-encryption.org/v1" or head:sub(1, 26) == "-----BEGIN AGE ENCRYPTED F" then
-    fail("io", "%s is encrypted (age): decrypt it first", src)
+    return "age"
   end
   fail("io", "%s is not a backup: neither a pg_dump custom-format archive (PGDMP) nor zstd-compressed one", src)
 end
@@ -137,6 +137,15 @@ end
 -- Streams (or, for parallel jobs, lays down and reads) the archive into
 -- database `dbname`; returns what the stages saw.
 local function load_archive(o, kind, dbname, m)
+  -- An encrypted backup: decrypted as it streams (each chunk authenticated
+  -- before pg_restore sees it); the layer inside is zstd when the manifest
+  -- or the name (….zst.age) says so.
+  local decrypt
+  if kind == "age" then
+    decrypt = require("pgvault.crypto").decryptor { identities = o.identities }
+    local method = m and type(m.compression) == "table" and m.compression.method
+    kind = (method == "zstd" or (not m and o.src:match("%.zst%.age$"))) and "zst" or "plain"
+  end
   local target = dump.conninfo(o.db, { dbname = dbname, password = true })
   local args = { "--exit-on-error" }
   for _, a in ipairs(o.restore_args or {}) do args[#args + 1] = a end
@@ -145,13 +154,13 @@ local function load_archive(o, kind, dbname, m)
     local file, tmp = o.src, nil
     -- Always read the stored file once: its checksum, and for .zst the
     -- plain archive pg_restore -j needs (it refuses standard input).
-    local stages = { stream.file_reader(o.src), stream.sha256 { label = "stored" } }
-    if kind == "zst" then
+    local stages = { stream.file_reader(o.src), stream.sha256 { label = "stored" }, decrypt }
+    if kind == "zst" or decrypt then
       tmp = fs.tmpdir("pgvault-restore")
       file = tmp .. "/archive.backup"
-      stages[#stages + 1] = stream.unzstd()
+      if kind == "zst" then stages[#stages + 1] = stream.unzstd() end
       stages[#stages + 1] = stream.file_writer(file, { mode = 384 })
-      log.info("decompressing %s into a temporary file for pg_restore --jobs=%d", o.src, o.jobs)
+      log.info("decrypting or decompressing %s into a temporary file for pg_restore --jobs=%d", o.src, o.jobs)
     else
       stages[#stages + 1] = stream.discard()
     end
@@ -172,7 +181,7 @@ local function load_archive(o, kind, dbname, m)
     if not ok then error(r, 0) end
     return seen
   end
-  local stages = { stream.file_reader(o.src), stream.sha256 { label = "stored" } }
+  local stages = { stream.file_reader(o.src), stream.sha256 { label = "stored" }, decrypt }
   if kind == "zst" then stages[#stages + 1] = stream.unzstd() end
   local quiet = log.level() ~= "info" and log.level() ~= "debug"
   stages[#stages + 1] = stream.progress { label = "progress", tty = not quiet and nil }
@@ -205,6 +214,9 @@ end
 function restore.run(opts)
   local o = restore.options(opts)
   local kind = restore.sniff(o.src)
+  if kind == "age" and #(o.identities or {}) == 0 then
+    fail("usage", "%s is encrypted (age): give the identity file that opens it with -i FILE", o.src)
+  end
   local m, why = manifest.for_archive(o.src)
   if not m then log.info("restoring without a manifest (%s): checksum and row counts not checked", why) end
 
