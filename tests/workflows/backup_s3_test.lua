@@ -64,6 +64,26 @@ t.test("backup to a bucket, list it, restore s3://…/latest with fidelity", fun
   t.match(r.stderr, "no complete backup")
 end)
 
+t.test("an encrypted backup to a bucket restores with the identity", function()
+  local bucket = h.make_bucket("backup-s3-age")
+  local env = h.s3().env
+  local d = h.tmpdir()
+  local k = h.run({ "age-keygen", "-o", d .. "/key.txt" })
+  t.eq(k.code, 0, k.stderr)
+  local pub = h.run({ "age-keygen", "-y", d .. "/key.txt" }).stdout:match("%S+")
+  local r = h.pgvault({ "backup", "--db", src_url, "--to", "s3://" .. bucket .. "/enc", "-r", pub }, { env = env })
+  t.eq(r.code, 0, r.stderr)
+  t.match(last_line(r.stdout), "^s3://backup%-s3%-age/enc/%d+_local%.backup%.zst%.age$")
+  local target = "backup_s3_age_restored_test"
+  h.dropdb(target)
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/enc/latest", "--db", h.pg().url(target), "-i", d .. "/key.txt" },
+    { env = env, timeout = 300 })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(fixture.fingerprint(h.pg().url(target), { no_schema = true }),
+    fixture.fingerprint(src_url, { no_schema = true }), "restored faithfully")
+  h.dropdb(target)
+end)
+
 -- A database large enough that parts are in flight while pg_dump still runs.
 local BIG_DB = "backup_s3_big_test"
 local big_url = h.createdb(BIG_DB)
