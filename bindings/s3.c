@@ -13,6 +13,7 @@
 #define CLIENT_MT "pgvault.s3.client"
 
 size_t s3_choose_part_size(long long expected, size_t wanted);
+size_t s3_part_size_for(size_t base, long long expected, int number);
 
 typedef struct {
     s3_client c;
@@ -573,7 +574,11 @@ static int s3_part_size(lua_State *L)
 {
     lua_Integer expected = luaL_optinteger(L, 1, -1);
     lua_Integer wanted = luaL_optinteger(L, 2, 8 * 1024 * 1024);
-    lua_pushinteger(L, (lua_Integer)s3_choose_part_size(expected, (size_t)wanted));
+    lua_Integer number = luaL_optinteger(L, 3, 1);
+    if (wanted < 1) return luaL_argerror(L, 2, "positive size expected");
+    if (number < 1 || number > 10000) return luaL_argerror(L, 3, "part number 1 to 10000");
+    size_t base = s3_choose_part_size(expected, (size_t)wanted);
+    lua_pushinteger(L, (lua_Integer)s3_part_size_for(base, expected, (int)number));
     return 1;
 }
 

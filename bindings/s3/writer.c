@@ -55,13 +55,18 @@ typedef struct {
 /* Part size for part `number`: fixed when the size is known, doubling every
  * 1,000 parts for streams of unknown length (10,000 parts then reach
  * 1,023 x 1,000 first parts: 8 TiB with 8 MiB parts). */
-static size_t part_size_for(const s3_writer *w, int number)
+size_t s3_part_size_for(size_t base, long long expected, int number)
 {
-    size_t size = w->part_size;
-    if (w->expected < 0)
+    size_t size = base;
+    if (expected < 0)
         for (int k = (number - 1) / 1000; k > 0 && size < MAX_PART; k--)
             size *= 2;
     return size > MAX_PART ? MAX_PART : size;
+}
+
+static size_t part_size_for(const s3_writer *w, int number)
+{
+    return s3_part_size_for(w->part_size, w->expected, number);
 }
 
 size_t s3_choose_part_size(long long expected, size_t wanted)

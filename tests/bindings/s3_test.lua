@@ -142,6 +142,14 @@ t.test("part sizes: at least 5 MiB, at most 10,000 parts, whole MiB", function()
   t.ok(ps * 10000 >= big, "200 GiB fits in 10,000 parts of " .. ps)
   t.eq(ps % MiB, 0, "whole MiB")
   t.ok(ps <= 21 * MiB, "no larger than needed: " .. ps)
+  -- unknown length: parts grow every 1,000, so 10,000 parts hold far more than 1,000 x 8 MiB
+  t.eq(s3.part_size(-1, 8 * MiB, 1000), 8 * MiB)
+  t.eq(s3.part_size(-1, 8 * MiB, 1001), 16 * MiB)
+  t.eq(s3.part_size(100 * MiB, 8 * MiB, 5000), 8 * MiB, "a known size never grows")
+  local total = 0
+  for n = 1, 10000 do total = total + s3.part_size(-1, 8 * MiB, n) end
+  t.ok(total >= 5 * 1024 * 1024 * MiB, "10,000 growing parts hold at least 5 TiB: " .. total)
+  t.eq(s3.part_size(-1, 8 * MiB, 10000), 4096 * MiB, "never above 5 GiB")
 end)
 
 t.test("addresses: s3://bucket/key parsed, anything else refused", function()
