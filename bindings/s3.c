@@ -198,6 +198,52 @@ static int client_delete(lua_State *L)
     return 1;
 }
 
+/* create_bucket(url) -> true when created, false when we already own it */
+static int client_create_bucket(lua_State *L)
+{
+    client_ud *u = check_client(L, 1);
+    char *bucket, *key;
+    check_url(L, 2, &bucket, &key);
+    s3_buf body = {0};
+    if (strcmp(u->c.cfg.region, "us-east-1") != 0)
+        s3_buf_addf(&body,
+                    "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+                    "<LocationConstraint>%s</LocationConstraint></CreateBucketConfiguration>",
+                    u->c.cfg.region);
+    s3_req *r = s3_req_new("PUT", "CreateBucket", bucket, NULL, NULL);
+    s3_req_body(r, (const uint8_t *)body.p, body.len, false);
+    r->ok_status[0] = 409;
+    pv_err err;
+    pv_err_clear(&err);
+    int rc = s3_exec(&u->c, r, &err);
+    bool created = r->status < 300;
+    bool owned = false;
+    if (rc == 0 && r->status == 409) {
+        s3_xml *x = s3_xml_parse(r->resp.p ? r->resp.p : "", r->resp.len, &err);
+        const char *code = x ? s3_xml_text(x, "Code") : NULL;
+        owned = code && strcmp(code, "BucketAlreadyOwnedByYou") == 0;
+        if (!owned && code && strcmp(code, "BucketAlreadyExists") == 0) {
+            /* Some servers say so to the owner too: ours if we can reach it. */
+            s3_req *hb = s3_req_new("HEAD", "HeadBucket", bucket, NULL, NULL);
+            pv_err herr;
+            pv_err_clear(&herr);
+            owned = s3_exec(&u->c, hb, &herr) == 0;
+            s3_req_free(hb);
+        }
+        if (!owned)
+            pv_err_set(&err, "s3", "cannot create bucket '%s': %s (another account owns the name)",
+                       bucket, code ? code : "HTTP 409");
+        s3_xml_free(x);
+    }
+    s3_req_free(r);
+    s3_buf_free(&body);
+    free(bucket);
+    free(key);
+    if (rc < 0 || (!created && !owned)) return pv_err_raise(L, &err);
+    lua_pushboolean(L, created);
+    return 1;
+}
+
 /* Runs a bucket-level request whose answer is XML; returns the tree. */
 static s3_xml *xml_request(lua_State *L, client_ud *u, s3_req *r, char *bucket, char *key)
 {
@@ -363,6 +409,34 @@ static int client_abort_upload(lua_State *L)
     run_or_raise(L, u, r, bucket, key);
     lua_pushboolean(L, r->status != 404);
     s3_req_free(r);
+    free(bucket);
+    free(key);
+    return 1;
+}
+
+/* create_upload(url) -> upload id of a new multipart upload (for callers
+ * that send parts themselves; s3.writer does all of it) */
+static int client_create_upload(lua_State *L)
+{
+    client_ud *u = check_client(L, 1);
+    char *bucket, *key;
+    check_url(L, 2, &bucket, &key);
+    if (!key[0]) {
+        free(bucket);
+        free(key);
+        return luaL_argerror(L, 2, "the url must name an object: s3://bucket/key");
+    }
+    s3_req *r = s3_req_new("POST", "CreateMultipartUpload", bucket, key, "uploads=");
+    s3_xml *x = xml_request(L, u, r, bucket, key);
+    const char *id = s3_xml_text(x, "UploadId");
+    if (!id || !*id) {
+        s3_xml_free(x);
+        free(bucket);
+        free(key);
+        return pv_raise(L, "s3", "CreateMultipartUpload answered without an UploadId");
+    }
+    lua_pushstring(L, id);
+    s3_xml_free(x);
     free(bucket);
     free(key);
     return 1;
@@ -622,6 +696,8 @@ static const struct {
     {"list", client_list, 2},
     {"uploads", client_uploads, 2},
     {"abort_upload", client_abort_upload, 3},
+    {"create_bucket", client_create_bucket, 2},
+    {"create_upload", client_create_upload, 2},
     {"delete_many", client_delete_many, 3},
 };
 
@@ -636,6 +712,8 @@ int luaopen_pgvault_s3(lua_State *L)
                                        {"uploads", client_uploads},
                                        {"abort_upload", client_abort_upload},
                                        {"info", client_info},
+                                       {"create_bucket", client_create_bucket},
+                                       {"create_upload", client_create_upload},
                                        {"writer", client_writer},
                                        {"reader", client_reader},
                                        {"close", client_close},

@@ -12,10 +12,22 @@ local stream = require "pgvault.stream"
 
 local MiB = 1024 * 1024
 
+-- One proxy for the file; each test starts from a clean slate (reset).
+local PROXY = s3proxy.start()
+local function fresh_proxy()
+  PROXY:reset()
+  return PROXY
+end
+
 local function direct()
   local c = h.s3()
   return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
     secret_access_key = c.secret_key }
+end
+
+local function make_bucket(name)
+  s3.create_bucket("s3://" .. name, direct())
+  return name
 end
 
 local function make_file(path, bytes)
@@ -34,8 +46,8 @@ local function upload(proxy, path, url, extra)
 end
 
 t.test("uploads and downloads survive 503 SlowDown, 500, resets mid-body and slow answers", function()
-  local bucket = h.make_bucket("faults-mixed")
-  local proxy <close> = s3proxy.start()
+  local bucket = make_bucket("faults-mixed")
+  local proxy = fresh_proxy()
   local d = h.tmpdir()
   make_file(d .. "/src", 23 * MiB)
   proxy:rules({
@@ -64,8 +76,8 @@ t.test("uploads and downloads survive 503 SlowDown, 500, resets mid-body and slo
 end)
 
 t.test("a download resumes where a reset cut it, with a Range on the same ETag", function()
-  local bucket = h.make_bucket("faults-resume")
-  local proxy <close> = s3proxy.start()
+  local bucket = make_bucket("faults-resume")
+  local proxy = fresh_proxy()
   local d = h.tmpdir()
   make_file(d .. "/src", 3 * MiB)
   local url = "s3://" .. bucket .. "/obj"
@@ -78,8 +90,8 @@ t.test("a download resumes where a reset cut it, with a Range on the same ETag",
 end)
 
 t.test("parts that keep failing: the upload fails, is aborted, and no object appears", function()
-  local bucket = h.make_bucket("faults-parts")
-  local proxy <close> = s3proxy.start()
+  local bucket = make_bucket("faults-parts")
+  local proxy = fresh_proxy()
   local d = h.tmpdir()
   make_file(d .. "/src", 12 * MiB)
   proxy:rules({ { op = "UploadPart", action = "status503" } })
@@ -93,8 +105,8 @@ t.test("parts that keep failing: the upload fails, is aborted, and no object app
 end)
 
 t.test("every request failing: a clean failure, no object, no upload", function()
-  local bucket = h.make_bucket("faults-all")
-  local proxy <close> = s3proxy.start()
+  local bucket = make_bucket("faults-all")
+  local proxy = fresh_proxy()
   local d = h.tmpdir()
   make_file(d .. "/src", 11 * MiB)
   proxy:rules({ { op = "*", action = "status500", except = { "AbortMultipartUpload" } } })
@@ -112,16 +124,15 @@ t.test("every request failing: a clean failure, no object, no upload", function(
 end)
 
 t.test("ListMultipartUploads pages through stale uploads and AbortMultipartUpload removes them", function()
-  local bucket = h.make_bucket("faults-uploads")
-  local proxy <close> = s3proxy.start()
-  for i = 1, 5 do
-    local r = h.aws({ "s3api", "create-multipart-upload", "--bucket", bucket, "--key", "stale/" .. i,
-      "--endpoint-url", proxy.endpoint })
-    t.eq(r.code, 0, r.stderr)
-  end
+  local bucket = make_bucket("faults-uploads")
+  local proxy = fresh_proxy()
   local c <close> = s3.client(proxy:opts())
+  local made = {}
+  for i = 1, 5 do made[i] = c:create_upload("s3://" .. bucket .. "/stale/" .. i) end
+  t.eq(#proxy:uploads("open"), 5, "the proxy saw them start")
   local ups = c:uploads("s3://" .. bucket .. "/stale/", { page_size = 2 })
-  t.eq(#ups, 5)
+  t.eq(#ups, 5, "three pages")
+  t.eq(ups[5].upload_id, made[5])
   t.eq(ups[1].key, "stale/1")
   t.ok(ups[1].upload_id and ups[1].initiated, "id and date")
   for _, u in ipairs(ups) do t.eq(c:abort_upload("s3://" .. bucket .. "/" .. u.key, u.upload_id), true) end
@@ -146,7 +157,7 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out s
 end
 
 t.test("HTTPS: verified with the test CA given, refused without it", function()
-  local bucket = h.make_bucket("faults-tls")
+  local bucket = make_bucket("faults-tls")
   local d = h.tmpdir()
   local tls = test_ca(d)
   local proxy <close> = s3proxy.start({ tls = tls })
@@ -169,8 +180,8 @@ t.test("HTTPS: verified with the test CA given, refused without it", function()
 end)
 
 t.test("permission errors fail at once and name the B2 capability the key lacks", function()
-  local bucket = h.make_bucket("faults-perm")
-  local proxy <close> = s3proxy.start()
+  local bucket = make_bucket("faults-perm")
+  local proxy = fresh_proxy()
   local url = "s3://" .. bucket .. "/k"
   s3.put(url, "x", proxy:opts())
   proxy:rules({ { op = "DeleteObject", action = "error", status = 403, code = "AccessDenied",
