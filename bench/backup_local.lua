@@ -30,8 +30,10 @@ local ok, err = pcall(function()
   print(string.format("dataset: %.0f MiB in database 'bench' (made in %ds); %d cores shared with other work",
     size / 1048576, os.time() - t0, tonumber(io.popen("nproc"):read("l"))))
   -- Warm the cache so the first measured run is not penalised.
-  bench.must(bench.measure(with_conn({ pg_bin .. "/pg_dump", "-Fc", "-Z0", "-d", "bench", "-f", work .. "/warm.backup" }),
+  local warm = work .. "/warm.backup"
+  bench.must(bench.measure(with_conn({ pg_bin .. "/pg_dump", "-Fc", "-Z0", "-d", "bench", "-f", warm }),
     { env = env }), "warm-up pg_dump")
+  os.remove(warm)
 
   local peer = bench.must(bench.measure(with_conn({ pg_bin .. "/pg_dump", "-Fc", "-d", "bench", "-f",
     work .. "/peer.backup" }), { env = env }), "pg_dump -Fc")
@@ -51,6 +53,11 @@ local ok, err = pcall(function()
   local r1 = bench.row("backup (zstd, default)", zst, peer)
   print(string.format("  archive %.1f MiB vs %.1f MiB (%.2fx)", bench.size(zst.path) / 1048576,
     peer_size / 1048576, bench.size(zst.path) / peer_size))
+  -- For reference: the shell pipeline the default replaces.
+  local sh = bench.must(bench.measure_sh(string.format("%s/pg_dump -h 127.0.0.1 -p %d -U %s -Fc -Z0 -d bench | "
+    .. "zstd -q -3 -T0 -o %s/sh.backup.zst", pg_bin, math.tointeger(pg.port), pg.user, work), { env = env }),
+    "pg_dump | zstd")
+  bench.row("  (pg_dump -Fc -Z0 | zstd -3 -T0)", sh, peer)
   local r2 = bench.row("backup --compress pg", gz, peer)
   print(string.format("  archive %.1f MiB vs %.1f MiB (%.2fx)", bench.size(gz.path) / 1048576,
     peer_size / 1048576, bench.size(gz.path) / peer_size))

@@ -21,6 +21,7 @@ typedef struct {
     int level;
     int threads; /* workers actually in use (0: compress in this thread) */
     int requested_threads;
+    long job_size;
     bool checksum;
     uint8_t *out;
     size_t outcap;
@@ -49,6 +50,11 @@ static int zstd_start(pv_stage *s, pv_err *err)
     }
     /* A libzstd built without threads refuses nbWorkers: compress inline. */
     if (ZSTD_isError(ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_nbWorkers, workers))) workers = 0;
+    /* Each worker holds a job's input and output: smaller jobs than the
+     * default (4 windows, 8 MiB at level 3) bound memory with the same
+     * ratio, since jobs still overlap by part of a window. */
+    if (workers > 0 && z->job_size > 0)
+        ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_jobSize, (int)z->job_size);
     z->threads = workers;
     return 0;
 }
@@ -119,15 +125,19 @@ int pv_stream_zstd(lua_State *L)
     lua_Integer level = pv_opt_int(L, opts, "level", 3);
     lua_Integer threads = pv_opt_int(L, opts, "threads", 0);
     bool checksum = pv_opt_bool(L, opts, "checksum", true);
+    lua_Integer job_size = pv_opt_int(L, opts, "job_size", 2 << 20);
     if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
         return luaL_argerror(
             L, 1,
             lua_pushfstring(L, "zstd level must be %d..%d", ZSTD_minCLevel(), ZSTD_maxCLevel()));
     if (threads < 0 || threads > 256) return luaL_argerror(L, 1, "threads must be 0..256");
+    if (job_size != 0 && (job_size < (1 << 20) || job_size > (512 << 20)))
+        return luaL_argerror(L, 1, "job_size must be 0 (libzstd's default) or 1 MiB..512 MiB");
     zstd_filter *z = pv_stage_new(L, &zstd_ops, sizeof *z, opts);
     z->level = (int)level;
     z->requested_threads = (int)threads;
     z->checksum = checksum;
+    z->job_size = (long)job_size;
     return 1;
 }
 
