@@ -3,6 +3,7 @@ local cjson = require "cjson"
 local catalog = require "lib.catalog"
 local cli = require "lib.cli"
 local naming = require "lib.naming"
+local s3cli = require "lib.s3cli"
 
 local o = cli.parse(arg, {
   usage = "pgvault list [--from DIR] [--json] [-i FILE]...",
@@ -10,12 +11,12 @@ local o = cli.parse(arg, {
     .. "size, manifest status and path. Status 'ok' means the manifest is there and matches the\n"
     .. "file; 'missing' means the backup never completed; 'invalid' and 'size mismatch' mean\n"
     .. "the pair is damaged. Only 'ok' backups count as backups.",
-  options = {
-    { "from", "f", "DIR", "the directory to list (default db_backups)" },
+  options = s3cli.with_options({
+    { "from", "f", "DIR", "the directory or s3://BUCKET/PREFIX/ to list (default db_backups)" },
     { "json", nil, false, "one JSON array, for machines" },
     { "identity", "i", "FILE", "age identity file: show whether it opens each encrypted backup (KEY column; "
       .. "only the header is read)", multi = true },
-  },
+  }),
 })
 
 -- With -i: "yes" when an identity unwraps the file key and the header MAC
@@ -30,13 +31,15 @@ if #o.identity > 0 then
   end
   key_status = function(b)
     if not b.age then return "-" end
+    if b.key then return "unchecked" end -- in a bucket: not fetched for this
     local ok, err = pcall(crypto.check_header, b.path, { identities = identities })
     if ok then return "yes" end
     return type(err) == "table" and err.failure == "no match" and "no" or "damaged"
   end
 end
 
-local backups = catalog.scan(o.from or "db_backups")
+local from = o.from or "db_backups"
+local backups = s3cli.is_s3(from) and require("lib.s3backups").scan(from, s3cli.opts(o)) or catalog.scan(from)
 if o.json then
   local rows = {}
   for _, b in ipairs(backups) do

@@ -1,6 +1,7 @@
 -- restore a backup into a new database, check it, then swap it in
 local cli = require "lib.cli"
 local restore = require "lib.restore"
+local s3cli = require "lib.s3cli"
 
 local o = cli.parse(arg, {
   usage = "pgvault restore SRC --db URL [--jobs N] [--drop-old] [--in-place --yes] [-i FILE]...",
@@ -11,7 +12,7 @@ local o = cli.parse(arg, {
     .. "--drop-old) and the restored one takes its name. Other sessions on the old database are\n"
     .. "terminated for the rename (each is logged); connections are refused meanwhile. A failed\n"
     .. "restore drops the new database and leaves the live one as it was.",
-  options = {
+  options = s3cli.with_options({
     { "db", "d", "URL", "the database to restore (its name is kept; it need not exist yet)" },
     { "jobs", "j", "N", "parallel pg_restore jobs (a .zst archive is decompressed to a temporary file)" },
     { "drop-old", nil, false, "drop the previous database after a successful swap" },
@@ -19,16 +20,24 @@ local o = cli.parse(arg, {
     { "yes", "y", false, "confirm --in-place" },
     { "pg-bin", nil, "DIR", "directory of the pg_restore to use (default: the newest here)" },
     { "identity", "i", "FILE", "age identity file to decrypt an encrypted (.age) backup", multi = true },
-  },
-  positionals = { { "SRC", "the backup file" } },
+  }),
+  positionals = { { "SRC", "the backup file, or s3://BUCKET/PREFIX/NAME (…/latest: the newest complete one)" } },
 })
 if not o.db then require("pgvault").raise("usage", "missing --db URL (see 'pgvault restore --help')") end
 local identities = {}
 for _, f in ipairs(o.identity) do
   for _, id in ipairs(require("pgvault.crypto").read_identities(f)) do identities[#identities + 1] = id end
 end
-local r = restore.run { src = o.SRC, db = o.db, jobs = o.jobs, drop_old = o.drop_old, in_place = o.in_place,
-  yes = o.yes, pg_bin = o.pg_bin, identities = identities }
+local src, fetched = o.SRC, nil
+if s3cli.is_s3(o.SRC) then
+  -- Fetched (and checked against its manifest) into a private directory first.
+  local path, dir, url = require("lib.s3backups").fetch(o.SRC, s3cli.opts(o))
+  src, fetched, o.SRC = path, dir, url
+end
+local ok, r = pcall(restore.run, { src = src, db = o.db, jobs = o.jobs, drop_old = o.drop_old, in_place = o.in_place,
+  yes = o.yes, pg_bin = o.pg_bin, identities = identities })
+if fetched then pcall(require("pgvault.fs").remove_tree, fetched) end
+if not ok then error(r, 0) end
 if r.old then
   print(string.format("restored %s into %s; the previous database is kept as %s", o.SRC, r.database, r.old))
 else

@@ -124,8 +124,31 @@ function backup.run(opts)
     fs.mkdir_p(o.to)
     if not fs.writable(o.to) then fail("io", "cannot write to %s: check its permissions", o.to) end
   end
+  local remote = o.to:sub(1, 5) == "s3://"
+  if remote then
+    -- A bucket: the archive streams into a multipart upload (aborted on any
+    -- failure), the manifest is uploaded after it as the commit marker.
+    local s3 = require "pgvault.s3"
+    o.sink = function(url)
+      local so = {}
+      for k, v in pairs(o.s3 or {}) do so[k] = v end
+      so.url = url
+      return s3.writer(so)
+    end
+    o.write_manifest = function(url, m)
+      local client <close> = s3.client(o.s3)
+      local ok, err = pcall(client.put, client, naming.manifest_path(url), manifest.encode(m),
+        { content_type = "application/json" })
+      if not ok then
+        pcall(client.delete, client, url) -- no archive without its commit marker
+        error(err, 0)
+      end
+      return naming.manifest_path(url)
+    end
+  end
   local stamp = naming.stamp(o.time)
-  local path = o.to .. "/" .. naming.archive_name(stamp, o.suffix, backup.extension(o))
+  local dir = remote and o.to:gsub("/+$", "") or o.to
+  local path = dir .. "/" .. naming.archive_name(stamp, o.suffix, backup.extension(o))
   log.info("backing up database %s (PostgreSQL %s) with pg_dump %s to %s", info.name, info.version,
     bin.version, path)
 
@@ -157,7 +180,7 @@ function backup.run(opts)
     encryption = o.encryption,
   }
   if o.annotate then o.annotate(m, r) end
-  local mok, mpath = pcall(manifest.write, path, m)
+  local mok, mpath = pcall(o.write_manifest or manifest.write, path, m)
   if not mok then
     -- Without its manifest the archive is not committed: do not leave it.
     if not o.sink then os.remove(path) end

@@ -1,0 +1,60 @@
+-- download an S3 object to a file, checked against its backup manifest
+local cjson = require "cjson"
+local cli = require "lib.cli"
+local s3cli = require "lib.s3cli"
+local pgvault = require "pgvault"
+local s3 = require "pgvault.s3"
+local stream = require "pgvault.stream"
+
+local o = cli.parse(arg, {
+  usage = "pgvault download s3://BUCKET/KEY [-o FILE] [options]",
+  summary = "Streams the object to FILE (default: the key's last part in the current directory;\n"
+    .. "'-' for standard output). A regular file is written as FILE.partial and renamed only\n"
+    .. "once complete. When KEY.manifest.json exists beside it (a pgvault backup), the size and\n"
+    .. "SHA-256 are checked against the manifest before the file is committed.",
+  options = s3cli.with_options({
+    { "output", "o", "FILE", "where to write (- for standard output)" },
+    { "no-verify", nil, false, "do not look for a manifest" },
+    { "force", "f", false, "overwrite an existing FILE" },
+  }),
+  positionals = { { "SOURCE", "s3://BUCKET/KEY" } },
+})
+
+if not s3cli.is_s3(o.SOURCE) then
+  pgvault.raise("usage", "the source must be s3://BUCKET/KEY, not '" .. o.SOURCE .. "'")
+end
+local _, key = s3.parse_url(o.SOURCE)
+if key == "" or key:sub(-1) == "/" then pgvault.raise("usage", "the source must name an object: s3://BUCKET/KEY") end
+local out = o.output or key:match("([^/]+)$")
+
+local client <close> = s3.client(s3cli.opts(o))
+local manifest
+if not o.no_verify and not key:find("%.manifest%.json$") then
+  local murl = o.SOURCE .. ".manifest.json"
+  if client:head(murl) then
+    local ok, m = pcall(cjson.decode, client:get(murl))
+    if not ok or type(m) ~= "table" or type(m.stored) ~= "table" then
+      pgvault.raise("verify", murl .. " is not a readable manifest; use --no-verify to download anyway")
+    end
+    manifest = m
+  end
+end
+
+-- The check (s3.expect) finishes before the sink commits, so a mismatch
+-- leaves no file under the final name.
+local sink
+if out == "-" then
+  sink = stream.stdout()
+else
+  sink = stream.file_writer(out, { no_clobber = not o.force })
+end
+local stages = { client:reader({ url = o.SOURCE }), stream.sha256() }
+if manifest then
+  stages[#stages + 1] = s3.expect { bytes = manifest.stored.bytes, sha256 = manifest.stored.sha256,
+    what = o.SOURCE }
+end
+stages[#stages + 1] = sink
+local r = stream.run(stages)
+io.stderr:write(string.format("downloaded %s from %s in %s%s\n", cli.bytes(r.bytes), o.SOURCE,
+  cli.duration(r.seconds), manifest and " (matches its manifest)" or ""))
+if out ~= "-" then print(out) end

@@ -1,0 +1,107 @@
+-- Backups stored under an S3 prefix: the same entries lib.catalog.scan
+-- gives for a directory (newest first, with their manifest status), the
+-- newest complete one for "latest", and fetching one into a private
+-- directory, checked against its manifest, for restore.
+local cjson = require "cjson"
+local fs = require "pgvault.fs"
+local pgvault = require "pgvault"
+local s3 = require "pgvault.s3"
+local stream = require "pgvault.stream"
+local naming = require "lib.naming"
+
+local s3backups = {}
+
+local function prefix_url(url)
+  local bucket, prefix = s3.parse_url(url)
+  if prefix ~= "" and prefix:sub(-1) ~= "/" then prefix = prefix .. "/" end
+  return bucket, prefix
+end
+
+local function read_manifest(client, url)
+  local ok, text = pcall(client.get, client, url)
+  if not ok then return nil, "cannot read " .. url .. ": " .. tostring(text) end
+  local dok, m = pcall(cjson.decode, text)
+  if not dok or type(m) ~= "table" or type(m.format) ~= "number" then
+    return nil, url .. " is not a pgvault manifest"
+  end
+  return m
+end
+
+-- Entries {name, stamp, time, env, ext, zst, age, path (s3://…), key, size,
+-- status, manifest, problem}, newest first.
+function s3backups.scan(url, opts)
+  local client <close> = s3.client(opts)
+  local bucket, prefix = prefix_url(url)
+  local objs = client:list("s3://" .. bucket .. "/" .. prefix, { delimiter = "/" })
+  local present = {}
+  for _, obj in ipairs(objs) do present[obj.key] = true end
+  local out = {}
+  for _, obj in ipairs(objs) do
+    local b = naming.parse(obj.key)
+    if b then
+      b.key, b.size, b.path = obj.key, obj.size, "s3://" .. bucket .. "/" .. obj.key
+      local mkey = naming.manifest_path(obj.key)
+      if present[mkey] then
+        local m, why = read_manifest(client, "s3://" .. bucket .. "/" .. mkey)
+        if m then
+          b.manifest = m
+          local stored = type(m.stored) == "table" and tonumber(m.stored.bytes)
+          b.status = (stored and stored ~= obj.size) and "size mismatch" or "ok"
+        else
+          b.status, b.problem = "invalid", why
+        end
+      else
+        b.status = "missing"
+      end
+      out[#out + 1] = b
+    end
+  end
+  table.sort(out, function(a, c)
+    if a.stamp ~= c.stamp then return a.stamp > c.stamp end
+    return a.name > c.name
+  end)
+  return out
+end
+
+-- s3://bucket/prefix/latest -> the newest backup with a good manifest.
+function s3backups.resolve(url, opts)
+  local base = url:match("^(.*)/latest$")
+  if not base then return url end
+  for _, b in ipairs(s3backups.scan(base .. "/", opts)) do
+    if b.status == "ok" then return b.path end
+  end
+  pgvault.raise("io", "no complete backup (one with a manifest) under " .. base .. "/")
+end
+
+-- Downloads a backup (resolving .../latest) and its manifest into a new
+-- private directory, checking size and SHA-256 against the manifest on
+-- the way. Returns the local archive path and the directory to remove.
+function s3backups.fetch(url, opts)
+  local src = s3backups.resolve(url, opts)
+  local name = src:match("([^/]+)$")
+  local client <close> = s3.client(opts)
+  local m, why = read_manifest(client, naming.manifest_path(src))
+  if not m then
+    pgvault.raise("verify", "no usable manifest for " .. src .. " (" .. why .. "): only complete backups restore")
+  end
+  local dir = fs.tmpdir("pgvault-s3")
+  fs.chmod(dir, 448)
+  local path = dir .. "/" .. name
+  local ok, err = pcall(function()
+    local stages = { client:reader({ url = src }) }
+    if type(m.stored) == "table" then
+      stages[#stages + 1] = s3.expect { bytes = tonumber(m.stored.bytes), sha256 = m.stored.sha256, what = src }
+    end
+    stages[#stages + 1] = stream.file_writer(path, { mode = 384 })
+    stream.run(stages)
+    fs.write_file(naming.manifest_path(path), cjson.encode(m), { mode = 384 })
+  end)
+  if not ok then
+    pcall(fs.remove_tree, dir)
+    error(err, 0)
+  end
+  log.info("fetched %s (%d bytes) for restore", src, fs.stat(path).size)
+  return path, dir, src
+end
+
+return s3backups

@@ -1,0 +1,81 @@
+-- S3 housekeeping: ls, rm, and cleanup of stale multipart uploads
+local cli = require "lib.cli"
+local s3cli = require "lib.s3cli"
+local pgvault = require "pgvault"
+local s3 = require "pgvault.s3"
+
+local o = cli.parse(arg, {
+  usage = "pgvault s3 ls|rm|cleanup s3://BUCKET/[PREFIX] [options]",
+  summary = "ls       lists objects under the prefix (size, date, key; 'PRE' for sub-prefixes unless\n"
+    .. "         --recursive)\n"
+    .. "rm       deletes one object, or every object under a prefix with --recursive\n"
+    .. "cleanup  aborts multipart uploads under the prefix that were started more than\n"
+    .. "         --older-than hours ago (default 24): the leftovers of interrupted uploads,\n"
+    .. "         which the store keeps (and bills) until they are aborted",
+  options = s3cli.with_options({
+    { "recursive", "r", false, "ls: every object, not only this level; rm: everything under the prefix" },
+    { "older-than", nil, "HOURS", "cleanup: only uploads started this many hours ago or earlier (default 24)" },
+    { "dry-run", "n", false, "cleanup, rm: show what would be removed, remove nothing" },
+  }),
+  positionals = { { "COMMAND", "ls, rm or cleanup" }, { "URL", "s3://BUCKET/[PREFIX]" } },
+})
+
+if not s3cli.is_s3(o.URL) then pgvault.raise("usage", "expected s3://BUCKET/[PREFIX], not '" .. o.URL .. "'") end
+local bucket, prefix = s3.parse_url(o.URL)
+local client <close> = s3.client(s3cli.opts(o))
+
+-- Seconds since the epoch of an S3 timestamp such as 2026-11-25T10:18:30.000Z.
+local function epoch(iso)
+  local y, mo, d, hh, mi, ss = tostring(iso):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
+  if not y then return nil end
+  local t = os.time({ year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = tonumber(hh),
+    min = tonumber(mi), sec = tonumber(ss), isdst = false })
+  local utc = os.date("!*t", t)
+  utc.isdst = false
+  return t + (t - os.time(utc))
+end
+
+if o.COMMAND == "ls" then
+  local objs, prefixes = client:list(o.URL, { delimiter = not o.recursive and "/" or nil })
+  for _, p in ipairs(prefixes) do print(string.format("%19s %12s %s", "", "PRE", p)) end
+  for _, obj in ipairs(objs) do
+    local when = (obj.last_modified or ""):gsub("T", " "):gsub("%.%d+Z$", ""):gsub("Z$", "")
+    print(string.format("%19s %12d %s", when, obj.size, obj.key))
+  end
+elseif o.COMMAND == "rm" then
+  if prefix == "" and not o.recursive then pgvault.raise("usage", "name an object, or use --recursive for a prefix") end
+  local keys = {}
+  if o.recursive then
+    for _, obj in ipairs(client:list(o.URL)) do keys[#keys + 1] = obj.key end
+  else
+    keys[1] = prefix
+  end
+  for _, k in ipairs(keys) do print((o.dry_run and "would delete " or "delete ") .. "s3://" .. bucket .. "/" .. k) end
+  if not o.dry_run then
+    if o.recursive then
+      if #keys > 0 then client:delete_many("s3://" .. bucket .. "/", keys) end
+    else
+      client:delete(o.URL)
+    end
+  end
+elseif o.COMMAND == "cleanup" then
+  local hours = tonumber(o.older_than or "24")
+  if not hours or hours < 0 then pgvault.raise("usage", "--older-than needs a number of hours") end
+  local cutoff = os.time() - hours * 3600
+  local aborted, kept = 0, 0
+  for _, u in ipairs(client:uploads(o.URL)) do
+    local started = epoch(u.initiated)
+    if started and started <= cutoff then
+      print(string.format("%s s3://%s/%s (upload %s, started %s)", o.dry_run and "would abort" or "abort",
+        bucket, u.key, u.upload_id, u.initiated))
+      if not o.dry_run then client:abort_upload("s3://" .. bucket .. "/" .. u.key, u.upload_id) end
+      aborted = aborted + 1
+    else
+      kept = kept + 1
+    end
+  end
+  io.stderr:write(string.format("%s %d stale multipart upload%s; %d newer one%s kept\n",
+    o.dry_run and "would abort" or "aborted", aborted, aborted == 1 and "" or "s", kept, kept == 1 and "" or "s"))
+else
+  pgvault.raise("usage", "unknown command '" .. o.COMMAND .. "': use ls, rm or cleanup (see 'pgvault s3 --help')")
+end

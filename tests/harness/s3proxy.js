@@ -1,0 +1,250 @@
+'use strict';
+// A loopback proxy between pgvault and the test S3 server, controlled by the
+// tests. It sees every request, so it:
+//  - injects faults by rule: 503 SlowDown / 500 InternalError answers,
+//    connections reset in the middle of a request or response body, slow
+//    answers;
+//  - accounts for every multipart upload (created, completed, aborted);
+//  - answers AbortMultipartUpload, ListMultipartUploads and ListParts
+//    itself, as the S3 API documents them, because the test server lacks
+//    them.
+// Control (paths no bucket can have): POST /__proxy/rules with a JSON list
+// of {op, action, rate, after, count} (actions: status503, status500,
+// reset, slow with ms, error with status/code/message); GET /__proxy/stats; POST
+// /__proxy/reset. With TLS_CERT and TLS_KEY in the environment it serves
+// HTTPS. Prints "ready PORT" once it listens.
+const http = require('http');
+const https = require('https');
+const fs = require('fs');
+
+const upstream = new URL(process.argv[2] || '');
+let rules = [];
+let stats = { requests: 0, injected: 0, ops: {} };
+const uploads = new Map(); // uploadId -> {bucket, key, id, initiated, state, parts: Map}
+
+function opOf(req, url) {
+  const q = url.searchParams;
+  const parts = url.pathname.split('/').filter((p) => p.length > 0);
+  const hasKey = parts.length > 1;
+  switch (req.method) {
+    case 'PUT':
+      if (q.has('partNumber')) return 'UploadPart';
+      return hasKey ? 'PutObject' : 'CreateBucket';
+    case 'POST':
+      if (q.has('uploads')) return 'CreateMultipartUpload';
+      if (q.has('uploadId')) return 'CompleteMultipartUpload';
+      if (q.has('delete')) return 'DeleteObjects';
+      return 'Post';
+    case 'DELETE':
+      if (q.has('uploadId')) return 'AbortMultipartUpload';
+      return hasKey ? 'DeleteObject' : 'DeleteBucket';
+    case 'HEAD':
+      return hasKey ? 'HeadObject' : 'HeadBucket';
+    default:
+      if (q.has('uploads')) return 'ListMultipartUploads';
+      if (q.has('uploadId')) return 'ListParts';
+      return hasKey ? 'GetObject' : 'ListObjects';
+  }
+}
+
+function xmlEscape(s) {
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function bucketKey(url) {
+  const parts = url.pathname.split('/');
+  const bucket = decodeURIComponent(parts[1] || '');
+  const key = parts.slice(2).map(decodeURIComponent).join('/');
+  return { bucket, key };
+}
+
+function sendXml(res, status, body) {
+  res.writeHead(status, { 'Content-Type': 'application/xml', 'Content-Length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+function errorXml(code, message) {
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message>` +
+    `<RequestId>proxy</RequestId></Error>`;
+}
+
+// The rule that fires for this request, if any.
+function pickRule(op) {
+  for (const r of rules) {
+    if (r.op !== '*' && r.op !== op) continue;
+    if (r.except && r.except.includes(op)) continue;
+    r.seen = (r.seen || 0) + 1;
+    if (r.seen <= (r.after || 0)) continue;
+    if (r.count !== undefined && (r.fired || 0) >= r.count) continue;
+    if (Math.random() >= (r.rate === undefined ? 1 : r.rate)) continue;
+    r.fired = (r.fired || 0) + 1;
+    return r;
+  }
+  return null;
+}
+
+function drain(req, cb) {
+  req.on('data', () => {});
+  req.on('end', cb);
+  req.on('error', cb);
+}
+
+function listUploads(res, url, bucket) {
+  const q = url.searchParams;
+  const prefix = q.get('prefix') || '';
+  const max = Number(q.get('max-uploads') || 1000);
+  const keyMarker = q.get('key-marker') || '';
+  const idMarker = q.get('upload-id-marker') || '';
+  const open = [...uploads.values()]
+    .filter((u) => u.state === 'open' && u.bucket === bucket && u.key.startsWith(prefix))
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.id < b.id ? -1 : 1))
+    .filter((u) => !keyMarker || u.key > keyMarker || (u.key === keyMarker && idMarker && u.id > idMarker));
+  const page = open.slice(0, max);
+  const truncated = open.length > max;
+  let body = `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
+    `<Bucket>${xmlEscape(bucket)}</Bucket><KeyMarker>${xmlEscape(keyMarker)}</KeyMarker>` +
+    `<UploadIdMarker>${xmlEscape(idMarker)}</UploadIdMarker><Prefix>${xmlEscape(prefix)}</Prefix>` +
+    `<MaxUploads>${max}</MaxUploads><IsTruncated>${truncated}</IsTruncated>`;
+  if (truncated) {
+    const last = page[page.length - 1];
+    body += `<NextKeyMarker>${xmlEscape(last.key)}</NextKeyMarker><NextUploadIdMarker>${xmlEscape(last.id)}</NextUploadIdMarker>`;
+  }
+  for (const u of page) {
+    body += `<Upload><Key>${xmlEscape(u.key)}</Key><UploadId>${xmlEscape(u.id)}</UploadId>` +
+      `<StorageClass>STANDARD</StorageClass><Initiated>${u.initiated}</Initiated></Upload>`;
+  }
+  body += '</ListMultipartUploadsResult>';
+  sendXml(res, 200, body);
+}
+
+function listParts(res, url, bucket, key) {
+  const u = uploads.get(url.searchParams.get('uploadId'));
+  if (!u || u.state !== 'open') return sendXml(res, 404, errorXml('NoSuchUpload', 'The specified upload does not exist.'));
+  let body = `<?xml version="1.0" encoding="UTF-8"?>\n<ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
+    `<Bucket>${xmlEscape(bucket)}</Bucket><Key>${xmlEscape(key)}</Key><UploadId>${xmlEscape(u.id)}</UploadId>` +
+    `<IsTruncated>false</IsTruncated>`;
+  for (const [n, p] of [...u.parts.entries()].sort((a, b) => a[0] - b[0])) {
+    body += `<Part><PartNumber>${n}</PartNumber><ETag>${xmlEscape(p.etag)}</ETag><Size>${p.size}</Size></Part>`;
+  }
+  sendXml(res, 200, body + '</ListPartsResult>');
+}
+
+function forward(req, res, url, op, rule) {
+  const { bucket, key } = bucketKey(url);
+  const headers = { ...req.headers };
+  const up = http.request({
+    host: upstream.hostname, port: upstream.port, method: req.method,
+    path: req.url, headers,
+  }, (ures) => {
+    const chunks = [];
+    const keep = op === 'CreateMultipartUpload' || op === 'CompleteMultipartUpload';
+    let sent = 0;
+    const total = Number(ures.headers['content-length'] || 0);
+    res.writeHead(ures.statusCode, ures.headers);
+    ures.on('data', (c) => {
+      if (keep) chunks.push(c);
+      if (rule && rule.action === 'reset' && req.method === 'GET' && sent + c.length > total / 2) {
+        const cut = Math.max(0, Math.floor(total / 2) - sent);
+        if (cut > 0) res.write(c.subarray(0, cut));
+        res.socket.destroy();
+        ures.destroy();
+        return;
+      }
+      sent += c.length;
+      res.write(c);
+    });
+    ures.on('end', () => {
+      res.end();
+      if (ures.statusCode !== 200) return;
+      const text = Buffer.concat(chunks).toString();
+      if (op === 'CreateMultipartUpload') {
+        const m = /<UploadId>([^<]+)<\/UploadId>/.exec(text);
+        if (m) uploads.set(m[1], { bucket, key, id: m[1], initiated: new Date().toISOString(), state: 'open', parts: new Map() });
+      } else if (op === 'CompleteMultipartUpload' && !/<Error>/.test(text)) {
+        const u = uploads.get(url.searchParams.get('uploadId'));
+        if (u) u.state = 'completed';
+      } else if (op === 'UploadPart') {
+        const u = uploads.get(url.searchParams.get('uploadId'));
+        if (u) u.parts.set(Number(url.searchParams.get('partNumber')), { etag: ures.headers.etag, size: Number(req.headers['content-length'] || 0) });
+      }
+    });
+    ures.on('error', () => res.destroy());
+  });
+  up.on('error', () => res.destroy());
+  let received = 0;
+  const length = Number(req.headers['content-length'] || 0);
+  req.on('data', (c) => {
+    received += c.length;
+    if (rule && rule.action === 'reset' && req.method !== 'GET' && received > length / 2) {
+      up.destroy();
+      req.socket.destroy();
+      return;
+    }
+    up.write(c);
+  });
+  req.on('end', () => up.end());
+}
+
+function handle(req, res) {
+  const url = new URL(req.url, 'http://proxy');
+  if (url.pathname.startsWith('/__proxy/')) {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      if (url.pathname === '/__proxy/rules') rules = JSON.parse(body || '[]');
+      if (url.pathname === '/__proxy/reset') {
+        rules = [];
+        stats = { requests: 0, injected: 0, ops: {} };
+        uploads.clear();
+      }
+      const list = [...uploads.values()].map((u) => ({ bucket: u.bucket, key: u.key, id: u.id, state: u.state, parts: u.parts.size }));
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ ...stats, uploads: list }));
+    });
+    return;
+  }
+  const op = opOf(req, url);
+  stats.requests++;
+  stats.ops[op] = (stats.ops[op] || 0) + 1;
+  const rule = pickRule(op);
+  if (rule) stats.injected++;
+  const act = () => {
+    if (rule && rule.action === 'error') {
+      return drain(req, () => sendXml(res, rule.status || 403, errorXml(rule.code || 'AccessDenied', rule.message || '')));
+    }
+    if (rule && (rule.action === 'status503' || rule.action === 'status500')) {
+      return drain(req, () => {
+        const headers = rule.retry_after ? { 'Retry-After': String(rule.retry_after) } : {};
+        const body = rule.action === 'status503' ? errorXml('SlowDown', 'Please reduce your request rate.')
+          : errorXml('InternalError', 'We encountered an internal error. Please try again.');
+        res.writeHead(rule.action === 'status503' ? 503 : 500, { ...headers, 'Content-Type': 'application/xml',
+          'Content-Length': Buffer.byteLength(body) });
+        res.end(body);
+      });
+    }
+    const { bucket, key } = bucketKey(url);
+    if (op === 'AbortMultipartUpload') {
+      return drain(req, () => {
+        const u = uploads.get(url.searchParams.get('uploadId'));
+        if (!u || u.state !== 'open') return sendXml(res, 404, errorXml('NoSuchUpload', 'The specified upload does not exist.'));
+        u.state = 'aborted';
+        res.writeHead(204);
+        res.end();
+      });
+    }
+    if (op === 'ListMultipartUploads') return drain(req, () => listUploads(res, url, bucket));
+    if (op === 'ListParts') return drain(req, () => listParts(res, url, bucket, key));
+    return forward(req, res, url, op, rule);
+  };
+  if (rule && rule.action === 'slow') setTimeout(act, rule.ms || 1500);
+  else act();
+}
+
+const server = process.env.TLS_CERT
+  ? https.createServer({ cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) }, handle)
+  : http.createServer(handle);
+server.keepAliveTimeout = 30000;
+server.listen(0, '127.0.0.1', () => console.log(`ready ${server.address().port}`));
+const stop = () => server.close(() => process.exit(0));
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
