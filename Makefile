@@ -72,7 +72,7 @@ valgrind: deps all
 
 lint:
 	clang-format --dry-run --Werror $(SRCS) $(wildcard host/*.h bindings/*.h bindings/*/*.h) tools/embed.c
-	luacheck -q scripts tests bench
+	luacheck -q scripts tests bench tools
 
 format:
 	clang-format -i $(SRCS) $(wildcard host/*.h bindings/*.h bindings/*/*.h) tools/embed.c
