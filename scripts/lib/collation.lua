@@ -51,15 +51,28 @@ local function str(v)
   return v
 end
 
--- Every database's recorded and current default collation version.
-function M.databases(conn)
-  local rows = conn:query([[
+local DATABASES_SQL = [[
     SELECT d.datname, d.datlocprovider AS provider, d.datcollate, d.daticulocale, d.datallowconn,
            d.datcollversion AS recorded, pg_database_collation_actual_version(d.oid) AS actual,
            d.datname = current_database() AS current, pg_get_userbyid(d.datdba) AS owner,
            pg_has_role(d.datdba, 'USAGE') AS owned
       FROM pg_database d
-     ORDER BY d.datname]])
+     ORDER BY d.datname]]
+
+-- Every database's recorded and current default collation version. The
+-- version function looks the database up in the latest catalog, not in the
+-- query's snapshot, so a database dropped meanwhile by someone else fails
+-- the query (42704); the list is then read again.
+function M.databases(conn)
+  local rows
+  for attempt = 1, 5 do
+    local ok, res = pcall(conn.query, conn, DATABASES_SQL)
+    if ok then
+      rows = res
+      break
+    end
+    if type(res) ~= "table" or res.sqlstate ~= "42704" or attempt == 5 then error(res, 0) end
+  end
   local out = {}
   for _, r in ipairs(rows) do
     out[#out + 1] = {

@@ -425,3 +425,35 @@ t.test("url_for keeps every setting but the database name, quoting included", fu
   t.eq(pg.parse_conninfo(collation.url_for("", "x")), { dbname = "x" })
   t.eq(pg.parse_conninfo(collation.url_for("service=vault", "y")), { service = "vault", dbname = "y" })
 end)
+
+-- Regression: with test files sharing the cluster, a database dropped by
+-- another session between the scan of pg_database and the version lookup
+-- failed the whole check with "database with OID … does not exist".
+t.test("a database dropped during the scan is read again, other errors are not retried", function()
+  local collation = require "lib.collation"
+  local pgvault = require "pgvault"
+  local conn = pg.connect(PG.admin_url("postgres"))
+  local calls = 0
+  local flaky = setmetatable({
+    query = function(_, sql, ...)
+      calls = calls + 1
+      if calls == 1 then
+        error(pgvault.error("pg", "database with OID 1 does not exist", { sqlstate = "42704" }), 0)
+      end
+      return conn:query(sql, ...)
+    end,
+  }, { __index = conn })
+  local dbs = collation.databases(flaky)
+  t.eq(calls, 2, "read again once")
+  local names = {}
+  for _, d in ipairs(dbs) do names[d.name] = true end
+  t.eq(names.postgres, true)
+  calls = 0
+  local broken = { query = function()
+    calls = calls + 1
+    error(pgvault.error("pg", "permission denied for table pg_database", { sqlstate = "42501" }), 0)
+  end }
+  t.raises(function() collation.databases(broken) end, "permission denied")
+  t.eq(calls, 1, "a permission error is not retried")
+  conn:close()
+end)
