@@ -51,9 +51,8 @@ static void push_value(lua_State *L, const PGresult *r, int row, int col, Oid ty
     }
 }
 
-void pg_push_rows(lua_State *L, const PGresult *r, int null_idx)
+static void push_rows_unprotected(lua_State *L, const PGresult *r, int null_idx)
 {
-    if (null_idx < 0 && null_idx > LUA_REGISTRYINDEX) null_idx = lua_absindex(L, null_idx);
     int nrows = PQntuples(r), ncols = PQnfields(r);
     lua_createtable(L, nrows, 0);
     int rows = lua_gettop(L);
@@ -72,6 +71,28 @@ void pg_push_rows(lua_State *L, const PGresult *r, int null_idx)
         }
         lua_rawseti(L, rows, t + 1);
     }
+}
+
+static int push_rows_protected(lua_State *L)
+{
+    push_rows_unprotected(L, lua_touserdata(L, 1), 2);
+    return 2;
+}
+
+void pg_push_rows(lua_State *L, const PGresult *r, int null_idx)
+{
+    /* Everything made here stays alive, so collecting meanwhile is wasted
+     * work (most of the time on a large result): the collector pauses,
+     * and restarts even when the conversion fails (out of memory). */
+    luaL_checkstack(L, 8, NULL);
+    lua_pushcfunction(L, push_rows_protected);
+    lua_pushlightuserdata(L, (void *)r);
+    lua_pushvalue(L, null_idx < 0 && null_idx > LUA_REGISTRYINDEX ? null_idx - 2 : null_idx);
+    int running = lua_gc(L, LUA_GCISRUNNING);
+    if (running) lua_gc(L, LUA_GCSTOP);
+    int status = lua_pcall(L, 2, 2, 0);
+    if (running) lua_gc(L, LUA_GCRESTART);
+    if (status != LUA_OK) lua_error(L);
 }
 
 /* ------------------------------------------------------------------ */
