@@ -85,6 +85,17 @@ static void check_url(lua_State *L, int idx, char **bucket, char **key)
     if (s3_parse_url(url, bucket, key, &err) < 0) pv_err_raise(L, &err);
 }
 
+/* Same, for calls that act on one object: the key must not be empty. */
+static void check_object_url(lua_State *L, int idx, char **bucket, char **key)
+{
+    check_url(L, idx, bucket, key);
+    if (!(*key)[0]) {
+        free(*bucket);
+        free(*key);
+        luaL_argerror(L, idx, "the url must name an object: s3://bucket/key");
+    }
+}
+
 /* Runs a request; frees it (and the URL parts) before raising. */
 static void run_or_raise(lua_State *L, client_ud *u, s3_req *r, char *bucket, char *key)
 {
@@ -157,12 +168,7 @@ static int client_put(lua_State *L)
     const char *data = luaL_checklstring(L, 3, &len);
     const char *ctype = lua_istable(L, 4) ? pv_opt_str(L, 4, "content_type", NULL) : NULL;
     char *bucket, *key;
-    check_url(L, 2, &bucket, &key);
-    if (!key[0]) {
-        free(bucket);
-        free(key);
-        return luaL_argerror(L, 2, "the url must name an object: s3://bucket/key");
-    }
+    check_object_url(L, 2, &bucket, &key);
     s3_req *r = s3_req_new("PUT", "PutObject", bucket, key, NULL);
     if (ctype) s3_headers_add(&r->extra, "Content-Type", ctype);
     s3_req_body(r, (const uint8_t *)data, len, true);
@@ -182,12 +188,7 @@ static int client_delete(lua_State *L)
 {
     client_ud *u = check_client(L, 1);
     char *bucket, *key;
-    check_url(L, 2, &bucket, &key);
-    if (!key[0]) {
-        free(bucket);
-        free(key);
-        return luaL_argerror(L, 2, "the url must name an object: s3://bucket/key");
-    }
+    check_object_url(L, 2, &bucket, &key);
     s3_req *r = s3_req_new("DELETE", "DeleteObject", bucket, key, NULL);
     r->ok_status[0] = 404;
     run_or_raise(L, u, r, bucket, key);
@@ -420,12 +421,7 @@ static int client_create_upload(lua_State *L)
 {
     client_ud *u = check_client(L, 1);
     char *bucket, *key;
-    check_url(L, 2, &bucket, &key);
-    if (!key[0]) {
-        free(bucket);
-        free(key);
-        return luaL_argerror(L, 2, "the url must name an object: s3://bucket/key");
-    }
+    check_object_url(L, 2, &bucket, &key);
     s3_req *r = s3_req_new("POST", "CreateMultipartUpload", bucket, key, "uploads=");
     s3_xml *x = xml_request(L, u, r, bucket, key);
     const char *id = s3_xml_text(x, "UploadId");

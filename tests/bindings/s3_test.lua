@@ -166,6 +166,11 @@ t.test("addresses: s3://bucket/key parsed, anything else refused", function()
   t.eq({ b, k }, { "bkt", "" })
   t.raises(function() s3.parse_url("http://x/y") end, "not an S3 address")
   t.raises(function() s3.parse_url("s3:///key") end, "no valid bucket")
+  local c = s3.client { endpoint_url = "http://127.0.0.1:9", region = "us-east-1", access_key_id = "AKID",
+    secret_access_key = "not-used" }
+  for _, call in ipairs { "put", "delete", "create_upload" } do
+    t.raises(function() c[call](c, "s3://bkt/", "x") end, "must name an object", call .. " refuses a bucket alone")
+  end
 end)
 
 -- Server tests ---------------------------------------------------------------
