@@ -72,6 +72,12 @@ local ok, err = pcall(function()
   local r3 = bench.row("encrypted backup to S3", ours, peer)
   print(string.format("ratio: encrypted backup %.2f (target <= 0.35); pgvault peak RSS %.1f MiB", r3,
     ours.rss_kb / 1024))
+  -- For reference: the same encrypted backup into a local directory, which
+  -- shows how much of pgvault's time is the upload to the local S3 server.
+  local to_dir = bench.must(bench.measure({ bench.bin, "-q", "backup", "--db", db, "--to", work .. "/local",
+    "-r", pub }, { env = penv }), "pgvault backup --to DIR")
+  print(string.format("reference: the same encrypted backup to a local directory %.2fs (%.2f of the old way); "
+    .. "the upload adds %.2fs", to_dir.seconds, to_dir.seconds / peer.seconds, ours.seconds - to_dir.seconds))
 end)
 stop()
 if not ok then error(err, 0) end
