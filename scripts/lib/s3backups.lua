@@ -1,7 +1,8 @@
 -- Backups stored under an S3 prefix: the same entries lib.catalog.scan
 -- gives for a directory (newest first, with their manifest status), the
--- newest complete one for "latest", and fetching one into a private
--- directory, checked against its manifest, for restore.
+-- newest complete one for "latest", opening one to stream (restore with
+-- one job) and fetching one into a private directory, checked against its
+-- manifest (restore --jobs N).
 local cjson = require "cjson"
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
@@ -71,6 +72,25 @@ function s3backups.resolve(url, opts)
     if b.status == "ok" then return b.path end
   end
   pgvault.raise("io", "no complete backup (one with a manifest) under " .. base .. "/")
+end
+
+-- A backup to stream straight from the bucket (resolving …/latest), with
+-- its manifest (required: only complete backups restore): {url=, manifest=,
+-- head = its first bytes, source = function giving an s3.reader stage}.
+function s3backups.open(url, opts)
+  local src = s3backups.resolve(url, opts)
+  local client = s3.client(opts)
+  local info = client:head(src)
+  if not info then
+    pgvault.raise("io", "no object " .. src .. " in the bucket: check the name ('pgvault list --from "
+      .. "s3://BUCKET/PREFIX/' shows the backups)")
+  end
+  local m, why = read_manifest(client, naming.manifest_path(src))
+  if not m then
+    pgvault.raise("verify", "no usable manifest for " .. src .. " (" .. why .. "): only complete backups restore")
+  end
+  local head = info.size > 0 and client:get(src, { range = "bytes=0-63" }) or ""
+  return { url = src, manifest = m, head = head, source = function() return client:reader({ url = src }) end }
 end
 
 -- Downloads a backup (resolving .../latest) and its manifest into a new
