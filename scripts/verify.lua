@@ -93,6 +93,8 @@ local function failed(err, s)
   io.stdout:flush()
   if type(err) == "table" and type(err.message) == "string" and err.kind == "archive" then
     err.message = src .. ": " .. err.message .. " (the backup is damaged or incomplete: use another one)"
+  elseif type(err) == "table" and type(err.message) == "string" and not err.message:find(src, 1, true) then
+    err.message = src .. ": " .. err.message -- say which backup (a layer's or the bucket's error)
   end
   error(err, 0)
 end
