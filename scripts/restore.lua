@@ -5,9 +5,9 @@ local s3cli = require "lib.s3cli"
 
 local o = cli.parse(arg, {
   usage = "pgvault restore SRC --db URL [--jobs N] [--drop-old] [--in-place --yes] [-i FILE]...",
-  summary = "Restores SRC (a .backup or .backup.zst file) into a NEW database created from template0\n"
-    .. "with the target's owner, encoding and locale, checks it (pg_restore's exit status, the\n"
-    .. "file's SHA-256 and per-table row counts against the manifest when it records them), then\n"
+  summary = "Restores SRC (a .backup, .backup.zst or .age file, or an s3:// object, streamed) into a\n"
+    .. "NEW database created from template0 with the target's owner, encoding and locale, checks\n"
+    .. "it (pg_restore's exit status, the file's SHA-256 and per-table row counts against the manifest when it records them), then\n"
     .. "swaps names: the database named in URL becomes <db>_old_<YYYYMMDDHHMMSS> (unless\n"
     .. "--drop-old) and the restored one takes its name. Other sessions on the old database are\n"
     .. "terminated for the rename (each is logged); connections are refused meanwhile. A failed\n"
