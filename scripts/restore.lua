@@ -7,11 +7,12 @@ local o = cli.parse(arg, {
   usage = "pgvault restore SRC --db URL [--jobs N] [--drop-old] [--in-place --yes] [-i FILE]...",
   summary = "Restores SRC (a .backup, .backup.zst or .age file, or an s3:// object, streamed) into a\n"
     .. "NEW database created from template0 with the target's owner, encoding and locale, checks\n"
-    .. "it (pg_restore's exit status, the file's SHA-256 and per-table row counts against the manifest when it records them), then\n"
-    .. "swaps names: the database named in URL becomes <db>_old_<YYYYMMDDHHMMSS> (unless\n"
-    .. "--drop-old) and the restored one takes its name. Other sessions on the old database are\n"
-    .. "terminated for the rename (each is logged); connections are refused meanwhile. A failed\n"
-    .. "restore drops the new database and leaves the live one as it was.",
+    .. "it (pg_restore's exit status, the file's SHA-256 and per-table row counts against the\n"
+    .. "manifest when it records them), then swaps names: the database named in URL becomes\n"
+    .. "<db>_old_<YYYYMMDDHHMMSS> (unless --drop-old) and the restored one takes its name.\n"
+    .. "Other sessions on the old database are terminated for the rename (each is logged);\n"
+    .. "connections are refused meanwhile. A failed restore drops the new database and leaves\n"
+    .. "the live one as it was.",
   options = s3cli.with_options({
     { "db", "d", "URL", "the database to restore (its name is kept; it need not exist yet)" },
     { "jobs", "j", "N", "parallel pg_restore jobs (a .zst, .age or s3:// backup is laid down as a temporary file)" },

@@ -43,25 +43,8 @@ end
 -- `open` gives the source stage; `head` the first bytes for the layers.
 local manifest_path, manifest, open, head, st
 if s3cli.is_s3(src) then
-  local s3 = require "pgvault.s3"
-  local sopts = s3cli.opts(o)
-  src = require("lib.s3backups").resolve(src, sopts)
-  local _, key = s3.parse_url(src)
-  if key == "" or key:sub(-1) == "/" then
-    pgvault.raise("usage", "verify needs one backup: s3://BUCKET/PREFIX/NAME or s3://BUCKET/PREFIX/latest, not " .. src)
-  end
-  local client = s3.client(sopts)
-  local info = client:head(src)
-  if not info then
-    pgvault.raise("io", "no object " .. src .. " in the bucket: check the name ('pgvault list --from s3://BUCKET/PREFIX/' "
-      .. "shows the backups)")
-  end
-  manifest_path = src .. ".manifest.json"
-  if not o.no_manifest and client:head(manifest_path) then
-    manifest = decode_manifest(client:get(manifest_path), manifest_path)
-  end
-  head = info.size > 0 and client:get(src, { range = "bytes=0-63" }) or ""
-  open = function() return client:reader({ url = src }) end
+  local b = require("lib.s3backups").open(src, s3cli.opts(o), { manifest = o.no_manifest and "skip" or "optional" })
+  src, manifest_path, manifest, head, open = b.url, b.manifest_url, b.manifest, b.head, b.source
 else
   st = fs.stat(src)
   if not st then pgvault.raise("io", "cannot open " .. src .. ": no such file") end
@@ -151,8 +134,8 @@ if o.restore_into then
   if not has_pg or not has_dump then
     pgvault.raise("verify", "--restore-into needs pgvault.pg and pgvault.dump, which this build lacks")
   end
-  drill = require("lib.drill").run { src = src, source = open, layers = list, identity_files = o.identity, url = o.restore_into,
-    summary = summary }
+  drill = require("lib.drill").run { src = src, source = open, layers = list, identity_files = o.identity,
+    url = o.restore_into, summary = summary }
   for _, p in ipairs(drill.problems) do problems[#problems + 1] = p end
 end
 
