@@ -1,7 +1,8 @@
 -- pgvault verify s3://…: a backup in the bucket (plain, zstd, age) streams
--- through the same layer peeling into the archive verifier and is compared
--- with the manifest beside it; …/latest resolves as restore does; a
--- tampered, truncated or missing object fails with one line.
+-- (no temporary file) through the same layer peeling into the archive
+-- verifier and is compared with the manifest beside it; …/latest resolves
+-- as restore does; a tampered, truncated or missing object fails with one
+-- line.
 local t = require "harness.testing"
 local h = require "harness.env"
 local cjson = require "cjson"
@@ -45,8 +46,11 @@ local urls = {
   age = backup("age", { "-r", pub }),
 }
 
+-- TMPDIR names a directory that does not exist: a temporary file would
+-- fail the run, so every verify here also shows the object is streamed.
+local no_tmp = d .. "/does-not-exist"
 local function verify(args, extra_env)
-  local e = {}
+  local e = { TMPDIR = no_tmp }
   for k, v in pairs(env) do e[k] = v end
   for k, v in pairs(extra_env or {}) do e[k] = v end
   local argv = { "verify" }
