@@ -200,8 +200,12 @@ local function load_archive(o, kind, dbname, m)
   if o.source and m and type(m.stored) == "table" then
     -- streamed from elsewhere (a bucket): size and SHA-256 checked by a tap,
     -- so a mismatch fails the run and the new database is dropped
-    stages[#stages + 1] = require("pgvault.s3").expect { bytes = math.tointeger(tonumber(m.stored.bytes)),
-      sha256 = m.stored.sha256, what = o.src }
+    local bytes, sha = m.stored.bytes, m.stored.sha256
+    if sha ~= nil and not (type(sha) == "string" and sha:match("^%x+$") and #sha == 64) then
+      fail("verify", "the manifest of %s is damaged: its stored SHA-256 is not 64 hex digits", o.src)
+    end
+    stages[#stages + 1] = require("pgvault.s3").expect { bytes = bytes and math.tointeger(tonumber(bytes)) or nil,
+      sha256 = sha, what = o.src }
   end
   stages[#stages + 1] = decrypt
   if kind == "zst" then stages[#stages + 1] = stream.unzstd() end
