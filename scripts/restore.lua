@@ -5,16 +5,17 @@ local s3cli = require "lib.s3cli"
 
 local o = cli.parse(arg, {
   usage = "pgvault restore SRC --db URL [--jobs N] [--drop-old] [--in-place --yes] [-i FILE]...",
-  summary = "Restores SRC (a .backup or .backup.zst file) into a NEW database created from template0\n"
-    .. "with the target's owner, encoding and locale, checks it (pg_restore's exit status, the\n"
-    .. "file's SHA-256 and per-table row counts against the manifest when it records them), then\n"
-    .. "swaps names: the database named in URL becomes <db>_old_<YYYYMMDDHHMMSS> (unless\n"
-    .. "--drop-old) and the restored one takes its name. Other sessions on the old database are\n"
-    .. "terminated for the rename (each is logged); connections are refused meanwhile. A failed\n"
-    .. "restore drops the new database and leaves the live one as it was.",
+  summary = "Restores SRC (a .backup, .backup.zst or .age file, or an s3:// object, streamed) into a\n"
+    .. "NEW database created from template0 with the target's owner, encoding and locale, checks\n"
+    .. "it (pg_restore's exit status, the file's SHA-256 and per-table row counts against the\n"
+    .. "manifest when it records them), then swaps names: the database named in URL becomes\n"
+    .. "<db>_old_<YYYYMMDDHHMMSS> (unless --drop-old) and the restored one takes its name.\n"
+    .. "Other sessions on the old database are terminated for the rename (each is logged);\n"
+    .. "connections are refused meanwhile. A failed restore drops the new database and leaves\n"
+    .. "the live one as it was.",
   options = s3cli.with_options({
     { "db", "d", "URL", "the database to restore (its name is kept; it need not exist yet)" },
-    { "jobs", "j", "N", "parallel pg_restore jobs (a .zst archive is decompressed to a temporary file)" },
+    { "jobs", "j", "N", "parallel pg_restore jobs (a .zst, .age or s3:// backup is laid down as a temporary file)" },
     { "drop-old", nil, false, "drop the previous database after a successful swap" },
     { "in-place", nil, false, "old behaviour: drop the database, create it again and restore into it" },
     { "yes", "y", false, "confirm --in-place" },
@@ -28,14 +29,24 @@ local identities = {}
 for _, f in ipairs(o.identity) do
   for _, id in ipairs(require("pgvault.crypto").read_identities(f)) do identities[#identities + 1] = id end
 end
-local src, fetched = o.SRC, nil
+local src, fetched, streamed = o.SRC, nil, nil
 if s3cli.is_s3(o.SRC) then
-  -- Fetched (and checked against its manifest) into a private directory first.
-  local path, dir, url = require("lib.s3backups").fetch(o.SRC, s3cli.opts(o))
-  src, fetched, o.SRC = path, dir, url
+  local jobs = tonumber(o.jobs or 1)
+  if jobs and jobs > 1 then
+    -- pg_restore --jobs needs a file: fetched (and checked against its
+    -- manifest) into a private directory first.
+    local path, dir, url = require("lib.s3backups").fetch(o.SRC, s3cli.opts(o))
+    src, fetched, o.SRC = path, dir, url
+  else
+    -- One job: the object streams from the bucket into pg_restore, its size
+    -- and SHA-256 checked against the manifest by a tap on the way.
+    streamed = require("lib.s3backups").open(o.SRC, s3cli.opts(o))
+    src, o.SRC = streamed.url, streamed.url
+  end
 end
 local ok, r = pcall(restore.run, { src = src, db = o.db, jobs = o.jobs, drop_old = o.drop_old, in_place = o.in_place,
-  yes = o.yes, pg_bin = o.pg_bin, identities = identities })
+  yes = o.yes, pg_bin = o.pg_bin, identities = identities, source = streamed and streamed.source,
+  head = streamed and streamed.head, manifest = streamed and streamed.manifest })
 if fetched then pcall(require("pgvault.fs").remove_tree, fetched) end
 if not ok then error(r, 0) end
 if r.old then

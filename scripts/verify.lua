@@ -6,47 +6,60 @@ local archive = require "pgvault.archive"
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
+local s3cli = require "lib.s3cli"
 
 local o = cli.parse(arg, {
-  usage = "pgvault verify SRC [-i IDENTITY] [--list] [--json] [--restore-into URL]",
+  usage = "pgvault verify SRC [-i IDENTITY] [--list] [--json] [--restore-into URL] [S3 options]",
   summary = "Reads the whole backup SRC (a pg_dump custom-format archive, possibly zstd-compressed\n"
     .. "and age-encrypted: the layers are recognised by their magic bytes and peeled as the\n"
     .. "bytes stream) and checks every data block: each table's data decodes to its end and\n"
     .. "its COPY rows are counted. If SRC.manifest.json exists, the sizes, SHA-256 digests and\n"
-    .. "per-table row counts must match it. Exits 0 only if the archive is whole.",
-  options = {
+    .. "per-table row counts must match it. Exits 0 only if the archive is whole.\n"
+    .. "SRC may be s3://BUCKET/PREFIX/NAME (or …/latest: the newest backup with a manifest):\n"
+    .. "the object streams from the bucket, with no temporary file, and is compared with\n"
+    .. "NAME.manifest.json beside it.",
+  options = s3cli.with_options({
     { "identity", "i", "FILE", "age identity file to decrypt with", multi = true },
     { "list", "l", false, "print the table of contents exactly as pg_restore --list does" },
     { "json", nil, false, "print the summary as JSON" },
     { "restore-into", nil, "URL", "restore into this scratch database, compare row counts, drop it" },
     { "threads", nil, "N", "threads inflating data blocks (default: the CPUs, at most 8)" },
     { "no-manifest", nil, false, "do not compare with SRC.manifest.json" },
-  },
-  positionals = { { "SRC", "the backup file" } },
+  }),
+  positionals = { { "SRC", "the backup file, or s3://BUCKET/PREFIX/NAME (…/latest: the newest complete one)" } },
 })
 
 local src = o.SRC
-if src:match("^s3://") then
-  pgvault.raise("usage", "s3:// sources are not supported by this build yet; download the object first")
-end
-local st = fs.stat(src)
-if not st then pgvault.raise("io", "cannot open " .. src .. ": no such file") end
-if st.type == "dir" then pgvault.raise("io", "cannot verify " .. src .. ": it is a directory") end
 local threads = o.threads and math.tointeger(tonumber(o.threads))
 if o.threads and (not threads or threads < 1) then pgvault.raise("usage", "--threads needs a positive number") end
 
--- The manifest beside the archive, if any.
-local manifest_path = src .. ".manifest.json"
-local manifest
-if not o.no_manifest and fs.exists(manifest_path) then
-  local ok, m = pcall(cjson.decode, fs.read_file(manifest_path))
-  if not ok or type(m) ~= "table" then pgvault.raise("verify", manifest_path .. " is not valid JSON") end
-  manifest = m
+local function decode_manifest(text, where)
+  local ok, m = pcall(cjson.decode, text)
+  if not ok or type(m) ~= "table" then pgvault.raise("verify", where .. " is not valid JSON") end
+  return m
 end
 
-local f = assert(io.open(src, "rb"))
-local head = f:read(64) or ""
-f:close()
+-- An object in a bucket: the same checks, streamed (no temporary file).
+-- `open` gives the source stage; `head` the first bytes for the layers.
+local manifest_path, manifest, open, head, st
+if s3cli.is_s3(src) then
+  local b = require("lib.s3backups").open(src, s3cli.opts(o), { manifest = o.no_manifest and "skip" or "optional" })
+  src, manifest_path, manifest, head, open = b.url, b.manifest_url, b.manifest, b.head, b.source
+else
+  st = fs.stat(src)
+  if not st then pgvault.raise("io", "cannot open " .. src .. ": no such file") end
+  if st.type == "dir" then pgvault.raise("io", "cannot verify " .. src .. ": it is a directory") end
+  -- The manifest beside the archive, if any.
+  manifest_path = src .. ".manifest.json"
+  if not o.no_manifest and fs.exists(manifest_path) then
+    manifest = decode_manifest(fs.read_file(manifest_path), manifest_path)
+  end
+  local f = assert(io.open(src, "rb"))
+  head = f:read(64) or ""
+  f:close()
+  open = function() return stream.file_reader(src) end
+end
+
 local list = layers.detect(head, src)
 if not list then
   pgvault.raise("verify", src .. " is not a pg_dump custom-format archive, nor zstd- or age-wrapped one " ..
@@ -63,17 +76,19 @@ local function failed(err, s)
   io.stdout:flush()
   if type(err) == "table" and type(err.message) == "string" and err.kind == "archive" then
     err.message = src .. ": " .. err.message .. " (the backup is damaged or incomplete: use another one)"
+  elseif type(err) == "table" and type(err.message) == "string" and not err.message:find(src, 1, true) then
+    err.message = src .. ": " .. err.message -- say which backup (a layer's or the bucket's error)
   end
   error(err, 0)
 end
 
-if #list == 1 and st.type == "file" and not manifest then
+if #list == 1 and st and st.type == "file" and not manifest then
   -- a plain archive in a file: read it directly, data blocks in parallel
   local ok, res = pcall(archive.read, src, { list = o.list, threads = threads })
   if not ok then failed(res, type(res) == "table" and res.summary or nil) end
   summary = res
 else
-  local stages = { stream.file_reader(src), stream.sha256 { label = "stored" } }
+  local stages = { open(), stream.sha256 { label = "stored" } }
   for _, s in ipairs(layers.stages(list, { identity_files = o.identity })) do stages[#stages + 1] = s end
   stages[#stages + 1] = stream.sha256 { label = "plain" }
   stages[#stages + 1] = archive.verifier { list = o.list }
@@ -119,8 +134,8 @@ if o.restore_into then
   if not has_pg or not has_dump then
     pgvault.raise("verify", "--restore-into needs pgvault.pg and pgvault.dump, which this build lacks")
   end
-  drill = require("lib.drill").run { src = src, layers = list, identity_files = o.identity, url = o.restore_into,
-    summary = summary }
+  drill = require("lib.drill").run { src = src, source = open, layers = list, identity_files = o.identity,
+    url = o.restore_into, summary = summary }
   for _, p in ipairs(drill.problems) do problems[#problems + 1] = p end
 end
 

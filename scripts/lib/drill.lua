@@ -21,7 +21,8 @@ local function admin_connect(url)
   error(last, 0)
 end
 
--- o: src, layers (from layers.detect), identity_files, url, summary.
+-- o: src, source (optional: a function giving the source stage, default
+-- the file src), layers (from layers.detect), identity_files, url, summary.
 -- Returns {database=, tables=, problems={...}, seconds=}.
 function drill.run(o)
   local _, name = dump.conninfo(o.url)
@@ -34,7 +35,7 @@ function drill.run(o)
   admin:exec("CREATE DATABASE " .. admin:quote_ident(name) .. " TEMPLATE template0")
   local t0 = proc.now()
   local ok, res = pcall(function()
-    local stages = { stream.file_reader(o.src) }
+    local stages = { o.source and o.source() or stream.file_reader(o.src) }
     for _, s in ipairs(layers.stages(o.layers, { identity_files = o.identity_files })) do stages[#stages + 1] = s end
     stages[#stages + 1] = dump.pg_restore { db = dump.conninfo(o.url, { password = true }),
       args = { "--exit-on-error", "--no-owner", "--no-privileges" } }

@@ -33,6 +33,11 @@ function restore.sniff(src)
   if not f then fail("io", "cannot read %s: %s", src, why) end
   local head = f:read(32) or ""
   f:close()
+  return restore.kind_of(head, src)
+end
+
+-- The same from the first bytes `head` of the backup named `src`.
+function restore.kind_of(head, src)
   if head:sub(1, 5) == "PGDMP" then return "plain" end
   if head:sub(1, 4) == "\x28\xb5\x2f\xfd" then return "zst" end
   if head:sub(1, 21) == "age-encryption.org/v1" or head:sub(1, 26) == "-----BEGIN AGE ENCRYPTED F" then
@@ -191,7 +196,18 @@ local function load_archive(o, kind, dbname, m)
     if not ok then error(r, 0) end
     return seen
   end
-  local stages = { stream.file_reader(o.src), stream.sha256 { label = "stored" }, decrypt }
+  local stages = { o.source and o.source() or stream.file_reader(o.src), stream.sha256 { label = "stored" } }
+  if o.source and m and type(m.stored) == "table" then
+    -- streamed from elsewhere (a bucket): size and SHA-256 checked by a tap,
+    -- so a mismatch fails the run and the new database is dropped
+    local bytes, sha = m.stored.bytes, m.stored.sha256
+    if sha ~= nil and not (type(sha) == "string" and sha:match("^%x+$") and #sha == 64) then
+      fail("verify", "the manifest of %s is damaged: its stored SHA-256 is not 64 hex digits", o.src)
+    end
+    stages[#stages + 1] = require("pgvault.s3").expect { bytes = bytes and math.tointeger(tonumber(bytes)) or nil,
+      sha256 = sha, what = o.src }
+  end
+  stages[#stages + 1] = decrypt
   if kind == "zst" then stages[#stages + 1] = stream.unzstd() end
   local quiet = log.level() ~= "info" and log.level() ~= "debug"
   stages[#stages + 1] = stream.progress { label = "progress", tty = not quiet and nil }
@@ -223,11 +239,15 @@ end
 -- Returns {database=, old=, new=, row_counts_checked=, result=}.
 function restore.run(opts)
   local o = restore.options(opts)
-  local kind = restore.sniff(o.src)
+  -- o.source/o.head/o.manifest: a backup streamed from elsewhere (its
+  -- source stage, first bytes and manifest); single job only.
+  if o.source and o.jobs > 1 then fail("usage", "a streamed source restores with one job only") end
+  local kind = o.head and restore.kind_of(o.head, o.src) or restore.sniff(o.src)
   if kind == "age" and #(o.identities or {}) == 0 then
     fail("usage", "%s is encrypted (age): give the identity file that opens it with -i FILE", o.src)
   end
-  local m, why = manifest.for_archive(o.src)
+  local m, why = o.manifest, "none given"
+  if not o.source then m, why = manifest.for_archive(o.src) end
   if not m then log.info("restoring without a manifest (%s): checksum and row counts not checked", why) end
 
   local admin <close> = admin_connect(o.db)

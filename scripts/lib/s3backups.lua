@@ -1,7 +1,8 @@
 -- Backups stored under an S3 prefix: the same entries lib.catalog.scan
 -- gives for a directory (newest first, with their manifest status), the
--- newest complete one for "latest", and fetching one into a private
--- directory, checked against its manifest, for restore.
+-- newest complete one for "latest", opening one to stream (restore with
+-- one job) and fetching one into a private directory, checked against its
+-- manifest (restore --jobs N).
 local cjson = require "cjson"
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
@@ -71,6 +72,39 @@ function s3backups.resolve(url, opts)
     if b.status == "ok" then return b.path end
   end
   pgvault.raise("io", "no complete backup (one with a manifest) under " .. base .. "/")
+end
+
+-- A backup to stream straight from the bucket (resolving …/latest), with
+-- its manifest: {url=, manifest=, head = its first bytes, source = function
+-- giving an s3.reader stage}. how.manifest: "required" (default: only
+-- complete backups restore), "optional" (nil when there is none, an
+-- error when it is unreadable) or "skip".
+function s3backups.open(url, opts, how)
+  local want = (how or {}).manifest or "required"
+  local src = s3backups.resolve(url, opts)
+  local _, key = s3.parse_url(src)
+  if key == "" or key:sub(-1) == "/" then
+    pgvault.raise("usage", "name one backup: s3://BUCKET/PREFIX/NAME or s3://BUCKET/PREFIX/latest, not " .. src)
+  end
+  local client = s3.client(opts)
+  local info = client:head(src)
+  if not info then
+    pgvault.raise("io", "no object " .. src .. " in the bucket: check the name ('pgvault list --from "
+      .. "s3://BUCKET/PREFIX/' shows the backups)")
+  end
+  local m, why
+  local murl = naming.manifest_path(src)
+  if want == "required" or (want == "optional" and client:head(murl)) then
+    m, why = read_manifest(client, murl)
+    if not m and want == "required" then
+      pgvault.raise("verify", "no usable manifest for " .. src .. " (" .. why .. "): only complete backups restore")
+    elseif not m then
+      pgvault.raise("verify", why)
+    end
+  end
+  local head = info.size > 0 and client:get(src, { range = "bytes=0-63" }) or ""
+  return { url = src, manifest = m, manifest_url = murl, head = head,
+    source = function() return client:reader({ url = src }) end }
 end
 
 -- Downloads a backup (resolving .../latest) and its manifest into a new

@@ -131,3 +131,88 @@ t.test("every request refused: the backup fails cleanly, nothing left", function
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
   t.eq(#s3.list("s3://" .. bucket .. "/", direct()), 0, "no object")
 end)
+
+-- restore s3://… with one job streams the object into pg_restore: no
+-- temporary file (TMPDIR points at a directory that does not exist, so any
+-- temporary file would fail the run, as the --jobs 2 control shows).
+local SMALL_DB = "backup_s3_small_test"
+local small_url = h.createdb(SMALL_DB)
+h.psql(small_url, "CREATE TABLE t (id int PRIMARY KEY, note text); "
+  .. "INSERT INTO t SELECT g, 'note ' || g FROM generate_series(1, 300) g; "
+  .. "CREATE TABLE marker (s text); INSERT INTO marker VALUES ('pgvault-marker-ABCDEF');")
+
+local function with_env(extra)
+  local e = {}
+  for k, v in pairs(h.s3().env) do e[k] = v end
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
+local function small_fingerprint(url)
+  return h.psql(url, "SELECT count(*), md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM t; "
+    .. "SELECT s FROM marker;")
+end
+
+local function restore_dbs()
+  return h.psql(h.pg().admin_url("postgres"),
+    "SELECT count(*) FROM pg_database WHERE datname LIKE 'backup_s3_stream_target%_restore_%';")
+end
+
+t.test("restore s3://… with one job streams: no temporary file; --jobs 2 lays one down", function()
+  local bucket = make_bucket("backup-s3-stream")
+  local r = h.pgvault({ "backup", "--db", small_url, "--to", "s3://" .. bucket .. "/p/" }, { env = h.s3().env })
+  t.eq(r.code, 0, r.stderr)
+  local url = last_line(r.stdout)
+  local target = "backup_s3_stream_target"
+  h.dropdb(target)
+  local no_tmp = h.tmpdir() .. "/does-not-exist"
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", h.pg().url(target) },
+    { env = with_env({ TMPDIR = no_tmp }), timeout = 120 })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "restored " .. url:gsub("%p", "%%%0") .. " into " .. target)
+  t.eq(small_fingerprint(h.pg().url(target)), small_fingerprint(small_url), "restored faithfully")
+  -- the control: --jobs 2 needs a temporary file, and fails without one
+  r = h.pgvault({ "restore", url, "--db", h.pg().url(target), "--jobs", "2", "--drop-old" },
+    { env = with_env({ TMPDIR = no_tmp }), timeout = 120 })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "cannot create a temporary directory in " .. no_tmp:gsub("%p", "%%%0"))
+  -- and restores with one
+  r = h.pgvault({ "restore", url, "--db", h.pg().url(target), "--jobs", "2", "--drop-old" },
+    { env = h.s3().env, timeout = 120 })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(small_fingerprint(h.pg().url(target)), small_fingerprint(small_url), "restored with --jobs 2")
+  h.dropdb(target)
+end)
+
+t.test("a tampered object in the bucket fails the restore; the live database is untouched", function()
+  local bucket = make_bucket("backup-s3-tampered")
+  local r = h.pgvault({ "backup", "--db", small_url, "--to", "s3://" .. bucket .. "/p/", "--compress", "none" },
+    { env = h.s3().env })
+  t.eq(r.code, 0, r.stderr)
+  local url = last_line(r.stdout)
+  -- a modified copy under the backup's name, its manifest kept: the archive
+  -- is still well-formed, so only the manifest's SHA-256 can tell
+  local body = s3.get(url, direct())
+  local altered, n = body:gsub("pgvault%-marker%-ABCDEF", "pgvault-marker-ABCDEX")
+  t.eq(n, 1)
+  s3.put(url, altered, direct())
+  local target = "backup_s3_stream_target"
+  h.dropdb(target)
+  local live = h.createdb(target)
+  h.psql(live, "CREATE TABLE live (x int); INSERT INTO live VALUES (42);")
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", live }, { env = h.s3().env, timeout = 120 })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "restore into " .. target .. " failed %(database " .. target .. " left as it was%)")
+  t.match(r.stderr, "has SHA%-256 %x+ but its manifest says %x+")
+  t.eq(h.psql(live, "SELECT x FROM live;"), "42\n", "the live database is untouched")
+  t.eq(restore_dbs(), "0\n", "the new database was dropped")
+  -- a truncated one: the size differs, pg_restore sees an incomplete archive
+  s3.put(url, body:sub(1, #body - 100), direct())
+  r = h.pgvault({ "restore", url, "--db", live }, { env = h.s3().env, timeout = 120 })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "left as it was")
+  t.eq(h.psql(live, "SELECT x FROM live;"), "42\n")
+  t.eq(restore_dbs(), "0\n")
+  h.dropdb(target)
+  h.dropdb(SMALL_DB)
+end)

@@ -249,8 +249,9 @@ t.test("bad input: not an archive, missing file, directory, s3, unsupported opti
   r = verify({ "verify", dir })
   t.eq(r.code, 1)
   t.match(r.stderr, "directory")
-  r = verify({ "verify", "s3://bucket/key" })
+  r = verify({ "verify", "s3://bucket/prefix/" }) -- the object cases are in verify_s3_test.lua
   t.eq(r.code, 2)
+  t.match(r.stderr, "name one backup: s3://BUCKET/PREFIX/NAME")
   r = verify({ "verify" })
   t.eq(r.code, 2)
   local empty = dir .. "/empty"
