@@ -47,11 +47,19 @@ ok, err = pcall(function()
     for _, a in ipairs(extra) do argv[#argv + 1] = a end
     return bench.must(bench.measure(argv), "pgvault backup " .. table.concat(extra, " "))
   end
+  -- A backup of this size takes about two seconds and swings by a tenth from
+  -- run to run, more than encryption costs: three interleaved rounds, the
+  -- fastest of each kind compared.
   backup("warm", {})
-  local plain = backup("plain", {})
-  local enc = backup("enc", { "-r", pub })
-  print(string.format("backup of a %.0f MiB database: %.2fs plain, %.2fs encrypted (+%.1f%%, target < 5%%); "
-    .. "peak RSS %.1f / %.1f MiB", size / 1048576, plain.seconds, enc.seconds,
+  local plain, enc
+  for round = 1, 3 do
+    local p = backup("plain" .. round, {})
+    local e = backup("enc" .. round, { "-r", pub })
+    if not plain or p.seconds < plain.seconds then plain = p end
+    if not enc or e.seconds < enc.seconds then enc = e end
+  end
+  print(string.format("backup of a %.0f MiB database (best of 3): %.2fs plain, %.2fs encrypted (%+.1f%%, "
+    .. "target < 5%%); peak RSS %.1f / %.1f MiB", size / 1048576, plain.seconds, enc.seconds,
     100 * (enc.seconds - plain.seconds) / plain.seconds, plain.rss_kb / 1024, enc.rss_kb / 1024))
 end)
 stop()
