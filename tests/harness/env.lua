@@ -63,6 +63,8 @@ function h.run(argv, opts)
 end
 
 local valgrind = os.getenv("PGVAULT_VALGRIND")
+-- True when every pgvault process runs under valgrind (make valgrind).
+h.valgrind = valgrind ~= nil
 
 -- Runs the binary under test (under valgrind when PGVAULT_VALGRIND is set).
 function h.pgvault(args, opts)
