@@ -10,6 +10,22 @@ local naming = require "lib.naming"
 
 local catalog = {}
 
+-- "ok" or "size mismatch": the stored size the manifest records against the
+-- archive's actual size. Shared with the bucket listing (lib.s3backups).
+function catalog.size_status(m, size)
+  local stored = type(m.stored) == "table" and tonumber(m.stored.bytes)
+  return (stored and stored ~= size) and "size mismatch" or "ok"
+end
+
+-- Sorts backups newest first (same second: by name, descending).
+function catalog.newest_first(list)
+  table.sort(list, function(a, c)
+    if a.stamp ~= c.stamp then return a.stamp > c.stamp end
+    return a.name > c.name
+  end)
+  return list
+end
+
 function catalog.scan(dir)
   local st = fs.stat(dir)
   if not st then pgvault.raise("io", "cannot list " .. dir .. ": no such directory") end
@@ -24,8 +40,7 @@ function catalog.scan(dir)
       local m, why = manifest.for_archive(path)
       if m then
         b.manifest = m
-        local stored = type(m.stored) == "table" and tonumber(m.stored.bytes)
-        b.status = (stored and stored ~= fst.size) and "size mismatch" or "ok"
+        b.status = catalog.size_status(m, fst.size)
       else
         b.status = fs.exists(naming.manifest_path(path)) and "invalid" or "missing"
         b.problem = why
@@ -33,11 +48,7 @@ function catalog.scan(dir)
       out[#out + 1] = b
     end
   end
-  table.sort(out, function(a, c)
-    if a.stamp ~= c.stamp then return a.stamp > c.stamp end
-    return a.name > c.name
-  end)
-  return out
+  return catalog.newest_first(out)
 end
 
 return catalog

@@ -8,6 +8,7 @@ local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local s3 = require "pgvault.s3"
 local stream = require "pgvault.stream"
+local catalog = require "lib.catalog"
 local naming = require "lib.naming"
 
 local s3backups = {}
@@ -46,8 +47,7 @@ function s3backups.scan(url, opts)
         local m, why = read_manifest(client, "s3://" .. bucket .. "/" .. mkey)
         if m then
           b.manifest = m
-          local stored = type(m.stored) == "table" and tonumber(m.stored.bytes)
-          b.status = (stored and stored ~= obj.size) and "size mismatch" or "ok"
+          b.status = catalog.size_status(m, obj.size)
         else
           b.status, b.problem = "invalid", why
         end
@@ -57,11 +57,7 @@ function s3backups.scan(url, opts)
       out[#out + 1] = b
     end
   end
-  table.sort(out, function(a, c)
-    if a.stamp ~= c.stamp then return a.stamp > c.stamp end
-    return a.name > c.name
-  end)
-  return out
+  return catalog.newest_first(out)
 end
 
 -- s3://bucket/prefix/latest -> the newest backup with a good manifest.
