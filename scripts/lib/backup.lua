@@ -120,11 +120,11 @@ function backup.run(opts)
   local info = inspect(o.db)
   -- Fail at once, before any file exists, when no pg_dump is new enough.
   local bin = dump.find_bin { program = "pg_dump", server_version = info.version_num, pg_bin = o.pg_bin }
-  if not o.sink then
+  local remote = o.to:sub(1, 5) == "s3://"
+  if not o.sink and not remote then
     fs.mkdir_p(o.to)
     if not fs.writable(o.to) then fail("io", "cannot write to %s: check its permissions", o.to) end
   end
-  local remote = o.to:sub(1, 5) == "s3://"
   if remote then
     -- A bucket: the archive streams into a multipart upload (aborted on any
     -- failure), the manifest is uploaded after it as the commit marker.

@@ -11,6 +11,7 @@ local cjson = require "cjson"
 local proc = require "pgvault.proc"
 local s3 = require "pgvault.s3"
 local stream = require "pgvault.stream"
+local fs = require "pgvault.fs"
 
 local SRC_DB = "backup_s3_source_test"
 local src_url = fixture.create(SRC_DB)
@@ -34,9 +35,11 @@ local function last_line(s) return s:match("([^\n]*)\n?$") end
 t.test("backup to a bucket, list it, restore s3://…/latest with fidelity", function()
   local bucket = make_bucket("backup-s3")
   local env = h.s3().env
+  local wd = h.tmpdir()
   local r = h.pgvault({ "backup", "--db", src_url, "--to", "s3://" .. bucket .. "/nightly/", "--suffix", "prod" },
-    { env = env })
+    { env = env, cwd = wd })
   t.eq(r.code, 0, r.stderr)
+  t.eq(#fs.listdir(wd), 0, "a backup to a bucket writes nothing locally (no ./s3:/ directory)")
   local url = last_line(r.stdout)
   t.match(url, "^s3://backup%-s3/nightly/%d+_prod%.backup%.zst$")
   -- the manifest is there and matches what the aws CLI downloads
