@@ -84,6 +84,7 @@ void s3_sign(s3_signer *sg, const char *method, const char *uri, const char *que
 
 void s3_sha256_hex(const void *data, size_t len, char out[65]);
 void s3_md5(const void *data, size_t len, uint8_t out[16]);
+void s3_sha256_md5(const void *data, size_t len, char sha_hex[65], uint8_t md5[16]);
 void s3_base64(const uint8_t *in, size_t len, char *out, size_t outsz);
 
 /* ------------------------------------------------------------------ */
@@ -155,6 +156,7 @@ struct s3_req {
     const uint8_t *body;
     size_t body_len;
     char payload_hash[65];
+    uint8_t md5[16]; /* the body's MD5 when s3_req_body was asked for it */
     const char *op;  /* "PutObject", "UploadPart" ... for messages and B2 hints */
     s3_sink_fn sink; /* streamed response body; NULL buffers it in `resp` */
     void *sink_ud;
@@ -204,6 +206,9 @@ void s3_client_close(s3_client *c);
 s3_req *s3_req_new(const char *method, const char *op, const char *bucket, const char *key,
                    const char *query);
 void s3_req_free(s3_req *r);
+/* Sets the body and its SHA-256 (x-amz-content-sha256); with_md5 also
+ * sends Content-MD5 and keeps the digest in r->md5. One pass over the
+ * bytes computes both. */
 void s3_req_body(s3_req *r, const uint8_t *body, size_t len, bool with_md5);
 
 /* Starts a request; its result arrives through s3_wait. */

@@ -91,14 +91,14 @@ void s3_req_body(s3_req *r, const uint8_t *body, size_t len, bool with_md5)
 {
     r->body = body;
     r->body_len = len;
-    s3_sha256_hex(body ? (const void *)body : "", len, r->payload_hash);
-    if (with_md5) {
-        uint8_t md5[16];
-        char b64[32];
-        s3_md5(body ? (const void *)body : "", len, md5);
-        s3_base64(md5, 16, b64, sizeof b64);
-        s3_headers_add(&r->extra, "Content-MD5", b64);
+    if (!with_md5) {
+        s3_sha256_hex(body ? (const void *)body : "", len, r->payload_hash);
+        return;
     }
+    s3_sha256_md5(body ? (const void *)body : "", len, r->payload_hash, r->md5);
+    char b64[32];
+    s3_base64(r->md5, 16, b64, sizeof b64);
+    s3_headers_add(&r->extra, "Content-MD5", b64);
 }
 
 static const char *describe_url(const s3_req *r, char *out, size_t outsz)

@@ -172,9 +172,9 @@ static int send_part(s3_writer *w, part_slot *s, pv_err *err)
     s3_uri_encode(&id, w->upload_id, strlen(w->upload_id), false);
     snprintf(q, sizeof q, "partNumber=%d&uploadId=%s", s->number, s3_buf_str(&id));
     s3_buf_free(&id);
-    s3_md5(s->buf, s->len, s->md5);
     s->req = s3_req_new("PUT", "UploadPart", w->bucket, w->key, q);
     s3_req_body(s->req, s->buf, s->len, true);
+    memcpy(s->md5, s->req->md5, sizeof s->md5);
     s3_submit(&w->client, s->req);
     (void)err;
     return 0;
@@ -276,10 +276,8 @@ static int put_single(s3_writer *w, pv_err *err)
     s3_req_body(r, s->buf, s->len, true);
     int rc = s3_exec(&w->client, r, err);
     if (rc == 0) {
-        uint8_t md5[16];
         char want[33];
-        s3_md5(s->buf ? (const void *)s->buf : "", s->len, md5);
-        pv_hex(md5, 16, want);
+        pv_hex(r->md5, 16, want);
         snprintf(w->etag, sizeof w->etag, "%s", r->etag);
         char got[128];
         snprintf(got, sizeof got, "%s", r->etag[0] == '"' ? r->etag + 1 : r->etag);
