@@ -292,6 +292,22 @@ static int put_single(s3_writer *w, pv_err *err)
     return rc;
 }
 
+/* Deletes what a completed upload left under the final name when it
+ * turned out wrong: nothing bad may stay where a good backup is expected. */
+static void remove_object(s3_writer *w)
+{
+    s3_req *r = s3_req_new("DELETE", "DeleteObject", w->bucket, w->key, NULL);
+    r->no_interrupt = true;
+    r->ok_status[0] = 404;
+    pv_err derr;
+    pv_err_clear(&derr);
+    if (s3_exec(&w->client, r, &derr) < 0)
+        pv_log(PV_LOG_ERROR,
+               "s3: could not remove the damaged object s3://%s/%s: %s; delete it by hand",
+               w->bucket, w->key, derr.message);
+    s3_req_free(r);
+}
+
 static int complete_upload(s3_writer *w, pv_err *err)
 {
     qsort(w->done, (size_t)w->ndone, sizeof *w->done, compare_parts);
@@ -321,6 +337,9 @@ static int complete_upload(s3_writer *w, pv_err *err)
     s3_req_body(r, (const uint8_t *)body.p, body.len, true);
     int rc = s3_exec(&w->client, r, err);
     if (rc == 0) {
+        /* Completed: there is no upload left to abort, whatever follows. */
+        free(w->upload_id);
+        w->upload_id = NULL;
         s3_xml *x = s3_xml_parse(r->resp.p ? r->resp.p : "", r->resp.len, err);
         const char *etag = x ? s3_xml_text(x, "ETag") : NULL;
         if (!x) rc = -1;
@@ -332,9 +351,10 @@ static int complete_upload(s3_writer *w, pv_err *err)
             if (strchr(got, '-') && strcasecmp(got, want) != 0) {
                 pv_err_set(err, "s3",
                            "s3://%s/%s was assembled as %s, but the parts sent make %s: the "
-                           "server combined other parts",
+                           "server combined other parts; the object was removed",
                            w->bucket, w->key, got, want);
                 rc = -1;
+                remove_object(w);
             }
         }
         s3_xml_free(x);

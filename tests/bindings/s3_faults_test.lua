@@ -123,6 +123,29 @@ t.test("every request failing: a clean failure, no object, no upload", function(
   t.eq(s3.head(url, direct()), nil, "no object")
 end)
 
+t.test("the multipart ETag (MD5 of the parts' MD5s, -N) is checked; a wrong one removes the object", function()
+  local bucket = make_bucket("faults-etag")
+  local proxy = fresh_proxy()
+  local d = h.tmpdir()
+  make_file(d .. "/src", 12 * MiB)
+  -- the answer AWS gives: accepted, and it is the one pgvault reports
+  proxy:rules({ { op = "CompleteMultipartUpload", action = "etag", mode = "aws" } })
+  local url = "s3://" .. bucket .. "/good.bin"
+  local r = upload(proxy, d .. "/src", url)
+  t.eq(r.s3.committed, true)
+  t.eq(r.s3.parts, 3)
+  t.match(r.s3.etag, '^"?%x+%-3"?$', "a multipart ETag")
+  t.ok(s3.head(url, direct()) ~= nil, "the object is there")
+  -- a server that combined other parts: the upload fails and nothing stays
+  proxy:reset()
+  proxy:rules({ { op = "CompleteMultipartUpload", action = "etag", mode = "wrong" } })
+  url = "s3://" .. bucket .. "/bad.bin"
+  t.raises(function() upload(proxy, d .. "/src", url) end, "was assembled as %x+%-3, but the parts sent make")
+  t.eq(s3.head(url, direct()), nil, "the damaged object was removed")
+  t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
+  t.eq(#proxy:uploads("completed"), 1)
+end)
+
 t.test("ListMultipartUploads pages through stale uploads and AbortMultipartUpload removes them", function()
   local bucket = make_bucket("faults-uploads")
   local proxy = fresh_proxy()

@@ -10,12 +10,16 @@
 //    them.
 // Control (paths no bucket can have): POST /__proxy/rules with a JSON list
 // of {op, action, rate, after, count} (actions: status503, status500,
-// reset, slow with ms, error with status/code/message); GET /__proxy/stats; POST
+// reset, slow with ms, error with status/code/message, etag with mode
+// "aws" or "wrong": the CompleteMultipartUpload answer carries the ETag
+// AWS gives a multipart object, MD5 of the parts' binary MD5s + "-N", or a
+// wrong one of that form); GET /__proxy/stats; POST
 // /__proxy/reset. With TLS_CERT and TLS_KEY in the environment it serves
 // HTTPS. Prints "ready PORT" once it listens.
 const http = require('http');
 const https = require('https');
 const fs = require('fs');
+const crypto = require('crypto');
 
 const upstream = new URL(process.argv[2] || '');
 let rules = [];
@@ -129,6 +133,35 @@ function listParts(res, url, bucket, key) {
   sendXml(res, 200, body + '</ListPartsResult>');
 }
 
+// The multipart ETag as AWS computes it from the parts' MD5s.
+function multipartEtag(u) {
+  const md5s = [...u.parts.entries()].sort((a, b) => a[0] - b[0])
+    .map(([, p]) => Buffer.from(String(p.etag).replace(/"/g, ''), 'hex'));
+  return crypto.createHash('md5').update(Buffer.concat(md5s)).digest('hex') + '-' + md5s.length;
+}
+
+// Answers CompleteMultipartUpload with a multipart-style ETag in place of
+// the test server's plain MD5 (the object itself is completed upstream).
+function rewriteEtag(ures, res, url, rule) {
+  const chunks = [];
+  ures.on('data', (c) => chunks.push(c));
+  ures.on('end', () => {
+    let text = Buffer.concat(chunks).toString();
+    const u = uploads.get(url.searchParams.get('uploadId'));
+    if (ures.statusCode === 200 && u && !/<Error>/.test(text)) {
+      u.state = 'completed';
+      let etag = multipartEtag(u);
+      if (rule.mode === 'wrong') etag = (etag[0] === '0' ? '1' : '0') + etag.slice(1);
+      text = text.replace(/<ETag>[^<]*<\/ETag>/, `<ETag>&quot;${etag}&quot;</ETag>`);
+    }
+    const headers = { ...ures.headers, 'content-length': Buffer.byteLength(text) };
+    delete headers['transfer-encoding'];
+    res.writeHead(ures.statusCode, headers);
+    res.end(text);
+  });
+  ures.on('error', () => res.destroy());
+}
+
 function forward(req, res, url, op, rule) {
   const { bucket, key } = bucketKey(url);
   const headers = { ...req.headers };
@@ -138,6 +171,7 @@ function forward(req, res, url, op, rule) {
   }, (ures) => {
     const chunks = [];
     const keep = op === 'CreateMultipartUpload' || op === 'CompleteMultipartUpload';
+    if (rule && rule.action === 'etag' && op === 'CompleteMultipartUpload') return rewriteEtag(ures, res, url, rule);
     let sent = 0;
     const total = Number(ures.headers['content-length'] || 0);
     res.writeHead(ures.statusCode, ures.headers);
