@@ -408,11 +408,13 @@ static int crypto_fingerprint(lua_State *L)
     return 1;
 }
 
-/* check_header(path, {identities=, passphrase=, max_work_factor=}): reads
- * only the header of an age file (binary or armored) and checks that one of
- * the identities unwraps the file key and the header MAC matches, without
- * touching the payload. Returns {recipient_type=, stanzas=}; raises the
- * decryptor's errors. The probe userdata owns everything it allocates. */
+/* check_header(path, {identities=, passphrase=, max_work_factor=, data=}):
+ * reads only the header of an age file (binary or armored) and checks that
+ * one of the identities unwraps the file key and the header MAC matches,
+ * without touching the payload. With data= (the file's first bytes, e.g.
+ * a ranged GET of an object) nothing is opened and `path` only names it.
+ * Returns {recipient_type=, stanzas=}; raises the decryptor's errors. The
+ * probe userdata owns everything it allocates. */
 typedef struct {
     age_identity *ids;
     int nids;
@@ -489,15 +491,28 @@ static int crypto_check_header(lua_State *L)
     }
     if (!lua_isnil(L, -1)) probe_add(L, p, lua_gettop(L), true);
     lua_pop(L, 2);
-    p->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (p->fd < 0) return pv_raise_errno(L, errno, "cannot open", path);
+    size_t data_len = 0, data_off = 0;
+    lua_getfield(L, 2, "data");
+    const char *data = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &data_len);
+    lua_pop(L, 1); /* the string stays alive in the options table */
+    if (!data) {
+        p->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (p->fd < 0) return pv_raise_errno(L, errno, "cannot open", path);
+    }
     pv_err err;
     pv_err_clear(&err);
     uint8_t buf[16384];
     bool first = true, armored = false;
     int rc = 0;
     while (rc == 0 && !p->hp.done) {
-        ssize_t got = pv_read_some(p->fd, buf, sizeof buf);
+        ssize_t got;
+        if (data) {
+            got = (ssize_t)(data_len - data_off < sizeof buf ? data_len - data_off : sizeof buf);
+            memcpy(buf, data + data_off, (size_t)got);
+            data_off += (size_t)got;
+        } else {
+            got = pv_read_some(p->fd, buf, sizeof buf);
+        }
         if (got < 0) return pv_raise_errno(L, errno, "cannot read", path);
         if (got == 0) break;
         if (first)
@@ -508,7 +523,8 @@ static int crypto_check_header(lua_State *L)
                      : probe_feed(p, buf, (size_t)got, &err);
     }
     if (rc == 0 && !p->hp.done)
-        age_fail(&err, AGE_FAIL_HEADER, "age: %s ends inside its header: it is truncated", path);
+        age_fail(&err, AGE_FAIL_HEADER, "age: %s ends inside its header%s", path,
+                 data ? " (in the bytes given)" : ": it is truncated");
     const char *matched = NULL;
     if (!err.set &&
         age_header_unwrap(&p->hp, p->ids, p->nids, max_wf, p->file_key, &matched, &err) == 0) {

@@ -20,8 +20,9 @@ local o = cli.parse(arg, {
 })
 
 -- With -i: "yes" when an identity unwraps the file key and the header MAC
--- matches, "no" when none does, "damaged" when the header is bad, "-" when
--- the backup is not encrypted.
+-- matches, "no" when none does, "damaged" when the header is bad,
+-- "unreadable" when a bucket would not give its first bytes, "-" when the
+-- backup is not encrypted.
 local key_status = function() return nil end
 if #o.identity > 0 then
   local crypto = require "pgvault.crypto"
@@ -29,10 +30,20 @@ if #o.identity > 0 then
   for _, f in ipairs(o.identity) do
     for _, id in ipairs(crypto.read_identities(f)) do identities[#identities + 1] = id end
   end
+  local client -- in a bucket, the header comes from a ranged GET of the object's first bytes
   key_status = function(b)
     if not b.age then return "-" end
-    if b.key then return "unchecked" end -- in a bucket: not fetched for this
-    local ok, err = pcall(crypto.check_header, b.path, { identities = identities })
+    local opts = { identities = identities }
+    if b.key then
+      client = client or require("pgvault.s3").client(s3cli.opts(o))
+      local ok, head = pcall(client.get, client, b.path, { range = "bytes=0-262143" })
+      if not ok then
+        log.warn("cannot read the header of %s: %s", b.path, tostring(head))
+        return "unreadable"
+      end
+      opts.data = head
+    end
+    local ok, err = pcall(crypto.check_header, b.path, opts)
     if ok then return "yes" end
     return type(err) == "table" and err.failure == "no match" and "no" or "damaged"
   end

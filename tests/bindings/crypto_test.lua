@@ -147,6 +147,26 @@ t.test("several recipients: each identity alone opens the file; a stranger's doe
   t.match(tostring(err), "no identity matched any of the file's 2 recipient stanza")
 end)
 
+t.test("check_header reads only the header, from a file or from the first bytes given", function()
+  local a, b = crypto.keygen(), crypto.keygen()
+  local ct = encrypt(plaintext(200000), { recipients = { a.recipient } })
+  local path = h.tmpdir() .. "/x.age"
+  fs.write_file(path, ct)
+  local got = crypto.check_header(path, { identities = { a.identity } })
+  t.eq(got.recipient_type, "X25519")
+  t.eq(got.stanzas, 1)
+  -- the first bytes (a ranged GET of an object) are enough; the payload is not needed
+  got = crypto.check_header("s3://b/x.age", { identities = { a.identity }, data = ct:sub(1, 4096) })
+  t.eq(got.stanzas, 1)
+  local err = t.raises(function() crypto.check_header(path, { identities = { b.identity } }) end, "no identity matched")
+  t.eq(err.failure, "no match")
+  t.raises(function() crypto.check_header("s3://b/x.age", { identities = { a.identity }, data = ct:sub(1, 40) }) end,
+    "s3://b/x.age ends inside its header %(in the bytes given%)")
+  -- a flipped byte in the header fails its MAC
+  local bad = ct:sub(1, 60) .. string.char(ct:byte(61) ~ 1) .. ct:sub(62, 4096)
+  t.raises(function() crypto.check_header("s3://b/x.age", { identities = { a.identity }, data = bad }) end)
+end)
+
 t.test("passphrases: work factor in the stanza, wrong passphrase, absurd work factors refused", function()
   local ct = encrypt("secret words", { passphrase = "correct horse", work_factor = 10 })
   t.match(ct, "\n%-> scrypt [A-Za-z0-9+/]+ 10\n")

@@ -85,6 +85,16 @@ t.test("an encrypted backup to a bucket restores with the identity", function()
   local r = h.pgvault({ "backup", "--db", src_url, "--to", "s3://" .. bucket .. "/enc", "-r", pub }, { env = env })
   t.eq(r.code, 0, r.stderr)
   t.match(last_line(r.stdout), "^s3://backup%-s3%-age/enc/%d+_local%.backup%.zst%.age$")
+  -- list -i reads each encrypted object's header with a ranged GET
+  local other = d .. "/other.txt"
+  t.eq(h.run({ "age-keygen", "-o", other }).code, 0)
+  for _, case in ipairs({ { d .. "/key.txt", "yes" }, { other, "no" } }) do
+    local l = h.pgvault({ "list", "--from", "s3://" .. bucket .. "/enc/", "--json", "-i", case[1] }, { env = env })
+    t.eq(l.code, 0, l.stderr)
+    local rows = cjson.decode(l.stdout)
+    t.eq(#rows, 1)
+    t.eq(rows[1].key, case[2], "KEY with " .. case[1])
+  end
   local target = "backup_s3_age_restored_test"
   h.dropdb(target)
   r = h.pgvault({ "restore", "s3://" .. bucket .. "/enc/latest", "--db", h.pg().url(target), "-i", d .. "/key.txt" },
