@@ -8,6 +8,7 @@ local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
 local stream = require "pgvault.stream"
 local layers = require "lib.layers"
+local rowcheck = require "lib.rowcheck"
 
 local drill = {}
 
@@ -41,19 +42,15 @@ function drill.run(o)
       args = { "--exit-on-error", "--no-owner", "--no-privileges" } }
     stream.run(stages)
     local c <close> = pg.connect((dump.conninfo(o.url, { password = true })))
-    local problems, checked = {}, 0
+    local tables = {}
     for _, tb in ipairs(o.summary.tables) do
       if tb.rows and tb.kind == "TABLE DATA" then
-        local q = "SELECT count(*) AS n FROM " .. c:quote_ident(tb.schema) .. "." .. c:quote_ident(tb.name)
-        local rok, rows = pcall(c.query, c, q)
-        local got = rok and rows[1].n or nil
-        checked = checked + 1
-        if got ~= tb.rows then
-          problems[#problems + 1] = string.format("restored %s.%s has %s rows, the archive %d", tb.schema,
-            tb.name:gsub("[\r\n]", " "), got and tostring(got) or "no table", tb.rows)
-        end
+        tables[#tables + 1] = { schema = tb.schema, name = tb.name, rows = tb.rows }
       end
     end
+    local found, checked = rowcheck.compare(c, tables)
+    local problems = {}
+    for _, p in ipairs(found) do problems[#problems + 1] = "restored " .. rowcheck.describe(p, "the archive") end
     return { tables = checked, problems = problems }
   end)
   local dok, derr = pcall(admin.exec, admin, "DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)")

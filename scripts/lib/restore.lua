@@ -17,6 +17,7 @@ local proc = require "pgvault.proc"
 local stream = require "pgvault.stream"
 local manifest = require "lib.manifest"
 local naming = require "lib.naming"
+local rowcheck = require "lib.rowcheck"
 
 local restore = {}
 
@@ -119,23 +120,18 @@ end
 -- Compares per-table row counts of the restored database with the manifest.
 local function check_row_counts(url, dbname, counts)
   local c <close> = pg.connect((dump.conninfo(url, { dbname = dbname, password = true })))
-  local bad, checked = {}, 0
-  local names = {}
-  for name in pairs(counts) do names[#names + 1] = name end
-  table.sort(names)
-  for _, name in ipairs(names) do
+  local tables = {}
+  for name, rows in pairs(counts) do
     local schema, tbl = name:match("^(.-)%.(.+)$")
-    local ok, rows = pcall(c.query, c, "SELECT count(*) AS n FROM " .. q(c, schema) .. "." .. q(c, tbl))
-    local got = ok and rows[1].n or nil
-    checked = checked + 1
-    if got ~= counts[name] then
-      bad[#bad + 1] = string.format("%s has %s rows, expected %d", name, got and tostring(got) or "no table",
-        counts[name])
-    end
+    tables[#tables + 1] = { schema = schema, name = tbl, rows = rows }
   end
-  if #bad > 0 then
-    fail("verify", "the restored database does not match the manifest: %s%s", table.concat(bad, "; ", 1,
-      math.min(#bad, 3)), #bad > 3 and string.format(" (and %d more)", #bad - 3) or "")
+  table.sort(tables, function(a, b) return a.schema .. "." .. a.name < b.schema .. "." .. b.name end)
+  local problems, checked = rowcheck.compare(c, tables)
+  if #problems > 0 then
+    local bad = {}
+    for i = 1, math.min(#problems, 3) do bad[i] = rowcheck.describe(problems[i]) end
+    fail("verify", "the restored database does not match the manifest: %s%s", table.concat(bad, "; "),
+      #problems > 3 and string.format(" (and %d more)", #problems - 3) or "")
   end
   return checked
 end
