@@ -7,6 +7,8 @@
 -- its configuration tables (pg_extension_config_dump, as PostGIS's
 -- spatial_ref_sys): the dump holds only the rows the extension does not
 -- create itself, so they need at least that many rows, not exactly.
+-- Counts are FROM ONLY: a table's COPY data holds its own rows, not those
+-- of tables that inherit from it.
 -- Each problem is {schema=, name=, got= (nil: no such table), want=, member=}.
 local rowcheck = {}
 
@@ -27,14 +29,14 @@ function rowcheck.compare(c, tables)
     local last = math.min(first + BATCH - 1, #tables)
     local cols = {}
     for i = first, last do
-      cols[#cols + 1] = string.format("(SELECT count(*) FROM %s) AS c%d", relation(c, tables[i]), i)
+      cols[#cols + 1] = string.format("(SELECT count(*) FROM ONLY %s) AS c%d", relation(c, tables[i]), i)
     end
     local ok, rows = pcall(c.query, c, "SELECT " .. table.concat(cols, ", "))
     for i = first, last do
       if ok then
         got[i] = rows[1]["c" .. i]
       else -- a table is missing: one at a time, to say which
-        local tok, trows = pcall(c.query, c, "SELECT count(*) AS n FROM " .. relation(c, tables[i]))
+        local tok, trows = pcall(c.query, c, "SELECT count(*) AS n FROM ONLY " .. relation(c, tables[i]))
         got[i] = tok and trows[1].n or nil
       end
     end

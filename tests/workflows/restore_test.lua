@@ -210,10 +210,12 @@ local function install_fixture_extension()
   end
 end
 
-t.test("an extension's configuration table restores: the dump holds only the user's rows", function()
+t.test("an extension's configuration table and inherited tables restore: counts are the dump's own rows", function()
   install_fixture_extension()
   local src = h.createdb("restore_ext_source_test")
-  h.psql(src, "CREATE EXTENSION pgvault_cfg_test; INSERT INTO pgvault_cfg VALUES ('delta', '4', false);")
+  h.psql(src, "CREATE EXTENSION pgvault_cfg_test; INSERT INTO pgvault_cfg VALUES ('delta', '4', false);"
+    .. "CREATE TABLE legacy (id int); CREATE TABLE legacy_2024 () INHERITS (legacy);"
+    .. "INSERT INTO legacy VALUES (1), (2); INSERT INTO legacy_2024 VALUES (3), (4), (5);")
   local r = h.pgvault({ "backup", "--db", src, "--to", backups, "--suffix", "ext" })
   t.eq(r.code, 0, r.stderr)
   local path = last_line(r.stdout)
@@ -228,6 +230,7 @@ t.test("an extension's configuration table restores: the dump holds only the use
   local q = "SELECT string_agg(k || '=' || v, ',' ORDER BY k) FROM pgvault_cfg"
   t.eq(h.psql(PG.url(target), q), "alpha=1,beta=2,delta=4,gamma=3\n")
   t.eq(h.psql(PG.url(target), q), h.psql(src, q), "the same rows as the source")
+  t.eq(h.psql(PG.url(target), "SELECT count(*) FROM legacy"), "5\n", "the parent's rows and its child's")
   h.dropdb(target)
   -- and the restore drill of verify counts the same way
   r = h.pgvault({ "verify", path, "--restore-into", PG.url("restore_ext_drill_test") })
