@@ -56,6 +56,7 @@ static int archive_read(lua_State *L)
         return 1;
     }
     pv_err_str(&err, "path", path);
+    if (strcmp(err.kind, "interrupted") == 0) pv_interrupt_delivered();
     pv_err_push(L, &err);
     if (toc) {
         /* what was read before the failure, for --list and diagnosis */

@@ -103,6 +103,7 @@ static int stream_run(lua_State *L)
         st[i]->state = PV_STAGE_USED;
     }
     if (rc != 0) {
+        if (strcmp(err.kind, "interrupted") == 0) pv_interrupt_delivered();
         pv_err_push(L, &err);
         lua_insert(L, -2);
         lua_setfield(L, -2, "result"); /* what the stages saw, for diagnosis */

@@ -110,6 +110,7 @@ void pv_err_push(lua_State *L, const pv_err *e)
 
 int pv_err_raise(lua_State *L, const pv_err *e)
 {
+    if (strcmp(e->kind, "interrupted") == 0) pv_interrupt_delivered();
     pv_err_push(L, e);
     return lua_error(L);
 }

@@ -100,6 +100,10 @@ void pv_redact(const char *in, char *out, size_t outsz);
  * "interrupted" error; Lua code is stopped by a hook at the next safe point. */
 bool pv_interrupted(void);
 void pv_interrupt_clear(void);
+/* Called as an "interrupted" error is raised: the signal has reached the
+ * Lua code as that error, so the hook that would stop the next Lua
+ * instruction is disarmed, letting error handlers clean up. */
+void pv_interrupt_delivered(void);
 /* The signal that interrupted us (SIGINT or SIGTERM), 0 if none. */
 int pv_interrupt_signal(void);
 

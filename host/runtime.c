@@ -54,6 +54,11 @@ static void stop_hook(lua_State *L, lua_Debug *ar)
     pv_raise(L, "interrupted", "interrupted");
 }
 
+void pv_interrupt_delivered(void)
+{
+    if (signal_L && lua_gethook(signal_L) == stop_hook) lua_sethook(signal_L, NULL, 0, 0);
+}
+
 static void on_signal(int sig)
 {
     interrupt_flag = 1;
@@ -143,6 +148,25 @@ static int base_interrupted(lua_State *L)
 {
     lua_pushboolean(L, pv_interrupted());
     return 1;
+}
+
+/* pgvault.uninterrupted(fn, ...): runs fn(...) for clean-up after an
+ * interruption (dropping a half-restored database, say). The signal that
+ * stopped the work does not cancel its clean-up; a new one does. The
+ * interruption stays recorded afterwards, so the run still exits 130.
+ * Returns what fn returns, or raises its error. */
+static int base_uninterrupted(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    sig_atomic_t was = interrupt_flag, sig = interrupt_sig;
+    interrupt_flag = 0;
+    int rc = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    if (was) {
+        interrupt_flag = 1;
+        if (!interrupt_sig) interrupt_sig = sig;
+    }
+    if (rc != LUA_OK) return lua_error(L);
+    return lua_gettop(L);
 }
 
 static int base_redact(lua_State *L)
@@ -404,6 +428,7 @@ static int open_base(lua_State *L)
                                      {"raise", base_raise},
                                      {"is_error", base_is_error},
                                      {"interrupted", base_interrupted},
+                                     {"uninterrupted", base_uninterrupted},
                                      {"redact", base_redact},
                                      {"embedded", base_embedded},
                                      {"embedded_list", base_embedded_list},

@@ -53,7 +53,8 @@ function drill.run(o)
     for _, p in ipairs(found) do problems[#problems + 1] = "restored " .. rowcheck.describe(p, "the archive") end
     return { tables = checked, problems = problems }
   end)
-  local dok, derr = pcall(admin.exec, admin, "DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)")
+  local dok, derr = pcall(pgvault.uninterrupted, admin.exec, admin,
+    "DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)")
   if not dok then log.error("could not drop the scratch database %s (%s): drop it by hand", name, tostring(derr)) end
   if not ok then
     if pgvault.is_error(res) then res.message = "restore drill into " .. name .. " failed: " .. res.message end

@@ -280,7 +280,8 @@ function restore.run(opts)
     return { result = res, checked = checked }
   end)
   if not ok then
-    local dok, derr = pcall(drop_database, admin, new)
+    -- even when a signal stopped the restore: that is what the drop cleans up after
+    local dok, derr = pcall(pgvault.uninterrupted, drop_database, admin, new)
     if not dok then
       log.error("could not drop the unfinished database %s (%s): drop it by hand", new, tostring(derr))
     end
@@ -302,13 +303,13 @@ function restore.run(opts)
       pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, rok and old or o.target) .. " ALLOW_CONNECTIONS true")
     end
     if not rok then
-      pcall(drop_database, admin, new)
+      pcall(pgvault.uninterrupted, drop_database, admin, new)
       fail("pg", "cannot rename database %s out of the way (%s): it is unchanged", o.target, tostring(rerr))
     end
   end
   local sok, serr = pcall(rename_database, admin, new, o.target)
   if not sok then
-    if old then pcall(rename_database, admin, old, o.target) end
+    if old then pcall(pgvault.uninterrupted, rename_database, admin, old, o.target) end
     fail("pg", "cannot rename %s to %s (%s); the original database was put back", new, o.target, tostring(serr))
   end
   if old and o.drop_old then

@@ -62,3 +62,33 @@ t.test("SIGINT terminates a child process and exits 130", function()
   t.eq(p:wait(10), 130, "exit code")
   t.ok(not proc.kill(child, "0"), "the child is gone")
 end)
+
+t.test("after SIGINT stops a pipeline, its error handler's clean-up runs (uninterrupted), still exit 130", function()
+  local d = h.tmpdir()
+  local fifo, marker = d .. "/in.fifo", d .. "/cleaned"
+  t.eq(proc.run({ "mkfifo", fifo }).code, 0)
+  local p = spawn(string.format([[
+    local s = require "pgvault.stream"
+    local pgvault = require "pgvault"
+    local fs = require "pgvault.fs"
+    io.stdout:write("ready\n"); io.stdout:flush()
+    local ok, err = pcall(s.run, { s.file_reader(%q), s.discard() })
+    -- Lua goes on after the delivered error; clean-up runs in spite of the signal
+    local n = 0
+    for i = 1, 100000 do n = n + i end
+    pgvault.uninterrupted(function()
+      local c = s.run { s.string("cleaned " .. tostring(pgvault.interrupted())), s.file_writer(%q) }
+      return c
+    end)
+    assert(pgvault.interrupted(), "the interruption stays recorded")
+    error(err, 0)]], fifo, marker))
+  t.eq(p:read_line(10), "ready")
+  local w = assert(io.open(fifo, "w"))
+  w:write("some bytes")
+  w:flush()
+  proc.sleep(0.3)
+  p:kill("INT")
+  t.eq(p:wait(10), 130, "exit code")
+  w:close()
+  t.eq(h.read(marker), "cleaned false", "the clean-up pipeline ran, not seeing the old signal")
+end)

@@ -199,6 +199,43 @@ t.test("restore s3://… with one job streams: no temporary file; --jobs 2 lays 
   h.dropdb(target)
 end)
 
+t.test("Ctrl-C during a restore from a bucket: exit 130, pg_restore stopped, the new database dropped", function()
+  local bucket = make_bucket("backup-s3-interrupt")
+  local r = h.pgvault({ "backup", "--db", small_url, "--to", "s3://" .. bucket .. "/p/" }, { env = h.s3().env })
+  t.eq(r.code, 0, r.stderr)
+  local target = "backup_s3_stream_target"
+  h.dropdb(target)
+  local live = h.createdb(target)
+  h.psql(live, "CREATE TABLE live (x int); INSERT INTO live VALUES (42);")
+  local proxy <close> = s3proxy.start()
+  -- a first restore through the proxy counts the GETs before the archive's body
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", h.pg().url("backup_s3_interrupt_probe"),
+    "--drop-old" }, { env = proxy:env(), timeout = 120 })
+  t.eq(r.code, 0, r.stderr)
+  h.dropdb("backup_s3_interrupt_probe")
+  local gets = proxy:stats().ops.GetObject
+  -- then the archive's body is held back: pg_restore waits on its input
+  proxy:reset()
+  proxy:rules({ { op = "GetObject", action = "slow", ms = 30000, after = gets - 1 } })
+  local handle, output = children.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", live },
+    proxy:env())
+  local pid = children.find(handle:pid(), "pg_restore")
+  t.ok(pid, "pg_restore started")
+  local deadline = proc.now() + 20
+  while proxy:stats().injected == 0 and proc.now() < deadline do proc.sleep(0.05) end
+  t.eq(proxy:stats().injected, 1, "the archive's GET is being held")
+  handle:kill("INT")
+  local code = handle:wait(30)
+  handle:close()
+  local _, stderr = output()
+  t.eq(code, 130, stderr)
+  t.match(stderr, "interrupted")
+  t.ok(not proc.kill(pid, "0"), "pg_restore was stopped too")
+  t.eq(h.psql(live, "SELECT x FROM live;"), "42\n", "the live database is untouched")
+  t.eq(restore_dbs(), "0\n", "the new database was dropped: " .. stderr)
+  h.dropdb(target)
+end)
+
 t.test("a tampered object in the bucket fails the restore; the live database is untouched", function()
   local bucket = make_bucket("backup-s3-tampered")
   local r = h.pgvault({ "backup", "--db", small_url, "--to", "s3://" .. bucket .. "/p/", "--compress", "none" },
