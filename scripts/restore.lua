@@ -17,6 +17,8 @@ local o = cli.parse(arg, {
     { "db", "d", "URL", "the database to restore (its name is kept; it need not exist yet)" },
     { "jobs", "j", "N", "parallel pg_restore jobs (a .zst, .age or s3:// backup is laid down as a temporary file)" },
     { "drop-old", nil, false, "drop the previous database after a successful swap" },
+    { "count-rows", nil, false, "check row counts with count(*) on every table (slow on big databases) instead of "
+      .. "the server's count of rows inserted (differences are always re-counted)" },
     { "in-place", nil, false, "old behaviour: drop the database, create it again and restore into it" },
     { "yes", "y", false, "confirm --in-place" },
     { "pg-bin", nil, "DIR", "directory of the pg_restore to use (default: the newest here)" },
@@ -45,6 +47,7 @@ if s3cli.is_s3(o.SRC) then
   end
 end
 local ok, r = pcall(restore.run, { src = src, db = o.db, jobs = o.jobs, drop_old = o.drop_old, in_place = o.in_place,
+  count_rows = o.count_rows,
   yes = o.yes, pg_bin = o.pg_bin, identities = identities, source = streamed and streamed.source,
   head = streamed and streamed.head, manifest = streamed and streamed.manifest })
 if fetched then pcall(require("pgvault.fs").remove_tree, fetched) end

@@ -41,7 +41,7 @@ end
 local function restore(args, opts)
   local argv = { "restore" }
   for _, a in ipairs(args) do
-    if a == "-q" then table.insert(argv, 1, a) else argv[#argv + 1] = a end
+    if a == "-q" or a == "-v" then table.insert(argv, 1, a) else argv[#argv + 1] = a end
   end
   return h.pgvault(argv, opts)
 end
@@ -176,9 +176,14 @@ t.test("an archive that does not match its manifest is refused", function()
     "does not match the manifest: audit trail%.events has 2000 rows, expected 1999")
   m.tables[2].rows = 2000
   h.write(copy .. ".manifest.json", cjson.encode(m))
-  local r = restore({ copy, "--db", PG.url("restore_counted_test") })
+  local r = restore({ "-v", copy, "--db", PG.url("restore_counted_test") })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stderr, "row counts of 2 tables match the manifest")
+  -- by default the server's count of inserted rows; --count-rows scans every table
+  t.match(r.stderr, "row counts: 2 tables by the server's count of inserted rows, 0 by count%(%*%)")
+  r = restore({ "-v", copy, "--db", PG.url("restore_counted_test"), "--count-rows", "--drop-old" })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stderr, "row counts: 0 tables by the server's count of inserted rows, 2 by count%(%*%)")
   h.dropdb("restore_counted_test")
 end)
 
