@@ -70,49 +70,45 @@ local ok, err = pcall(function()
   -- dirty pages or for autovacuum working through its fresh tables; the
   -- order rotates between rounds. pg_restore -d needs its database made
   -- first (untimed); pgvault's restore creates its own, inside its time.
-  local function best(a, b) return (a.seconds <= b.seconds) and a or b end
-  local rpeer, rours, rzst, rcreate
+  local best = {}
+  -- One timed run on a settled machine, then its database dropped; keeps the best.
+  local function timed(name, db, measure)
+    bench.settle(pg)
+    local r = bench.must(measure(), name)
+    bench.admin_psql(pg, "DROP DATABASE " .. db .. ";")
+    if not best[name] or r.seconds < best[name].seconds then best[name] = r end
+  end
+  local function ours(name, path, db)
+    return function()
+      timed(name, db, function() return bench.measure({ bin, "-q", "restore", path, "--db", bench.url(pg, db) }) end)
+    end
+  end
   local runs = {
     function()
       bench.admin_psql(pg, "CREATE DATABASE restored_peer OWNER " .. pg.user .. " TEMPLATE template0;")
-      bench.settle(pg)
-      local r = bench.must(bench.measure(with_conn({ pg_bin .. "/pg_restore", "--exit-on-error", "-d",
-        "restored_peer", gz.path }), { env = env }), "pg_restore -d")
-      bench.admin_psql(pg, "DROP DATABASE restored_peer;")
-      rpeer = rpeer and best(rpeer, r) or r
+      timed("pg_restore -d", "restored_peer", function()
+        return bench.measure(with_conn({ pg_bin .. "/pg_restore", "--exit-on-error", "-d", "restored_peer", gz.path }),
+          { env = env })
+      end)
     end,
-    function()
-      bench.settle(pg)
-      local r = bench.must(bench.measure({ bin, "-q", "restore", gz.path, "--db", bench.url(pg, "restored_ours") }),
-        "pgvault restore")
-      bench.admin_psql(pg, "DROP DATABASE restored_ours;")
-      rours = rours and best(rours, r) or r
-    end,
-    function()
-      bench.settle(pg)
-      local r = bench.must(bench.measure({ bin, "-q", "restore", zst.path, "--db", bench.url(pg, "restored_zst") }),
-        "pgvault restore .zst")
-      bench.admin_psql(pg, "DROP DATABASE restored_zst;")
-      rzst = rzst and best(rzst, r) or r
-    end,
+    ours("pgvault restore", gz.path, "restored_ours"),
+    ours("pgvault restore .zst", zst.path, "restored_zst"),
     function()
       -- for reference: the peer with the CREATE DATABASE it needs, timed
-      bench.settle(pg)
-      local r = bench.must(bench.measure_sh(string.format("%s/createdb -h 127.0.0.1 -p %d -U %s -T template0 "
-        .. "restored_created && %s/pg_restore -h 127.0.0.1 -p %d -U %s --exit-on-error -d restored_created '%s'",
-        pg_bin, math.tointeger(pg.port), pg.user, pg_bin, math.tointeger(pg.port), pg.user, gz.path),
-        { env = env }), "createdb && pg_restore -d")
-      bench.admin_psql(pg, "DROP DATABASE restored_created;")
-      rcreate = rcreate and best(rcreate, r) or r
+      timed("createdb && pg_restore -d", "restored_created", function()
+        return bench.measure_sh(string.format("%s/createdb -h 127.0.0.1 -p %d -U %s -T template0 restored_created "
+          .. "&& %s/pg_restore -h 127.0.0.1 -p %d -U %s --exit-on-error -d restored_created '%s'", pg_bin,
+          math.tointeger(pg.port), pg.user, pg_bin, math.tointeger(pg.port), pg.user, gz.path), { env = env })
+      end)
     end,
   }
   for round = 0, 2 do
     for k = 1, #runs do runs[(k + round - 1) % #runs + 1]() end
   end
-  local r3 = bench.row("restore (.backup) vs pg_restore -d", rours, rpeer)
-  local r4 = bench.row("restore (.backup.zst, streamed)", rzst, rpeer)
-  bench.row("  (vs createdb && pg_restore -d)", rours, rcreate)
-
+  local rpeer = best["pg_restore -d"]
+  local r3 = bench.row("restore (.backup) vs pg_restore -d", best["pgvault restore"], rpeer)
+  local r4 = bench.row("restore (.backup.zst, streamed)", best["pgvault restore .zst"], rpeer)
+  bench.row("  (vs createdb && pg_restore -d)", best["pgvault restore"], best["createdb && pg_restore -d"])
   print("")
   print(string.format("targets: zstd %.2fx (<= 0.40, archive %.2fx <= 1.00); pg %.2fx (<= 1.05); "
     .. "restore %.2fx / %.2fx (<= 1.10); peak RSS %.1f / %.1f MiB (< 64)", r1,

@@ -1,8 +1,8 @@
 /*
  * transport.c: S3 requests on the curl multi interface. Every attempt is
  * signed afresh; failures are sorted into retryable ones (5xx, 429,
- * SlowDown, RequestTimeout, resets and timeouts: exponential backoff with
- * jitter, Retry-After honoured), a skewed clock (corrected from the
+ * SlowDown, RequestTimeout, BadDigest, resets and timeouts: exponential
+ * backoff with jitter, Retry-After honoured), a skewed clock (corrected from the
  * server's Date, then retried) and final ones (authentication and
  * permission errors fail at once, naming the key id, endpoint and profile).
  */
@@ -562,9 +562,13 @@ static void settle(s3_client *c, s3_req *r, CURLcode rc)
         }
         if (!code[0] && r->status == 404 && r->key && strcmp(r->method, "HEAD") != 0)
             snprintf(code, sizeof code, "NoSuchKey");
+        /* BadDigest / XAmzContentSHA256Mismatch: the body was damaged on the
+         * way; it is still in memory, so it is sent again. */
         bool retryable = r->status >= 500 || r->status == 429 || strcmp(code, "SlowDown") == 0 ||
                          strcmp(code, "RequestTimeout") == 0 ||
-                         strcmp(code, "InternalError") == 0 || strcmp(code, "Throttling") == 0;
+                         strcmp(code, "InternalError") == 0 || strcmp(code, "Throttling") == 0 ||
+                         strcmp(code, "BadDigest") == 0 ||
+                         strcmp(code, "XAmzContentSHA256Mismatch") == 0;
         if (strcmp(code, "RequestTimeTooSkewed") == 0) {
             double off;
             if (server_clock_offset(r, &off) && r->attempt < max) {

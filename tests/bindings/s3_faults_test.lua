@@ -71,8 +71,32 @@ t.test("uploads and downloads survive 503 SlowDown, 500, resets mid-body and slo
   t.eq(back.sha256.sha256, file_sha256(d .. "/src"), "upload byte-identical")
   local st = proxy:stats()
   t.ok(st.injected >= 3, "faults were injected: " .. st.injected)
+  t.ok(st.digests_checked >= 5, "every body that arrived whole matched its Content-MD5 and SHA-256: "
+    .. st.digests_checked)
+  t.eq(st.bad_digests, 0)
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left open")
   t.eq(#proxy:uploads("completed"), 1, "one completed upload")
+end)
+
+t.test("a body damaged in transit is refused (BadDigest, as S3 checks Content-MD5) and sent again", function()
+  local bucket = make_bucket("faults-digest")
+  local proxy = fresh_proxy()
+  local d = h.tmpdir()
+  make_file(d .. "/src", 12 * MiB)
+  proxy:rules({ { op = "UploadPart", action = "corrupt", count = 2 }, { op = "PutObject", action = "corrupt", count = 1 } })
+  local url = "s3://" .. bucket .. "/parts.bin"
+  local r = upload(proxy, d .. "/src", url)
+  t.eq(r.s3.committed, true)
+  local small = "s3://" .. bucket .. "/small.txt"
+  s3.put(small, "a small object", proxy:opts({ retry_base_ms = 20 }))
+  local st = proxy:stats()
+  t.eq(st.bad_digests, 3, "three damaged bodies refused")
+  t.eq(#proxy:uploads("open"), 0)
+  local o = direct()
+  o.url = url
+  local back = stream.run { s3.reader(o), stream.sha256(), stream.discard() }
+  t.eq(back.sha256.sha256, file_sha256(d .. "/src"), "what was stored is what was sent")
+  t.eq(s3.get(small, direct()), "a small object")
 end)
 
 t.test("a download resumes where a reset cut it, with a Range on the same ETag", function()

@@ -4,13 +4,17 @@
 //  - injects faults by rule: 503 SlowDown / 500 InternalError answers,
 //    connections reset in the middle of a request or response body, slow
 //    answers;
+//  - checks every request body against its Content-MD5 and
+//    x-amz-content-sha256 as S3 does (400 BadDigest /
+//    XAmzContentSHA256Mismatch, the request not passed on), which the test
+//    server does not, and can damage a body in transit (action corrupt);
 //  - accounts for every multipart upload (created, completed, aborted);
 //  - answers AbortMultipartUpload, ListMultipartUploads and ListParts
 //    itself, as the S3 API documents them, because the test server lacks
 //    them.
 // Control (paths no bucket can have): POST /__proxy/rules with a JSON list
 // of {op, action, rate, after, count} (actions: status503, status500,
-// reset, slow with ms, error with status/code/message, etag with mode
+// reset, slow with ms, error with status/code/message, corrupt, etag with mode
 // "aws" or "wrong": the CompleteMultipartUpload answer carries the ETag
 // AWS gives a multipart object, MD5 of the parts' binary MD5s + "-N", or a
 // wrong one of that form); GET /__proxy/stats; POST
@@ -23,7 +27,7 @@ const crypto = require('crypto');
 
 const upstream = new URL(process.argv[2] || '');
 let rules = [];
-let stats = { requests: 0, injected: 0, ops: {} };
+let stats = { requests: 0, injected: 0, ops: {}, digests_checked: 0, bad_digests: 0 };
 const uploads = new Map(); // uploadId -> {bucket, key, id, initiated, state, parts: Map}
 
 function opOf(req, url) {
@@ -204,9 +208,13 @@ function forward(req, res, url, op, rule) {
     });
     ures.on('error', () => res.destroy());
   });
-  up.on('error', () => res.destroy());
+  let rejected = false;
+  up.on('error', () => { if (!rejected) res.destroy(); });
   let received = 0;
   const length = Number(req.headers['content-length'] || 0);
+  const md5 = crypto.createHash('md5');
+  const sha = crypto.createHash('sha256');
+  let corrupted = false;
   req.on('data', (c) => {
     received += c.length;
     if (rule && rule.action === 'reset' && req.method !== 'GET' && received > length / 2) {
@@ -214,9 +222,33 @@ function forward(req, res, url, op, rule) {
       req.socket.destroy();
       return;
     }
+    if (rule && rule.action === 'corrupt' && !corrupted && c.length > 0) {
+      c = Buffer.from(c);
+      c[c.length >> 1] ^= 0x20; // one bit flipped on the way
+      corrupted = true;
+    }
+    md5.update(c);
+    sha.update(c);
     up.write(c);
   });
-  req.on('end', () => up.end());
+  req.on('end', () => {
+    // What S3 does with a body before it stores it.
+    const wantMd5 = req.headers['content-md5'];
+    const wantSha = req.headers['x-amz-content-sha256'];
+    let code = null;
+    if (wantMd5 && md5.digest('base64') !== wantMd5) code = 'BadDigest';
+    else if (wantSha && /^[0-9a-f]{64}$/.test(wantSha) && sha.digest('hex') !== wantSha) code = 'XAmzContentSHA256Mismatch';
+    if (code) {
+      stats.bad_digests++;
+      rejected = true;
+      up.destroy();
+      return sendXml(res, 400, errorXml(code, code === 'BadDigest'
+        ? 'The Content-MD5 you specified did not match what we received.'
+        : "The provided 'x-amz-content-sha256' header does not match what was computed."));
+    }
+    if (wantMd5 || (wantSha && /^[0-9a-f]{64}$/.test(wantSha))) stats.digests_checked++;
+    up.end();
+  });
 }
 
 function handle(req, res) {
@@ -228,7 +260,7 @@ function handle(req, res) {
       if (url.pathname === '/__proxy/rules') rules = JSON.parse(body || '[]');
       if (url.pathname === '/__proxy/reset') {
         rules = [];
-        stats = { requests: 0, injected: 0, ops: {} };
+        stats = { requests: 0, injected: 0, ops: {}, digests_checked: 0, bad_digests: 0 };
         uploads.clear();
       }
       const list = [...uploads.values()].map((u) => ({ bucket: u.bucket, key: u.key, id: u.id, state: u.state, parts: u.parts.size }));
