@@ -83,7 +83,8 @@ t.test("a body damaged in transit is refused (BadDigest, as S3 checks Content-MD
   local proxy = fresh_proxy()
   local d = h.tmpdir()
   make_file(d .. "/src", 12 * MiB)
-  proxy:rules({ { op = "UploadPart", action = "corrupt", count = 2 }, { op = "PutObject", action = "corrupt", count = 1 } })
+  proxy:rules({ { op = "UploadPart", action = "corrupt", count = 2 },
+    { op = "PutObject", action = "corrupt", count = 1 } })
   local url = "s3://" .. bucket .. "/parts.bin"
   local r = upload(proxy, d .. "/src", url)
   t.eq(r.s3.committed, true)
