@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,6 +46,7 @@ typedef struct {
     bool in_notice;  /* ... or the collation WARNING */
     int warnings;
     bool collation_mismatch;
+    int pipe_size; /* of the child's stdin (a sink), 0 if unknown */
 } dump_stage;
 
 static bool has(const char *s, const char *needle)
@@ -217,7 +219,11 @@ static int stage_start(pv_stage *s, pv_err *err)
     /* Bigger pipes than the default 64 KiB: fewer wake-ups per megabyte on
      * the data path (best effort; the system may cap it). */
     fcntl(d->mode == DUMP_SINK ? d->child.in_fd : d->child.out_fd, F_SETPIPE_SZ, 1 << 20);
-    if (d->mode == DUMP_SINK) fcntl(d->child.in_fd, F_SETFL, O_NONBLOCK);
+    if (d->mode == DUMP_SINK) {
+        fcntl(d->child.in_fd, F_SETFL, O_NONBLOCK);
+        int size = fcntl(d->child.in_fd, F_GETPIPE_SZ);
+        d->pipe_size = size > 0 ? size : 0;
+    }
     fcntl(*diag_fd(d), F_SETFL, O_NONBLOCK);
     return 0;
 }
@@ -253,6 +259,27 @@ static int source_run(pv_stage *s, pv_err *err)
     return wait_child(d, err);
 }
 
+/* Once the child's stdin is full, waits until it has read half of it
+ * (still reading its diagnostics, and seeing it go away), so the pipe is
+ * refilled in large writes. Waiting for room as such (POLLOUT) would wake
+ * us for every page the child reads, two context switches per 4 KiB read:
+ * tens of thousands a second for pg_restore, which reads 4 KiB at a time. */
+static void wait_half_empty(dump_stage *d)
+{
+    for (;;) {
+        int queued = 0;
+        if (!d->pipe_size || ioctl(d->child.in_fd, FIONREAD, &queued) < 0 ||
+            queued <= d->pipe_size / 2)
+            return;
+        int *dfd = diag_fd(d);
+        struct pollfd p[2] = {{d->child.in_fd, 0, 0}, {*dfd, POLLIN, 0}};
+        int r = poll(p, *dfd >= 0 ? 2 : 1, 1);
+        if (pv_interrupted()) return;
+        if (r > 0 && *dfd >= 0 && p[1].revents && drain_stderr(d, *dfd)) close_fd(dfd);
+        if (r > 0 && (p[0].revents & (POLLERR | POLLHUP))) return; /* the write says why */
+    }
+}
+
 /* Sink: feeds the child's stdin while reading its diagnostics, so neither
  * side can block the other. */
 static int sink_write(pv_stage *s, const uint8_t *data, size_t len, pv_err *err)
@@ -273,7 +300,10 @@ static int sink_write(pv_stage *s, const uint8_t *data, size_t len, pv_err *err)
         ssize_t w = write(d->child.in_fd, data + off, len - off);
         if (w > 0) {
             off += (size_t)w;
-        } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            if (off < len) wait_half_empty(d); /* the pipe is full */
+        } else if (w < 0 && errno == EAGAIN) {
+            wait_half_empty(d);
+        } else if (w < 0 && errno != EINTR) {
             int e = errno;
             close_fd(&d->child.in_fd);
             /* The child stopped reading: its own complaint is the cause. */

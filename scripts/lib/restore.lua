@@ -271,7 +271,9 @@ function restore.run(opts)
   create_database(admin, new, props)
   log.info("restoring %s into new database %s", o.src, new)
   local ok, r = pcall(function()
+    local t0 = proc.now()
     local res = load_archive(o, kind, new, m)
+    log.debug("the archive was loaded in %.2f s", proc.now() - t0)
     local counts = manifest.row_counts(m)
     local checked = 0
     if counts then

@@ -7,6 +7,7 @@ local h = require "harness.env"
 local children = require "harness.children"
 local dump = require "pgvault.dump"
 local stream = require "pgvault.stream"
+local proc = require "pgvault.proc"
 local fs = require "pgvault.fs"
 
 local DB = "dump_binding_test"
@@ -88,6 +89,13 @@ t.test("psql runs a script fed on its stdin and stops at the first error", funct
   local e = t.raises(function() stream.run { stream.string("SELECT 1/0;"), dump.psql { db = url } } end,
     "psql exited with status 3: .*division by zero")
   t.eq(e.kind, "child")
+  -- a child that stops reading while its input pipe is full (8 MiB of a
+  -- comment after the error): the pipeline ends with its complaint, no hang
+  local big = "SELECT 1/0;\n" .. string.rep("-- " .. string.rep("x", 1020) .. "\n", 8192)
+  local t0 = proc.now()
+  e = t.raises(function() stream.run { stream.string(big), dump.psql { db = url } } end,
+    "psql exited with status 3: .*division by zero")
+  t.ok(proc.now() - t0 < 30, "no hang")
 end)
 
 t.test("failures are one clear line: bad password, missing database, closed port, bad archive", function()
