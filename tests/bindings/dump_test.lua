@@ -95,6 +95,7 @@ t.test("psql runs a script fed on its stdin and stops at the first error", funct
   local t0 = proc.now()
   e = t.raises(function() stream.run { stream.string(big), dump.psql { db = url } } end,
     "psql exited with status 3: .*division by zero")
+  t.eq(e.kind, "child")
   t.ok(proc.now() - t0 < 30, "no hang")
 end)
 
