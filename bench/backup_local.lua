@@ -4,7 +4,7 @@
 -- Prints wall-time ratios, archive sizes and pgvault's peak RSS. Targets
 -- (issue 7): default (zstd) <= 0.4x pg_dump -Fc's time with an archive no
 -- larger; --compress pg <= 1.05x; peak RSS < 64 MiB; restore <= 1.1x
--- pg_restore -d (best of three rounds). On a shared machine: read the ratios,
+-- pg_restore -d (best of five rounds, PGVAULT_BENCH_ROUNDS). On a shared machine: read the ratios,
 -- not the seconds.
 package.path = "tests/?.lua;bench/?.lua;" .. package.path
 local bench = require "lib.bench"
@@ -64,7 +64,7 @@ local ok, err = pcall(function()
     peer_size / 1048576, bench.size(gz.path) / peer_size))
 
   -- Restore the same archive (pg_dump's gzip) both ways into a new database,
-  -- three rounds, best of three: restores swing with the load. Before each
+  -- five rounds (PGVAULT_BENCH_ROUNDS), best of all: restores swing with the load. Before each
   -- timed run the machine is settled (CHECKPOINT, sync) and the database
   -- the run before made is dropped, so no run pays for the previous one's
   -- dirty pages or for autovacuum working through its fresh tables; the
@@ -102,7 +102,7 @@ local ok, err = pcall(function()
       end)
     end,
   }
-  for round = 0, 2 do
+  for round = 0, (tonumber(os.getenv("PGVAULT_BENCH_ROUNDS")) or 5) - 1 do
     for k = 1, #runs do runs[(k + round - 1) % #runs + 1]() end
   end
   local rpeer = best["pg_restore -d"]
