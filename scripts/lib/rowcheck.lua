@@ -91,7 +91,7 @@ function rowcheck.compare(c, tables, opts)
     return n == t.rows
   end
   local got, recount = {}, {}
-  local stats = opts.inserted and c:server_version() >= 150000 and alone(c, 10) and inserted(c) or nil
+  local stats = opts.inserted and c:server_version() >= 150000 and alone(c, 3) and inserted(c) or nil
   for i, t in ipairs(tables) do
     local n = stats and stats[key(t.schema, t.name)]
     if fits(t, n) then got[i] = n else recount[#recount + 1] = i end
