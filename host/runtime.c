@@ -27,11 +27,12 @@ bool pv_verbose = false;
 static volatile sig_atomic_t interrupt_flag;
 static volatile sig_atomic_t interrupt_sig;
 static volatile sig_atomic_t interrupt_count;
+static volatile sig_atomic_t critical_depth; /* inside pgvault.critical */
 static lua_State *signal_L;
 
 bool pv_interrupted(void)
 {
-    return interrupt_flag != 0;
+    return interrupt_flag != 0 && critical_depth == 0;
 }
 
 int pv_interrupt_signal(void)
@@ -65,8 +66,10 @@ static void on_signal(int sig)
     interrupt_sig = sig;
     /* A third signal means the user really wants out, now. */
     if (++interrupt_count >= 3) _exit(130);
-    /* lua_sethook is the one Lua call that is safe here (see lua.c). */
-    if (signal_L) lua_sethook(signal_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    /* lua_sethook is the one Lua call that is safe here (see lua.c). A
+     * critical section arms it when it ends. */
+    if (signal_L && !critical_depth)
+        lua_sethook(signal_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 void pv_signals_set_state(lua_State *L)
@@ -167,6 +170,31 @@ static int base_uninterrupted(lua_State *L)
     }
     if (rc != LUA_OK) return lua_error(L);
     return lua_gettop(L);
+}
+
+/* pgvault.critical(fn, ...): runs fn(...) to its end whatever signal
+ * arrives meanwhile (renaming databases, say, where stopping half-way
+ * would leave things worse than either end); the signal then stops the
+ * run at the next instruction. A third signal still exits at once.
+ * Returns what fn returns, or raises its error. */
+static int base_critical(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    critical_depth++;
+    int rc = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    critical_depth--;
+    if (!critical_depth && interrupt_flag && signal_L && rc == LUA_OK)
+        lua_sethook(signal_L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    if (rc != LUA_OK) return lua_error(L);
+    return lua_gettop(L);
+}
+
+/* pgvault.signalled(): whether a signal arrived, even inside a critical
+ * section (where pgvault.interrupted() says false until it ends). */
+static int base_signalled(lua_State *L)
+{
+    lua_pushboolean(L, interrupt_flag != 0);
+    return 1;
 }
 
 static int base_redact(lua_State *L)
@@ -429,6 +457,8 @@ static int open_base(lua_State *L)
                                      {"is_error", base_is_error},
                                      {"interrupted", base_interrupted},
                                      {"uninterrupted", base_uninterrupted},
+                                     {"critical", base_critical},
+                                     {"signalled", base_signalled},
                                      {"redact", base_redact},
                                      {"embedded", base_embedded},
                                      {"embedded_list", base_embedded_list},

@@ -270,6 +270,44 @@ function restore.run(opts)
   if db_properties(admin, new) then fail("io", "database %s already exists: is another restore running?", new) end
   create_database(admin, new, props)
   log.info("restoring %s into new database %s", o.src, new)
+  -- Swaps names: the live database out of the way (kept as `old`), the new
+  -- one in. Runs as a critical section: a Ctrl-C waits for it to end, since
+  -- stopping half-way could leave the live database refusing connections
+  -- or under another name. Each failure puts back what it changed.
+  local old, swapped, moved = nil, false, false
+  local function swap()
+    if props then
+      old = naming.db_with_suffix(o.target, "_old_" .. stamp)
+      -- Keep new sessions out while we rename (the owner may do this).
+      local locked = pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, o.target) .. " ALLOW_CONNECTIONS false")
+      local tok, terr = pcall(terminate_sessions, admin, o.target)
+      local rok, rerr = false, terr
+      if tok then rok, rerr = pcall(rename_database, admin, o.target, old) end
+      if locked then
+        pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, rok and old or o.target) .. " ALLOW_CONNECTIONS true")
+      end
+      if not rok then
+        old = nil
+        fail("pg", "cannot rename database %s out of the way (%s): it is unchanged", o.target, tostring(rerr))
+      end
+    end
+    local sok, serr = pcall(rename_database, admin, new, o.target)
+    if not sok then
+      if old and not pcall(rename_database, admin, old, o.target) then
+        moved = true
+        fail("pg", "cannot rename %s to %s (%s), nor put %s back: rename it to %s by hand", new, o.target,
+          tostring(serr), old, o.target)
+      end
+      old = nil
+      fail("pg", "cannot rename %s to %s (%s); the original database was put back", new, o.target, tostring(serr))
+    end
+    swapped = true
+    if pgvault.signalled() then
+      log.warn("interrupted during the swap, which was finished first: %s is the restored database%s", o.target,
+        old and (", the previous one is kept as " .. old) or "")
+    end
+  end
+
   local ok, r = pcall(function()
     local t0 = proc.now()
     local res = load_archive(o, kind, new, m)
@@ -282,41 +320,24 @@ function restore.run(opts)
     else
       log.info("the manifest has no per-table row counts: checked pg_restore's status and the checksum only")
     end
+    pgvault.critical(swap)
     return { result = res, checked = checked }
   end)
-  if not ok then
+  if not ok and not swapped then
     -- even when a signal stopped the restore: that is what the drop cleans up after
     local dok, derr = pcall(pgvault.uninterrupted, drop_database, admin, new)
     if not dok then
       log.error("could not drop the unfinished database %s (%s): drop it by hand", new, tostring(derr))
     end
     if pgvault.is_error(r) then
-      r.message = string.format("restore into %s failed (database %s left as it was): %s", o.target, o.target,
-        r.message)
+      r.message = string.format("restore into %s failed%s: %s", o.target,
+        moved and "" or string.format(" (database %s left as it was)", o.target), r.message)
     end
     error(r, 0)
+  elseif not ok then
+    error(r, 0) -- after the swap: the restored database is in place
   end
 
-  local old
-  if props then
-    old = naming.db_with_suffix(o.target, "_old_" .. stamp)
-    -- Keep new sessions out while we rename (the owner may do this).
-    local locked = pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, o.target) .. " ALLOW_CONNECTIONS false")
-    terminate_sessions(admin, o.target)
-    local rok, rerr = pcall(rename_database, admin, o.target, old)
-    if locked then
-      pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, rok and old or o.target) .. " ALLOW_CONNECTIONS true")
-    end
-    if not rok then
-      pcall(pgvault.uninterrupted, drop_database, admin, new)
-      fail("pg", "cannot rename database %s out of the way (%s): it is unchanged", o.target, tostring(rerr))
-    end
-  end
-  local sok, serr = pcall(rename_database, admin, new, o.target)
-  if not sok then
-    if old then pcall(pgvault.uninterrupted, rename_database, admin, old, o.target) end
-    fail("pg", "cannot rename %s to %s (%s); the original database was put back", new, o.target, tostring(serr))
-  end
   if old and o.drop_old then
     drop_database(admin, old)
     log.info("dropped the previous database %s", old)

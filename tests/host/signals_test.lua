@@ -92,3 +92,28 @@ t.test("after SIGINT stops a pipeline, its error handler's clean-up runs (uninte
   w:close()
   t.eq(h.read(marker), "cleaned false", "the clean-up pipeline ran, not seeing the old signal")
 end)
+
+t.test("a critical section runs to its end through SIGINT (Lua and a child); the run stops right after", function()
+  local d = h.tmpdir()
+  local marker = d .. "/done"
+  local p = spawn(string.format([[
+    local pgvault = require "pgvault"
+    local proc = require "pgvault.proc"
+    local fs = require "pgvault.fs"
+    io.stdout:write("ready\n"); io.stdout:flush()
+    pgvault.critical(function()
+      local t0 = proc.now()
+      while proc.now() - t0 < 1.0 do end
+      local r = proc.run { "sleep", "0.3" }
+      assert(r.code == 0, "the child was not stopped")
+      assert(not pgvault.interrupted() and pgvault.signalled())
+      fs.write_file(%q, "finished")
+    end)
+    fs.write_file(%q, "after")]], marker, marker .. ".after"))
+  t.eq(p:read_line(10), "ready")
+  proc.sleep(0.2)
+  p:kill("INT")
+  t.eq(p:wait(10), 130, "exit code")
+  t.eq(h.read(marker), "finished", "the critical section ran to its end")
+  t.ok(not fs.exists(marker .. ".after"), "and the run stopped right after it")
+end)
