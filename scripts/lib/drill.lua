@@ -8,19 +8,10 @@ local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
 local stream = require "pgvault.stream"
 local layers = require "lib.layers"
+local restore = require "lib.restore"
 local rowcheck = require "lib.rowcheck"
 
 local drill = {}
-
-local function admin_connect(url)
-  local last
-  for _, db in ipairs({ "postgres", "template1" }) do
-    local ok, c = pcall(pg.connect, (dump.conninfo(url, { dbname = db, password = true })))
-    if ok then return c end
-    last = c
-  end
-  error(last, 0)
-end
 
 -- o: src, source (optional: a function giving the source stage, default
 -- the file src), layers (from layers.detect), identity_files, url, summary.
@@ -28,7 +19,7 @@ end
 function drill.run(o)
   local _, name = dump.conninfo(o.url)
   if not name or name == "" then pgvault.raise("usage", "--restore-into URL must name a scratch database") end
-  local admin <close> = admin_connect(o.url)
+  local admin <close> = restore.admin_connect(o.url)
   if #admin:query("SELECT 1 FROM pg_database WHERE datname = $1", name) > 0 then
     pgvault.raise("verify", "database " .. name .. " already exists: --restore-into needs a new scratch " ..
       "database name (it is dropped afterwards)")
@@ -53,8 +44,7 @@ function drill.run(o)
     for _, p in ipairs(found) do problems[#problems + 1] = "restored " .. rowcheck.describe(p, "the archive") end
     return { tables = checked, problems = problems }
   end)
-  local dok, derr = pcall(pgvault.uninterrupted, admin.exec, admin,
-    "DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)")
+  local dok, derr = pcall(pgvault.uninterrupted, restore.drop_database, admin, name)
   if not dok then log.error("could not drop the scratch database %s (%s): drop it by hand", name, tostring(derr)) end
   if not ok then
     if pgvault.is_error(res) then res.message = "restore drill into " .. name .. " failed: " .. res.message end

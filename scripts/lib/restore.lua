@@ -50,8 +50,9 @@ end
 local function q(c, ident) return c:quote_ident(ident) end
 local function lit(c, s) return c:quote_literal(s) end
 
--- A connection to the server's maintenance database.
-local function admin_connect(url)
+-- A connection to the server's maintenance database (postgres, else
+-- template1). Also used by the restore drill of verify.
+function restore.admin_connect(url)
   local last
   for _, db in ipairs({ "postgres", "template1" }) do
     local ok, c = pcall(pg.connect, (dump.conninfo(url, { dbname = db, password = true })))
@@ -88,9 +89,11 @@ local function create_database(admin, name, props)
   admin:exec(table.concat(sql, " "))
 end
 
-local function drop_database(admin, name)
+-- Drops database `name` if it exists, ending its sessions (WITH FORCE).
+function restore.drop_database(admin, name)
   admin:exec("DROP DATABASE IF EXISTS " .. q(admin, name) .. " WITH (FORCE)")
 end
+local drop_database = restore.drop_database
 
 -- Ends the other sessions on `name`, saying whose (pg_terminate_backend:
 -- needs superuser, the same role, or membership in pg_signal_backend).
@@ -249,7 +252,7 @@ function restore.run(opts)
   if not o.source then m, why = manifest.for_archive(o.src) end
   if not m then log.info("restoring without a manifest (%s): checksum and row counts not checked", why) end
 
-  local admin <close> = admin_connect(o.db)
+  local admin <close> = restore.admin_connect(o.db)
   local props = db_properties(admin, o.target)
   local stamp = naming.stamp()
 
