@@ -24,13 +24,14 @@
 #define TAIL_LINES 6
 #define LINE_MAX_LEN 1024
 
-typedef struct {
+struct dump_stage {
     pv_stage base;
     int mode;
     char program[32];
     dump_bin bin;
     char *argv[MAX_ARGV + 1];
-    char *env[3];
+    int argc;
+    pg_child_conn conn; /* the conninfo on argv, the secrets for the environment */
     pv_child child;
     bool spawned, waited;
     int status;
@@ -47,7 +48,7 @@ typedef struct {
     int warnings;
     bool collation_mismatch;
     int pipe_size; /* of the child's stdin (a sink), 0 if unknown */
-} dump_stage;
+};
 
 static bool has(const char *s, const char *needle)
 {
@@ -211,8 +212,8 @@ static int stage_start(pv_stage *s, pv_err *err)
     int flags = d->mode == DUMP_SOURCE ? (PV_PIPE_OUT | PV_PIPE_ERR | PV_NULL_IN)
                                        : (PV_PIPE_IN | PV_PIPE_OUT | PV_ERR_TO_OUT);
     d->argv[0] = d->bin.path;
-    if (pv_child_spawn(&d->child, (const char *const *)d->argv, (const char *const *)d->env, NULL,
-                       flags, err) < 0)
+    if (pv_child_spawn(&d->child, (const char *const *)d->argv, (const char *const *)d->conn.env,
+                       NULL, flags, err) < 0)
         return -1;
     d->spawned = true;
     pv_log(PV_LOG_DEBUG, "started %s %s (pid %d)", d->bin.path, d->bin.version, (int)d->child.pid);
@@ -339,15 +340,12 @@ static void stage_release(pv_stage *s)
     stage_abort(s);
     free(d->buf);
     d->buf = NULL;
-    for (int i = 1; d->argv[i]; i++) {
+    for (int i = 1; i < d->argc; i++) {
         free(d->argv[i]);
         d->argv[i] = NULL;
     }
-    for (int i = 0; d->env[i]; i++) {
-        explicit_bzero(d->env[i], strlen(d->env[i]));
-        free(d->env[i]);
-        d->env[i] = NULL;
-    }
+    d->argc = 0;
+    pg_child_conn_free(&d->conn);
 }
 
 static int stage_report(pv_stage *s, lua_State *L)
@@ -421,8 +419,8 @@ static const pv_stage_ops psql_ops = {.name = "psql",
                                       .report = stage_report,
                                       .release = stage_release};
 
-void dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin *bin,
-                     const char *const *argv, const char *password, int mode)
+dump_stage *dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin *bin,
+                            int mode)
 {
     bool restore = strcmp(program, "pg_restore") == 0;
     const pv_stage_ops *ops = mode == DUMP_SOURCE ? (restore ? &restore_source_ops : &source_ops)
@@ -433,16 +431,23 @@ void dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin
     d->child.in_fd = d->child.out_fd = d->child.err_fd = -1;
     snprintf(d->program, sizeof d->program, "%s", program);
     d->bin = *bin;
-    bool oom = false;
-    for (int i = 1; argv[i] && i < MAX_ARGV && !oom; i++)
-        if (!(d->argv[i] = strdup(argv[i]))) oom = true;
-    if (password && !oom) {
-        size_t n = strlen(password) + sizeof "PGPASSWORD=";
-        d->env[0] = malloc(n);
-        if (d->env[0])
-            snprintf(d->env[0], n, "PGPASSWORD=%s", password);
-        else
-            oom = true;
-    }
-    if (oom) luaL_error(L, "out of memory"); /* the userdata's __gc frees the rest */
+    d->argc = 1; /* argv[0] is the binary's path, set when it starts */
+    return d;
+}
+
+void dump_stage_arg(lua_State *L, dump_stage *d, const char *arg)
+{
+    if (d->argc >= MAX_ARGV) luaL_error(L, "too many arguments for %s", d->program);
+    if (!(d->argv[d->argc] = strdup(arg))) luaL_error(L, "out of memory");
+    d->argc++;
+}
+
+void dump_stage_connect(lua_State *L, dump_stage *d, const pg_conninfo *ci)
+{
+    pv_err err;
+    pv_err_clear(&err);
+    pg_child_conn_free(&d->conn);
+    if (pg_child_conn_make(ci, &d->conn, &err) < 0) pv_err_raise(L, &err);
+    dump_stage_arg(L, d, "-d");
+    dump_stage_arg(L, d, d->conn.conninfo);
 }

@@ -3,6 +3,7 @@
  * objects: rows with typed values, errors with their SQLSTATE and fields,
  * and the notices a connection collects.
  */
+#include "conninfo.h"
 #include "pg_internal.h"
 
 #include <stdlib.h>
@@ -99,16 +100,6 @@ void pg_push_rows(lua_State *L, const PGresult *r, int null_idx)
 /* Errors                                                              */
 /* ------------------------------------------------------------------ */
 
-static void flatten(const char *in, char *out, size_t outsz)
-{
-    size_t o = 0;
-    for (const char *p = in; *p && o + 1 < outsz; p++)
-        out[o++] = (*p == '\n' || *p == '\t' || *p == '\r') ? ' ' : *p;
-    while (o > 0 && out[o - 1] == ' ')
-        o--;
-    out[o] = '\0';
-}
-
 static const char *field(const PGresult *r, int code)
 {
     return r ? PQresultErrorField(r, code) : NULL;
@@ -125,13 +116,13 @@ void pg_result_err(pv_err *err, const PGresult *r, const pg_conn *c)
     bool lost = PQstatus(c->conn) == CONNECTION_BAD;
 
     char msg[600], det[300], hin[300];
-    flatten(primary ? primary
-                    : (r && PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r)
-                                                       : PQerrorMessage(c->conn)),
-            msg, sizeof msg);
+    pg_one_line(primary ? primary
+                        : (r && PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r)
+                                                           : PQerrorMessage(c->conn)),
+                msg, sizeof msg);
     if (!msg[0]) snprintf(msg, sizeof msg, "the server returned no result");
-    flatten(detail ? detail : "", det, sizeof det);
-    flatten(hint ? hint : "", hin, sizeof hin);
+    pg_one_line(detail ? detail : "", det, sizeof det);
+    pg_one_line(hint ? hint : "", hin, sizeof hin);
     pv_err_set(err, "pg", "%s%s%s%s%s%s%s%s%s", lost ? "lost the connection to " : "",
                lost ? c->desc : "", lost ? ": " : "", msg, sqlstate ? " (SQLSTATE " : "",
                sqlstate ? sqlstate : "", sqlstate ? ")" : "", det[0] ? "; " : "", det);

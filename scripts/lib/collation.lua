@@ -9,6 +9,7 @@
 -- bt_index_check. The fix needs ownership of the tables whose indexes it
 -- rebuilds, ownership of the database (ALTER DATABASE ... REFRESH COLLATION
 -- VERSION) and of each collation it refreshes; a superuser has all of them.
+local dump = require "pgvault.dump"
 local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
@@ -25,18 +26,10 @@ end
 
 -- Connection string for another database on the same server, keeping
 -- every other setting of `url` (host, user, password, sslmode ...).
-function M.url_for(url, dbname)
-  local parts = pg.parse_conninfo(url)
-  parts.dbname = dbname
-  local keys = {}
-  for k in pairs(parts) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local out = {}
-  for _, k in ipairs(keys) do
-    out[#out + 1] = k .. "='" .. parts[k]:gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
-  end
-  return table.concat(out, " ")
+local function url_for(url, dbname)
+  return (dump.conninfo(url, { dbname = dbname, password = true }))
 end
+M.url_for = url_for
 
 local function is_null(v)
   return v == nil or v == pg.null
@@ -427,7 +420,7 @@ function M.targets(url, all)
   local out = {}
   for _, d in ipairs(M.databases(conn)) do
     if d.allow_connections then
-      local t = { name = d.name, url = M.url_for(url, d.name) }
+      local t = { name = d.name, url = url_for(url, d.name) }
       if d.current then
         t.url, t.conn = url, conn
         table.insert(out, 1, t)

@@ -183,3 +183,36 @@ t.test("child stderr is forwarded to the log, redacted, and the error is too", f
   t.match(r.stderr, "psql exited with status 3: .*invalid input syntax for type integer: \"again %*%*%*\"")
   t.no_match(r.stderr, PG.password, "the password appears nowhere")
 end)
+
+-- Neon's pooled host is PgBouncer in transaction mode, which pg_dump,
+-- pg_restore and psql cannot work through: they get the direct host.
+-- hostaddr stands in for Neon's DNS (both names lead to its proxy, which
+-- routes by name).
+t.test("a Neon pooled host: the client programs connect to the direct host, said once, every setting kept", function()
+  local pooled = string.format("postgresql://%s@ep-cool-dawn-123456-pooler.us-east-2.aws.neon.tech:%d/%s"
+    .. "?hostaddr=127.0.0.1&sslmode=disable&application_name=vault", PG.user, math.tointeger(PG.port), DB)
+  local release = children.lock_table(DB, "t")
+  local handle, output = children.pgvault({ "-e", [[
+    local dump, stream = require "pgvault.dump", require "pgvault.stream"
+    local url = os.getenv("PGV_URL")
+    assert(dump.conninfo(url):find("-pooler", 1, true), "dump.conninfo leaves the host alone")
+    stream.run { dump.pg_dump { db = url }, stream.discard() }
+    stream.run { stream.string("SELECT 1;"), dump.psql { db = url } }]] },
+    { PGV_URL = pooled, PGPASSWORD = PG.password })
+  local pid = children.find(handle:pid(), "pg_dump", "dbname=")
+  local cmdline = pid and children.cmdline(pid) or ""
+  release()
+  local code = handle:wait(60)
+  handle:close()
+  local _, stderr = output()
+  t.eq(code, 0, stderr)
+  t.match(cmdline, "host='ep%-cool%-dawn%-123456%.us%-east%-2%.aws%.neon%.tech'")
+  t.no_match(cmdline, "%-pooler")
+  for _, kept in ipairs({ "hostaddr='127.0.0.1'", "sslmode='disable'", "application_name='vault'",
+    "dbname='" .. DB .. "'", "user='" .. PG.user .. "'" }) do
+    t.ok(cmdline:find(kept, 1, true), kept .. " kept: " .. cmdline)
+  end
+  local _, warnings = stderr:gsub("connects to Neon's direct host ep%-cool%-dawn%-123456%.us%-east%-2%.aws%.neon%.tech "
+    .. "instead of the pooled ep%-cool%-dawn%-123456%-pooler%.us%-east%-2%.aws%.neon%.tech", "")
+  t.eq(warnings, 1, "one warning for the run: " .. stderr)
+end)
