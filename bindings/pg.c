@@ -9,6 +9,7 @@
  * pg/result.c.
  */
 #include "pg/conninfo.h"
+#include "pg/message.h"
 #include "pg/pg_internal.h"
 
 #include <errno.h>
@@ -366,20 +367,13 @@ static int conn_info(lua_State *L)
 {
     PGconn *pc = check_conn(L)->conn;
     lua_createtable(L, 0, 7);
-    lua_pushstring(L, or_empty(PQhost(pc)));
-    lua_setfield(L, -2, "host");
-    lua_pushstring(L, or_empty(PQport(pc)));
-    lua_setfield(L, -2, "port");
-    lua_pushstring(L, or_empty(PQdb(pc)));
-    lua_setfield(L, -2, "db");
-    lua_pushstring(L, or_empty(PQuser(pc)));
-    lua_setfield(L, -2, "user");
-    lua_pushinteger(L, PQserverVersion(pc));
-    lua_setfield(L, -2, "server_version");
-    lua_pushinteger(L, PQbackendPID(pc));
-    lua_setfield(L, -2, "backend_pid");
-    lua_pushboolean(L, PQsslInUse(pc));
-    lua_setfield(L, -2, "ssl");
+    pv_set_str(L, "host", or_empty(PQhost(pc)));
+    pv_set_str(L, "port", or_empty(PQport(pc)));
+    pv_set_str(L, "db", or_empty(PQdb(pc)));
+    pv_set_str(L, "user", or_empty(PQuser(pc)));
+    pv_set_int(L, "server_version", PQserverVersion(pc));
+    pv_set_int(L, "backend_pid", PQbackendPID(pc));
+    pv_set_bool(L, "ssl", PQsslInUse(pc));
     return 1;
 }
 

@@ -5,31 +5,13 @@
  * says what to do about it.
  */
 #include "conninfo.h"
+#include "message.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-void pg_one_line(const char *in, char *out, size_t outsz)
-{
-    if (outsz == 0) return;
-    size_t o = 0;
-    bool space = false;
-    for (const char *p = in; *p && o + 2 < outsz; p++) {
-        if (*p == '\n' || *p == '\t' || *p == '\r') {
-            space = true;
-            continue;
-        }
-        if (space && o > 0 && out[o - 1] != ' ') out[o++] = ' ';
-        space = false;
-        out[o++] = *p;
-    }
-    while (o > 0 && out[o - 1] == ' ')
-        o--;
-    out[o] = '\0';
-}
 
 static const char *or_empty(const char *s)
 {

@@ -11,6 +11,7 @@
  * message that falls in such a span is masked.
  */
 #include "conninfo.h"
+#include "message.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -205,18 +206,6 @@ static void register_spans(const char *s, const span *sp, int n)
 /* Masking libpq's messages                                            */
 /* ------------------------------------------------------------------ */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} outbuf;
-
-static void put(outbuf *o, const char *s, size_t n)
-{
-    while (n-- > 0 && o->len + 1 < o->cap)
-        o->p[o->len++] = *s++;
-    o->p[o->len] = '\0';
-}
-
 static bool in_spans(size_t pos, const span *sp, int n)
 {
     for (int i = 0; i < n; i++)
@@ -238,33 +227,33 @@ static bool overlaps(const span *sp, int n, size_t at, size_t len)
  * fall in a span are masked. A piece found nowhere (libpq decoded it) is
  * masked whole when the text holds a secret at all; one punctuation
  * character ("=", "]") is libpq's own wording. */
-static void put_fragment(outbuf *o, const char *text, const span *sp, int n, const char *frag,
+static void put_fragment(FILE *o, const char *text, const span *sp, int n, const char *frag,
                          size_t len)
 {
     if (n == 0 || len == 0 || (len == 1 && ispunct((unsigned char)frag[0]))) {
-        put(o, frag, len);
+        fwrite(frag, 1, len, o);
         return;
     }
     const char *hit = NULL;
     for (const char *p = text; *p; p++) {
         if (strncmp(p, frag, len) != 0) continue;
         if (!overlaps(sp, n, (size_t)(p - text), len)) {
-            put(o, frag, len);
+            fwrite(frag, 1, len, o);
             return;
         }
         if (!hit) hit = p;
     }
     if (!hit) {
-        put(o, MASK, strlen(MASK));
+        fputs(MASK, o);
         return;
     }
     size_t at = (size_t)(hit - text);
     for (size_t j = 0; j < len;) {
         if (!in_spans(at + j, sp, n)) {
-            put(o, frag + j++, 1);
+            fputc(frag[j++], o);
             continue;
         }
-        put(o, MASK, strlen(MASK));
+        fputs(MASK, o);
         while (j < len && in_spans(at + j, sp, n))
             j++;
     }
@@ -273,23 +262,27 @@ static void put_fragment(outbuf *o, const char *text, const span *sp, int n, con
 static void mask_text(const char *text, const char *msg, char *out, size_t outsz)
 {
     if (outsz == 0) return;
-    outbuf o = {out, 0, outsz};
     out[0] = '\0';
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *o = open_memstream(&buf, &len);
+    if (!o) return;
     span sp[MAX_SPANS];
     bool cut;
     int n = text ? secret_spans(text, sp, MAX_SPANS, &cut) : 0;
     for (const char *p = msg; *p;) {
         const char *close = *p == '"' ? strchr(p + 1, '"') : NULL;
         if (!close) {
-            put(&o, p, 1);
-            p++;
+            fputc(*p++, o);
             continue;
         }
-        put(&o, "\"", 1);
-        put_fragment(&o, text, sp, n, p + 1, (size_t)(close - p - 1));
-        put(&o, "\"", 1);
+        fputc('"', o);
+        put_fragment(o, text, sp, n, p + 1, (size_t)(close - p - 1));
+        fputc('"', o);
         p = close + 1;
     }
+    if (fclose(o) == 0) snprintf(out, outsz, "%s", buf);
+    free(buf);
 }
 
 void pg_conninfo_mask(const pg_conninfo *ci, const char *msg, char *out, size_t outsz)

@@ -91,8 +91,4 @@ PGconn *pg_conninfo_start(const pg_conninfo *ci, pv_err *err);
  * one is known; the caller still owns (and PQfinish-es) pc. */
 int pg_conninfo_wait(const pg_conninfo *ci, PGconn *pc, pv_err *err);
 
-/* libpq's multi-line message as one line: newlines and tabs become single
- * spaces, trailing space dropped. */
-void pg_one_line(const char *in, char *out, size_t outsz);
-
 #endif

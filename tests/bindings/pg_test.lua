@@ -262,9 +262,9 @@ t.test("notices are collected with their fields and forwarded to the log", funct
   END $$]])
   local n = c:notices()
   t.eq(#n, 2)
-  t.eq(n[1], { severity = "NOTICE", sqlstate = "00000", message = "hello 42" })
+  t.eq(n[1], { severity = "NOTICE", sqlstate = "00000", message = "hello 42", text = "hello 42" })
   t.eq(n[2], { severity = "WARNING", sqlstate = "01000", message = "careful", detail = "some detail",
-    hint = "some hint" })
+    hint = "some hint", text = "careful. some detail Hint: some hint" })
   c:clear_notices()
   t.eq(#c:notices(), 0)
   local r = child([[
@@ -302,8 +302,9 @@ t.test("the collation WARNING of start-up is captured as a notice, never printed
   local r = child("require('pgvault.pg').connect(os.getenv('C')):close()", { C = curl })
   t.eq(r.code, 0)
   t.match(r.stderr, "^pgvault: warning: server WARNING on database " .. name ..
-    ": database \"" .. name .. "\" has a collation version mismatch The database was created using " ..
-    "collation version 0%.1")
+    ": database \"" .. name .. "\" has a collation version mismatch%. The database was created using " ..
+    "collation version 0%.1, but the operating system provides version [%d.]+%. Hint: Rebuild all objects")
+  t.eq(n[1].text, n[1].message .. ". " .. n[1].detail .. " Hint: " .. n[1].hint, "the sentences kept")
   t.no_match(r.stderr, "\nWARNING:", "libpq's own printing is replaced")
   t.eq(select(2, r.stderr:gsub("\n", "")), 1, "one log line")
   c:close()

@@ -107,6 +107,7 @@ t.test("no secret keyword on a client's command line: sslpassword and password t
   t.no_match(cmdline, secret, "sslpassword on the command line")
   t.no_match(cmdline, PG.password, "password on the command line")
   t.match(cmdline, "service='pgvault'")
+  t.match(cmdline, "dbname='" .. DB .. "'", "the rest of the connection string is on it")
   t.match(environ, "\nPGPASSWORD=" .. PG.password .. "\n")
   t.ok(file, "a service file in the environment: " .. environ)
   t.eq(st and st.mode & 511, 384, "the service file is 0600")
