@@ -1,9 +1,11 @@
 /*
  * archive.h: the PGDMP custom-format reader shared by bindings/archive.c and
- * its helpers: a push parser (parser.c) that takes the archive in pieces of
- * any size, the stream decoders and COPY row counter (decode.c), the
- * pg_restore --list printer (listing.c) and the whole-file reader that
- * inflates data blocks on several threads when the TOC has offsets (file.c).
+ * its helpers: a push parser (parser.c driving, toc.c for the header and
+ * TOC, blocks.c for the data blocks; parser.h is theirs) that takes the
+ * archive in pieces of any size, the stream decoders (decode.c), the row
+ * counter (rows.c), the pg_restore --list printer and the summary
+ * (listing.c) and the whole-file reader that inflates data blocks on
+ * several threads when the TOC has offsets (file.c).
  *
  * Memory is bounded whatever the input: strings that matter (names, types)
  * are kept up to AR_MAX_KEPT_STR bytes, definitions are skipped as they
@@ -53,6 +55,16 @@ typedef struct ar_entry {
     int64_t lo_count;
 } ar_entry;
 
+/* How the data blocks were read: "parallel" (ranges of blocks on several
+ * threads), "sequential" (with the reason it was not parallel) or
+ * "stream" (a tap sees the bytes once, in order). */
+typedef struct ar_read_mode {
+    const char *mode;
+    int threads; /* threads that inflated data at the same time */
+    int ranges;  /* pieces the data area was cut into */
+    const char *reason;
+} ar_read_mode;
+
 /* The header and TOC, shared read-only by the data readers once complete. */
 typedef struct ar_toc {
     int vmaj, vmin, vrev;
@@ -69,6 +81,7 @@ typedef struct ar_toc {
     uint64_t toc_end; /* byte offset just past the TOC */
     size_t memory;    /* bytes allocated for the TOC, bounded */
     bool all_offsets; /* every data entry has a position (flag 2) */
+    ar_read_mode read;
 } ar_toc;
 
 typedef struct ar_decoder {
@@ -80,13 +93,17 @@ typedef struct ar_decoder {
     uint8_t *out;
 } ar_decoder;
 
-/* COPY text line state, to count rows and find the "\." line. */
-typedef struct ar_copy {
+/* Counting a table's rows as its data streams past: COPY text lines up
+ * to the end-of-data line "\.". */
+enum { AR_ROWS_NONE, AR_ROWS_COPY };
+
+typedef struct ar_rows {
+    int mode; /* AR_ROWS_* */
     uint64_t line_len;
     uint8_t c0, c1;
     bool done;
     bool garbage; /* something other than newlines after "\." */
-} ar_copy;
+} ar_rows;
 
 typedef struct ar_parser {
     ar_toc *toc;
@@ -120,7 +137,7 @@ typedef struct ar_parser {
     int block_type;
     uint64_t chunk_left;
     ar_decoder dec;
-    ar_copy copy;
+    ar_rows rows;
     bool lo_active;
     uint32_t lo_oid;
     uint64_t end_limit;   /* blocks mode: stop expecting blocks here (0: none) */
@@ -148,13 +165,19 @@ const char *ar_algo_name(int algo);
 
 /* decode.c */
 int ar_dec_begin(ar_decoder *d, int algo, char *msg, size_t msgsz);
-/* Feeds compressed bytes; decoded output goes to ar_count(). */
-int ar_dec_feed(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_copy *c, char *msg,
+/* Feeds compressed bytes; decoded output is counted into e (raw bytes) and
+ * `rows` (NULL: a large object's bytes, not rows). */
+int ar_dec_feed(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_rows *rows, char *msg,
                 size_t msgsz);
 /* The stream's chunks are over: the codec must have seen its end. */
 int ar_dec_end(ar_decoder *d, char *msg, size_t msgsz);
 void ar_dec_free(ar_decoder *d);
-void ar_count(ar_entry *e, ar_copy *c, const uint8_t *out, size_t n);
+
+/* rows.c */
+void ar_rows_begin(ar_rows *r, int mode);
+void ar_rows_feed(ar_rows *r, ar_entry *e, const uint8_t *data, size_t n);
+/* The table's data is over: it must have ended where its format ends. */
+int ar_rows_end(ar_rows *r, ar_entry *e, char *msg, size_t msgsz);
 
 /* listing.c: pg_restore --list's text for the TOC, appended to a buffer. */
 void ar_list(lua_State *L, const ar_toc *toc, bool verbose);

@@ -82,11 +82,22 @@ t.test("the summary counts every COPY row, decoded bytes and large objects", fun
   t.eq(ins.tables[1].rows, nil, "INSERT data has no COPY rows to count")
 end)
 
-t.test("parallel and sequential whole-file reads agree", function()
+-- Regression: the reader fell back to a sequential read without saying so,
+-- so nothing could tell a lost parallel read from a working one.
+t.test("parallel and sequential whole-file reads agree, and say which ran", function()
   local path = dump("z1", { "-Z1" })
   local one = archive.read(path, { threads = 1 })
   local four = archive.read(path, { threads = 4 })
+  t.eq(one.read, { mode = "sequential", threads = 1, ranges = 1, reason = "one thread was asked for" })
+  t.eq(four.read.mode, "parallel")
+  t.ok(four.read.threads >= 2 and four.read.ranges == four.read.threads, "ranges on threads of their own")
+  one.read, four.read = nil, nil
   t.eq(four, one)
+  local piped = archive.read(dump("default_pipe", {}, true), { threads = 4 })
+  t.eq(piped.read.mode, "sequential")
+  t.match(piped.read.reason, "no data offsets")
+  local r = stream.run { stream.file_reader(path), archive.verifier(), stream.discard() }
+  t.eq(r.archive.read.mode, "stream")
 end)
 
 t.test("generated archives 1.12 to 1.14 list exactly as pg_restore 15 and restore cleanly", function()
@@ -203,11 +214,11 @@ t.test("header damage: wrong magic, versions, sizes, format, compression, time",
   local cases = {
     { 1, "no PGDMP magic string" },
     { 7, "unsupported archive version 1%.30" },    -- 0x0E ~ 0x10 = 30
-    { 9, "unsupported integer size 20" },
-    { 10, "unsupported offset size 24" },
+    { 9, "the integer size is 20, not 1 to 8" },
+    { 10, "the offset size is 24, not 1 to 8" },
     { 11, "format 17 is not the custom format" },
     { 12, "bad sign byte" },
-    { 19, "creation time field 0 has the impossible value" },
+    { 19, "the creation time's seconds is %d+, not 0 to 61" },
   }
   local offsets = { [1] = 0, [7] = 7, [9] = 8, [10] = 9, [11] = 10, [12] = 11, [19] = 16 }
   for _, c in ipairs(cases) do
@@ -218,8 +229,19 @@ t.test("header damage: wrong magic, versions, sizes, format, compression, time",
   expect_failure(write(dir .. "/v11", v11), "unsupported archive version 1%.11", "1.11")
   local v17 = data:sub(1, 6) .. "\17" .. data:sub(8)
   expect_failure(write(dir .. "/v17", v17), "unsupported archive version 1%.17", "1.17")
+  local v200 = data:sub(1, 6) .. "\200" .. data:sub(8)
+  expect_failure(write(dir .. "/v200", v200), "unsupported archive version 1%.200", "1.200")
   local level = data:sub(1, 11) .. "\0\77" .. data:sub(14)
-  expect_failure(write(dir .. "/lvl", level), "invalid compression level 77", "level 77")
+  expect_failure(write(dir .. "/lvl", level), "the compression level is 77, not %-1 to 9", "level 77")
+  -- 1.15 stores an algorithm byte where 1.14 has the level: the layout
+  -- follows the version
+  local gen = read_file(fx.gen(dir .. "/g15", 15, "zstd", "rows=10"))
+  t.eq(gen:byte(12), 3, "1.15: algorithm byte zstd")
+  expect_failure(write(dir .. "/algo", gen:sub(1, 11) .. "\4" .. gen:sub(13)),
+    "the compression algorithm is 4, not 0 to 3", "algorithm 4")
+  local e = expect_failure(write(dir .. "/algo_t", gen:sub(1, 12) .. "\2" .. gen:sub(14)), "bad sign byte",
+    "1.15: the time follows the algorithm byte")
+  t.eq(e.offset, 12)
 end)
 
 t.test("TOC damage: counts, ids, flags, offsets and string lengths", function()
@@ -235,10 +257,10 @@ t.test("TOC damage: counts, ids, flags, offsets and string lengths", function()
   -- the TOC count is the Int at count_at; the first entry's dump id follows
   expect_failure(write(dir .. "/toc1", flip(data, count_at, 0x02)), "bad sign byte", "TOC count sign")
   expect_failure(write(dir .. "/toc2", data:sub(1, count_at + 4) .. "\1" .. data:sub(count_at + 6)),
-    "dump id %-?%d+ is out of range", "negative dump id")
+    "the dump id is %-?%d+, not 1 to 2147483647", "negative dump id")
   local had_at = count_at + 10
   expect_failure(write(dir .. "/toc3", data:sub(1, had_at) .. "\7" .. data:sub(had_at + 2)),
-    "data flag 7 is neither 0 nor 1", "data flag")
+    "the data flag is 7, not 0 to 1", "data flag")
   -- the offset flags sit right before each data position; damage the t1 one
   local t1
   for _, tb in ipairs(s.tables) do if tb.name == "t1" then t1 = tb end end
@@ -325,6 +347,8 @@ t.test("the verifier tap passes bytes unchanged and reports the whole-file summa
     local want = archive.read(path, { list = true })
     local r = stream.run { stream.file_reader(path), archive.verifier { list = true }, stream.sha256(),
       stream.discard() }
+    t.eq(r.archive.read.mode, "stream")
+    r.archive.read, want.read = nil, nil
     t.eq(r.archive, want, name)
     local direct = stream.run { stream.file_reader(path), stream.sha256(), stream.discard() }
     t.eq(r.sha256.sha256, direct.sha256.sha256, "bytes unchanged")
@@ -359,6 +383,7 @@ t.test("fill_offsets turns a pipe-written archive into a seekable one", function
   t.eq(s.offsets, true)
   local again = archive.read(copy, { threads = 2 })
   t.eq(again.offsets, true)
+  t.eq(again.read.mode, "parallel", "the filled offsets allow a parallel read")
   t.eq(again.totals, s.totals)
   t.eq(#read_file(copy), #read_file(src), "same size: offsets are fixed-width fields")
   local file_written = read_file(dump("default", {}))
