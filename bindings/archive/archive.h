@@ -37,6 +37,7 @@ typedef struct ar_entry {
     bool had_dumper;
     bool has_copy;    /* copyStmt present: the data is COPY text */
     bool defn_schema; /* defn non-empty and not "-- load via partition root " */
+    bool rows_known;  /* the data's rows were counted (COPY, or INSERT statements) */
     uint32_t tableoid, oid;
     int32_t section;
     int32_t relkind;
@@ -94,15 +95,29 @@ typedef struct ar_decoder {
 } ar_decoder;
 
 /* Counting a table's rows as its data streams past: COPY text lines up
- * to the end-of-data line "\.". */
-enum { AR_ROWS_NONE, AR_ROWS_COPY };
+ * to the end-of-data line "\.", or the rows of pg_dump --inserts' INSERT
+ * statements (a small SQL lexer: literals, quoted names, parentheses). */
+enum { AR_ROWS_NONE, AR_ROWS_COPY, AR_ROWS_INSERT };
 
 typedef struct ar_rows {
     int mode; /* AR_ROWS_* */
+    /* COPY text */
     uint64_t line_len;
     uint8_t c0, c1;
     bool done;
     bool garbage; /* something other than newlines after "\." */
+    /* INSERT statements */
+    uint8_t lex;         /* where the lexer is: code, a literal, a quoted name */
+    bool escapes;        /* the literal being read is an E'' one */
+    char word[8];        /* the bare word being read, upper case */
+    uint8_t wlen;        /* its length (> 7: a longer word) */
+    bool want_insert;    /* between statements: the next word must be INSERT */
+    bool values;         /* VALUES seen in this statement */
+    bool default_values; /* ... as DEFAULT VALUES: one row */
+    bool after_default;  /* the last word was DEFAULT */
+    bool unknown;        /* not pg_dump's INSERT statements: rows not counted */
+    int depth;           /* parentheses open */
+    int64_t tuples;      /* row constructors of this statement */
 } ar_rows;
 
 typedef struct ar_parser {

@@ -94,7 +94,10 @@ int ar_on_block_id(ar_parser *p, ar_entry *unused, int64_t id)
         ar_expect(p, L_OID);
         return AR_CHOSEN;
     }
-    ar_rows_begin(&p->rows, e->has_copy ? AR_ROWS_COPY : AR_ROWS_NONE);
+    int rows = e->has_copy                          ? AR_ROWS_COPY
+               : strcmp(e->desc, "TABLE DATA") == 0 ? AR_ROWS_INSERT
+                                                    : AR_ROWS_NONE;
+    ar_rows_begin(&p->rows, rows);
     return begin_stream(p);
 }
 

@@ -200,7 +200,7 @@ static void push_table(lua_State *L, const ar_entry *e)
         set_int(L, "offset", (long long)e->block_pos);
         set_int(L, "block_bytes", (long long)(e->block_end - e->block_pos));
     }
-    if (e->has_copy) set_int(L, "rows", e->rows);
+    if (e->rows_known) set_int(L, "rows", e->rows);
     lua_pushboolean(L, e->seen);
     lua_setfield(L, -2, "verified");
 }
@@ -225,7 +225,7 @@ static void set_tables(lua_State *L, const ar_toc *t)
         }
         push_table(L, e);
         lua_rawseti(L, -2, ++ntables);
-        if (e->has_copy) rows += e->rows;
+        if (e->rows_known) rows += e->rows;
     }
     lua_setfield(L, -2, "tables");
     lua_createtable(L, 0, 4);
