@@ -89,7 +89,8 @@ t.test("a flipped bit in any block fails at that block, with only the blocks bef
         t.eq(err.kind, "verify")
         t.eq(err.block, b)
         t.match(tostring(err), "^the object does not match what was recorded: block " .. b .. " %(bytes "
-          .. (b * bs) .. " to " .. (last - 1) .. "%) differs, so the object was replaced or damaged; none of it was used$")
+          .. (b * bs) .. " to " .. (last - 1)
+          .. "%) differs, so the object was replaced or damaged; none of it was used$")
       end
     end
   end
