@@ -44,8 +44,6 @@ const ms_kdf MS_KDF_SENSITIVE = {crypto_pwhash_scryptsalsa208sha256_OPSLIMIT_SEN
                                  crypto_pwhash_scryptsalsa208sha256_MEMLIMIT_SENSITIVE};
 const ms_kdf MS_KDF_INTERACTIVE = {crypto_pwhash_scryptsalsa208sha256_OPSLIMIT_INTERACTIVE,
                                    crypto_pwhash_scryptsalsa208sha256_MEMLIMIT_INTERACTIVE};
-ms_kdf ms_kdf_ceiling = {4ULL * crypto_pwhash_scryptsalsa208sha256_OPSLIMIT_SENSITIVE,
-                         4ULL * crypto_pwhash_scryptsalsa208sha256_MEMLIMIT_SENSITIVE};
 
 static uint64_t le64_load(const uint8_t *p)
 {
@@ -226,7 +224,8 @@ static int secret_fail(pv_err *err, const char *failure, const char *why)
 }
 
 /* Checks the decoded structure and opens it with the password. */
-static int secret_open(uint8_t *raw, const uint8_t *password, size_t pwlen, pv_err *err)
+static int secret_open(uint8_t *raw, const uint8_t *password, size_t pwlen, ms_kdf limit,
+                       pv_err *err)
 {
     if (memcmp(raw + SK_ALG, "Ed", 2) != 0)
         return secret_fail(err, "secret key", "not an Ed25519 minisign secret key");
@@ -238,9 +237,10 @@ static int secret_open(uint8_t *raw, const uint8_t *password, size_t pwlen, pv_e
     if (sealed && !password)
         return secret_fail(err, "password",
                            "the signing key is encrypted with a password, and none was given");
-    if (sealed && (le64_load(raw + SK_OPS) > ms_kdf_ceiling.opslimit ||
-                   le64_load(raw + SK_MEM) > ms_kdf_ceiling.memlimit))
-        return secret_fail(err, "secret key", "its scrypt parameters are beyond any sane cost");
+    if (sealed &&
+        (le64_load(raw + SK_OPS) > limit.opslimit || le64_load(raw + SK_MEM) > limit.memlimit))
+        return secret_fail(err, "secret key",
+                           "its password protection asks for more scrypt work than allowed");
     if (sealed && secret_crypt(raw, password, pwlen, err) < 0) return -1;
     uint8_t chk[32];
     secret_checksum(raw, chk);
@@ -266,7 +266,7 @@ static int secret_open(uint8_t *raw, const uint8_t *password, size_t pwlen, pv_e
 }
 
 int ms_secret_parse(ms_secret_key *sk, const char *text, size_t len, const uint8_t *password,
-                    size_t pwlen, pv_err *err)
+                    size_t pwlen, ms_kdf limit, pv_err *err)
 {
     const char *p = text, *end = text + len, *line;
     size_t n;
@@ -284,7 +284,7 @@ int ms_secret_parse(ms_secret_key *sk, const char *text, size_t len, const uint8
     if (b64_exact(line, n, SK_B64, raw, SK_BYTES) < 0)
         secret_fail(err, "secret key",
                     "not a minisign secret key: its key line is not 212 base64 characters");
-    else if (secret_open(raw, password, pwlen, err) == 0)
+    else if (secret_open(raw, password, pwlen, limit, err) == 0)
         rc = 0;
     if (rc == 0) {
         memcpy(sk->key_id, raw + SK_KEYID, MS_KEYID_LEN);

@@ -57,8 +57,6 @@ typedef struct ms_kdf {
     uint64_t opslimit, memlimit;
 } ms_kdf;
 extern const ms_kdf MS_KDF_SENSITIVE, MS_KDF_INTERACTIVE;
-/* The most a key file may ask for; the fuzzer lowers it. */
-extern ms_kdf ms_kdf_ceiling;
 
 /* The key id as minisign prints it: upper-case hex of the little-endian
  * number, without leading zeros. */
@@ -74,9 +72,10 @@ ms_secret_key *ms_secret_new(pv_err *err);
 void ms_secret_free(ms_secret_key *sk);
 int ms_secret_generate(ms_secret_key *sk);
 /* Parses a secret key file's text; an encrypted one needs the password
- * (NULL when none was given). */
+ * (NULL when none was given) and may ask for no more scrypt work than
+ * `limit`. */
 int ms_secret_parse(ms_secret_key *sk, const char *text, size_t len, const uint8_t *password,
-                    size_t pwlen, pv_err *err);
+                    size_t pwlen, ms_kdf limit, pv_err *err);
 /* The key file's text in sodium_malloc'd memory (NUL-terminated; the
  * caller sodium_frees it), encrypted when a password is given. */
 char *ms_secret_encode(const ms_secret_key *sk, const char *comment, const uint8_t *password,

@@ -1,7 +1,7 @@
 /*
  * signing.c: the Lua side of minisign signatures in pgvault.crypto:
  *   crypto.signing_keygen()            -> {key = handle, public_key = "RW...", key_id = "..."}
- *   crypto.read_signing_key(path, {password = handle or string})
+ *   crypto.read_signing_key(path, {password = handle or string, kdf_limit =})
  *   key:sign(message, {trusted_comment =, untrusted_comment =, legacy =})
  *   key:save(path, {password =, kdf = "sensitive" | "interactive"})
  *   key:public_key(), key:key_id(), key:public_key_file(), key:close()
@@ -151,6 +151,18 @@ static const uint8_t *opt_password(lua_State *L, int opts, size_t *len)
     return pw;
 }
 
+/* scrypt's cost by name: "sensitive" (minisign's, the default) or
+ * "interactive" (libsodium's, for tests). */
+static ms_kdf opt_kdf(lua_State *L, int opts, const char *key)
+{
+    const char *name = opt_line(L, opts, key, "sensitive");
+    if (strcmp(name, "interactive") == 0) return MS_KDF_INTERACTIVE;
+    if (strcmp(name, "sensitive") != 0)
+        luaL_argerror(L, opts,
+                      lua_pushfstring(L, "%s must be \"sensitive\" or \"interactive\"", key));
+    return MS_KDF_SENSITIVE;
+}
+
 /* key:save(path, {password=, kdf=, comment=}): the secret key file, 0600,
  * never over an existing file; "-" writes to standard output. */
 static int key_save(lua_State *L)
@@ -160,12 +172,7 @@ static int key_save(lua_State *L)
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
     size_t pwlen = 0;
     const uint8_t *pw = opt_password(L, 3, &pwlen);
-    const char *kdf_name = opt_line(L, 3, "kdf", "sensitive");
-    ms_kdf kdf = MS_KDF_SENSITIVE;
-    if (strcmp(kdf_name, "interactive") == 0)
-        kdf = MS_KDF_INTERACTIVE;
-    else if (strcmp(kdf_name, "sensitive") != 0)
-        return luaL_argerror(L, 3, "kdf must be \"sensitive\" or \"interactive\"");
+    ms_kdf kdf = opt_kdf(L, 3, "kdf");
     const char *comment = opt_line(L, 3, "comment",
                                    pw ? "minisign encrypted secret key"
                                       : "minisign secret key (not encrypted: keep it safe)");
@@ -223,6 +230,7 @@ static int crypto_read_signing_key(lua_State *L)
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     size_t pwlen = 0;
     const uint8_t *pw = opt_password(L, 2, &pwlen);
+    ms_kdf limit = opt_kdf(L, 2, "kdf_limit");
     signing_handle *h = push_handle(L);
     pv_err err;
     pv_err_clear(&err);
@@ -230,7 +238,7 @@ static int crypto_read_signing_key(lua_State *L)
     if (!h->sk) return pv_err_raise(L, &err);
     size_t len;
     char *text = age_read_secure(L, path, true, &len);
-    int rc = ms_secret_parse(h->sk, text, len, pw, pwlen, &err);
+    int rc = ms_secret_parse(h->sk, text, len, pw, pwlen, limit, &err);
     sodium_free(text);
     if (rc < 0) {
         ms_secret_free(h->sk);
@@ -283,7 +291,7 @@ static ms_public_key *check_keys(lua_State *L, int idx, int *n)
         int top = lua_gettop(L);
         lua_geti(L, idx, i + 1);
         if (lua_istable(L, -1)) lua_getfield(L, -1, "public_key");
-        size_t len;
+        size_t len = 0;
         const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
         if (!s) luaL_argerror(L, idx, "public keys must be strings (RW...)");
         if (ms_public_parse(&keys[i], s, len, &err) < 0) pv_err_raise(L, &err);

@@ -133,6 +133,8 @@ t.test("password-protected keys both ways (scrypt, minisign's checksum), wrong a
   t.eq(r.code, 0, r.stderr)
   local theirs = crypto.read_signing_key(d .. "/ms.key", { password = "their pw" })
   t.eq(theirs:public_key(), crypto.read_public_key(d .. "/ms.pub").public_key)
+  t.raises(function() crypto.read_signing_key(d .. "/ms.key", { password = "their pw", kdf_limit = "interactive" }) end,
+    "asks for more scrypt work than allowed")
 end)
 
 t.test("every bit flip of a signature file and of the message fails; nothing but the exact pair verifies", function()
@@ -274,4 +276,35 @@ t.test("a pasted secret key is never echoed by the recipient parsers (X25519, po
   h.write(d .. "/r.txt", "# recipients\n" .. x .. "\n")
   err = t.raises(function() crypto.read_recipients(d .. "/r.txt") end, "line 2: this is a secret key")
   t.no_match(tostring(err), x:sub(17, 30))
+end)
+
+t.test("the minisign fuzz corpora replay cleanly: success, or a trust (signature) or crypto (key) error", function()
+  local public = "RWQhhU/k5p0Hbh/4X57JuzABU+BjO5UbP6B310FyaK2NU6hZE21EaLEV"
+  local dir = "tests/fuzz/minisign_sig_corpus"
+  local names = fs.listdir(dir)
+  t.ok(#names >= 10, "signature corpus present")
+  local good = 0
+  for _, name in ipairs(names) do
+    local ok, err = pcall(crypto.verify_signature, "pgvault fuzz message\n", fs.read_file(dir .. "/" .. name),
+      { public })
+    if ok then good = good + 1 else t.eq(type(err) == "table" and err.kind, "trust", name .. ": " .. tostring(err)) end
+  end
+  t.ok(good >= 10, "the seeds verify")
+  dir = "tests/fuzz/minisign_key_corpus"
+  names = fs.listdir(dir)
+  t.ok(#names >= 6, "key corpus present")
+  local tmp = h.tmpdir() .. "/k"
+  local parsed = 0
+  for _, name in ipairs(names) do
+    local data = fs.read_file(dir .. "/" .. name)
+    local ok, err
+    if #data > 0 and data:byte(1) & 1 == 1 then
+      fs.write_file(tmp, data:sub(2), { mode = 384 })
+      ok, err = pcall(crypto.read_signing_key, tmp, { password = "password", kdf_limit = "interactive" })
+    elseif #data > 0 then
+      ok, err = pcall(crypto.public_key, data:sub(2))
+    end
+    if ok then parsed = parsed + 1 elseif #data > 0 then t.eq(err.kind, "crypto", name .. ": " .. tostring(err)) end
+  end
+  t.ok(parsed >= 6, "the seeds parse")
 end)
