@@ -468,10 +468,8 @@ static int crypto_check_header(lua_State *L)
         return pv_err_raise(L, &err);
     }
     lua_createtable(L, 0, 2);
-    lua_pushstring(L, matched);
-    lua_setfield(L, -2, "recipient_type");
-    lua_pushinteger(L, p->hp.nstanzas);
-    lua_setfield(L, -2, "stanzas");
+    pv_set_str(L, "recipient_type", matched);
+    pv_set_int(L, "stanzas", p->hp.nstanzas);
     return 1;
 }
 

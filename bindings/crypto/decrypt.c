@@ -242,22 +242,12 @@ static int decryptor_report(pv_stage *s, lua_State *L)
 {
     decryptor *d = (decryptor *)s;
     lua_createtable(L, 0, 6);
-    lua_pushinteger(L, (lua_Integer)d->plain);
-    lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes_in");
-    lua_pushinteger(L, (lua_Integer)d->chunks);
-    lua_setfield(L, -2, "chunks");
-    lua_pushboolean(L, d->armored);
-    lua_setfield(L, -2, "armored");
-    if (d->matched[0]) {
-        lua_pushstring(L, d->matched);
-        lua_setfield(L, -2, "recipient_type");
-    }
-    if (d->failure[0]) {
-        lua_pushstring(L, d->failure);
-        lua_setfield(L, -2, "failure");
-    }
+    pv_set_int(L, "bytes", (lua_Integer)d->plain);
+    pv_set_int(L, "bytes_in", (lua_Integer)s->bytes_in);
+    pv_set_int(L, "chunks", (lua_Integer)d->chunks);
+    pv_set_bool(L, "armored", d->armored);
+    pv_set_str(L, "recipient_type", d->matched[0] ? d->matched : NULL);
+    pv_set_str(L, "failure", d->failure[0] ? d->failure : NULL);
     return 1;
 }
 

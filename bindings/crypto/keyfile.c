@@ -1,17 +1,15 @@
 /*
  * keyfile.c: key files of pgvault.crypto (age identities, recipients and
  * passphrases; minisign keys): read whole into sodium_malloc'd memory, and
- * written as new files only (0600, never over an existing one, never half
- * written under the final name).
+ * written as new files only, through the host's pv_file (0600, never over
+ * an existing file, never half written under the final name).
  */
 #include "age.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <sodium.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -79,42 +77,6 @@ const char *age_next_line(const char *buf, size_t len, size_t *pos, size_t *n, i
     return NULL;
 }
 
-/* A new temporary file beside `path`: ".<name>.<random>.partial", 0600. */
-static int create_temp(const char *path, char *tmp, size_t cap, pv_err *err)
-{
-    char *copy = strdup(path), *copy2 = strdup(path);
-    if (!copy || !copy2) {
-        free(copy);
-        free(copy2);
-        pv_err_set(err, "io", "out of memory");
-        return -1;
-    }
-    uint8_t rnd[8];
-    char hex[17];
-    randombytes_buf(rnd, sizeof rnd);
-    pv_hex(rnd, sizeof rnd, hex);
-    int n = snprintf(tmp, cap, "%s/.%s.%s.partial", dirname(copy), basename(copy2), hex);
-    free(copy);
-    free(copy2);
-    if (n < 0 || (size_t)n >= cap) {
-        pv_err_set(err, "io", "cannot create %s: the name is too long", path);
-        return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        pv_err_errno(err, errno, "cannot create %s", path);
-        pv_err_str(err, "path", path);
-        return -1;
-    }
-    if (fchmod(fd, 0600) < 0) {
-        pv_err_errno(err, errno, "cannot set the mode of %s", tmp);
-        close(fd);
-        unlink(tmp);
-        return -1;
-    }
-    return fd;
-}
-
 int age_write_new_file(const char *path, const char *data, size_t len, pv_err *err)
 {
     if (strcmp(path, "-") == 0) {
@@ -122,28 +84,17 @@ int age_write_new_file(const char *path, const char *data, size_t len, pv_err *e
         pv_err_errno(err, errno, "cannot write standard output");
         return -1;
     }
-    char tmp[4096 + 64];
-    int fd = create_temp(path, tmp, sizeof tmp, err);
-    if (fd < 0) return -1;
-    int rc = pv_write_all(fd, data, len);
-    if (rc == 0) rc = fsync(fd);
-    if (rc < 0) pv_err_errno(err, errno, "cannot write %s", path);
-    if (close(fd) < 0 && rc == 0) {
-        pv_err_errno(err, errno, "cannot write %s", path);
-        rc = -1;
+    pv_file f;
+    pv_file_init(&f);
+    if (pv_file_open(&f, path, 0600, true, err) < 0 || pv_file_write(&f, data, len, err) < 0 ||
+        pv_file_commit(&f, err) < 0) {
+        pv_file_abort(&f);
+        if (strcmp(err->kind, "exists") == 0)
+            snprintf(err->message, sizeof err->message,
+                     "%.900s already exists: refusing to overwrite a key file; choose another "
+                     "name or remove it first",
+                     path);
+        return -1;
     }
-    /* link() refuses a taken name where rename() would replace it */
-    if (rc == 0 && link(tmp, path) < 0) {
-        if (errno == EEXIST)
-            pv_err_set(err, "exists",
-                       "%s already exists: refusing to overwrite a key file; choose another "
-                       "name or remove it first",
-                       path);
-        else
-            pv_err_errno(err, errno, "cannot create %s", path);
-        rc = -1;
-    }
-    unlink(tmp);
-    if (rc < 0) pv_err_str(err, "path", path);
-    return rc;
+    return 0;
 }

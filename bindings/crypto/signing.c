@@ -189,11 +189,11 @@ static void push_pair(lua_State *L, const ms_public_key *pk)
 {
     char line[MS_PUBLIC_B64 + 1];
     ms_public_encode(pk, line);
+    char hex[MS_KEYID_HEX];
+    ms_key_id_hex(pk->key_id, hex);
     lua_createtable(L, 0, 2);
-    lua_pushstring(L, line);
-    lua_setfield(L, -2, "public_key");
-    push_key_id(L, pk->key_id);
-    lua_setfield(L, -2, "key_id");
+    pv_set_str(L, "public_key", line);
+    pv_set_str(L, "key_id", hex);
 }
 
 static int crypto_signing_keygen(lua_State *L)
@@ -320,15 +320,13 @@ static int crypto_verify_signature(lua_State *L)
         if (!sodium_is_zero(sig->key_id, MS_KEYID_LEN)) pv_err_str(&err, "key_id", hex);
         return pv_err_raise(L, &err);
     }
+    char hex[MS_KEYID_HEX];
+    ms_key_id_hex(sig->key_id, hex);
     lua_createtable(L, 0, 4);
-    push_key_id(L, sig->key_id);
-    lua_setfield(L, -2, "key_id");
-    lua_pushlstring(L, sig->trusted, sig->trusted_len);
-    lua_setfield(L, -2, "trusted_comment");
-    lua_pushstring(L, sig->prehashed ? "ED" : "Ed");
-    lua_setfield(L, -2, "algorithm");
-    lua_pushinteger(L, which + 1);
-    lua_setfield(L, -2, "key");
+    pv_set_str(L, "key_id", hex);
+    pv_set_lstr(L, "trusted_comment", sig->trusted, sig->trusted_len);
+    pv_set_str(L, "algorithm", sig->prehashed ? "ED" : "Ed");
+    pv_set_int(L, "key", which + 1);
     return 1;
 }
 

@@ -108,10 +108,8 @@ static int tap_report(pv_stage *s, lua_State *L)
 {
     digests_tap *t = (digests_tap *)s;
     lua_createtable(L, 0, 3);
-    lua_pushinteger(L, (lua_Integer)t->block_size);
-    lua_setfield(L, -2, "block_size");
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes");
+    pv_set_int(L, "block_size", (lua_Integer)t->block_size);
+    pv_set_int(L, "bytes", (lua_Integer)s->bytes_in);
     lua_createtable(L, (int)t->n, 0);
     for (size_t i = 0; i < t->n; i++) {
         char hex[2 * DIGEST + 1];
@@ -264,12 +262,9 @@ static int filter_report(pv_stage *s, lua_State *L)
 {
     blocks_filter *f = (blocks_filter *)s;
     lua_createtable(L, 0, 3);
-    lua_pushinteger(L, (lua_Integer)f->next);
-    lua_setfield(L, -2, "checked");
-    lua_pushinteger(L, (lua_Integer)f->nblocks);
-    lua_setfield(L, -2, "blocks");
-    lua_pushinteger(L, (lua_Integer)s->bytes_out);
-    lua_setfield(L, -2, "bytes");
+    pv_set_int(L, "checked", (lua_Integer)f->next);
+    pv_set_int(L, "blocks", (lua_Integer)f->nblocks);
+    pv_set_int(L, "bytes", (lua_Integer)s->bytes_out);
     return 1;
 }
 
