@@ -211,3 +211,21 @@ t.test("every key has a type, help and a flag; names are unique; show masks secr
   t.eq(config.show(config.BY_NAME.webhook_secret, "x"), "***")
   t.eq(config.show(config.BY_NAME.keep_daily, 7), "7")
 end)
+
+t.test("the fuzz corpus replays: a configuration or a config error, nothing else", function()
+  local dir = h.root .. "/tests/fuzz/config_corpus"
+  local names = fs.listdir(dir)
+  t.ok(#names >= 20, "corpus present")
+  local loaded, refused = 0, 0
+  for _, name in ipairs(names) do
+    local ok, res = pcall(config.load_text, fs.read_file(dir .. "/" .. name), "fuzz.conf.lua")
+    if ok then
+      t.ok(#res.order >= 1, name .. ": an environment")
+      loaded = loaded + 1
+    else
+      t.eq(type(res) == "table" and res.kind, "config", name .. ": " .. tostring(res))
+      refused = refused + 1
+    end
+  end
+  t.ok(loaded > 3 and refused > 3, string.format("both outcomes seen (%d loaded, %d refused)", loaded, refused))
+end)
