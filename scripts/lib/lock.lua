@@ -228,7 +228,8 @@ function lock.acquire(o)
       end
       proc.sleep(lock.POLL_SECONDS)
     elseif attempts > 20 then
-      pgvault.raise("exists", "cannot take the lock " .. store.path .. ": it keeps changing hands", { path = store.path })
+      pgvault.raise("exists", "cannot take the lock " .. store.path .. ": it keeps changing hands",
+        { path = store.path })
     end
   end
 end
