@@ -127,8 +127,12 @@ function lock.store(o)
     local prefix = to:gsub("/+$", "")
     return setmetatable({ path = prefix .. "/" .. name, s3 = o.s3, remote = true }, BucketStore)
   end
-  to = to:gsub("^file://", "")
-  fs.mkdir_p(to)
+  to = to:gsub("^file://", ""):gsub("/+$", "")
+  local st = fs.stat(to)
+  if not st or st.type ~= "dir" then
+    pgvault.raise("io", string.format("cannot lock %s: %s", to, st and "not a directory" or "no such directory"),
+      { path = to })
+  end
   return setmetatable({ path = to .. "/" .. name }, FileStore)
 end
 

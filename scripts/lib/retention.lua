@@ -72,6 +72,15 @@ function retention.before(t, d)
   return days * 86400 + f.hour * 3600 + f.min * 60 + f.sec - d.h * 3600
 end
 
+-- Seconds a duration spans counting back from `now` (a month back from
+-- March is 29 days in 2024); raises "usage" naming `flag` when malformed.
+function retention.seconds(text, flag, now)
+  local d, err = retention.parse_duration(text)
+  if not d then require("pgvault").raise("usage", "--" .. flag .. ": " .. err) end
+  now = now or os.time()
+  return now - retention.before(now, d)
+end
+
 -- ------------------------------------------------------------------------
 -- Periods (UTC)
 -- ------------------------------------------------------------------------

@@ -24,7 +24,9 @@ s3.create_bucket("s3://" .. BUCKET, s3opts())
 local n = 0
 local function places()
   n = n + 1
-  return { { to = h.tmpdir() .. "/backups" }, { to = "s3://" .. BUCKET .. "/t" .. n .. "/", s3 = s3opts() } }
+  local dir = h.tmpdir() .. "/backups"
+  fs.mkdir_p(dir)
+  return { { to = dir }, { to = "s3://" .. BUCKET .. "/t" .. n .. "/", s3 = s3opts() } }
 end
 
 local function opts(place, extra)
@@ -92,6 +94,12 @@ t.test("a holder on another machine: refused until its lock expires, then taken 
     plant(place, { host = "elsewhere", pid = 1, expires = os.time() - 1, started = os.time() - 7200, token = "x" })
     lock.acquire(opts(place)):release()
   end
+end)
+
+t.test("a directory that does not exist is not created by the lock", function()
+  local dir = h.tmpdir() .. "/missing"
+  t.raises(function() lock.acquire { to = dir, env = "prod" } end, "cannot lock .*/missing: no such directory")
+  t.ok(not fs.exists(dir), "not created")
 end)
 
 t.test("refresh pushes the expiry; a run whose lock was taken over finds out", function()
