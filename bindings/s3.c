@@ -211,11 +211,32 @@ static int client_create_bucket(lua_State *L)
                     "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
                     "<LocationConstraint>%s</LocationConstraint></CreateBucketConfiguration>",
                     u->c.cfg.region);
+    pv_err err;
+    pv_err_clear(&err);
+    /* A bucket we can already reach is ours: some servers (RGW, AWS in
+     * us-east-1) answer a second CreateBucket of their owner with 200. */
+    s3_req *known = s3_req_new("HEAD", "HeadBucket", bucket, NULL, NULL);
+    known->ok_status[0] = 404;
+    known->ok_status[1] = 403;
+    int hrc = s3_exec(&u->c, known, &err);
+    bool reachable = hrc == 0 && known->status < 300;
+    s3_req_free(known);
+    if (hrc < 0) {
+        s3_buf_free(&body);
+        free(bucket);
+        free(key);
+        return pv_err_raise(L, &err);
+    }
+    if (reachable) {
+        s3_buf_free(&body);
+        free(bucket);
+        free(key);
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     s3_req *r = s3_req_new("PUT", "CreateBucket", bucket, NULL, NULL);
     s3_req_body(r, (const uint8_t *)body.p, body.len, false);
     r->ok_status[0] = 409;
-    pv_err err;
-    pv_err_clear(&err);
     int rc = s3_exec(&u->c, r, &err);
     bool created = r->status < 300;
     bool owned = false;

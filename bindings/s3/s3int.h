@@ -28,7 +28,7 @@ void s3_buf_add(s3_buf *b, const void *data, size_t len);
 void s3_buf_adds(s3_buf *b, const char *s);
 void s3_buf_addf(s3_buf *b, const char *fmt, ...) PV_PRINTF(2, 3);
 void s3_buf_free(s3_buf *b);
-const char *s3_buf_str(s3_buf *b); /* NUL-terminated view, "" when empty */
+const char *s3_buf_str(s3_buf *b); /* NUL-terminated at len, "" when empty */
 void *s3_xmalloc(size_t n);
 char *s3_xstrdup(const char *s);
 

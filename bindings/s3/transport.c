@@ -572,10 +572,12 @@ static void settle(s3_client *c, s3_req *r, CURLcode rc)
         if (strcmp(code, "RequestTimeTooSkewed") == 0) {
             double off;
             if (server_clock_offset(r, &off) && r->attempt < max) {
+                double sent = c->clock_offset + c->cfg.clock_skew;
                 c->clock_offset = off - c->cfg.clock_skew;
                 pv_log(PV_LOG_WARN,
-                       "s3: the local clock is %.0f s off the server's; using the server's time",
-                       off);
+                       "s3: the request time was %.0f s off the server's clock; using the "
+                       "server's time",
+                       off - sent);
                 r->not_before = 0;
                 return; /* retried at once by the caller's loop */
             }

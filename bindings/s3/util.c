@@ -81,7 +81,9 @@ void s3_buf_free(s3_buf *b)
 
 const char *s3_buf_str(s3_buf *b)
 {
-    return b->p ? b->p : "";
+    if (!b->p) return "";
+    b->p[b->len] = '\0'; /* a buffer emptied by len = 0 keeps its old bytes */
+    return b->p;
 }
 
 void s3_uri_encode(s3_buf *out, const char *s, size_t len, bool keep_slash)

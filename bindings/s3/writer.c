@@ -308,6 +308,16 @@ static void remove_object(s3_writer *w)
     s3_req_free(r);
 }
 
+/* The ETag of the object under the final name. */
+static int head_etag(s3_writer *w, char *out, size_t outsz, pv_err *err)
+{
+    s3_req *r = s3_req_new("HEAD", "HeadObject", w->bucket, w->key, NULL);
+    int rc = s3_exec(&w->client, r, err);
+    if (rc == 0) snprintf(out, outsz, "%s", r->etag);
+    s3_req_free(r);
+    return rc;
+}
+
 static int complete_upload(s3_writer *w, pv_err *err)
 {
     qsort(w->done, (size_t)w->ndone, sizeof *w->done, compare_parts);
@@ -342,7 +352,13 @@ static int complete_upload(s3_writer *w, pv_err *err)
         w->upload_id = NULL;
         s3_xml *x = s3_xml_parse(r->resp.p ? r->resp.p : "", r->resp.len, err);
         const char *etag = x ? s3_xml_text(x, "ETag") : NULL;
+        char stored[128] = "";
         if (!x) rc = -1;
+        if (x && (!etag || !*etag)) {
+            /* RGW answers with an empty ETag; the object's own has it. */
+            if (head_etag(w, stored, sizeof stored, err) < 0) rc = -1;
+            etag = rc == 0 ? stored : NULL;
+        }
         if (etag) {
             snprintf(w->etag, sizeof w->etag, "%s", etag);
             char got[128];

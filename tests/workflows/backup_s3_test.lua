@@ -7,6 +7,7 @@ local h = require "harness.env"
 local fixture = require "harness.dbfixture"
 local children = require "harness.children"
 local s3proxy = require "harness.s3proxy"
+local s3h = require "harness.s3"
 local cjson = require "cjson"
 local proc = require "pgvault.proc"
 local s3 = require "pgvault.s3"
@@ -15,20 +16,7 @@ local fs = require "pgvault.fs"
 
 local SRC_DB = "backup_s3_source_test"
 local src_url = fixture.create(SRC_DB)
-
-
--- Buckets are made by pgvault itself: far quicker than starting the aws CLI.
-local function make_bucket(name)
-  local c = h.s3()
-  s3.create_bucket("s3://" .. name, { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key })
-  return name
-end
-local function direct()
-  local c = h.s3()
-  return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-end
+local make_bucket, direct = s3h.make_bucket, s3h.direct
 
 local function last_line(s) return s:match("([^\n]*)\n?$") end
 
@@ -130,6 +118,7 @@ t.test("pg_dump killed mid-stream: exit 1, the multipart upload aborted, nothing
   t.match(stderr, "pg_dump was killed by signal 9")
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
   t.eq(#proxy:uploads("aborted"), 1)
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   t.eq(#s3.list("s3://" .. bucket .. "/", direct()), 0, "no object, no manifest")
 end)
 
@@ -142,6 +131,7 @@ t.test("every request refused: the backup fails cleanly, nothing left", function
   t.eq(r.code, 1)
   t.match(r.stderr, "failed after 2 attempts")
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   t.eq(#s3.list("s3://" .. bucket .. "/", direct()), 0, "no object")
 end)
 
@@ -154,12 +144,7 @@ h.psql(small_url, "CREATE TABLE t (id int PRIMARY KEY, note text); "
   .. "INSERT INTO t SELECT g, 'note ' || g FROM generate_series(1, 300) g; "
   .. "CREATE TABLE marker (s text); INSERT INTO marker VALUES ('pgvault-marker-ABCDEF');")
 
-local function with_env(extra)
-  local e = {}
-  for k, v in pairs(h.s3().env) do e[k] = v end
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+local with_env = s3h.env
 
 local function small_fingerprint(url)
   return h.psql(url, "SELECT count(*), md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM t; "

@@ -7,12 +7,9 @@ local t = require "harness.testing"
 local h = require "harness.env"
 local cjson = require "cjson"
 local s3 = require "pgvault.s3"
+local s3h = require "harness.s3"
 
-local function direct()
-  local c = h.s3()
-  return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-end
+local direct = s3h.direct
 
 local BUCKET = "verify-s3"
 s3.create_bucket("s3://" .. BUCKET, direct())
