@@ -24,7 +24,7 @@ manifest.FORMAT = 1
 manifest.MAX_BYTES = 64 << 20
 
 -- The known fields and their types: "string", "integer", "size" (an
--- integer >= 0), "sha256" (64 lower-case hex digits), "table" (anything),
+-- integer >= 0), "sha256" (64 lower-case hex digits), "boolean", "table",
 -- a table of fields (an object), or { type } (an array of that type).
 manifest.FIELDS = {
   format = "integer", tool = "string", created_at = "string", environment = "string", database = "string",
@@ -35,6 +35,14 @@ manifest.FIELDS = {
   encryption = { method = "string", recipients = { "string" } },
   archive = "table",
   tables = { { schema = "string", name = "string", rows = "size" } },
+  -- the database's own properties (lib.database.properties), so that a
+  -- restore into a database that does not exist yet creates it like this one
+  properties = { owner = "string", encoding = "string", collate = "string", ctype = "string",
+    locale_provider = "string", locale = "string", icu_rules = "string", tablespace = "string",
+    connection_limit = "integer", is_template = "boolean", allow_connections = "boolean", comment = "string",
+    acl = { { grantee = "string", privilege = "string", grantable = "boolean" } },
+    settings = { { role = "string", setting = "string" } },
+    security_labels = { { provider = "string", label = "string" } } },
 }
 
 -- The order keys are written in; others follow alphabetically.
@@ -55,6 +63,7 @@ local SCALARS = {
   size = { "a whole number >= 0", function(v) return math.type(v) == "integer" and v >= 0 end },
   sha256 = { "64 lower-case hex digits", function(v) return type(v) == "string" and #v == 64 and
     v:match("^[0-9a-f]+$") ~= nil end },
+  boolean = { "true or false", function(v) return type(v) == "boolean" end },
   table = { "an object", function(v) return type(v) == "table" end },
 }
 
