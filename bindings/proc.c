@@ -190,25 +190,18 @@ static int proc_run(lua_State *L)
     int status = pv_child_wait(&c);
 
     lua_createtable(L, 0, 6);
-    lua_pushlstring(L, out.p ? out.p : "", out.len);
-    lua_setfield(L, -2, "stdout");
-    lua_pushlstring(L, errb.p ? errb.p : "", errb.len);
-    lua_setfield(L, -2, "stderr");
+    pv_set_lstr(L, "stdout", out.p ? out.p : "", out.len);
+    pv_set_lstr(L, "stderr", errb.p ? errb.p : "", errb.len);
     free(out.p);
     free(errb.p);
     if (WIFEXITED(status)) {
-        lua_pushinteger(L, WEXITSTATUS(status));
-        lua_setfield(L, -2, "code");
+        pv_set_int(L, "code", WEXITSTATUS(status));
     } else if (WIFSIGNALED(status)) {
-        lua_pushinteger(L, WTERMSIG(status));
-        lua_setfield(L, -2, "signal");
-        lua_pushinteger(L, 128 + WTERMSIG(status));
-        lua_setfield(L, -2, "code");
+        pv_set_int(L, "signal", WTERMSIG(status));
+        pv_set_int(L, "code", 128 + WTERMSIG(status));
     }
-    lua_pushboolean(L, timed_out);
-    lua_setfield(L, -2, "timed_out");
-    lua_pushinteger(L, c.pid);
-    lua_setfield(L, -2, "pid");
+    pv_set_bool(L, "timed_out", timed_out);
+    pv_set_int(L, "pid", c.pid);
     if (interrupted)
         return pv_raise(L, "interrupted", "interrupted while running %s", lua_tostring(L, -1));
     if (oom) return pv_raise(L, "io", "out of memory capturing the output of a child process");

@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,12 +77,9 @@ static int stream_run(lua_State *L)
     double seconds = pv_now() - t0;
 
     lua_createtable(L, 0, 4 + n);
-    lua_pushinteger(L, (lua_Integer)st[0]->bytes_out);
-    lua_setfield(L, -2, "bytes");
-    lua_pushnumber(L, seconds);
-    lua_setfield(L, -2, "seconds");
-    lua_pushboolean(L, rc == 0);
-    lua_setfield(L, -2, "ok");
+    pv_set_int(L, "bytes", (lua_Integer)st[0]->bytes_out);
+    pv_set_num(L, "seconds", seconds);
+    pv_set_bool(L, "ok", rc == 0);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
         int pushed = st[i]->ops->report ? st[i]->ops->report(st[i], L) : 0;
@@ -180,10 +176,8 @@ static int buffer_report(pv_stage *s, lua_State *L)
 {
     buffer_sink *b = (buffer_sink *)s;
     lua_createtable(L, 0, 2);
-    lua_pushlstring(L, b->data ? b->data : "", b->len);
-    lua_setfield(L, -2, "data");
-    lua_pushinteger(L, (lua_Integer)b->len);
-    lua_setfield(L, -2, "bytes");
+    pv_set_lstr(L, "data", b->data ? b->data : "", b->len);
+    pv_set_int(L, "bytes", (lua_Integer)b->len);
     return 1;
 }
 
@@ -341,137 +335,46 @@ static int stream_discard(lua_State *L)
 }
 
 /* ------------------------------------------------------------------ */
-/* file writer: NAME.partial, fsync, rename on commit                  */
+/* file writer: a pv_file, committed when the pipeline succeeds          */
 /* ------------------------------------------------------------------ */
 
 typedef struct {
     pv_stage base;
-    int fd;
-    bool atomic; /* regular file: write NAME.partial and rename */
-    bool committed;
+    pv_file file;
     bool no_clobber;
     mode_t mode;
     char path[4096];
-    char partial[4096 + 16];
 } file_writer;
-
-static int fsync_parent_dir(const char *path)
-{
-    char copy[4096];
-    snprintf(copy, sizeof copy, "%s", path);
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return -1;
-    int rc = fsync(dfd);
-    close(dfd);
-    return rc;
-}
 
 static int file_writer_start(pv_stage *s, pv_err *err)
 {
     file_writer *w = (file_writer *)s;
-    struct stat sb;
-    bool exists = stat(w->path, &sb) == 0;
-    if (exists && S_ISDIR(sb.st_mode)) {
-        pv_err_set(err, "io", "cannot write %s: it is a directory", w->path);
-        pv_err_str(err, "path", w->path);
-        return -1;
-    }
-    /* Devices, FIFOs and sockets are written straight through: renaming
-     * over /dev/null would replace the device node for everyone. */
-    w->atomic = !exists || S_ISREG(sb.st_mode);
-    if (exists && w->atomic && w->no_clobber) {
-        pv_err_set(err, "io", "%s already exists; choose another name or remove it first", w->path);
-        pv_err_str(err, "path", w->path);
-        return -1;
-    }
-    const char *target = w->atomic ? w->partial : w->path;
-    int flags = O_WRONLY | O_CLOEXEC | (w->atomic ? O_CREAT | O_TRUNC : 0);
-    w->fd = open(target, flags, w->mode);
-    if (w->fd < 0) {
-        pv_err_errno(err, errno, "cannot create %s", target);
-        pv_err_str(err, "path", w->path);
-        return -1;
-    }
-    if (w->atomic) fchmod(w->fd, w->mode);
-    return 0;
+    return pv_file_open(&w->file, w->path, w->mode, w->no_clobber, err);
 }
 
 static int file_writer_write(pv_stage *s, const uint8_t *d, size_t n, pv_err *err)
 {
-    file_writer *w = (file_writer *)s;
-    if (pv_write_all(w->fd, d, n) < 0) {
-        if (pv_interrupted()) {
-            pv_err_set(err, "interrupted", "interrupted by signal %d", pv_interrupt_signal());
-            return -1;
-        }
-        int e = errno;
-        pv_err_errno(err, e, "cannot write %s", w->atomic ? w->partial : w->path);
-        pv_err_str(err, "path", w->path);
-        return -1;
-    }
-    return 0;
+    return pv_file_write(&((file_writer *)s)->file, d, n, err);
 }
 
 static int file_writer_finish(pv_stage *s, pv_err *err)
 {
-    file_writer *w = (file_writer *)s;
-    if (w->atomic && fsync(w->fd) < 0) {
-        pv_err_errno(err, errno, "cannot flush %s to disk", w->partial);
-        pv_err_str(err, "path", w->path);
-        return -1;
-    }
-    int fd = w->fd;
-    w->fd = -1;
-    if (close(fd) < 0 && w->atomic) {
-        pv_err_errno(err, errno, "cannot close %s", w->partial);
-        pv_err_str(err, "path", w->path);
-        return -1;
-    }
-    if (!w->atomic) return 0;
-    if (w->no_clobber) {
-        /* link() fails if the name was taken meanwhile; rename would not. */
-        if (link(w->partial, w->path) < 0) {
-            pv_err_errno(err, errno, "cannot create %s", w->path);
-            pv_err_str(err, "path", w->path);
-            return -1;
-        }
-        unlink(w->partial);
-    } else if (rename(w->partial, w->path) < 0) {
-        pv_err_errno(err, errno, "cannot rename %s to %s", w->partial, w->path);
-        pv_err_str(err, "path", w->path);
-        return -1;
-    }
-    w->committed = true;
-    fsync_parent_dir(w->path);
-    return 0;
+    return pv_file_commit(&((file_writer *)s)->file, err);
 }
 
 static void file_writer_abort(pv_stage *s)
 {
-    file_writer *w = (file_writer *)s;
-    if (w->fd >= 0) {
-        close(w->fd);
-        w->fd = -1;
-    }
-    if (w->atomic && !w->committed) unlink(w->partial);
+    pv_file_abort(&((file_writer *)s)->file);
 }
 
 static int file_writer_report(pv_stage *s, lua_State *L)
 {
     file_writer *w = (file_writer *)s;
     lua_createtable(L, 0, 3);
-    lua_pushstring(L, w->path);
-    lua_setfield(L, -2, "path");
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes");
-    lua_pushboolean(L, w->committed || (!w->atomic && s->state == PV_STAGE_FINISHED));
-    lua_setfield(L, -2, "committed");
+    pv_set_str(L, "path", w->path);
+    pv_set_int(L, "bytes", (lua_Integer)s->bytes_in);
+    pv_set_bool(L, "committed", w->file.committed);
     return 1;
-}
-
-static void file_writer_release(pv_stage *s)
-{
-    file_writer_abort(s);
 }
 
 static const pv_stage_ops file_writer_ops = {.name = "file",
@@ -480,21 +383,21 @@ static const pv_stage_ops file_writer_ops = {.name = "file",
                                              .finish = file_writer_finish,
                                              .abort = file_writer_abort,
                                              .report = file_writer_report,
-                                             .release = file_writer_release};
+                                             .release = file_writer_abort};
 
 static int stream_file_writer(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    int opts = lua_istable(L, 2) ? 2 : 0;
-    if (strlen(path) >= 4096) return luaL_argerror(L, 1, "path too long");
+    int opts = lua_isnoneornil(L, 2) ? 0 : 2;
+    if (strlen(path) >= sizeof(((file_writer *)0)->path))
+        return luaL_argerror(L, 1, "path too long");
     lua_Integer mode = pv_opt_int(L, opts, "mode", 0600);
     bool no_clobber = pv_opt_bool(L, opts, "no_clobber", false);
     file_writer *w = pv_stage_new(L, &file_writer_ops, sizeof *w, opts);
-    w->fd = -1;
+    pv_file_init(&w->file);
     w->mode = (mode_t)mode;
     w->no_clobber = no_clobber;
     snprintf(w->path, sizeof w->path, "%s", path);
-    snprintf(w->partial, sizeof w->partial, "%s.partial", path);
     return 1;
 }
 
@@ -544,11 +447,9 @@ static int sha256_report(pv_stage *s, lua_State *L)
     sha256_tap *t = (sha256_tap *)s;
     lua_createtable(L, 0, 2);
     if (t->hex[0]) {
-        lua_pushstring(L, t->hex);
-        lua_setfield(L, -2, "sha256");
+        pv_set_str(L, "sha256", t->hex);
     }
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes");
+    pv_set_int(L, "bytes", (lua_Integer)s->bytes_in);
     return 1;
 }
 
@@ -581,8 +482,7 @@ static int counter_write(pv_stage *s, const uint8_t *d, size_t n, pv_err *err)
 static int counter_report(pv_stage *s, lua_State *L)
 {
     lua_createtable(L, 0, 1);
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes");
+    pv_set_int(L, "bytes", (lua_Integer)s->bytes_in);
     return 1;
 }
 

@@ -1,6 +1,6 @@
 /*
- * error.c: pv_err (errors recorded in C) and the Lua error object they
- * become, plus the small I/O and option helpers every binding uses.
+ * error.c: pv_err, errors recorded in C, the list of error kinds, and the
+ * Lua error object a pv_err becomes.
  */
 #include "pgvault.h"
 #include "runtime.h"
@@ -8,8 +8,15 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
+
+static const char *const kinds[] = {PV_ERROR_KINDS, NULL};
+
+bool pv_error_kind_known(const char *kind)
+{
+    for (int i = 0; kind && kinds[i]; i++)
+        if (strcmp(kinds[i], kind) == 0) return true;
+    return false;
+}
 
 void pv_err_clear(pv_err *e)
 {
@@ -22,9 +29,18 @@ void pv_err_setv(pv_err *e, const char *kind, const char *fmt, va_list ap)
     char raw[sizeof e->message];
     vsnprintf(raw, sizeof raw, fmt, ap);
     e->set = true;
-    snprintf(e->kind, sizeof e->kind, "%s", kind);
     /* Messages can quote URLs or commands: never let a secret through. */
-    pv_redact(raw, e->message, sizeof e->message);
+    if (pv_error_kind_known(kind)) {
+        snprintf(e->kind, sizeof e->kind, "%s", kind);
+        pv_redact(raw, e->message, sizeof e->message);
+    } else {
+        /* A kind nobody can catch by name is a bug; keep what it said. */
+        snprintf(e->kind, sizeof e->kind, "internal");
+        char tagged[sizeof e->message];
+        snprintf(tagged, sizeof tagged, "%.*s (unknown error kind '%s')", 900, raw,
+                 kind ? kind : "");
+        pv_redact(tagged, e->message, sizeof e->message);
+    }
 }
 
 void pv_err_set(pv_err *e, const char *kind, const char *fmt, ...)
@@ -133,92 +149,4 @@ int pv_raise_errno(lua_State *L, int errnum, const char *what, const char *path)
     pv_err_errno(&e, errnum, "%s %s", what, path);
     pv_err_str(&e, "path", path);
     return pv_err_raise(L, &e);
-}
-
-int pv_write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR && !pv_interrupted()) continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-ssize_t pv_read_some(int fd, void *buf, size_t len)
-{
-    for (;;) {
-        ssize_t n = read(fd, buf, len);
-        if (n >= 0) return n;
-        if (errno == EINTR && !pv_interrupted()) continue;
-        return -1;
-    }
-}
-
-double pv_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-void pv_hex(const uint8_t *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
-
-lua_Integer pv_opt_int(lua_State *L, int idx, const char *key, lua_Integer dflt)
-{
-    if (idx == 0 || !lua_istable(L, idx)) return dflt;
-    lua_getfield(L, idx, key);
-    lua_Integer v = dflt;
-    if (!lua_isnil(L, -1)) {
-        int isnum;
-        v = lua_tointegerx(L, -1, &isnum);
-        if (!isnum) {
-            lua_pop(L, 1);
-            return luaL_error(L, "option '%s' must be an integer", key);
-        }
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-const char *pv_opt_str(lua_State *L, int idx, const char *key, const char *dflt)
-{
-    if (idx == 0 || !lua_istable(L, idx)) return dflt;
-    lua_getfield(L, idx, key);
-    const char *v = dflt;
-    if (!lua_isnil(L, -1)) {
-        /* Only real strings: a number converted by lua_tostring would live
-         * on the stack alone and die with the pop below. */
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            lua_pop(L, 1);
-            luaL_error(L, "option '%s' must be a string", key);
-            return NULL;
-        }
-        v = lua_tostring(L, -1);
-    }
-    /* The string stays alive: the options table still references it. */
-    lua_pop(L, 1);
-    return v;
-}
-
-bool pv_opt_bool(lua_State *L, int idx, const char *key, bool dflt)
-{
-    if (idx == 0 || !lua_istable(L, idx)) return dflt;
-    lua_getfield(L, idx, key);
-    bool v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
 }

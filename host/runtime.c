@@ -110,6 +110,9 @@ static int base_error(lua_State *L)
 {
     const char *kind = luaL_checkstring(L, 1);
     const char *message = luaL_checkstring(L, 2);
+    if (!pv_error_kind_known(kind))
+        return luaL_argerror(
+            L, 1, lua_pushfstring(L, "unknown error kind '%s' (see pgvault.error_kinds)", kind));
     lua_createtable(L, 0, 4);
     if (lua_istable(L, 3)) {
         lua_pushnil(L);
@@ -469,6 +472,13 @@ static int open_base(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushboolean(L, pv_verbose);
     lua_setfield(L, -2, "verbose");
+    static const char *const kinds[] = {PV_ERROR_KINDS};
+    lua_createtable(L, (int)(sizeof kinds / sizeof *kinds), 0);
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+        lua_pushstring(L, kinds[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_setfield(L, -2, "error_kinds");
     push_log_table(L);
     lua_setfield(L, -2, "log");
     return 1;
