@@ -49,7 +49,7 @@ function Dest:client()
 end
 
 local function taken(err)
-  return type(err) == "table" and (err.kind == "exists" or (err.kind == "io" and tostring(err.message):find("exists")))
+  return type(err) == "table" and err.kind == "exists"
 end
 
 -- Claims `name` in this place (a new, empty-ish object or file); false
@@ -65,7 +65,7 @@ function Dest:claim(name, data)
     return true
   end
   local ok, err = pcall(naming.claim, where, data)
-  if not ok and (taken(err) or fs.exists(where)) then return false end
+  if not ok and taken(err) then return false end
   if not ok then error(err, 0) end
   return true
 end

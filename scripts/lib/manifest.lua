@@ -8,8 +8,8 @@
 --   manifest.new(fields) -> m            with format, tool and created_at
 --   manifest.encode(m) -> text           readable JSON, keys in a stable order
 --   manifest.decode(text, where) -> m    raises kind "verify" naming `where`
---   manifest.read(path) -> m             decode of a file (kind "io" if unreadable)
---   manifest.for_archive(path) -> m | nil, why   nil only when there is none
+--   manifest.read(path) -> m, text       decode of a file (kind "io" if unreadable)
+--   manifest.for_archive(path) -> m, text | nil, why   nil only when there is none
 --   manifest.write(archive, m, {no_clobber=true}) -> path of the manifest
 --   manifest.row_counts(m) -> {["schema.table"] = rows} | nil
 local fs = require "pgvault.fs"
@@ -30,11 +30,9 @@ manifest.FIELDS = {
   format = "integer", tool = "string", created_at = "string", environment = "string", database = "string",
   server_version = "string", server_version_num = "integer", pg_dump_version = "string",
   compression = { method = "string", level = "integer" },
-  stored = { name = "string", bytes = "size", sha256 = "sha256" },
+  stored = { name = "string", bytes = "size", sha256 = "sha256", block_size = "size", blocks = { "sha256" } },
   plain = { bytes = "size", sha256 = "sha256" },
   encryption = { method = "string", recipients = { "string" } },
-  archive = "table",
-  tables = { { schema = "string", name = "string", rows = "size" } },
   -- the database's own properties (lib.database.properties), so that a
   -- restore into a database that does not exist yet creates it like this one
   properties = { owner = "string", encoding = "string", collate = "string", ctype = "string",
@@ -43,12 +41,16 @@ manifest.FIELDS = {
     acl = { { grantee = "string", privilege = "string", grantable = "boolean" } },
     settings = { { role = "string", setting = "string" } },
     security_labels = { { provider = "string", label = "string" } } },
+
+  archive = "table",
+  tables = { { schema = "string", name = "string", rows = "size" } },
+  private = "string", -- lib.trust: an encrypted backup's schema-revealing fields, age-encrypted
 }
 
 -- The order keys are written in; others follow alphabetically.
 local ORDER = { "format", "tool", "created_at", "environment", "database", "server_version",
   "server_version_num", "pg_dump_version", "compression", "stored", "plain", "encryption", "properties",
-  "archive", "tables" }
+  "archive", "tables", "private" }
 
 local function type_name(v)
   if math.type(v) then return math.type(v) == "integer" and "an integer" or "a number" end
@@ -139,25 +141,24 @@ end
 -- (the default) an existing manifest is never replaced (kind "exists").
 function manifest.write(archive_path, m, opts)
   local path = naming.manifest_path(archive_path)
-  if opts and opts.no_clobber == false then
-    fs.write_file(path, manifest.encode(m), { mode = 384 })
-  else
-    naming.claim(path, manifest.encode(m))
-  end
+  local no_clobber = not (opts and opts.no_clobber == false)
+  fs.write_file(path, manifest.encode(m), { mode = 384, no_clobber = no_clobber })
   return path
 end
 
--- Reads and checks the manifest at `path`.
+-- Reads and checks the manifest at `path`; returns it and its exact text
+-- (what a signature covers).
 function manifest.read(path)
   local st = fs.stat(path)
   if st and st.type == "file" and st.size > manifest.MAX_BYTES then
     invalid(path, string.format("larger than %d bytes", manifest.MAX_BYTES))
   end
-  return manifest.decode(fs.read_file(path), path)
+  local text = fs.read_file(path)
+  return manifest.decode(text, path), text
 end
 
--- The manifest next to an archive; nil and why when there is none. One that
--- is there but unusable raises.
+-- The manifest next to an archive and its text; nil and why when there is
+-- none. One that is there but unusable raises.
 function manifest.for_archive(archive_path)
   local path = naming.manifest_path(archive_path)
   if not fs.exists(path) then return nil, "no manifest " .. path end

@@ -205,6 +205,14 @@ function restore.create(job, src)
   return db
 end
 
+-- Instead of restore.create: a database that exists already and is empty
+-- (neon-restore creates it through Neon's API). Restore never drops it:
+-- whoever created it decides what to do after a failure.
+function restore.into(job, src, name)
+  log.info("restoring %s into database %s", src.name, name)
+  return setmetatable({ job = job, src = src, name = name, external = true, props = model(job, src) }, Db)
+end
+
 -- The sink: pg_restore reading the stream, or with --jobs N a temporary
 -- file (the archive checked as it lands) that pg_restore -j reads after.
 function restore.pg_restore(job, src, db)
@@ -368,7 +376,7 @@ end
 -- (even when a signal stopped the restore: that is what the drop cleans up
 -- after), and the error says what state the target is in.
 function Db:close(err)
-  if self.swapped or self.closed or not self.created then return end
+  if self.swapped or self.closed or self.external or not self.created then return end
   self.closed = true
   if err == nil then
     log.info("the restored database is %s (it was not swapped in)", self.name)
@@ -405,5 +413,21 @@ function restore.run(opts)
   restore.swap(job, db)
   return { database = job.target, old = db.old, new = db.new, row_counts_checked = db.checked, result = db.result }
 end
+
+-- For neon-restore: loads and checks a backup in an existing, empty
+-- database `dbname` (opts as run's); returns {row_counts_checked=,
+-- result=, manifest=}.
+function restore.load_into(opts, dbname)
+  local job <close> = restore.plan(opts)
+  local src <close> = restore.open(job)
+  local db = restore.into(job, src, dbname)
+  restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src), restore.progress(),
+    restore.pg_restore(job, src, db) })
+  restore.check_rows(job, src, db)
+  return { row_counts_checked = db.checked, result = db.result, manifest = src.manifest }
+end
+
+-- (admin connection, database name) -> sessions ended, each logged once.
+restore.terminate_sessions = database.terminate_sessions
 
 return restore

@@ -65,7 +65,8 @@ local function open_local(self, spec, opts)
     if st.type == "dir" then pgvault.raise("io", "cannot read " .. spec .. ": it is a directory") end
     if st.type ~= "file" then path = copy_once(self, spec) end
     if opts.manifest ~= "skip" and st.type == "file" then
-      self.manifest, self.why = manifests.for_archive(spec)
+      local m, text_or_why = manifests.for_archive(spec)
+      self.manifest, self.manifest_text, self.why = m, m and text_or_why, not m and text_or_why
       self.manifest_path = naming.manifest_path(spec)
       if not self.manifest and opts.manifest == "required" then
         pgvault.raise("verify", "no manifest for " .. spec .. " (" .. self.why .. "): only complete backups restore")

@@ -192,4 +192,25 @@ function verify.report(job, src, r)
   end
 end
 
+-- For Lua callers (nightly's read-back check): the same steps, printing
+-- nothing. opts: src, identity (files), s3, no_manifest, database,
+-- restore_into, threads. Returns {archive=, stored=, plain=, manifest=,
+-- manifest_path=, problems=, matches=, drill=}; raises kind "verify" when
+-- anything did not match (the error's `result` is that table).
+function verify.run(opts)
+  local job = verify.plan(opts)
+  local src <close> = verify.open(job)
+  local r = verify.read_file(job, src) or verify.read(job, src, { src:reader(), verify.digest("stored"),
+    verify.unwrap(job, src), verify.digest("plain"), verify.archive(job), verify.discard() })
+  verify.compare(job, src, r)
+  verify.drill(job, src, r)
+  local out = { archive = r.archive, stored = r.stored, plain = r.plain, manifest = src.manifest,
+    manifest_path = src.manifest and src.manifest_path, problems = job.problems, matches = job.matches,
+    drill = job.drill }
+  if #job.problems > 0 then
+    error(pgvault.error("verify", src.name .. ": " .. table.concat(job.problems, "; "), { result = out }), 0)
+  end
+  return out
+end
+
 return verify
