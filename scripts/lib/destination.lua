@@ -52,8 +52,13 @@ local function taken(err)
   return type(err) == "table" and err.kind == "exists"
 end
 
--- Claims `name` in this place (a new, empty-ish object or file); false
--- when it is taken.
+-- In a bucket, how long a claim waits before it reads its object back: a
+-- server that ignores If-None-Match lets a second writer replace the
+-- object, and whoever reads back another's token has lost.
+destination.CLAIM_SETTLE = 0.5
+
+-- Claims `name` in this place (a new file or object holding `data`, which
+-- must be unique to this claim); false when it is taken.
 function Dest:claim(name, data)
   local where = self.base .. "/" .. name
   if self.remote then
@@ -62,7 +67,9 @@ function Dest:claim(name, data)
     local ok, err = pcall(c.put, c, where, data, { if_none_match = true })
     if not ok and taken(err) then return false end
     if not ok then error(err, 0) end
-    return true
+    require("pgvault.proc").sleep(destination.CLAIM_SETTLE)
+    local rok, back = pcall(c.get, c, where)
+    return rok and back == data
   end
   local ok, err = pcall(naming.claim, where, data)
   if not ok and taken(err) then return false end
@@ -95,8 +102,8 @@ end
 -- Reserves the first free name for a backup taken at `stamp`; returns its
 -- path (or URL).
 function Dest:reserve(stamp, suffix, ext)
-  local note = string.format("reserved by pgvault %s (pid %d) at %s\n", pgvault.version,
-    require("pgvault.proc").getpid(), naming.iso8601())
+  local note = string.format("reserved by pgvault %s (pid %d, token %08x%08x) at %s\n", pgvault.version,
+    require("pgvault.proc").getpid(), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), naming.iso8601())
   for seq = 1, destination.MAX_PER_SECOND do
     local stem = naming.stem(stamp, suffix, seq)
     local reservation = naming.reservation_name(stem)

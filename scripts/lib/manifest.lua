@@ -89,6 +89,7 @@ local function check(v, spec, path)
     end
     return nil
   end
+  if #v > 0 then return path .. " must be an object, not an array" end
   for k, sub in pairs(spec) do
     if v[k] ~= nil then
       local why = check(v[k], sub, path .. "." .. k)

@@ -145,20 +145,10 @@ restore.progress = pipeline.progress
 
 local flatten = pipeline.flatten
 
--- Before an in-place restore drops anything: a local backup is read whole
--- (layers, archive, size and digest); a bucket's object up to its TOC.
-function restore.precheck(job, src)
-  if not job.in_place then return end
-  if src.remote then return restore.probe(job, src) end
-  log.info("reading %s whole before the database is dropped", src.name)
-  stream.run(flatten { src:reader(), restore.checksum(src), restore.unwrap(job, src), archive.verifier {},
-    stream.discard() })
-end
-
 -- Reads the first bytes of an object through its layers until the archive
--- verifier has seen the header and the whole TOC.
--- A failure that does not move when more is read is damage, not the cut.
-function restore.probe(job, src)
+-- verifier has seen the header and the whole TOC. A failure that does not
+-- move when more is read is damage, not the cut.
+local function probe(job, src)
   local last
   for _, size in ipairs({ 8 << 20, 128 << 20 }) do
     local head = src:read_head(size)
@@ -171,6 +161,26 @@ function restore.probe(job, src)
     last = tostring(err)
   end
   log.warn("%s: its table of contents is larger than 128 MiB; not checked before the drop", src.name)
+end
+
+local function read_whole(job, src)
+  log.info("reading %s whole before the database is dropped", src.name)
+  stream.run(flatten { src:reader(), restore.checksum(src), restore.unwrap(job, src), archive.verifier {},
+    stream.discard() })
+end
+
+-- Before an in-place restore drops anything: a local backup is read whole
+-- (layers, archive, size and digest); a bucket's object up to its TOC.
+function restore.precheck(job, src)
+  if not job.in_place then return end
+  local ok, err = pcall(src.remote and probe or read_whole, job, src)
+  if not ok then
+    if pgvault.is_error(err) then
+      local msg = err.message:gsub("^" .. src.name:gsub("%p", "%%%0") .. ": ", "")
+      err.message = string.format("%s: %s (nothing was dropped)", src.name, msg)
+    end
+    error(err, 0)
+  end
 end
 
 local Db = {}

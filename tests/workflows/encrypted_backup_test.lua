@@ -9,7 +9,6 @@ local fixture = require "harness.dbfixture"
 local cjson = require "cjson"
 local crypto = require "pgvault.crypto"
 local fs = require "pgvault.fs"
-local proc = require "pgvault.proc"
 
 local SRC_DB = "age_backup_source_test"
 local src_url = fixture.create(SRC_DB)
@@ -31,7 +30,6 @@ local function backup(dir, args)
   local argv = { "backup", "--db", src_url, "--to", dir }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   local r = h.pgvault(argv)
-  proc.sleep(1.05) -- the next backup gets another name
   return r, r.stdout:match("([^\n]*)\n?$")
 end
 
