@@ -12,7 +12,8 @@ postgresql-15 postgresql-client-15 postgresql-contrib
 age awscli python3 locales minisign
 nodejs npm
 clang libclang-rt-14-dev valgrind tmux time procps
-libisal-dev"
+libisal-dev
+pgbouncer curl"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 
