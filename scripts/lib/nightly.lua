@@ -158,6 +158,14 @@ function nightly.backup(run, s3opts)
   return string.format("%s (%s)", b.path:match("[^/]+$"), require("lib.cli").bytes(b.result.stored.bytes))
 end
 
+-- S3 options with url = set (a reader of its own: client:reader ignores
+-- its client's settings today).
+function nightly.with_url(s3opts, url)
+  local o = { url = url }
+  for k, v in pairs(s3opts) do o[k] = v end
+  return o
+end
+
 -- Read-back check of the off-site copy, as `pgvault verify s3://…` does it
 -- (every byte decrypted, decompressed and counted against the manifest),
 -- by running that command. Without an identity an encrypted backup can
@@ -174,8 +182,7 @@ function nightly.readback(run, s3opts)
   if encrypted and #(o.identity or {}) == 0 then
     local s3 = require "pgvault.s3"
     local stream = require "pgvault.stream"
-    local client <close> = s3.client(s3opts)
-    stream.run { client:reader { url = b.path }, s3.expect { bytes = b.result.stored.bytes,
+    stream.run { s3.reader(nightly.with_url(s3opts, b.path)), s3.expect { bytes = b.result.stored.bytes,
       sha256 = b.result.stored.sha256, what = b.path }, stream.discard() }
     return "stored bytes match (no identity to decrypt with: give identity = ... for the full check)"
   end
@@ -186,6 +193,13 @@ function nightly.readback(run, s3opts)
   end
   local dirs = pgvault.script_dirs()
   argv.env = { PGVAULT_PATH = #dirs > 0 and table.concat(dirs, ":") or false }
+  -- The same settings through the environment too: verify's object reader
+  -- (client:reader) builds its own client from the defaults (reported to
+  -- the s3 team).
+  for k, var in pairs({ endpoint_url = "AWS_ENDPOINT_URL", region = "AWS_REGION", profile = "AWS_PROFILE",
+    ca_bundle = "AWS_CA_BUNDLE" }) do
+    if o[k] then argv.env[var] = tostring(o[k]) end
+  end
   local r = proc.run(argv)
   for line in r.stderr:gmatch("[^\n]+") do
     local level, text = line:match("^pgvault: (%a+): (.*)$")
@@ -275,9 +289,10 @@ function nightly.drill(run, s3opts)
   end
   local head, source
   if run.remote then
-    local client = require("pgvault.s3").client(s3opts)
+    local s3 = require "pgvault.s3"
+    local client <close> = s3.client(s3opts)
     head = client:get(b.path, { range = "bytes=0-63" })
-    source = function() return client:reader { url = b.path } end
+    source = function() return s3.reader(nightly.with_url(s3opts, b.path)) end
   else
     local f = assert(io.open(b.path, "rb"))
     head = f:read(64) or ""
