@@ -1,7 +1,6 @@
 -- the nightly backup: lock, ping, back up, check the off-site copy, prune, restore drill, ping
 local cli = require "lib.cli"
 local config = require "lib.config"
-local lock = require "lib.lock"
 local nightly = require "lib.nightly"
 local notify = require "lib.notify"
 local pgvault = require "pgvault"
@@ -43,45 +42,49 @@ local held
 local release <close> = setmetatable({}, { -- luacheck: ignore release
   __close = function() if held then held:release() end end })
 
--- 1. One run at a time for this environment.
-run:step("lock", function()
-  held = lock.acquire { to = run.dest, env = run.env, wait = o.wait, s3 = s3opts, command = "nightly",
-    ttl = o.lock_ttl and retention.seconds(o.lock_ttl, "lock-ttl") }
+run:procedure(function()
+  -- 1. One run at a time for this environment.
+  run:step("lock", function()
+    held = nightly.lock(run, s3opts, { wait = o.wait, ttl = o.lock_ttl and retention.seconds(o.lock_ttl, "lock-ttl") })
+  end)
+
+  -- 2. "Started": the monitor measures the run from here.
+  if run:ok("lock") then ping:start() end
+
+  -- 3. The backup.
+  run:step("backup", function() return nightly.backup(run, s3opts) end,
+    function(r) return r:blocked("lock") end)
+
+  -- 4. The off-site copy, read back.
+  run:step("read-back", function() return nightly.readback(run, s3opts) end, function(r)
+    if not o.readback then return "--no-readback" end
+    if not r.remote then return "the destination is a directory, not off-site" end
+    return r:blocked("backup")
+  end)
+
+  -- 5. Old backups go (not while the new one is in doubt).
+  run:step("prune", function() return nightly.prune(run, s3opts) end,
+    function(r) return r:blocked("backup", r.remote and o.readback and "read-back") end)
+
+  -- 6. The restore drill, when it is due.
+  run:step("restore drill", function()
+    local done = nightly.drill(run, s3opts)
+    nightly.write_state(run, s3opts, { last_drill = os.time(), last_drill_backup = run.last.path:match("[^/]+$") })
+    return done
+  end, function(r) return r:blocked("backup") or nightly.drill_skip(r, nightly.read_state(r, s3opts)) end)
+
+end, function()
+  -- 7. Release the lock, tell the monitor and the webhook, summarise:
+  -- whatever happened above, even Ctrl-C.
+  if held then held:release() end
+  local summary = run:summary()
+  if not run:lock_busy() then ping:finish(summary, run:tail(100)) end
+  if o.json then print(require("lib.json").encode(summary)) else print(summary.line) end
+  io.stdout:flush()
 end)
 
--- 2. "Started": the monitor measures the run from here.
-if run:ok("lock") then ping:start() end
-
--- 3. The backup.
-run:step("backup", function() return nightly.backup(run, s3opts) end,
-  function(r) return r:blocked("lock") end)
-
--- 4. The off-site copy, read back.
-run:step("read-back", function() return nightly.readback(run, s3opts) end, function(r)
-  if not o.readback then return "--no-readback" end
-  if not r.remote then return "the destination is a directory, not off-site" end
-  return r:blocked("backup")
-end)
-
--- 5. Old backups go (not while the new one is in doubt).
-run:step("prune", function() return nightly.prune(run, s3opts) end,
-  function(r) return r:blocked("backup", r.remote and o.readback and "read-back") end)
-
--- 6. The restore drill, when it is due.
-run:step("restore drill", function()
-  local done = nightly.drill(run, s3opts)
-  nightly.write_state(run, s3opts, { last_drill = os.time(), last_drill_backup = run.last.path:match("[^/]+$") })
-  return done
-end, function(r) return r:blocked("backup") or nightly.drill_skip(r, nightly.read_state(r, s3opts)) end)
-
--- 7. Release the lock, tell the monitor and the webhook, summarise.
-if held then held:release() end
-local summary = run:summary()
-if not run:lock_busy() then ping:finish(summary, run:tail(100)) end
-if o.json then print(require("lib.json").encode(summary)) else print(summary.line) end
-io.stdout:flush()
 if run.interrupted then pgvault.raise("interrupted", "interrupted") end
-if not summary.ok then
+if run.failed then
   pgvault.raise(run.failed.kind == "usage" and "config" or run.failed.kind, string.format(
     "nightly %s failed at %s: %s", run.env, run.failed.name, run.failed.error))
 end

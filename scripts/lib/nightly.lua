@@ -61,6 +61,24 @@ function Run:step(name, fn, unless)
   self:note("%s: FAILED: %s", name, s.error)
 end
 
+-- Runs the steps (fn); an error that escapes them (Ctrl-C landing between
+-- two steps) is recorded like a failed step. Then `finally` runs to its
+-- end whatever signal arrived meanwhile: the summary, the pings and the
+-- lock's release are how an interrupted run is heard of and cleaned up.
+function Run:procedure(fn, finally)
+  local ok, err = pcall(fn)
+  if not ok then
+    local interrupted = pgvault.signalled() or (pgvault.is_error(err) and err.kind == "interrupted")
+    if interrupted then self.interrupted = true end
+    if not self.failed and not interrupted then
+      self.failed = { name = "run", status = "failed", kind = pgvault.is_error(err) and err.kind or "internal",
+        error = pgvault.is_error(err) and err.message or tostring(err) }
+    end
+  end
+  if pgvault.signalled() then self.interrupted = true end
+  return pgvault.uninterrupted(finally)
+end
+
 function Run:ok(name)
   for _, s in ipairs(self.steps) do
     if s.name == name then return s.status == "ok" end
@@ -122,6 +140,18 @@ end
 -- A directory destination must exist before its lock can be taken.
 function nightly.prepare(run)
   if not run.remote then fs.mkdir_p((run.dest:gsub("^file://", ""))) end
+end
+
+-- Takes the environment's lock. The bucket is the first thing a run talks
+-- to: when it cannot be reached at all, say what to check.
+function nightly.lock(run, s3opts, opts)
+  local ok, held = pcall(require("lib.lock").acquire, { to = run.dest, env = run.env, wait = opts.wait, s3 = s3opts,
+    command = "nightly", ttl = opts.ttl })
+  if ok then return held end
+  if pgvault.is_error(held) and held.kind == "s3" and not held.http_status then
+    held.message = held.message .. ": check the endpoint and that the bucket is reachable from here"
+  end
+  error(held, 0)
 end
 
 -- Encryption settings as scripts/backup.lua builds them from -r/-R.

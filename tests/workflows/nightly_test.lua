@@ -187,7 +187,7 @@ t.test("Ctrl-C during the backup: exit 130, lock released, no partial backup, fa
   release()
   local out, err = output()
   t.eq(code, 130, "exit code: " .. err)
-  t.match(out, "^nightly local: interrupted in", "summary says so")
+  t.match(out, "^nightly local: interrupted in", "summary says so: " .. err)
   t.eq(#backups_in(dir), 0, "no backup")
   for _, n in ipairs(names(dir)) do t.no_match(n, "partial", "no temporary file left: " .. n) end
   t.ok(not fs.exists(dir .. "/.pgvault-local.lock"), "lock released")
@@ -223,4 +223,84 @@ environment "prod" {
   t.eq(r.code, 1, "refused")
   t.match(r.stderr, "pgvault%.conf%.lua:3: unknown key 'keep_dayly' in environment prod %(did you mean keep_daily%?%)",
     "names file and line")
+end)
+
+-- Bad input: each a one-line error naming what failed, exit 1, the lock
+-- released, nothing partial, a fail ping.
+local function bad_run(args, env)
+  HOOKS:reset()
+  HOOKS:routes({ { path = "/ping/*", responses = { { status = 200 } } } })
+  local all = { "--db", src, "--ping", HOOKS:url("/ping/bad"), "--drill-every", "never" }
+  for _, a in ipairs(args) do all[#all + 1] = a end
+  local r = nightly(all, { env = env })
+  t.eq(r.code, 1, "exit code: " .. r.stderr)
+  local last = r.stderr:match("([^\n]*)\n?$")
+  t.match(last, "^pgvault: nightly: nightly %S+ failed at ", "one line saying where")
+  local pings = requests("/ping/")
+  t.match(pings[#pings] and pings[#pings].url or "", "/fail%?rid=", "a fail ping")
+  return r, last
+end
+
+local function no_leftovers(bucket_prefix)
+  local objs = s3.list(bucket_prefix, direct())
+  for _, o in ipairs(objs) do t.no_match(o.key, "%.backup", "nothing partial in the bucket: " .. o.key) end
+  t.no_match(#objs > 0 and objs[#objs].key or "", "%.lock$", "no lock left")
+  local o = direct()
+  o.max_attempts = 1
+  local c = s3.client(o)
+  local ok, ups = pcall(c.uploads, c, bucket_prefix)
+  if ok then t.eq(#ups, 0, "no multipart upload left") end
+end
+
+t.test("bad input: an unreachable bucket", function()
+  local _, last = bad_run({ "--to", "s3://nowhere/prod/", "--retries", "2" },
+    { AWS_ENDPOINT_URL = "http://127.0.0.1:9" })
+  t.match(last, "failed at lock: .*nowhere/prod/%.pgvault%-local%.lock.*Couldn't connect to server", "what failed")
+  t.match(last, "check ", "what to do")
+end)
+
+t.test("bad input: a wrong secret key", function()
+  local dest = make_bucket("nightly-wrongkey") .. "prod/"
+  local _, last = bad_run({ "--to", dest }, { AWS_SECRET_ACCESS_KEY = "wrong" .. h.s3().secret_key:sub(6) })
+  t.match(last, "SignatureDoesNotMatch", "says which refusal")
+  t.match(last, "the secret access key does not match the key id", "what to do")
+  t.no_match(last, h.s3().secret_key:sub(6), "no key in the message")
+  no_leftovers(dest)
+end)
+
+t.test("bad input: a full local disk", function()
+  local dir = h.mount_tmpfs("160k")
+  local big = h.createdb("nightly_big_test")
+  h.psql(big, "CREATE TABLE r AS SELECT md5(random()::text) || md5(random()::text) AS v "
+    .. "FROM generate_series(1, 30000);")
+  local r, last = bad_run({ "--db", big, "--to", dir })
+  t.match(last, "failed at backup: .*No space left on device", "what failed")
+  local left = names(dir)
+  t.eq(left, {}, "nothing partial, no lock: " .. table.concat(left, " "))
+  t.match(r.stdout, "backup FAILED", "summary")
+end)
+
+t.test("bad input: the database goes away in the middle of the dump", function()
+  local dir = h.tmpdir() .. "/b"
+  local gone = h.createdb("nightly_gone_test")
+  h.psql(gone, "CREATE TABLE a (x int); INSERT INTO a SELECT generate_series(1, 1000);")
+  local release = children.lock_table("nightly_gone_test", "a")
+  HOOKS:reset()
+  HOOKS:routes({ { path = "/ping/*", responses = { { status = 200 } } } })
+  local handle, output = children.pgvault({ "nightly", "--db", gone, "--to", dir, "--drill-every", "never",
+    "--ping", HOOKS:url("/ping/gone") }, h.s3().env)
+  t.ok(children.find(handle:pid(), "pg_dump", nil, 30), "pg_dump started")
+  h.psql(h.pg().admin_url(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+    .. "'nightly_gone_test' AND application_name = 'pg_dump';")
+  local code = handle:wait(60)
+  handle:close()
+  release()
+  local _, err = output()
+  t.eq(code, 1, "exit code: " .. err)
+  t.match(err:match("([^\n]*)\n?$"), "^pgvault: nightly: nightly local failed at backup: .*pg_dump", "what failed")
+  t.eq(#backups_in(dir), 0, "nothing partial")
+  for _, n in ipairs(names(dir)) do t.no_match(n, "partial", "no temporary file") end
+  t.ok(not fs.exists(dir .. "/.pgvault-local.lock"), "lock released")
+  local pings = requests("/ping/")
+  t.match(pings[#pings].url, "/fail%?rid=", "fail ping")
 end)
