@@ -56,7 +56,7 @@ local function list_dir(dir)
 end
 
 -- Entries of a bucket prefix (one level), and its multipart uploads.
-local function list_bucket(client, dest)
+local function list_bucket(client, dest, uploads_opts)
   local s3 = require "pgvault.s3"
   local bucket, prefix = s3.parse_url(dest)
   if prefix ~= "" and prefix:sub(-1) ~= "/" then prefix = prefix .. "/" end
@@ -69,11 +69,15 @@ local function list_bucket(client, dest)
         mtime = iso_time(obj.last_modified) }
     end
   end
+  -- Cleaning up unfinished uploads is a chore, not the prune: a server
+  -- that cannot list them (s3rver answers 501) or a failure here is a
+  -- warning, with few retries, and the prune goes on.
   local uploads = {}
-  local ok, listed = pcall(client.uploads, client, base .. prefix)
+  local lister <close> = require("pgvault.s3").client(uploads_opts)
+  local ok, listed = pcall(lister.uploads, lister, base .. prefix)
   if not ok then
-    if not (pgvault.is_error(listed) and listed.http_status == 501) then error(listed, 0) end
-    log.warn("%s cannot list unfinished multipart uploads (NotImplemented): stale uploads are not cleaned", dest)
+    log.warn("cannot list the unfinished multipart uploads of %s (%s): stale uploads are not cleaned this time",
+      dest, pgvault.is_error(listed) and listed.message or tostring(listed))
     listed = {}
   end
   for _, u in ipairs(listed) do
@@ -119,7 +123,9 @@ function prune.inventory(dest, s3opts)
   local entries
   if inv.remote then
     inv.client = require("pgvault.s3").client(s3opts)
-    entries, inv.uploads, inv.base = list_bucket(inv.client, dest)
+    local uploads_opts = { max_attempts = 2 }
+    for k, v in pairs(s3opts or {}) do if k ~= "max_attempts" then uploads_opts[k] = v end end
+    entries, inv.uploads, inv.base = list_bucket(inv.client, dest, uploads_opts)
   else
     inv.dir = dest:gsub("^file://", ""):gsub("/+$", "")
     if inv.dir == "" then inv.dir = "/" end

@@ -340,6 +340,13 @@ t.test("answers: size limit, invalid JSON, empty JSON body", function()
   t.eq({ r.status, r.json, r.body }, { 204, nil, "" }, "no content")
 end)
 
+t.test("hmac_sha256: RFC 4231 test cases 1 and 2 (webhook signatures)", function()
+  t.eq(http.hmac_sha256(string.rep("\x0b", 20), "Hi There"),
+    "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
+  t.eq(http.hmac_sha256("Jefe", "what do ya want for nothing?"),
+    "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+end)
+
 t.test("escape and mask_url", function()
   t.eq(http.escape("a b/c?d=é"), "a%20b%2Fc%3Fd%3D%C3%A9", "escape")
   t.eq(http.mask_url("https://u:pw@h.example/p?a=1&api_key=zz&sig=q"), "https://h.example/p?a=1&api_key=***&sig=***",

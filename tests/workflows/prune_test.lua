@@ -206,9 +206,10 @@ t.test("bucket: same rules, one listing pass, deletes in batches, stale uploads 
   end
   t.eq(ops.ListObjects, 1, "one listing page")
   t.eq(ops.ListMultipartUploads, 1, "one upload listing")
-  -- The lock is read back twice (after taking it, before releasing it) and
-  -- deleted on release; the manifests read are the newest of each suffix.
-  t.eq(ops.GetObject, 2 + 2, "manifests read: one per suffix, not per backup")
+  -- The lock is read three times (before and after taking it, before
+  -- releasing it) and deleted on release; the manifests read are the
+  -- newest of each suffix.
+  t.eq(ops.GetObject, 3 + 2, "manifests read: one per suffix, not per backup")
   t.eq(ops.DeleteObjects, 3, "batched deletes: manifests, then archives and signatures, then the rest")
   t.eq(ops.DeleteObject, 1, "no single deletes but the lock's")
   t.eq(ops.AbortMultipartUpload, 1, "the stale upload aborted")
