@@ -617,6 +617,7 @@ int luaopen_pgvault_stream(lua_State *L)
                                      {"zstd", pv_stream_zstd},
                                      {"unzstd", pv_stream_unzstd},
                                      {"progress", pv_stream_progress},
+                                     {"handoff", pv_stream_handoff},
                                      {"is_stage", stream_is_stage},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);

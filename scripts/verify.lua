@@ -23,7 +23,7 @@ local o = cli.parse(arg, {
     { "list", "l", false, "print the table of contents exactly as pg_restore --list does" },
     { "json", nil, false, "print the summary as JSON" },
     { "restore-into", nil, "URL", "restore into this scratch database, compare row counts, drop it" },
-    { "threads", nil, "N", "threads inflating data blocks (default: the CPUs, at most 8)" },
+    { "threads", nil, "N", "threads inflating data blocks (default: the CPUs, at most 8); 1: one thread" },
     { "no-manifest", nil, false, "do not compare with SRC.manifest.json" },
   }),
   positionals = { { "SRC", "the backup file, or s3://BUCKET/PREFIX/NAME (…/latest: the newest complete one)" } },
@@ -89,7 +89,10 @@ if #list == 1 and st and st.type == "file" and not manifest then
   summary = res
 else
   local stages = { open(), stream.sha256 { label = "stored" } }
+  -- three threads: reading and the stored digest; the layers; the plain digest and the parser
+  if threads ~= 1 and #list > 1 then stages[#stages + 1] = stream.handoff() end
   for _, s in ipairs(layers.stages(list, { identity_files = o.identity })) do stages[#stages + 1] = s end
+  if threads ~= 1 then stages[#stages + 1] = stream.handoff() end
   stages[#stages + 1] = stream.sha256 { label = "plain" }
   stages[#stages + 1] = archive.verifier { list = o.list }
   stages[#stages + 1] = stream.discard()

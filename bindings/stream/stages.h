@@ -14,5 +14,8 @@ int pv_stream_zstd(lua_State *L);
 int pv_stream_unzstd(lua_State *L);
 /* stream.progress{label=..., tty=?, interval=?}: meter tap on stderr. */
 int pv_stream_progress(lua_State *L);
+/* stream.handoff{buffers=4, size=1 MiB}: what follows runs on a thread of
+ * its own, fed through a bounded ring of buffers (handoff.c, perf team). */
+int pv_stream_handoff(lua_State *L);
 
 #endif
