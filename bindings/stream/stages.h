@@ -10,8 +10,12 @@
 
 /* stream.zstd{level=3, threads=0, checksum=true}: compress filter. */
 int pv_stream_zstd(lua_State *L);
-/* stream.unzstd{}: decompress filter (concatenated frames allowed). */
+/* stream.unzstd{threads = 0}: decompress filter (concatenated frames
+ * allowed); 0: the CPUs, at most 4; 1: on the caller's thread. */
 int pv_stream_unzstd(lua_State *L);
+/* The same on several threads, independent frames in parallel
+ * (unzstd_mt.c, perf team). */
+int pv_stream_unzstd_mt(lua_State *L, int opts, int threads);
 /* stream.progress{label=..., tty=?, interval=?}: meter tap on stderr. */
 int pv_stream_progress(lua_State *L);
 /* stream.handoff{buffers=4, size=1 MiB}: what follows runs on a thread of
