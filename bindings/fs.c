@@ -40,16 +40,11 @@ static int fs_stat(lua_State *L)
         return 2;
     }
     lua_createtable(L, 0, 5);
-    lua_pushstring(L, type_of(sb.st_mode));
-    lua_setfield(L, -2, "type");
-    lua_pushinteger(L, (lua_Integer)sb.st_size);
-    lua_setfield(L, -2, "size");
-    lua_pushinteger(L, sb.st_mode & 07777);
-    lua_setfield(L, -2, "mode");
-    lua_pushinteger(L, (lua_Integer)sb.st_mtime);
-    lua_setfield(L, -2, "mtime");
-    lua_pushinteger(L, sb.st_uid);
-    lua_setfield(L, -2, "uid");
+    pv_set_str(L, "type", type_of(sb.st_mode));
+    pv_set_int(L, "size", (lua_Integer)sb.st_size);
+    pv_set_int(L, "mode", sb.st_mode & 07777);
+    pv_set_int(L, "mtime", (lua_Integer)sb.st_mtime);
+    pv_set_int(L, "uid", sb.st_uid);
     return 1;
 }
 
@@ -207,40 +202,22 @@ static int fs_read_file(lua_State *L)
     return 1;
 }
 
-/* fs.write_file(path, data [, {mode=}]): PATH.partial, fsync, rename. */
+/* fs.write_file(path, data [, {mode=0644, no_clobber=false}]): a pv_file. */
 static int fs_write_file(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    mode_t mode = (mode_t)pv_opt_int(L, lua_istable(L, 3) ? 3 : 0, "mode", 0644);
-    struct stat sb;
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
-        /* A device or FIFO: write through, never replace it. */
-        int fd = open(path, O_WRONLY | O_CLOEXEC);
-        if (fd < 0) return pv_raise_errno(L, errno, "cannot open", path);
-        int rc = pv_write_all(fd, data, len);
-        int e = errno;
-        close(fd);
-        if (rc < 0) return pv_raise_errno(L, e, "cannot write", path);
-        return 0;
-    }
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.partial", path) >= (int)sizeof tmp)
-        return luaL_argerror(L, 1, "path too long");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) return pv_raise_errno(L, errno, "cannot create", tmp);
-    fchmod(fd, mode);
-    if (pv_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return pv_raise_errno(L, e, "cannot write", tmp);
-    }
-    if (close(fd) < 0 || rename(tmp, path) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return pv_raise_errno(L, e, "cannot write", path);
+    int opts = lua_isnoneornil(L, 3) ? 0 : 3;
+    mode_t mode = (mode_t)pv_opt_int(L, opts, "mode", 0644);
+    bool no_clobber = pv_opt_bool(L, opts, "no_clobber", false);
+    pv_file f;
+    pv_err err;
+    pv_err_clear(&err);
+    if (pv_file_open(&f, path, mode, no_clobber, &err) < 0 ||
+        pv_file_write(&f, data, len, &err) < 0 || pv_file_commit(&f, &err) < 0) {
+        pv_file_abort(&f);
+        return pv_err_raise(L, &err);
     }
     return 0;
 }

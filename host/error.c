@@ -1,15 +1,24 @@
 /*
- * error.c: pv_err (errors recorded in C) and the Lua error object they
- * become, plus the small I/O and option helpers every binding uses.
+ * error.c: pv_err, errors recorded in C, the list of error kinds, the Lua
+ * error object a pv_err becomes (pgvault.error, raise, is_error), and the
+ * one line a failed run prints.
  */
 #include "pgvault.h"
 #include "runtime.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
+
+static const char *const kinds[] = {PV_ERROR_KINDS, NULL};
+
+bool pv_error_kind_known(const char *kind)
+{
+    for (int i = 0; kind && kinds[i]; i++)
+        if (strcmp(kinds[i], kind) == 0) return true;
+    return false;
+}
 
 void pv_err_clear(pv_err *e)
 {
@@ -22,9 +31,18 @@ void pv_err_setv(pv_err *e, const char *kind, const char *fmt, va_list ap)
     char raw[sizeof e->message];
     vsnprintf(raw, sizeof raw, fmt, ap);
     e->set = true;
-    snprintf(e->kind, sizeof e->kind, "%s", kind);
     /* Messages can quote URLs or commands: never let a secret through. */
-    pv_redact(raw, e->message, sizeof e->message);
+    if (pv_error_kind_known(kind)) {
+        snprintf(e->kind, sizeof e->kind, "%s", kind);
+        pv_redact(raw, e->message, sizeof e->message);
+    } else {
+        /* A kind nobody can catch by name is a bug; keep what it said. */
+        snprintf(e->kind, sizeof e->kind, "internal");
+        char tagged[sizeof e->message];
+        snprintf(tagged, sizeof tagged, "%.*s (unknown error kind '%s')", 900, raw,
+                 kind ? kind : "");
+        pv_redact(tagged, e->message, sizeof e->message);
+    }
 }
 
 void pv_err_set(pv_err *e, const char *kind, const char *fmt, ...)
@@ -135,90 +153,144 @@ int pv_raise_errno(lua_State *L, int errnum, const char *what, const char *path)
     return pv_err_raise(L, &e);
 }
 
-int pv_write_all(int fd, const void *buf, size_t len)
+/* ------------------------------------------------------------------ */
+/* The Lua error object                                                */
+/* ------------------------------------------------------------------ */
+
+static int error_tostring(lua_State *L)
 {
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR && !pv_interrupted()) continue;
-            return -1;
+    lua_getfield(L, 1, "message");
+    if (!lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        lua_getfield(L, 1, "kind");
+        lua_pushfstring(L, "%s error", lua_isstring(L, -1) ? lua_tostring(L, -1) : "unknown");
+    }
+    return 1;
+}
+
+/* pgvault.error(kind, message [, fields]) -> error object */
+static int base_error(lua_State *L)
+{
+    const char *kind = luaL_checkstring(L, 1);
+    const char *message = luaL_checkstring(L, 2);
+    if (!pv_error_kind_known(kind))
+        return luaL_argerror(
+            L, 1, lua_pushfstring(L, "unknown error kind '%s' (see pgvault.error_kinds)", kind));
+    lua_createtable(L, 0, 4);
+    if (lua_istable(L, 3)) {
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_settable(L, -4);
         }
-        p += n;
-        len -= (size_t)n;
     }
-    return 0;
+    lua_pushstring(L, kind);
+    lua_setfield(L, -2, "kind");
+    char clean[2048];
+    pv_redact(message, clean, sizeof clean);
+    lua_pushstring(L, clean);
+    lua_setfield(L, -2, "message");
+    luaL_setmetatable(L, PV_ERROR_MT);
+    return 1;
 }
 
-ssize_t pv_read_some(int fd, void *buf, size_t len)
+static int base_raise(lua_State *L)
 {
-    for (;;) {
-        ssize_t n = read(fd, buf, len);
-        if (n >= 0) return n;
-        if (errno == EINTR && !pv_interrupted()) continue;
-        return -1;
+    base_error(L);
+    return lua_error(L);
+}
+
+static int base_is_error(lua_State *L)
+{
+    bool is = false;
+    if (lua_istable(L, 1) && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, PV_ERROR_MT);
+        is = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
     }
+    lua_pushboolean(L, is);
+    return 1;
 }
 
-double pv_now(void)
+void pv_error_open(lua_State *L)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    luaL_newmetatable(L, PV_ERROR_MT);
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
 }
 
-void pv_hex(const uint8_t *in, size_t len, char *out)
+void pv_error_funcs(lua_State *L)
 {
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
+    static const luaL_Reg funcs[] = {
+        {"error", base_error}, {"raise", base_raise}, {"is_error", base_is_error}, {NULL, NULL}};
+    luaL_setfuncs(L, funcs, 0);
+    static const char *const names[] = {PV_ERROR_KINDS};
+    lua_createtable(L, (int)(sizeof names / sizeof *names), 0);
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
-    out[2 * len] = '\0';
+    lua_setfield(L, -2, "error_kinds");
 }
 
-lua_Integer pv_opt_int(lua_State *L, int idx, const char *key, lua_Integer dflt)
+/* ------------------------------------------------------------------ */
+/* Reporting an error at the top level                                 */
+/* ------------------------------------------------------------------ */
+
+static const char *error_kind(lua_State *L, int idx)
 {
-    if (idx == 0 || !lua_istable(L, idx)) return dflt;
-    lua_getfield(L, idx, key);
-    lua_Integer v = dflt;
-    if (!lua_isnil(L, -1)) {
+    if (!lua_istable(L, idx)) return NULL;
+    lua_getfield(L, idx, "kind");
+    const char *kind = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the table still holds the string */
+    return kind;
+}
+
+int pv_runtime_exit_code(lua_State *L)
+{
+    const char *kind = error_kind(L, -1);
+    if (pv_interrupted() || (kind && strcmp(kind, "interrupted") == 0)) return 130;
+    if (kind && strcmp(kind, "usage") == 0) return 2;
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "exit_code");
         int isnum;
-        v = lua_tointegerx(L, -1, &isnum);
-        if (!isnum) {
-            lua_pop(L, 1);
-            return luaL_error(L, "option '%s' must be an integer", key);
-        }
+        lua_Integer code = lua_tointegerx(L, -1, &isnum);
+        lua_pop(L, 1);
+        if (isnum && code > 0 && code < 256) return (int)code;
     }
-    lua_pop(L, 1);
-    return v;
+    return 1;
 }
 
-const char *pv_opt_str(lua_State *L, int idx, const char *key, const char *dflt)
+void pv_runtime_report(lua_State *L, const char *context)
 {
-    if (idx == 0 || !lua_istable(L, idx)) return dflt;
-    lua_getfield(L, idx, key);
-    const char *v = dflt;
-    if (!lua_isnil(L, -1)) {
-        /* Only real strings: a number converted by lua_tostring would live
-         * on the stack alone and die with the pop below. */
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            lua_pop(L, 1);
-            luaL_error(L, "option '%s' must be a string", key);
-            return NULL;
-        }
-        v = lua_tostring(L, -1);
+    const char *kind = error_kind(L, -1);
+    const char *msg;
+    const char *trace = NULL;
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "traceback");
+        trace = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        msg = luaL_tolstring(L, -1, NULL);
+    } else {
+        msg = luaL_tolstring(L, -1, NULL);
     }
-    /* The string stays alive: the options table still references it. */
+    char clean[4096];
+    pv_redact(msg ? msg : "unknown error", clean, sizeof clean);
+    if (kind && strcmp(kind, "interrupted") == 0)
+        fprintf(stderr, "pgvault: %s: interrupted\n", context);
+    else
+        fprintf(stderr, "pgvault: %s: %s\n", context, clean);
+    if (trace && pv_verbose) {
+        size_t tn = strlen(trace) + 256;
+        char *t = malloc(tn);
+        if (t) {
+            pv_redact(trace, t, tn);
+            fprintf(stderr, "%s\n", t);
+            free(t);
+        }
+    }
+    fflush(stderr);
     lua_pop(L, 1);
-    return v;
-}
-
-bool pv_opt_bool(lua_State *L, int idx, const char *key, bool dflt)
-{
-    if (idx == 0 || !lua_istable(L, idx)) return dflt;
-    lua_getfield(L, idx, key);
-    bool v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
 }

@@ -30,13 +30,60 @@
 /* ------------------------------------------------------------------ */
 
 /*
- * A failure of the outside world, recorded in C (possibly on a code path
- * that must not raise, such as inside a pipeline or a libcurl callback)
- * and raised later as a Lua error object: a table with `kind`, `message`
- * and the fields below, whose metatable gives it a __tostring.
+ * One convention for every binding and script:
  *
- * Kinds in use: "io", "pg", "child", "s3", "http", "crypto", "archive",
- * "interrupted", "config", "usage", "verify".
+ * - Misuse of an API (a wrong argument type or value, an unknown option
+ *   value passed by a script) is a Lua string error raised with
+ *   luaL_argerror / luaL_typeerror, naming the function, the argument and,
+ *   for an options table, the field ("bad argument #2 to 'file_writer'
+ *   (field 'mode': integer expected, got string)"). The pv_opt_* helpers
+ *   below do this. A workflow checks what a user typed before it calls a
+ *   binding, and reports that as kind "usage".
+ *
+ * - Everything else is an error object: a table with `kind`, `message` and
+ *   fields (path, url, sqlstate, http_status, retryable, ...), whose
+ *   metatable gives it a __tostring. From C: record it in a pv_err (on code
+ *   paths that must not raise: inside a pipeline, a libcurl or libpq
+ *   callback) and raise it with pv_err_raise after every C resource is
+ *   released, or call pv_raise / pv_raise_errno. From Lua:
+ *   pgvault.raise(kind, message [, fields]) or
+ *   error(pgvault.error(kind, message, fields)).
+ *
+ * - A message is one line: what failed, on what, what to do next. Nothing
+ *   secret: every message and string field passes through pv_redact.
+ *
+ * The kinds (PV_ERROR_KINDS; pgvault.error_kinds in Lua). Any other kind
+ * given to pv_err_set becomes "internal"; pgvault.error refuses it.
+ *   io           the local file system (field path)
+ *   exists       the target name is taken: a file, an S3 key, a database
+ *                (field path or url); nothing was overwritten
+ *   pg           PostgreSQL (fields sqlstate, retryable)
+ *   child        a child process failed to start or exited badly
+ *   s3           an S3 request (fields http_status, retryable, url)
+ *   http         an HTTP API request (fields http_status, retryable,
+ *                request_id, method, url)
+ *   crypto       encryption, decryption, keys
+ *   archive      a pg_dump archive is malformed or unsupported
+ *   verify       content does not match what it should be (digest, size,
+ *                row counts)
+ *   trust        a signature is missing, bad or from an untrusted key; the
+ *                manifest does not name this object
+ *   config       the configuration (file, profile, environment) is wrong
+ *   usage        the command line is wrong: exit code 2
+ *   interrupted  SIGINT or SIGTERM: exit code 130
+ *   internal     a bug in pgvault (an invariant broke)
+ * Every other kind exits 1.
+ */
+#define PV_ERROR_KINDS                                                                             \
+    "io", "exists", "pg", "child", "s3", "http", "crypto", "archive", "verify", "trust", "config", \
+        "usage", "interrupted", "internal"
+
+/* Whether `kind` is one of PV_ERROR_KINDS. */
+bool pv_error_kind_known(const char *kind);
+
+/*
+ * A failure recorded in C and raised later as a Lua error object (see
+ * above): kind, message and up to PV_ERR_MAX_FIELDS fields.
  */
 #define PV_ERR_MAX_FIELDS 8
 
@@ -161,6 +208,11 @@ struct pv_stage {
  * `opts` (0 for none) has a string `label`, it becomes the result key. */
 void *pv_stage_new(lua_State *L, const pv_stage_ops *ops, size_t size, int opts);
 pv_stage *pv_stage_check(lua_State *L, int idx);
+/* The stage at idx, or NULL if it is not one. */
+pv_stage *pv_stage_test(lua_State *L, int idx);
+
+/* stream.run{source, ..., sink}: the pipeline engine (host/pipeline.c). */
+int pv_pipeline_run(lua_State *L);
 
 /* Hands bytes downstream. Fails with an "interrupted" error once a signal
  * arrived, so every source and filter stops promptly. */
@@ -207,9 +259,67 @@ ssize_t pv_read_some(int fd, void *buf, size_t len);
 double pv_now(void);
 /* Lower-case hex of `len` bytes into out (2*len+1 bytes). */
 void pv_hex(const uint8_t *in, size_t len, char *out);
-/* Optional field of the table at idx: integer, string, boolean. */
+/*
+ * Optional field `key` of the options table at `idx` (0 or a nil/none
+ * argument: no table, the default). A present field of the wrong type is
+ * an argument error naming the function, the argument and the field.
+ * Options are typed: pv_opt_int takes numbers with an integer value (not
+ * "0600", not 1.5), pv_opt_num numbers, pv_opt_str strings (the result
+ * stays valid while the table holds it), pv_opt_bool booleans. An argument at `idx`
+ * that is neither nil nor a table is an argument error too.
+ */
 lua_Integer pv_opt_int(lua_State *L, int idx, const char *key, lua_Integer dflt);
+lua_Number pv_opt_num(lua_State *L, int idx, const char *key, lua_Number dflt);
 const char *pv_opt_str(lua_State *L, int idx, const char *key, const char *dflt);
 bool pv_opt_bool(lua_State *L, int idx, const char *key, bool dflt);
+
+/* Report tables: t[key] = value for the table on top of the stack.
+ * pv_set_str sets nothing when value is NULL. */
+void pv_set_int(lua_State *L, const char *key, lua_Integer value);
+void pv_set_num(lua_State *L, const char *key, lua_Number value);
+void pv_set_str(lua_State *L, const char *key, const char *value);
+void pv_set_lstr(lua_State *L, const char *key, const char *value, size_t len);
+void pv_set_bool(lua_State *L, const char *key, bool value);
+
+/* ------------------------------------------------------------------ */
+/* Files                                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A file being written under its final name `path`, the one way pgvault
+ * creates files (stream.file_writer, fs.write_file; use it for any other).
+ *
+ * A regular target (or none) is written to a new temporary file
+ * ".<name>.<random>.partial" in the target's directory, created with
+ * O_CREAT|O_EXCL|O_NOFOLLOW (a name planted there, or a symbolic link, is
+ * never opened); commit sets the mode (fchmod, checked), fsyncs, and puts
+ * it in place: with no_clobber by link() (a taken name fails with kind
+ * "exists" and the existing file is untouched), else by rename() over a
+ * regular file or nothing. Abort removes the temporary file.
+ *
+ * A target that exists and is not a regular file (/dev/null, a FIFO, or a
+ * symbolic link to one, such as /dev/stdout) is written through and never
+ * replaced. A directory, or a symbolic link to anything else, is refused.
+ */
+typedef struct pv_file {
+    int fd;       /* -1 when closed */
+    bool through; /* written in place (device, FIFO) */
+    bool no_clobber;
+    bool committed;
+    mode_t mode;
+    char path[4096];
+    char temp[4096]; /* "" unless a temporary file exists */
+} pv_file;
+
+/* A closed pv_file (fd -1): pv_file_abort is safe on it. */
+void pv_file_init(pv_file *f);
+/* Opens `path` for writing as above; on failure sets err (field path)
+ * and leaves nothing behind. */
+int pv_file_open(pv_file *f, const char *path, mode_t mode, bool no_clobber, pv_err *err);
+int pv_file_write(pv_file *f, const void *data, size_t len, pv_err *err);
+/* Puts the file in place (or just closes a written-through one). */
+int pv_file_commit(pv_file *f, pv_err *err);
+/* Closes and removes the temporary file; idempotent, safe after commit. */
+void pv_file_abort(pv_file *f);
 
 #endif

@@ -1,6 +1,7 @@
 -- download an S3 object to a file, checked against its backup manifest
-local cjson = require "cjson"
 local cli = require "lib.cli"
+local manifests = require "lib.manifest"
+local naming = require "lib.naming"
 local s3cli = require "lib.s3cli"
 local pgvault = require "pgvault"
 local s3 = require "pgvault.s3"
@@ -29,11 +30,11 @@ local out = o.output or key:match("([^/]+)$")
 
 local client <close> = s3.client(s3cli.opts(o))
 local manifest
-if not o.no_verify and not key:find("%.manifest%.json$") then
-  local murl = o.SOURCE .. ".manifest.json"
+if not o.no_verify and key:sub(-#naming.MANIFEST_SUFFIX) ~= naming.MANIFEST_SUFFIX then
+  local murl = naming.manifest_path(o.SOURCE)
   if client:head(murl) then
-    local ok, m = pcall(cjson.decode, client:get(murl))
-    if not ok or type(m) ~= "table" or type(m.stored) ~= "table" then
+    local ok, m = pcall(manifests.decode, client:get(murl), murl)
+    if not ok or type(m.stored) ~= "table" then
       pgvault.raise("verify", murl .. " is not a readable manifest; use --no-verify to download anyway")
     end
     manifest = m

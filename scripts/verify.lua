@@ -7,6 +7,8 @@ local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
 local s3cli = require "lib.s3cli"
+local manifests = require "lib.manifest"
+local naming = require "lib.naming"
 
 local o = cli.parse(arg, {
   usage = "pgvault verify SRC [-i IDENTITY] [--list] [--json] [--restore-into URL] [S3 options]",
@@ -33,12 +35,6 @@ local src = o.SRC
 local threads = o.threads and math.tointeger(tonumber(o.threads))
 if o.threads and (not threads or threads < 1) then pgvault.raise("usage", "--threads needs a positive number") end
 
-local function decode_manifest(text, where)
-  local ok, m = pcall(cjson.decode, text)
-  if not ok or type(m) ~= "table" then pgvault.raise("verify", where .. " is not valid JSON") end
-  return m
-end
-
 -- An object in a bucket: the same checks, streamed (no temporary file).
 -- `open` gives the source stage; `head` the first bytes for the layers.
 local manifest_path, manifest, open, head, st
@@ -50,10 +46,8 @@ else
   if not st then pgvault.raise("io", "cannot open " .. src .. ": no such file") end
   if st.type == "dir" then pgvault.raise("io", "cannot verify " .. src .. ": it is a directory") end
   -- The manifest beside the archive, if any.
-  manifest_path = src .. ".manifest.json"
-  if not o.no_manifest and fs.exists(manifest_path) then
-    manifest = decode_manifest(fs.read_file(manifest_path), manifest_path)
-  end
+  manifest_path = naming.manifest_path(src)
+  if not o.no_manifest then manifest = manifests.for_archive(src) end
   local f = assert(io.open(src, "rb"))
   head = f:read(64) or ""
   f:close()
@@ -119,14 +113,11 @@ if manifest then
   for _, tb in ipairs(summary.tables) do
     if tb.rows then rows[(tb.schema or "") .. "." .. tb.name] = tb.rows end
   end
-  local listed = manifest.tables
-  if type(listed) ~= "table" and type(manifest.archive) == "table" then listed = manifest.archive.tables end
-  for _, tb in ipairs(type(listed) == "table" and listed or {}) do
-    if type(tb) == "table" and tb.name and tonumber(tb.rows) then
-      local key = (tb.schema or "") .. "." .. tb.name
-      check("rows of " .. key, math.tointeger(tonumber(tb.rows)), rows[key])
-    end
-  end
+  local want = manifests.row_counts(manifest) or {}
+  local names = {}
+  for key in pairs(want) do names[#names + 1] = key end
+  table.sort(names)
+  for _, key in ipairs(names) do check("rows of " .. key, want[key], rows[key]) end
 end
 
 -- The restore drill needs the pg and dump modules.

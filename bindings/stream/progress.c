@@ -96,14 +96,10 @@ static int progress_report(pv_stage *s, lua_State *L)
     double end = p->finished > 0 ? p->finished : pv_now();
     double secs = end - p->started;
     lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes");
-    lua_pushnumber(L, secs);
-    lua_setfield(L, -2, "seconds");
-    lua_pushnumber(L, secs > 0 ? (double)s->bytes_in / secs : 0);
-    lua_setfield(L, -2, "rate");
-    lua_pushboolean(L, p->drawn);
-    lua_setfield(L, -2, "drawn");
+    pv_set_int(L, "bytes", (lua_Integer)s->bytes_in);
+    pv_set_num(L, "seconds", secs);
+    pv_set_num(L, "rate", secs > 0 ? (double)s->bytes_in / secs : 0);
+    pv_set_bool(L, "drawn", p->drawn);
     return 1;
 }
 

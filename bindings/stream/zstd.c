@@ -99,16 +99,11 @@ static int zstd_report(pv_stage *s, lua_State *L)
 {
     zstd_filter *z = (zstd_filter *)s;
     lua_createtable(L, 0, 5);
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes_in");
-    lua_pushinteger(L, (lua_Integer)s->bytes_out);
-    lua_setfield(L, -2, "bytes_out");
-    lua_pushnumber(L, s->bytes_in ? (double)s->bytes_out / (double)s->bytes_in : 0.0);
-    lua_setfield(L, -2, "ratio");
-    lua_pushinteger(L, z->level);
-    lua_setfield(L, -2, "level");
-    lua_pushinteger(L, z->threads);
-    lua_setfield(L, -2, "threads");
+    pv_set_int(L, "bytes_in", (lua_Integer)s->bytes_in);
+    pv_set_int(L, "bytes_out", (lua_Integer)s->bytes_out);
+    pv_set_num(L, "ratio", s->bytes_in ? (double)s->bytes_out / (double)s->bytes_in : 0.0);
+    pv_set_int(L, "level", z->level);
+    pv_set_int(L, "threads", z->threads);
     return 1;
 }
 
@@ -217,10 +212,8 @@ static void unzstd_release(pv_stage *s)
 static int unzstd_report(pv_stage *s, lua_State *L)
 {
     lua_createtable(L, 0, 2);
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes_in");
-    lua_pushinteger(L, (lua_Integer)s->bytes_out);
-    lua_setfield(L, -2, "bytes_out");
+    pv_set_int(L, "bytes_in", (lua_Integer)s->bytes_in);
+    pv_set_int(L, "bytes_out", (lua_Integer)s->bytes_out);
     return 1;
 }
 

@@ -13,16 +13,13 @@ local catalog = {}
 -- "ok" or "size mismatch": the stored size the manifest records against the
 -- archive's actual size. Shared with the bucket listing (lib.s3backups).
 function catalog.size_status(m, size)
-  local stored = type(m.stored) == "table" and tonumber(m.stored.bytes)
+  local stored = m.stored and m.stored.bytes
   return (stored and stored ~= size) and "size mismatch" or "ok"
 end
 
--- Sorts backups newest first (same second: by name, descending).
+-- Sorts backups newest first (lib.naming's order).
 function catalog.newest_first(list)
-  table.sort(list, function(a, c)
-    if a.stamp ~= c.stamp then return a.stamp > c.stamp end
-    return a.name > c.name
-  end)
+  table.sort(list, naming.newer)
   return list
 end
 
@@ -37,13 +34,13 @@ function catalog.scan(dir)
     local fst = b and fs.stat(path)
     if b and fst and fst.type == "file" then
       b.path, b.size = path, fst.size
-      local m, why = manifest.for_archive(path)
-      if m then
+      local ok, m, why = pcall(manifest.for_archive, path)
+      if ok and m then
         b.manifest = m
         b.status = catalog.size_status(m, fst.size)
       else
-        b.status = fs.exists(naming.manifest_path(path)) and "invalid" or "missing"
-        b.problem = why
+        b.status = ok and "missing" or "invalid"
+        b.problem = ok and why or tostring(m)
       end
       out[#out + 1] = b
     end

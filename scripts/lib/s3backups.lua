@@ -3,12 +3,12 @@
 -- newest complete one for "latest", opening one to stream (restore with
 -- one job) and fetching one into a private directory, checked against its
 -- manifest (restore --jobs N).
-local cjson = require "cjson"
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local s3 = require "pgvault.s3"
 local stream = require "pgvault.stream"
 local catalog = require "lib.catalog"
+local manifest = require "lib.manifest"
 local naming = require "lib.naming"
 
 local s3backups = {}
@@ -22,10 +22,8 @@ end
 local function read_manifest(client, url)
   local ok, text = pcall(client.get, client, url)
   if not ok then return nil, "cannot read " .. url .. ": " .. tostring(text) end
-  local dok, m = pcall(cjson.decode, text)
-  if not dok or type(m) ~= "table" or type(m.format) ~= "number" then
-    return nil, url .. " is not a pgvault manifest"
-  end
+  local dok, m = pcall(manifest.decode, text, url)
+  if not dok then return nil, tostring(m) end
   return m
 end
 
@@ -36,14 +34,16 @@ function s3backups.scan(url, opts)
   local bucket, prefix = prefix_url(url)
   local objs = client:list("s3://" .. bucket .. "/" .. prefix, { delimiter = "/" })
   local present = {}
-  for _, obj in ipairs(objs) do present[obj.key] = true end
+  for _, obj in ipairs(objs) do present[obj.key] = obj.size end
   local out = {}
   for _, obj in ipairs(objs) do
     local b = naming.parse(obj.key)
     if b then
       b.key, b.size, b.path = obj.key, obj.size, "s3://" .. bucket .. "/" .. obj.key
       local mkey = naming.manifest_path(obj.key)
-      if present[mkey] then
+      if present[mkey] and present[mkey] > manifest.MAX_BYTES then
+        b.status, b.problem = "invalid", mkey .. " is too large to be a pgvault manifest"
+      elseif present[mkey] then
         local m, why = read_manifest(client, "s3://" .. bucket .. "/" .. mkey)
         if m then
           b.manifest = m
@@ -120,11 +120,11 @@ function s3backups.fetch(url, opts)
   local ok, err = pcall(function()
     local stages = { client:reader({ url = src }) }
     if type(m.stored) == "table" then
-      stages[#stages + 1] = s3.expect { bytes = tonumber(m.stored.bytes), sha256 = m.stored.sha256, what = src }
+      stages[#stages + 1] = s3.expect { bytes = m.stored.bytes, sha256 = m.stored.sha256, what = src }
     end
     stages[#stages + 1] = stream.file_writer(path, { mode = 384 })
     stream.run(stages)
-    fs.write_file(naming.manifest_path(path), cjson.encode(m), { mode = 384 })
+    manifest.write(path, m)
   end)
   if not ok then
     pcall(fs.remove_tree, dir)

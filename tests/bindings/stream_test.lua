@@ -61,7 +61,7 @@ t.test("file writer commits atomically with mode 0600 by default", function()
   t.eq(r.file.committed, true)
   t.eq(h.read(path), "payload")
   t.eq(fs.stat(path).mode, 384, "mode 0600")
-  t.ok(not fs.exists(path .. ".partial"), "no partial left")
+  t.eq(fs.listdir(d), { "out.bin" }, "no temporary file left")
   stream.run { stream.string("again"), stream.file_writer(path, { mode = 420 }) }
   t.eq(h.read(path), "again", "overwrites by default")
   t.eq(fs.stat(path).mode, 420, "mode option")
@@ -74,9 +74,10 @@ t.test("file writer with no_clobber refuses an existing file and keeps it", func
   local e = t.raises(function()
     stream.run { stream.string("new"), stream.file_writer(path, { no_clobber = true }) }
   end, "already exists")
-  t.eq(e.kind, "io")
+  t.eq(e.kind, "exists")
+  t.eq(e.path, path)
   t.eq(h.read(path), "original")
-  t.ok(not fs.exists(path .. ".partial"))
+  t.eq(fs.listdir(d), { "keep" }, "no temporary file left")
 end)
 
 t.test("a failing source leaves nothing under the final name", function()
@@ -152,4 +153,108 @@ t.test("stdin and stdout stages through a child pgvault", function()
     { stdin = "round trip" })
   t.eq(r.code, 0, r.stderr)
   t.eq(r.stdout, "round trip")
+end)
+
+-- Regression tests (issue 11, "Hostile input"): the file writer used to write
+-- NAME.partial with O_CREAT|O_TRUNC, following a planted symbolic link.
+
+t.test("a planted NAME.partial (file or symlink) neither receives the bytes nor is clobbered", function()
+  local d, outside = h.tmpdir(), h.tmpdir()
+  local victim = outside .. "/victim"
+  h.write(victim, "victim's own bytes")
+  local path = d .. "/backup.bin"
+  t.eq(proc.run({ "ln", "-s", victim, path .. ".partial" }).code, 0)
+  stream.run { stream.string("secret plaintext"), stream.file_writer(path) }
+  t.eq(h.read(victim), "victim's own bytes", "the link's target is untouched")
+  t.eq(h.read(path), "secret plaintext")
+  t.eq(fs.stat(path .. ".partial", true).type, "link", "the planted link is left alone")
+  fs.remove(path .. ".partial")
+  h.write(path .. ".partial", "planted")
+  stream.run { stream.string("second"), stream.file_writer(path .. "2", { no_clobber = true }) }
+  t.eq(h.read(path .. ".partial"), "planted")
+end)
+
+t.test("a symbolic link at the final name is refused, its target untouched", function()
+  local d, outside = h.tmpdir(), h.tmpdir()
+  local victim = outside .. "/victim"
+  h.write(victim, "victim")
+  local path = d .. "/out"
+  t.eq(proc.run({ "ln", "-s", victim, path }).code, 0)
+  local e = t.raises(function() stream.run { stream.string("x"), stream.file_writer(path) } end,
+    "symbolic link")
+  t.eq(e.kind, "io")
+  e = t.raises(function() stream.run { stream.string("x"), stream.file_writer(path, { no_clobber = true }) } end,
+    "already exists")
+  t.eq(e.kind, "exists")
+  t.eq(h.read(victim), "victim")
+  t.eq(fs.stat(path, true).type, "link")
+  t.eq(fs.listdir(d), { "out" }, "no temporary file left")
+  -- a link to a device (as /dev/stdout is) is written through
+  t.eq(proc.run({ "ln", "-s", "/dev/null", d .. "/null" }).code, 0)
+  stream.run { stream.string("x"), stream.file_writer(d .. "/null") }
+  t.eq(fs.stat(d .. "/null", true).type, "link")
+end)
+
+-- Starts a pgvault that copies a FIFO into `path` with no_clobber; returns
+-- it and a function that opens the FIFO for writing (open every FIFO only
+-- after starting every process: io.open's descriptors are inherited).
+local function fifo_writer(d, name, path)
+  local fifo = d .. "/" .. name .. ".fifo"
+  t.eq(proc.run({ "mkfifo", fifo }).code, 0)
+  local code = string.format([[
+    local s = require "pgvault.stream"
+    local ok, e = pcall(s.run, { s.file_reader(%q), s.file_writer(%q, { no_clobber = true }) })
+    io.stdout:write(ok and "committed\n" or (e.kind .. ": " .. tostring(e) .. "\n"))]], fifo, path)
+  local p = proc.spawn({ h.bin, "-e", code, stdout = "pipe", stderr = "inherit" })
+  return p, function() return assert(io.open(fifo, "w")) end
+end
+
+local function temp_files(d)
+  local out = {}
+  for _, n in ipairs(fs.listdir(d)) do
+    if n:match("^%.") then out[#out + 1] = n end
+  end
+  return out
+end
+
+t.test("two writers of one name with no_clobber: one wins, the other gets 'exists', no mixing", function()
+  local d, pipes = h.tmpdir(), h.tmpdir()
+  local path = d .. "/same.backup"
+  local a, open_a = fifo_writer(pipes, "a", path)
+  local b, open_b = fifo_writer(pipes, "b", path)
+  local wa, wb = open_a(), open_b()
+  wa:write(string.rep("A", 100000)); wa:flush()
+  wb:write(string.rep("B", 100000)); wb:flush()
+  local deadline = proc.now() + 10
+  while #temp_files(d) < 2 and proc.now() < deadline do proc.sleep(0.05) end
+  local temps = temp_files(d)
+  t.eq(#temps, 2, "each writer has its own temporary file")
+  for _, n in ipairs(temps) do
+    t.match(n, "^%.same%.backup%.%x+%.partial$", "temporary name")
+    t.eq(fs.stat(d .. "/" .. n).mode, 384, "private while written")
+  end
+  wa:write(string.rep("A", 100)); wa:close()
+  t.eq(a:read_line(10), "committed", "the first to finish wins")
+  wb:write(string.rep("B", 100)); wb:close()
+  t.match(b:read_line(10), "^exists: .*already exists", "the second gets 'exists'")
+  a:wait(10); b:wait(10); a:close(); b:close()
+  t.ok(h.read(path) == string.rep("A", 100100), "the file holds the winner's bytes only")
+  t.eq(fs.listdir(d), { "same.backup" }, "the loser's temporary file is gone")
+end)
+
+t.test("a long name still gets a valid temporary name", function()
+  local d = h.tmpdir()
+  local name = string.rep("é", 120) .. ".backup" -- 247 bytes
+  stream.run { stream.string("x"), stream.file_writer(d .. "/" .. name) }
+  t.eq(h.read(d .. "/" .. name), "x")
+end)
+
+t.test("options of the wrong type are argument errors naming the function and field", function()
+  t.raises(function() stream.file_writer("/tmp/x", { mode = "0600" }) end,
+    "bad argument #2 to 'file_writer' %(field 'mode': integer expected, got string%)")
+  t.raises(function() stream.file_writer("/tmp/x", { no_clobber = "yes" }) end,
+    "bad argument #2 to 'file_writer' %(field 'no_clobber': boolean expected, got string%)")
+  t.raises(function() stream.file_writer("/tmp/x", "0600") end, "bad argument #2 to 'file_writer' %(table")
+  t.raises(function() stream.file_writer("/tmp/x", { label = 7 }) end, "field 'label': string expected, got number")
+  t.raises(function() stream.buffer { max = 1.5 } end, "field 'max': number has no integer representation")
 end)

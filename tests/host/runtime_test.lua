@@ -48,3 +48,47 @@ t.test("the binary works without its source tree (built-in scripts)", function()
   t.eq(r.code, 0)
   t.match(r.stdout, "scripts")
 end)
+
+t.test("error kinds: the documented list, an unknown kind refused", function()
+  local kinds = {}
+  for _, k in ipairs(pgvault.error_kinds) do kinds[k] = true end
+  for _, k in ipairs({ "io", "exists", "pg", "child", "s3", "http", "crypto", "archive", "verify", "trust",
+    "config", "usage", "interrupted", "internal" }) do
+    t.ok(kinds[k], "kind " .. k)
+  end
+  t.eq(#pgvault.error_kinds, 14, "no other kinds")
+  t.raises(function() pgvault.error("oops", "x") end, "bad argument #1 to 'error' %(unknown error kind 'oops'")
+  t.raises(function() pgvault.raise("fs", "x") end, "unknown error kind 'fs'")
+  t.eq(pgvault.error("exists", "taken").kind, "exists")
+end)
+
+-- Every kind the sources raise is on the list (C: pv_err_set / pv_raise /
+-- pv_err_setv; Lua: pgvault.raise / pgvault.error and local fail() helpers).
+t.test("every kind raised in host/, bindings/ and scripts/ is a documented kind", function()
+  local fs = require "pgvault.fs"
+  local known = {}
+  for _, k in ipairs(pgvault.error_kinds) do known[k] = true end
+  local function walk(dir, out)
+    for _, n in ipairs(fs.listdir(dir)) do
+      local p = dir .. "/" .. n
+      if fs.stat(p).type == "dir" then walk(p, out) elseif n:match("%.[ch]$") or n:match("%.lua$") then
+        out[#out + 1] = p
+      end
+    end
+    return out
+  end
+  local seen = 0
+  for _, top in ipairs({ "host", "bindings", "scripts" }) do
+    for _, p in ipairs(walk(h.root .. "/" .. top, {})) do
+      local src = fs.read_file(p)
+      for _, pat in ipairs({ 'pv_err_set%([^,]+, "([%w_]+)"', 'pv_raise%(L, "([%w_]+)"', 'raise%("([%w_]+)"',
+        'pgvault%.error%("([%w_]+)"', 'fail%("([%w_]+)"' }) do
+        for kind in src:gmatch(pat) do
+          seen = seen + 1
+          t.ok(known[kind], string.format("%s raises kind '%s'", p:sub(#h.root + 2), kind))
+        end
+      end
+    end
+  end
+  t.ok(seen > 50, "the scan found the raises (" .. seen .. ")")
+end)

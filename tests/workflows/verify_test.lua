@@ -162,7 +162,7 @@ t.test("age and zstd layers are peeled as the bytes stream, and checked against 
   t.eq(j.archive.totals.rows, 3003)
   t.eq(j.plain.sha256, r.plain.sha256, "the plain archive's digest")
   t.eq(j.stored.sha256, r.stored.sha256, "the stored file's digest")
-  write_manifest(path, { stored = { bytes = r.stored.bytes, sha256 = r.stored.sha256 },
+  write_manifest(path, { format = 1, stored = { bytes = r.stored.bytes, sha256 = r.stored.sha256 },
     plain = { bytes = r.plain.bytes, sha256 = r.plain.sha256 },
     tables = { { schema = "public", name = "t1", rows = 3000 } } })
   v = verify({ "verify", "-i", key, path })
