@@ -185,16 +185,11 @@ static int handoff_report(pv_stage *s, lua_State *L)
 {
     handoff_stage *h = (handoff_stage *)s;
     lua_createtable(L, 0, 5);
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, (lua_Integer)h->nbuf);
-    lua_setfield(L, -2, "buffers");
-    lua_pushinteger(L, (lua_Integer)h->size);
-    lua_setfield(L, -2, "size");
-    lua_pushnumber(L, h->waited_in);
-    lua_setfield(L, -2, "waited_in");
-    lua_pushnumber(L, h->waited_out);
-    lua_setfield(L, -2, "waited_out");
+    pv_set_int(L, "bytes", (lua_Integer)s->bytes_in);
+    pv_set_int(L, "buffers", (lua_Integer)h->nbuf);
+    pv_set_int(L, "size", (lua_Integer)h->size);
+    pv_set_num(L, "waited_in", h->waited_in);
+    pv_set_num(L, "waited_out", h->waited_out);
     return 1;
 }
 

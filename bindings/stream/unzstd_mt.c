@@ -548,16 +548,11 @@ static int mt_report(pv_stage *s, lua_State *L)
 {
     unzstd_mt *u = (unzstd_mt *)s;
     lua_createtable(L, 0, 5);
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes_in");
-    lua_pushinteger(L, (lua_Integer)s->bytes_out);
-    lua_setfield(L, -2, "bytes_out");
-    lua_pushinteger(L, u->threads);
-    lua_setfield(L, -2, "threads");
-    lua_pushinteger(L, (lua_Integer)u->frames);
-    lua_setfield(L, -2, "frames");
-    lua_pushinteger(L, (lua_Integer)u->frames_in_sequence);
-    lua_setfield(L, -2, "frames_in_sequence");
+    pv_set_int(L, "bytes_in", (lua_Integer)s->bytes_in);
+    pv_set_int(L, "bytes_out", (lua_Integer)s->bytes_out);
+    pv_set_int(L, "threads", u->threads);
+    pv_set_int(L, "frames", (lua_Integer)u->frames);
+    pv_set_int(L, "frames_in_sequence", (lua_Integer)u->frames_in_sequence);
     return 1;
 }
 
