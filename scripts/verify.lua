@@ -20,7 +20,9 @@ local src <close> = verify.open(job)
 local r = verify.read_file(job, src) or verify.read(job, src, {
   src:reader(),             -- the file, or the object streamed from the bucket
   verify.digest("stored"),  -- SHA-256 of the bytes as stored
+  verify.thread(job, #src.layers > 1), -- reading and that digest on one core, the layers on the next
   verify.unwrap(job, src),  -- age decryption and zstd decompression, as the layers are
+  verify.thread(job),       -- the archive digest and the parser on a third
   verify.digest("plain"),   -- SHA-256 of the archive
   verify.archive(job),      -- every TOC entry and data block decoded, COPY rows counted
   verify.discard(),

@@ -36,7 +36,7 @@ verify.CLI = {
     { "list", "l", false, "print the table of contents exactly as pg_restore --list does" },
     { "json", nil, false, "print the summary as JSON" },
     { "restore-into", nil, "URL", "restore into this scratch database, compare row counts, drop it" },
-    { "threads", nil, "N", "threads inflating data blocks of a plain archive file (default: the CPUs, at most 8)" },
+    { "threads", nil, "N", "threads: inflating a plain archive file's data blocks (default: the CPUs, at most 8); 1: one thread for everything" },
     { "no-manifest", nil, false, "do not compare with SRC.manifest.json" },
     { "database", nil, "NAME", "with …/latest: the newest backup of database NAME" },
   },
@@ -71,6 +71,13 @@ end
 -- The stages verify.read takes.
 function verify.digest(label)
   return stream.sha256 { label = label }
+end
+
+-- A thread boundary (stream.handoff): the stages before it and after it
+-- run on different cores, handing buffers over in bounded memory. Left out
+-- with --threads 1, or when `wanted` is false.
+function verify.thread(job, wanted)
+  return job.threads ~= 1 and wanted ~= false and stream.handoff()
 end
 
 function verify.unwrap(job, src)
