@@ -274,8 +274,8 @@ end
 
 -- Step 6: the summary line (the collation warning, if any, was said with the dump).
 function backup.report(job, dest, r)
-  log.info("backup complete: %s (%d bytes stored, %d bytes of archive) in %.1fs", dest.path, r.stored.bytes,
-    r.plain.bytes, r.seconds)
+  log.info("backup of %s complete: %s (%d bytes stored, %d bytes of archive) in %.1fs", job.info.name, dest.path,
+    r.stored.bytes, r.plain.bytes, r.seconds)
 end
 
 -- The whole procedure with the default stages; returns

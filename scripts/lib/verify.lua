@@ -36,7 +36,8 @@ verify.CLI = {
     { "list", "l", false, "print the table of contents exactly as pg_restore --list does" },
     { "json", nil, false, "print the summary as JSON" },
     { "restore-into", nil, "URL", "restore into this scratch database, compare row counts, drop it" },
-    { "threads", nil, "N", "threads: inflating a plain archive file's data blocks (default: the CPUs, at most 8); 1: one thread for everything" },
+    { "threads", nil, "N", "threads inflating a plain archive file's data blocks (default: the CPUs, "
+      .. "at most 8); 1: one thread for everything" },
     { "no-manifest", nil, false, "do not compare with SRC.manifest.json" },
     { "database", nil, "NAME", "with …/latest: the newest backup of database NAME" },
   },
