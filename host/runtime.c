@@ -84,6 +84,7 @@ static int open_base(lua_State *L)
     pv_signals_funcs(L);
     pv_scripts_funcs(L);
     pv_log_funcs(L);
+    pv_secrets_funcs(L);
     pv_set_str(L, "version", PGVAULT_VERSION);
     pv_set_bool(L, "verbose", pv_verbose);
     pv_log_push_table(L);
@@ -156,4 +157,69 @@ int pv_runtime_pcall(lua_State *L, int nargs, int nresults)
     int status = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);
     return status;
+}
+
+/* Compiles `chunk`, first as an expression ("return <chunk>;"), as lua.c's
+ * REPL does. Returns a status; the function or the message is on top. */
+int pv_runtime_compile(lua_State *L, const char *chunk, const char *name)
+{
+    const char *ret = lua_pushfstring(L, "return %s;", chunk);
+    int status = luaL_loadbuffer(L, ret, strlen(ret), name);
+    lua_remove(L, -2);
+    if (status == LUA_OK) return status;
+    lua_pop(L, 1);
+    return luaL_loadbuffer(L, chunk, strlen(chunk), name);
+}
+
+/* Prints the values above `base` readably (lib.pretty) and pops them. */
+void pv_runtime_print(lua_State *L, int base)
+{
+    int n = lua_gettop(L) - base;
+    if (n <= 0) return;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lib.pretty");
+    if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
+        pv_runtime_report(L, "print");
+        lua_settop(L, base);
+        return;
+    }
+    /* A user's own lib/pretty.lua may lack print: fall back to Lua's. */
+    if (lua_getfield(L, -1, "print") != LUA_TFUNCTION) {
+        lua_pop(L, 1);
+        lua_getglobal(L, "print");
+    }
+    lua_remove(L, -2);
+    lua_insert(L, base + 1);
+    if (pv_runtime_pcall(L, n, 0) != LUA_OK) pv_runtime_report(L, "print");
+    lua_settop(L, base);
+}
+
+/* The global `pgvault` (the base module with every binding as a field:
+ * pgvault.stream ...) and each binding under its short name (stream, pg
+ * ...) unless that would hide a global. */
+void pv_runtime_globals(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "pgvault");
+    lua_call(L, 1, 1);
+    for (const pv_module *m = pv_modules; m->name; m++) {
+        const char *shortname = strrchr(m->name, '.') + 1;
+        lua_getglobal(L, "require");
+        lua_pushstring(L, m->name);
+        if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
+            pv_runtime_report(L, m->name);
+            continue;
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, shortname);
+        lua_pushglobaltable(L);
+        lua_pushstring(L, shortname);
+        if (lua_rawget(L, -2) == LUA_TNIL) {
+            lua_pushstring(L, shortname);
+            lua_pushvalue(L, -4);
+            lua_rawset(L, -4);
+        }
+        lua_pop(L, 3);
+    }
+    lua_setglobal(L, "pgvault");
 }

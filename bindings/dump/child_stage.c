@@ -436,6 +436,8 @@ void dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin
     bool oom = false;
     for (int i = 1; argv[i] && i < MAX_ARGV && !oom; i++)
         if (!(d->argv[i] = strdup(argv[i]))) oom = true;
+    /* Children inherit no credential: the user's PGPASSWORD is passed on. */
+    if (!password) password = getenv("PGPASSWORD");
     if (password && !oom) {
         size_t n = strlen(password) + sizeof "PGPASSWORD=";
         d->env[0] = malloc(n);
