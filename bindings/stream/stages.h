@@ -32,4 +32,9 @@ int pv_stream_unzstd(lua_State *L);
 /* stream.progress{label=..., tty=?, interval=?}: meter tap on stderr. */
 int pv_stream_progress(lua_State *L);
 
+/* stream.block_digests{block_size=}: tap, SHA-256 of each block (blocks.c). */
+int pv_stream_block_digests(lua_State *L);
+/* stream.verify_blocks{block_size=, blocks=}: filter releasing checked blocks only. */
+int pv_stream_verify_blocks(lua_State *L);
+
 #endif
