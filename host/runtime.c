@@ -171,24 +171,43 @@ int pv_runtime_compile(lua_State *L, const char *chunk, const char *name)
     return luaL_loadbuffer(L, chunk, strlen(chunk), name);
 }
 
-/* Prints the values above `base` readably (lib.pretty) and pops them. */
+/* Replaces the value at idx by its printed form: strings, numbers,
+ * booleans and nil as print shows them (as lua.c's REPL does), anything
+ * else through lib.pretty's format (a table readably, nested), falling
+ * back to tostring when there is no such function (a user's lib/pretty). */
+static void printed_form(lua_State *L, int idx, int format)
+{
+    bool own_tostring = luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL;
+    if (own_tostring) lua_pop(L, 1); /* an error object prints its message */
+    if (lua_type(L, idx) == LUA_TTABLE && format && !own_tostring) {
+        lua_pushvalue(L, format);
+        lua_pushvalue(L, idx);
+        if (pv_runtime_pcall(L, 1, 1) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+            lua_replace(L, idx);
+            return;
+        }
+        lua_pop(L, 1);
+    }
+    luaL_tolstring(L, idx, NULL);
+    lua_replace(L, idx);
+}
+
+/* Prints the values above `base` as the REPL does and pops them. */
 void pv_runtime_print(lua_State *L, int base)
 {
     int n = lua_gettop(L) - base;
     if (n <= 0) return;
     lua_getglobal(L, "require");
     lua_pushliteral(L, "lib.pretty");
-    if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
-        pv_runtime_report(L, "print");
-        lua_settop(L, base);
-        return;
+    int format = 0;
+    if (pv_runtime_pcall(L, 1, 1) == LUA_OK && lua_istable(L, -1) &&
+        lua_getfield(L, -1, "format") == LUA_TFUNCTION) {
+        format = lua_gettop(L);
     }
-    /* A user's own lib/pretty.lua may lack print: fall back to Lua's. */
-    if (lua_getfield(L, -1, "print") != LUA_TFUNCTION) {
-        lua_pop(L, 1);
-        lua_getglobal(L, "print");
-    }
-    lua_remove(L, -2);
+    for (int i = base + 1; i <= base + n; i++)
+        printed_form(L, i, format);
+    lua_settop(L, base + n);
+    lua_getglobal(L, "print");
     lua_insert(L, base + 1);
     if (pv_runtime_pcall(L, n, 0) != LUA_OK) pv_runtime_report(L, "print");
     lua_settop(L, base);

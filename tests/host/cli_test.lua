@@ -20,15 +20,15 @@ t.test("--help describes commands, options and exit codes", function()
 end)
 
 t.test("-e prints what the chunk returns as the REPL does", function()
-  local r = h.pgvault({ "-e", "return 6 * 7, 'x'" })
+  local r = h.pgvault({ "-e", "return 6 * 7, 'x', nil, true" })
   t.eq(r.code, 0, "exit code")
-  t.eq(r.stdout, '42\t"x"\n', "stdout")
+  t.eq(r.stdout, "42\tx\tnil\ttrue\n", "stdout: scalars as print shows them")
 end)
 
 -- Regression tests (issue 12): -e printed "table: 0x…" and had no pgvault global.
 t.test("-e prints tables readably, takes an expression, and has the REPL's globals", function()
   t.eq(h.pgvault({ "-e", "return {1,2}" }).stdout, "{ 1, 2 }\n")
-  t.eq(h.pgvault({ "-e", "{a = {b = 'c'}}" }).stdout, '{ a = { b = "c" } }\n', "an expression, as in the REPL")
+  t.eq(h.pgvault({ "-e", "{a = {b = 'c'}}, 'd'" }).stdout, '{ a = { b = "c" } }\td\n', "an expression, as in the REPL")
   local r = h.pgvault({ "-e", "return pgvault.version == require('pgvault').version, stream == pgvault.stream" })
   t.eq(r.stdout, "true\ttrue\n", r.stderr)
 end)
@@ -44,7 +44,7 @@ end)
 
 t.test("-e passes its arguments in arg and ...", function()
   local r = h.pgvault({ "-e", "return arg[1], select('#', ...), ...", "a", "b" })
-  t.eq(r.stdout, '"a"\t2\t"a"\t"b"\n')
+  t.eq(r.stdout, "a\t2\ta\tb\n")
 end)
 
 t.test("a Lua error is one clean line and exit 1", function()
