@@ -54,10 +54,11 @@ local function threads_while_compressing(threads)
   w:write(sample(2 * 1024 * 1024))
   w:flush()
   local task = "/proc/" .. p:pid() .. "/task"
-  local count, last = 0, -1
+  local count = 0
   local deadline = proc.now() + 20
   repeat -- until the worker pool exists and the count is steady
-    last, count = count, #fs.listdir(task)
+    local last = count
+    count = #fs.listdir(task)
     proc.sleep(0.1)
   until (count > 1 and count == last) or proc.now() > deadline
   w:close()
