@@ -532,7 +532,7 @@ t.test("the fuzz corpus replays cleanly", function()
   t.ok(ok_count >= 6, "the seed archives are valid")
 end)
 
-t.test("cleanup", function()
+t.teardown(function()
   h.dropdb("archive_test")
   if inserts_url then h.dropdb("archive_inserts") end
 end)

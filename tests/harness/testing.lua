@@ -108,10 +108,13 @@ end
 function testing.run_teardowns()
   local failed = 0
   for i = #testing.teardowns, 1, -1 do
-    local ok, err = xpcall(testing.teardowns[i], debug.traceback)
+    local ok, err = xpcall(testing.teardowns[i], function(e)
+      if getmetatable(e) == FAIL then return (e.where and (e.where .. ": ") or "") .. e.message end
+      return debug.traceback(tostring(e), 2)
+    end)
     if not ok then
       failed = failed + 1
-      io.stdout:write(string.format("  FAIL  teardown: %s\n", tostring(err)))
+      io.stdout:write(string.format("  FAIL  teardown: %s\n", err))
     end
   end
   testing.teardowns = {}

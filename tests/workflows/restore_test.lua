@@ -243,7 +243,7 @@ t.test("an extension's configuration table and inherited tables restore: counts 
   h.dropdb("restore_ext_source_test")
 end)
 
-t.test("cleanup", function()
+t.teardown(function()
   h.dropdb(LIVE)
   t.ok(not fs.exists(backups .. "/nothing"))
 end)

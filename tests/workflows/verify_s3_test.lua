@@ -168,4 +168,4 @@ t.test("a missing object, a wrong key: one clear line", function()
   t.match(r.stderr, "refused: HTTP 403 %(access key id %S+ from environment, endpoint http")
 end)
 
-t.test("cleanup", function() h.dropdb("verify_s3_source_test") end)
+t.teardown(function() h.dropdb("verify_s3_source_test") end)

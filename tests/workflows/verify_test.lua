@@ -260,4 +260,4 @@ t.test("bad input: not an archive, missing file, directory, s3, unsupported opti
   t.eq(r.code, 1)
 end)
 
-t.test("cleanup", function() h.dropdb("verify_test") end)
+t.teardown(function() h.dropdb("verify_test") end)
