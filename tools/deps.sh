@@ -11,7 +11,7 @@ libzstd-dev zstd liblz4-dev zlib1g-dev libexpat1-dev libreadline-dev
 postgresql-15 postgresql-client-15 postgresql-contrib
 age awscli python3 locales minisign
 nodejs npm
-clang libclang-rt-14-dev valgrind tmux time procps
+clang libclang-rt-14-dev valgrind tmux time procps lcov
 libisal-dev
 pgbouncer curl"
 

@@ -1,3 +1,4 @@
+-- covers: bindings/archive.c bindings/archive/
 -- pgvault.archive: the PGDMP reader. Its --list output is compared byte for
 -- byte with pg_restore --list on pg_dump 15 archives (compressed or not,
 -- data-only, schema-only, large objects, file or pipe) and on generated

@@ -1,3 +1,4 @@
+-- covers: bindings/stream/zstd.c
 -- pgvault.stream's zstd stages: round trips, interoperability with the zstd
 -- CLI both ways, concatenated frames, corrupt and truncated input, and the
 -- multithreaded compressor in constant memory.

@@ -1,3 +1,4 @@
+-- covers: tests/harness/services.lua
 -- The harness's own services answer: PostgreSQL 15 with password auth and
 -- en_US.UTF-8 collation versions, and an S3 server that checks signatures.
 local t = require "harness.testing"

@@ -1,3 +1,4 @@
+-- covers: host/main.c host/scripts.c host/runtime.c scripts/scripts.lua scripts/lib/pretty.lua
 -- The host's command-line contract: exit codes, error lines, -e, -, run,
 -- the script search path, `scripts` and --copy, --version, --help.
 local t = require "harness.testing"

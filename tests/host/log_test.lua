@@ -1,3 +1,4 @@
+-- covers: host/log.c host/redact.c
 -- Logging and redaction: no secret reaches stderr, whatever its shape.
 local t = require "harness.testing"
 local h = require "harness.env"

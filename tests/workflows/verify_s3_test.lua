@@ -1,3 +1,4 @@
+-- covers: scripts/verify.lua scripts/lib/s3backups.lua
 -- pgvault verify s3://…: a backup in the bucket (plain, zstd, age) streams
 -- (no temporary file) through the same layer peeling into the archive
 -- verifier and is compared with the manifest beside it; …/latest resolves

@@ -1,3 +1,4 @@
+-- covers: scripts/verify.lua scripts/lib/drill.lua scripts/lib/layers.lua scripts/lib/manifest.lua
 -- pgvault verify: whole archives pass, --list is pg_restore --list byte for
 -- byte, damaged or incomplete archives fail with one line naming the entry
 -- and the byte, a manifest beside the archive is checked, layers are
