@@ -12,7 +12,7 @@ libzstd-dev zstd liblz4-dev zlib1g-dev libexpat1-dev libreadline-dev
 postgresql-15 postgresql-client-15 postgresql-contrib
 age awscli python3 locales minisign
 nodejs npm
-clang libclang-rt-14-dev valgrind tmux time procps curl
+clang libclang-rt-14-dev valgrind tmux time procps curl lcov
 libisal-dev
 pgbouncer
 ceph-mon ceph-osd radosgw"

@@ -621,6 +621,7 @@ int pg_child_conn_make(const pg_conninfo *ci, pg_child_conn *out, pv_err *err)
         out->conninfo = plain;
     }
     const char *pw = pg_conninfo_get(ci, "password");
+    if (!pw) pw = getenv("PGPASSWORD"); /* children inherit no credential (host/child.c) */
     if (!out->conninfo || (pw && !(out->env[0] = env_entry("PGPASSWORD", pw)))) {
         pg_child_conn_free(out);
         return oom(err);

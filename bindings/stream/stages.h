@@ -15,7 +15,8 @@
 int pv_stream_string(lua_State *L);
 int pv_stream_buffer(lua_State *L);
 int pv_stream_discard(lua_State *L);
-/* files.c: stream.file_reader(path), stream.stdin(), stream.stdout(),
+/* files.c: stream.file_reader(path, {prefix=}), stream.stdin{prefix=} (the
+ * prefix, bytes already read from it, is emitted first), stream.stdout(),
  * stream.file_writer(path, {mode=, no_clobber=}) */
 int pv_stream_file_reader(lua_State *L);
 int pv_stream_stdin(lua_State *L);

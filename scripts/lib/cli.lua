@@ -88,6 +88,8 @@ end
 
 local function set(spec, o, opt, value, shown)
   local k = key_of(opt[1])
+  -- an option declared secret = true: masked in our command line, logs and errors
+  if opt.secret and value then pgvault.hide_arg(value) end
   if not opt[3] then
     if value ~= nil then usage_error(spec, "option %s takes no value", shown) end
     o[k] = true

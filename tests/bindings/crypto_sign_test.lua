@@ -1,3 +1,4 @@
+-- covers: bindings/crypto/signing.c bindings/crypto/minisign.c bindings/crypto/keyfile.c
 -- pgvault.crypto's minisign signatures: interop both ways with the real
 -- minisign CLI (signatures, public keys, secret keys with and without a
 -- password), tampering of every part of a signature, key ids, untrusted

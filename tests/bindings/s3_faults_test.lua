@@ -1,3 +1,4 @@
+-- covers: bindings/s3.c bindings/s3/
 -- pgvault.s3 under faults, through tests/harness/s3proxy.js between pgvault
 -- and the S3 server (Ceph RGW): 503 SlowDown and 500 answers, connections
 -- reset in the middle of bodies, slow answers; uploads and downloads still

@@ -1,3 +1,4 @@
+-- covers: bindings/s3.c bindings/s3/
 -- pgvault.s3: the SigV4 signer against AWS's published test suite and
 -- against botocore's signer on random requests; then every request against
 -- the harness's S3 server (Ceph RGW, which checks signatures), interop with the aws

@@ -1,3 +1,4 @@
+-- covers: tests/harness/services.lua
 -- The harness's own services answer: PostgreSQL 15 with password auth and
 -- en_US.UTF-8 collation versions, and an S3 server (Ceph RGW) that checks
 -- signatures and keeps multipart uploads until they are aborted.

@@ -1,3 +1,4 @@
+-- covers: bindings/pg/conninfo.c
 -- Connection strings and secrets (issue 11): a malformed URL's password
 -- never reaches an error message, whichever function reads it; no secret
 -- connection keyword reaches a client program's command line.

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/trust.lua bindings/crypto/signing.c
 -- lib.trust, the decision itself: a manifest is accepted only with a good
 -- signature by a trusted key, naming this very object, with every digest
 -- recorded, and the object matching them block by block. Each refusal is

@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/lib/backup.lua scripts/lib/s3backups.lua
 -- backup --to s3://…, list and restore from a bucket: the archive streams
 -- into a multipart upload, the manifest follows as the commit marker,
 -- 'latest' picks the newest backup that has one, and a failure (pg_dump

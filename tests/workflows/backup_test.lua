@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/lib/backup.lua scripts/lib/naming.lua
 -- pgvault backup against the harness cluster: the default (pg_dump -Z0,
 -- zstd on every core), --compress pg and none, the manifest, the path as
 -- the last line of stdout, the collation warning surfaced once, and bad

@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/restore.lua scripts/lib/layers.lua
 -- Encrypted backups end to end: backup -r/-R (age, as the archive streams;
 -- names ….backup.zst.age and ….backup.age; fingerprints, never secrets, in
 -- the manifest; the age CLI opens them), restore -i (streaming and --jobs),

@@ -1,3 +1,4 @@
+-- covers: scripts/list.lua scripts/lib/catalog.lua
 -- pgvault list: backups newest first with time, environment, size and
 -- manifest status (ok, missing, invalid, size mismatch); --json; other
 -- files ignored; a missing directory is a clear error. Plus one real backup.

@@ -1,3 +1,4 @@
+-- covers: scripts/prune.lua scripts/lib/prune.lua scripts/lib/retention.lua
 -- pgvault prune: restic's rules per suffix on a directory and a bucket,
 -- --dry-run's table (kept and why, removed), the newest complete backup
 -- never removed (a damaged newest manifest is left alone), manifests

@@ -1,3 +1,4 @@
+-- covers: scripts/restore.lua scripts/lib/restore.lua scripts/lib/rowcheck.lua
 -- pgvault restore against the harness cluster: a round trip with fidelity
 -- (schema dump, per-table row counts and content hashes, large objects,
 -- sequences, views, indexes, extensions), the swap of names with the old
@@ -245,7 +246,7 @@ t.test("an extension's configuration table and inherited tables restore: counts 
   h.dropdb("restore_ext_source_test")
 end)
 
-t.test("cleanup", function()
+t.teardown(function()
   h.dropdb(LIVE)
   t.ok(not fs.exists(backups .. "/nothing"))
 end)

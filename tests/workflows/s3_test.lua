@@ -1,3 +1,4 @@
+-- covers: scripts/s3.lua scripts/lib/s3cli.lua
 -- pgvault s3 ls / rm / cleanup against the S3 server (Ceph RGW).
 local t = require "harness.testing"
 local h = require "harness.env"

@@ -1,3 +1,4 @@
+-- covers: scripts/upload.lua scripts/download.lua
 -- pgvault upload and download: files to and from the S3 server, checked
 -- against manifests; Ctrl-C in the middle of an upload leaves nothing.
 local t = require "harness.testing"

@@ -1,3 +1,4 @@
+-- covers: scripts/verify.lua scripts/lib/s3backups.lua
 -- pgvault verify s3://…: a backup in the bucket (plain, zstd, age) streams
 -- (no temporary file) through the same layer peeling into the archive
 -- verifier and is compared with the manifest beside it; …/latest resolves
@@ -165,4 +166,4 @@ t.test("a missing object, a wrong key: one clear line", function()
   t.match(r.stderr, "refused: HTTP 403 %(access key id %S+ from environment, endpoint http")
 end)
 
-t.test("cleanup", function() h.dropdb("verify_s3_source_test") end)
+t.teardown(function() h.dropdb("verify_s3_source_test") end)

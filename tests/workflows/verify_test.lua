@@ -1,3 +1,4 @@
+-- covers: scripts/verify.lua scripts/lib/drill.lua scripts/lib/layers.lua scripts/lib/manifest.lua
 -- pgvault verify: whole archives pass, --list is pg_restore --list byte for
 -- byte, damaged or incomplete archives fail with one line naming the entry
 -- and the byte, a manifest beside the archive is checked, layers are
@@ -260,4 +261,4 @@ t.test("bad input: not an archive, missing file, directory, s3, unsupported opti
   t.eq(r.code, 1)
 end)
 
-t.test("cleanup", function() h.dropdb("verify_test") end)
+t.teardown(function() h.dropdb("verify_test") end)

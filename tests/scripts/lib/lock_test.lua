@@ -1,3 +1,4 @@
+-- covers: scripts/lib/lock.lua
 -- lib.lock: one run per environment, in a directory and in a bucket. A
 -- second run is refused naming the holder or waits; a holder that crashed
 -- on this machine (its pid gone or reused) or whose lock expired is taken

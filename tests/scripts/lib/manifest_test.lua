@@ -1,3 +1,4 @@
+-- covers: scripts/lib/manifest.lua scripts/lib/json.lua
 -- lib.manifest: the one reader of manifests. Every check lives in decode,
 -- and every reader (list, verify, restore, download, the bucket listing)
 -- refuses what it refuses: before, only lib.manifest refused a newer format,

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/naming.lua
 -- lib.naming: building and parsing backup names, the same-second sequence,
 -- the order of a listing, claiming a name, and database names cut by
 -- characters (a long non-ASCII name made every restore fail: its temporary
