@@ -454,22 +454,16 @@ static int writer_report(pv_stage *st, lua_State *L)
 {
     s3_writer *w = (s3_writer *)st;
     lua_createtable(L, 0, 8);
-    lua_pushfstring(L, "s3://%s/%s", w->bucket, w->key);
-    lua_setfield(L, -2, "url");
-    lua_pushinteger(L, (lua_Integer)st->bytes_in);
-    lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, w->completed && !w->ndone ? 1 : w->ndone);
-    lua_setfield(L, -2, "parts");
-    lua_pushboolean(L, w->ndone > 0);
-    lua_setfield(L, -2, "multipart");
-    lua_pushinteger(L, (lua_Integer)w->part_size);
-    lua_setfield(L, -2, "part_size");
-    lua_pushstring(L, w->etag);
-    lua_setfield(L, -2, "etag");
-    lua_pushboolean(L, w->completed);
-    lua_setfield(L, -2, "committed");
-    lua_pushnumber(L, w->seconds);
-    lua_setfield(L, -2, "seconds");
+    char url[1200];
+    where(w, url, sizeof url);
+    pv_set_str(L, "url", url);
+    pv_set_int(L, "bytes", (lua_Integer)st->bytes_in);
+    pv_set_int(L, "parts", w->completed && !w->ndone ? 1 : w->ndone);
+    pv_set_bool(L, "multipart", w->ndone > 0);
+    pv_set_int(L, "part_size", (lua_Integer)w->part_size);
+    pv_set_str(L, "etag", w->etag);
+    pv_set_bool(L, "committed", w->completed);
+    pv_set_num(L, "seconds", w->seconds);
     return 1;
 }
 
@@ -503,8 +497,9 @@ static const pv_stage_ops writer_ops = {.name = "s3",
                                         .report = writer_report,
                                         .release = writer_release};
 
-/* s3.writer{url=, part_size=, parallel=, expected_size=, content_type=, ...settings} */
-int s3_push_writer(lua_State *L)
+/* writer{url=, part_size=, parallel=, expected_size=, content_type=} on
+ * the settings of a client */
+int s3_push_writer(lua_State *L, s3_settings *set)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     const char *url = pv_opt_str(L, 1, "url", NULL);
@@ -519,21 +514,15 @@ int s3_push_writer(lua_State *L)
     s3_writer *w = pv_stage_new(L, &writer_ops, sizeof *w, 1);
     pv_err err;
     pv_err_clear(&err);
-    char *bucket, *key;
-    if (s3_parse_url(url, &bucket, &key, &err) < 0) return pv_err_raise(L, &err);
-    w->bucket = bucket;
-    w->key = key;
+    if (s3_parse_url(url, &w->bucket, &w->key, &err) < 0) return pv_err_raise(L, &err);
+    const char *key = w->key;
     if (!key[0] || key[strlen(key) - 1] == '/')
         return luaL_argerror(L, 1, "the url must name an object: s3://bucket/key");
     w->expected = expected;
     w->part_size = s3_choose_part_size(expected, (size_t)part);
     w->parallel = (int)parallel;
     if (ctype) w->content_type = s3_xstrdup(ctype);
-    if (s3_config_load(L, 1, &w->client.cfg, &err) < 0) return pv_err_raise(L, &err);
-    if (s3_client_init(&w->client, &err) < 0) {
-        s3_config_free(&w->client.cfg);
-        return pv_err_raise(L, &err);
-    }
+    if (s3_client_init(&w->client, set, &err) < 0) return pv_err_raise(L, &err);
     w->client_ready = true;
     return 1;
 }
