@@ -154,17 +154,22 @@ static int client_get(lua_State *L)
     return 1;
 }
 
+/* put(url, data, {content_type=, if_none_match=}) -> {etag=, size=} */
 static int client_put(lua_State *L)
 {
     s3_client *c = s3_client_of(L, 1);
     size_t len;
     const char *data = luaL_checklstring(L, 3, &len);
-    const char *ctype = lua_istable(L, 4) ? pv_opt_str(L, 4, "content_type", NULL) : NULL;
+    int opts = lua_istable(L, 4) ? 4 : 0;
+    const char *ctype = pv_opt_str(L, opts, "content_type", NULL);
+    bool if_none_match = pv_opt_bool(L, opts, "if_none_match", false);
     s3_box *b = new_box(L, 2, true);
     s3_req *r = box_request(b, "PUT", "PutObject", true, NULL);
     if (ctype) s3_headers_add(&r->extra, "Content-Type", ctype);
     s3_req_body(r, (const uint8_t *)data, len, true);
-    box_run(L, c, b);
+    pv_err err;
+    pv_err_clear(&err);
+    if (s3_final_write(c, r, if_none_match, &err) < 0) return pv_err_raise(L, &err);
     lua_createtable(L, 0, 2);
     push_etag(L, r->etag);
     lua_setfield(L, -2, "etag");

@@ -200,10 +200,14 @@ static bool error_answer(s3_req *r, bool ok, char *code, size_t codesz, char *me
 
 static bool retryable_answer(const s3_req *r, const char *code)
 {
-    static const char *const codes[] = {"SlowDown", "RequestTimeout", "InternalError", "Throttling",
-                                        /* the body was damaged on the way; it is still in
-                                         * memory, so it is sent again */
-                                        "BadDigest", "XAmzContentSHA256Mismatch", NULL};
+    static const char *const codes[] = {
+        "SlowDown", "RequestTimeout", "InternalError", "Throttling",
+        /* the body was damaged on the way; it is still in memory, so it is sent again */
+        "BadDigest", "XAmzContentSHA256Mismatch",
+        /* another conditional write of the key was in progress (AWS) */
+        "ConditionalRequestConflict", NULL};
+    /* 501 Not Implemented and 505 HTTP Version Not Supported never change */
+    if (r->status == 501 || r->status == 505) return false;
     if (r->status >= 500 || r->status == 429) return true;
     for (int i = 0; codes[i]; i++)
         if (strcmp(code, codes[i]) == 0) return true;
@@ -214,12 +218,13 @@ static bool retryable_answer(const s3_req *r, const char *code)
  * (true, with why). */
 static bool http_answer(s3_client *c, s3_req *r, int max, char *why, size_t whysz, bool *now)
 {
-    bool ok = r->status >= 200 && r->status < 300;
-    for (int i = 0; i < 4 && !ok; i++)
-        ok = r->ok_status[i] && r->ok_status[i] == r->status;
+    bool expected = false; /* a status the caller handles (404 of a HEAD ...) */
+    for (int i = 0; i < 4 && !expected; i++)
+        expected = r->ok_status[i] && r->ok_status[i] == r->status;
+    bool ok = expected || (r->status >= 200 && r->status < 300);
     char code[64] = "", message[512] = "";
-    if (error_answer(r, ok, code, sizeof code, message, sizeof message)) {
-        ok = false;
+    if (error_answer(r, ok, code, sizeof code, message, sizeof message) && !expected) {
+        ok = false; /* an error inside a 200 answer (CompleteMultipartUpload) */
         if (r->status < 300) r->status = 500;
     }
     if (ok) return false;

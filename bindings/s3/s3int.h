@@ -52,6 +52,7 @@ typedef struct s3_headers {
 
 void s3_headers_add(s3_headers *h, const char *name, const char *value);
 const char *s3_headers_get(const s3_headers *h, const char *name); /* case-insensitive */
+void s3_headers_del(s3_headers *h, const char *name);
 void s3_headers_free(s3_headers *h);
 
 typedef struct s3_signer {
@@ -132,6 +133,7 @@ typedef struct s3_settings {
     s3_config cfg;
     s3_signer signer;
     double clock_offset; /* server time minus ours, from a RequestTimeTooSkewed */
+    bool no_conditional; /* the server answered If-None-Match with 501 */
 } s3_settings;
 
 /* Loads settings (s3_config_load) into a new object with one reference;
@@ -244,6 +246,18 @@ s3_req *s3_wait(s3_client *c, bool block, pv_err *err);
 int s3_exec(s3_client *c, s3_req *r, pv_err *err);
 /* Cancels every live request (they are freed by their owners). */
 void s3_cancel_all(s3_client *c);
+
+/*
+ * Writes that never replace an object (conditional.c). s3_final_write
+ * runs a PutObject or CompleteMultipartUpload that must not replace an
+ * existing key: a HEAD first (some servers ignore If-None-Match, RGW on
+ * CompleteMultipartUpload among them), then the request with
+ * If-None-Match: * (without it once the server has answered it with 501).
+ * A taken key fails with kind "exists" (field url). s3_check_free is the
+ * HEAD alone (a writer checks before it uploads anything).
+ */
+int s3_check_free(s3_client *c, const char *bucket, const char *key, pv_err *err);
+int s3_final_write(s3_client *c, s3_req *r, bool if_none_match, pv_err *err);
 
 /* One attempt of a request (request.c): URL, signed headers and curl
  * options set on r->easy, ready for the multi handle. */

@@ -129,13 +129,13 @@ function backup.run(opts)
     o.sink = function(url)
       local so = {}
       for k, v in pairs(o.s3 or {}) do so[k] = v end
-      so.url = url
+      so.url, so.if_none_match = url, true
       return s3.writer(so)
     end
     o.write_manifest = function(url, m)
       local client <close> = s3.client(o.s3)
       local ok, err = pcall(client.put, client, naming.manifest_path(url), manifest.encode(m),
-        { content_type = "application/json" })
+        { content_type = "application/json", if_none_match = true })
       if not ok then
         pcall(client.delete, client, url) -- no archive without its commit marker
         error(err, 0)
