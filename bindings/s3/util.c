@@ -122,6 +122,17 @@ const char *s3_headers_get(const s3_headers *h, const char *name)
     return NULL;
 }
 
+void s3_headers_del(s3_headers *h, const char *name)
+{
+    for (int i = 0; i < h->n; i++) {
+        if (strcasecmp(h->v[i].name, name) != 0) continue;
+        free(h->v[i].name);
+        free(h->v[i].value);
+        h->v[i] = h->v[--h->n];
+        i--;
+    }
+}
+
 void s3_headers_free(s3_headers *h)
 {
     for (int i = 0; i < h->n; i++) {

@@ -12,14 +12,17 @@
 //  - accounts for every multipart upload it sees (created, completed,
 //    aborted); the server's own ListMultipartUploads stays the authority.
 // Control (paths no bucket can have): POST /__proxy/rules with a JSON list
-// of {op, action, rate, after, count, except} (actions: status503,
+// of {op, action, rate, after, count, except, header} (a rule with header
+// fires only on requests carrying it; actions: status503,
 // status500, reset, slow with ms, hang, error with status/code/message,
 // corrupt, etag with mode "aws" or "wrong": the CompleteMultipartUpload
 // answer carries the ETag AWS gives a multipart object, MD5 of the parts'
 // binary MD5s + "-N", or a wrong one of that form); POST /__proxy/delay
 // with {ms} delays every request (a distant server); GET /__proxy/stats;
-// POST /__proxy/reset. With TLS_CERT and TLS_KEY in the environment it
-// serves HTTPS. Prints "ready PORT" once it listens.
+// POST /__proxy/reset. The stats count requests per operation, the
+// signing regions seen and the most requests of one operation in flight at
+// once. With TLS_CERT and TLS_KEY in the environment it serves HTTPS.
+// Prints "ready PORT" once it listens.
 const http = require('http');
 const https = require('https');
 const fs = require('fs');
@@ -28,7 +31,9 @@ const crypto = require('crypto');
 const upstream = new URL(process.argv[2] || '');
 let rules = [];
 let delay = 0; // ms added to every request
-let stats = { requests: 0, injected: 0, ops: {}, digests_checked: 0, bad_digests: 0 };
+const freshStats = () => ({ requests: 0, injected: 0, ops: {}, digests_checked: 0, bad_digests: 0, regions: {},
+  in_flight: {}, max_in_flight: {} });
+let stats = freshStats();
 const uploads = new Map(); // uploadId -> {bucket, key, id, initiated, state, parts: Map}
 
 function opOf(req, url) {
@@ -78,10 +83,11 @@ function errorXml(code, message) {
 }
 
 // The rule that fires for this request, if any.
-function pickRule(op) {
+function pickRule(op, req) {
   for (const r of rules) {
     if (r.op !== '*' && r.op !== op) continue;
     if (r.except && r.except.includes(op)) continue;
+    if (r.header && req.headers[r.header] === undefined) continue;
     r.seen = (r.seen || 0) + 1;
     if (r.seen <= (r.after || 0)) continue;
     if (r.count !== undefined && (r.fired || 0) >= r.count) continue;
@@ -228,7 +234,7 @@ function handle(req, res) {
       if (url.pathname === '/__proxy/reset') {
         rules = [];
         delay = 0;
-        stats = { requests: 0, injected: 0, ops: {}, digests_checked: 0, bad_digests: 0 };
+        stats = freshStats();
         uploads.clear();
       }
       const list = [...uploads.values()].map((u) => ({ bucket: u.bucket, key: u.key, id: u.id, state: u.state, parts: u.parts.size }));
@@ -240,7 +246,20 @@ function handle(req, res) {
   const op = opOf(req, url);
   stats.requests++;
   stats.ops[op] = (stats.ops[op] || 0) + 1;
-  const rule = pickRule(op);
+  // the signing region (Credential=KEY/DATE/REGION/s3/aws4_request)
+  const region = /Credential=[^/]+\/\d+\/([^/]+)\//.exec(req.headers.authorization || '');
+  if (region) stats.regions[region[1]] = (stats.regions[region[1]] || 0) + 1;
+  // requests of each kind at once (--parallel)
+  stats.in_flight[op] = (stats.in_flight[op] || 0) + 1;
+  stats.max_in_flight[op] = Math.max(stats.max_in_flight[op] || 0, stats.in_flight[op]);
+  let counted = true;
+  const done = () => {
+    if (counted) stats.in_flight[op]--;
+    counted = false;
+  };
+  res.on('finish', done);
+  res.on('close', done);
+  const rule = pickRule(op, req);
   if (rule) stats.injected++;
   const act = () => {
     if (rule && rule.action === 'error') {

@@ -226,6 +226,43 @@ t.test("Ctrl-C during a restore from a bucket: exit 130, pg_restore stopped, the
   h.dropdb(target)
 end)
 
+-- Issue 12: no backup or manifest is ever overwritten in a bucket. The
+-- names are taken by hand (a backup of the same second and suffix from
+-- elsewhere); backup refuses them or picks another name, and what was
+-- there stays as it was.
+t.test("a taken archive or manifest name in the bucket is never overwritten", function()
+  local bucket = make_bucket("backup-s3-taken")
+  local backup = require "lib.backup"
+  local naming = require "lib.naming"
+  local when = os.time() - 86400
+  local name = naming.archive_name(naming.stamp(when), "prod", ".zst")
+  local archive = "s3://" .. bucket .. "/p/" .. name
+  s3.put(archive, "someone else's archive", direct())
+  local ok, res = pcall(backup.run, { db = small_url, to = "s3://" .. bucket .. "/p/", suffix = "prod", time = when,
+    s3 = direct() })
+  t.eq(s3.get(archive, direct()), "someone else's archive", "the archive under that name is untouched")
+  if ok then
+    t.neq(res.path, archive, "a backup that succeeds went under another name")
+  else
+    t.eq(res.kind, "exists", tostring(res))
+  end
+  t.eq(#s3h.open_uploads(bucket), 0, "no multipart upload left")
+  -- the manifest's name taken while the archive's is free
+  when = when - 3600
+  name = naming.archive_name(naming.stamp(when), "prod", ".zst")
+  archive = "s3://" .. bucket .. "/q/" .. name
+  s3.put(naming.manifest_path(archive), '{"not": "ours"}', direct())
+  ok, res = pcall(backup.run, { db = small_url, to = "s3://" .. bucket .. "/q/", suffix = "prod", time = when,
+    s3 = direct() })
+  t.eq(s3.get(naming.manifest_path(archive), direct()), '{"not": "ours"}', "the manifest is untouched")
+  if ok then
+    t.neq(res.path, archive, "a backup that succeeds went under another name")
+  else
+    t.eq(res.kind, "exists", tostring(res))
+    t.eq(s3.head(archive, direct()), nil, "no archive left without its manifest")
+  end
+end)
+
 t.test("a tampered object in the bucket fails the restore; the live database is untouched", function()
   local bucket = make_bucket("backup-s3-tampered")
   local r = h.pgvault({ "backup", "--db", small_url, "--to", "s3://" .. bucket .. "/p/", "--compress", "none" },
