@@ -38,6 +38,6 @@ local m = backup.manifest(job, dest, r)
 -- The manifest, written only if absent, commits the backup.
 dest:commit(m)
 
--- The collation warning, if any, and the summary line; the path on stdout.
+-- The summary line; the path on stdout.
 backup.report(job, dest, r)
 print(dest.path)

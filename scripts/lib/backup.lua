@@ -15,6 +15,7 @@ local dump = require "pgvault.dump"
 local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
+local collation = require "lib.collation"
 local database = require "lib.database"
 local destination = require "lib.destination"
 local json = require "lib.json"
@@ -117,18 +118,15 @@ function backup.options(o)
 end
 
 -- What the database says about itself, over one short connection: name,
--- version, its properties (lib.database), and whether the server warned of
--- a collation version mismatch (a notice at connection time).
+-- version, its properties (lib.database), and the notices of the
+-- connection (the collation warning arrives as one: said with pg_dump's,
+-- once, by backup.report).
 local function inspect(db)
-  local c <close> = pg.connect(db)
+  local c <close> = pg.connect(db, { log_notices = false })
   local info = c:query([[SELECT current_database() AS name, current_setting('server_version') AS version,
     current_setting('server_version_num')::int AS version_num]])[1]
   info.properties = database.properties(c)
-  info.collation_mismatch = false
-  for _, n in ipairs(c:notices()) do
-    local text = type(n) == "table" and (n.message or n.text or "") or tostring(n)
-    if tostring(text):find("collation version mismatch", 1, true) then info.collation_mismatch = true end
-  end
+  info.notices = c:notices()
   return info
 end
 
@@ -150,7 +148,7 @@ end
 -- The stages. Each returns a stage, or false when the options leave it out.
 function backup.pg_dump(job)
   return dump.pg_dump { db = job.db, compress = job.compress == "pg" and job.level or 0,
-    server_version = job.info.version_num, pg_bin = job.pg_bin }
+    server_version = job.info.version_num, pg_bin = job.pg_bin, log_warnings = false }
 end
 
 function backup.digest(label)
@@ -223,6 +221,9 @@ function backup.pipeline(job, dest, list)
   log.info("backing up database %s (PostgreSQL %s) with pg_dump %s to %s", job.info.name, job.info.version,
     job.bin.version, dest.path)
   local ok, r = pcall(stream.run, stages)
+  -- the server's and pg_dump's warnings, each said once, success or failure
+  local seen = ok and r or (type(r) == "table" and r.result) or {}
+  collation.log_warnings(job.info.notices, seen.pg_dump and seen.pg_dump.warnings)
   if not ok then
     if pgvault.is_error(r) then r.message = string.format("backup of %s failed: %s", job.info.name, r.message) end
     error(r, 0)
@@ -231,10 +232,11 @@ function backup.pipeline(job, dest, list)
   return r
 end
 
--- The verifier's summary as the manifest keeps it: without the block map.
+-- The verifier's summary as the manifest keeps it: without the block map
+-- and how this run read it.
 local function archive_summary(a)
   local s = {}
-  for k, v in pairs(a) do if k ~= "blocks" then s[k] = v end end
+  for k, v in pairs(a) do if k ~= "blocks" and k ~= "read" then s[k] = v end end
   return s
 end
 
@@ -273,12 +275,8 @@ function backup.manifest(job, dest, r)
   }
 end
 
--- Step 6: the collation warning, once, and the summary line.
-function backup.report(job, dest, r)
-  if job.info.collation_mismatch or r.pg_dump.collation_mismatch then
-    log.warn("database %s has a collation version mismatch: run 'pgvault collation-check --db URL' "
-      .. "(and 'pgvault collation-fix') to find and rebuild the affected indexes", job.info.name)
-  end
+-- Step 6: the summary line.
+function backup.report(_, dest, r)
   log.info("backup complete: %s (%d bytes stored, %d bytes of archive) in %.1fs", dest.path, r.stored.bytes,
     r.plain.bytes, r.seconds)
 end

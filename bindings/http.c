@@ -1,0 +1,772 @@
+/*
+ * http.c: module pgvault.http, JSON over HTTP(S) for SaaS APIs and
+ * notifications: client handles with a base URL and default headers, their
+ * requests (query strings, JSON or raw bodies, retry rules, statuses that
+ * count as answers) and the one-off http.request. The transfer and its
+ * retries live in bindings/http/transfer.c, the network rules shared with
+ * other clients in bindings/http/net.c.
+ *
+ * Secrets: the values of secret headers (Authorization ...), the password
+ * of a URL and secret-looking query values are registered with the log's
+ * redaction as soon as they are seen, and every URL a message shows is
+ * masked (a client made with secret_url = true masks its base path too).
+ */
+#include "http/http.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define CLIENT_MT "pgvault.http.client"
+#define CALL_MT "pgvault.http.call"
+#define CJSON_KEY "pgvault.http.cjson"
+
+typedef struct client_ud {
+    bool open;
+    CURL *easy;
+    char *base_url;         /* NULL for one-off requests */
+    bool secret_url;        /* the URL's path is a credential */
+    size_t secret_path_end; /* mask the base path up to here in messages */
+    char **hnames, **hvalues;
+    int nheaders;
+    long timeout;
+    int max_attempts;
+    double retry_base;
+    char *ca_bundle;
+    size_t max_body;
+} client_ud;
+
+/* A request being built and run: a userdata, so that a Lua error while
+ * reading the options frees everything (its __gc). */
+typedef struct call_ud {
+    http_call call;
+    http_bytes url;
+    char *shown;
+} call_ud;
+
+/* ------------------------------------------------------------------ */
+/* Clients                                                             */
+/* ------------------------------------------------------------------ */
+
+static void free_strings(char **v, int n, bool wipe)
+{
+    for (int i = 0; v && i < n; i++) {
+        if (v[i] && wipe) explicit_bzero(v[i], strlen(v[i]));
+        free(v[i]);
+    }
+    free(v);
+}
+
+static void client_release(client_ud *u)
+{
+    if (!u->open) return;
+    u->open = false;
+    if (u->easy) curl_easy_cleanup(u->easy);
+    u->easy = NULL;
+    free(u->base_url);
+    free(u->ca_bundle);
+    free_strings(u->hnames, u->nheaders, false);
+    free_strings(u->hvalues, u->nheaders, true);
+    u->base_url = u->ca_bundle = NULL;
+    u->hnames = u->hvalues = NULL;
+    u->nheaders = 0;
+}
+
+static int client_close(lua_State *L)
+{
+    client_release(luaL_checkudata(L, 1, CLIENT_MT));
+    return 0;
+}
+
+static client_ud *check_client(lua_State *L, int idx)
+{
+    client_ud *u = luaL_checkudata(L, idx, CLIENT_MT);
+    if (!u->open) luaL_error(L, "attempt to use a closed HTTP client");
+    return u;
+}
+
+static int client_tostring(lua_State *L)
+{
+    client_ud *u = luaL_checkudata(L, 1, CLIENT_MT);
+    if (!u->open) {
+        lua_pushliteral(L, "pgvault http client (closed)");
+    } else {
+        char *shown = http_mask_url(u->base_url ? u->base_url : "", u->secret_path_end);
+        lua_pushfstring(L, "pgvault http client (%s)", shown);
+        free(shown);
+    }
+    return 1;
+}
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d) abort();
+    return d;
+}
+
+/* A header name or value must not smuggle another header in. */
+static void check_header(lua_State *L, const char *name, const char *value)
+{
+    if (!*name || strpbrk(name, ":\r\n \t")) luaL_error(L, "'%s' is not an HTTP header name", name);
+    if (strpbrk(value, "\r\n")) luaL_error(L, "the value of HTTP header %s has a line break", name);
+}
+
+/* Registers a secret header value, and the credential after its scheme
+ * word ("Bearer abc" -> "abc" too), with the log's redaction. */
+static void register_secret_value(const char *value)
+{
+    pv_log_add_secret(value);
+    const char *sp = strchr(value, ' ');
+    if (sp) pv_log_add_secret(sp + 1);
+}
+
+static bool is_http_url(const char *url)
+{
+    return strncasecmp(url, "https://", 8) == 0 || strncasecmp(url, "http://", 7) == 0;
+}
+
+static void check_url_text(lua_State *L, const char *url, const char *what)
+{
+    if (!is_http_url(url)) luaL_error(L, "%s must start with https:// or http://", what);
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            luaL_error(L, "%s has a space or a control character: percent-encode it", what);
+}
+
+/* Reads the client settings from the table at idx; a one-off request
+ * (http.request) takes no base_url and its headers are the request's. */
+static void read_client(lua_State *L, int idx, client_ud *u, bool one_off)
+{
+    u->timeout = (long)pv_opt_int(L, idx, "timeout", 30);
+    u->max_attempts = (int)pv_opt_int(L, idx, "max_attempts", 6);
+    lua_Integer base_ms = pv_opt_int(L, idx, "retry_base_ms", 200);
+    if (u->timeout < 1) luaL_error(L, "option 'timeout' must be at least 1 (seconds)");
+    if (u->max_attempts < 1) luaL_error(L, "option 'max_attempts' must be at least 1");
+    u->retry_base = (double)(base_ms < 1 ? 1 : base_ms) / 1000.0;
+    lua_Integer max_body = pv_opt_int(L, idx, "max_body", 64 << 20);
+    u->max_body = max_body < 1 ? 1 : (size_t)max_body;
+    const char *ca = pv_opt_str(L, idx, "ca_bundle", NULL);
+    if (!ca) ca = getenv("SSL_CERT_FILE");
+    if (ca && *ca) u->ca_bundle = xstrdup(ca);
+    u->secret_url = pv_opt_bool(L, idx, "secret_url", false);
+    if (one_off) return;
+    const char *base = pv_opt_str(L, idx, "base_url", NULL);
+    if (!base) luaL_error(L, "http.client needs base_url");
+    check_url_text(L, base, "base_url");
+    u->base_url = xstrdup(base);
+    if (u->secret_url) {
+        /* The base path is the credential: masked up to its end. */
+        size_t end = strcspn(base, "?#");
+        const char *auth = strstr(base, "://") + 3;
+        if ((size_t)(auth - base) + strcspn(auth, "/?#") < end) u->secret_path_end = end;
+    }
+    http_register_url_secrets(base, u->secret_path_end);
+    lua_getfield(L, idx, "headers");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+                luaL_error(L, "headers must map names to strings");
+            const char *name = lua_tostring(L, -2), *value = lua_tostring(L, -1);
+            check_header(L, name, value);
+            char **nn = realloc(u->hnames, (size_t)(u->nheaders + 1) * sizeof *nn);
+            if (!nn) abort();
+            u->hnames = nn;
+            char **nv = realloc(u->hvalues, (size_t)(u->nheaders + 1) * sizeof *nv);
+            if (!nv) abort();
+            u->hvalues = nv;
+            u->hnames[u->nheaders] = xstrdup(name);
+            u->hvalues[u->nheaders] = xstrdup(value);
+            u->nheaders++;
+            if (http_secret_header(name)) register_secret_value(value);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+static client_ud *new_client(lua_State *L, int idx, bool one_off)
+{
+    client_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    memset(u, 0, sizeof *u);
+    luaL_setmetatable(L, CLIENT_MT);
+    u->open = true; /* from here on __gc frees whatever is acquired */
+    read_client(L, idx, u, one_off);
+    u->easy = curl_easy_init();
+    if (!u->easy) pv_raise(L, "http", "cannot create a libcurl handle");
+    return u;
+}
+
+static int http_client_new(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    new_client(L, 1, false);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Building a request                                                  */
+/* ------------------------------------------------------------------ */
+
+static void call_free(call_ud *cu)
+{
+    http_call_free(&cu->call);
+    http_bytes_free(&cu->url);
+    free(cu->shown);
+    cu->shown = NULL;
+    cu->call.url = cu->call.shown = NULL;
+}
+
+static int call_gc(lua_State *L)
+{
+    call_free(luaL_checkudata(L, 1, CALL_MT));
+    return 0;
+}
+
+static void add_query_pair(lua_State *L, http_bytes *url, bool *first, int kidx, int vidx)
+{
+    int t = lua_type(L, vidx);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
+        luaL_error(L, "query value of '%s' must be a string, number or boolean",
+                   lua_tostring(L, kidx));
+    size_t kn, vn;
+    const char *k = lua_tolstring(L, kidx, &kn);
+    const char *v = t == LUA_TBOOLEAN ? (lua_toboolean(L, vidx) ? "true" : "false")
+                                      : lua_tolstring(L, vidx, &vn);
+    if (t == LUA_TBOOLEAN) vn = strlen(v);
+    http_bytes_add(url, *first ? "?" : "&", 1);
+    *first = false;
+    http_escape(url, k, kn);
+    http_bytes_add(url, "=", 1);
+    http_escape(url, v, vn);
+}
+
+/* Appends the query table at idx, keys sorted (the same request always
+ * reads the same), arrays as repeated keys. */
+static void add_query(lua_State *L, int idx, http_bytes *url)
+{
+    bool first = strchr(url->p, '?') == NULL;
+    lua_newtable(L);
+    int keys = lua_gettop(L);
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "query keys must be strings");
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, keys, ++n);
+    }
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_pushvalue(L, keys);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, keys, i);
+        int k = lua_gettop(L);
+        lua_pushvalue(L, k);
+        lua_gettable(L, idx);
+        if (lua_istable(L, -1)) {
+            lua_Integer len = luaL_len(L, -1);
+            for (lua_Integer j = 1; j <= len; j++) {
+                lua_geti(L, -1, j);
+                add_query_pair(L, url, &first, k, lua_gettop(L));
+                lua_pop(L, 1);
+            }
+        } else {
+            add_query_pair(L, url, &first, k, lua_gettop(L));
+        }
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+}
+
+static void read_statuses(lua_State *L, int idx, const char *key, int *out, int *n)
+{
+    lua_getfield(L, idx, key);
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        lua_Integer len = luaL_len(L, -1);
+        if (len > HTTP_MAX_STATUSES)
+            luaL_error(L, "at most %d statuses in '%s'", HTTP_MAX_STATUSES, key);
+        for (lua_Integer i = 1; i <= len; i++) {
+            lua_geti(L, -1, i);
+            lua_Integer s = lua_tointeger(L, -1);
+            if (s < 100 || s > 599) luaL_error(L, "'%s' must list HTTP statuses (100-599)", key);
+            out[(*n)++] = (int)s;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+static bool has_header(struct curl_slist *l, const char *name)
+{
+    size_t n = strlen(name);
+    for (; l; l = l->next)
+        if (strncasecmp(l->data, name, n) == 0 && l->data[n] == ':') return true;
+    return false;
+}
+
+static void add_header(call_ud *cu, const char *name, const char *value)
+{
+    char *line = NULL;
+    if (asprintf(&line, "%s: %s", name, value) < 0) abort();
+    struct curl_slist *l = curl_slist_append(cu->call.headers, line);
+    explicit_bzero(line, strlen(line));
+    free(line);
+    if (!l) abort();
+    cu->call.headers = l;
+}
+
+/* The request's own headers first, then the client's it does not
+ * override; JSON's content type and accept unless given. */
+static bool read_headers(lua_State *L, int idx, client_ud *u, call_ud *cu, bool json)
+{
+    bool secret = false;
+    lua_getfield(L, idx, "headers");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+                luaL_error(L, "headers must map names to strings");
+            const char *name = lua_tostring(L, -2), *value = lua_tostring(L, -1);
+            check_header(L, name, value);
+            if (http_secret_header(name)) {
+                register_secret_value(value);
+                secret = true;
+            }
+            add_header(cu, name, value);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    for (int i = 0; i < u->nheaders; i++) {
+        if (has_header(cu->call.headers, u->hnames[i])) continue;
+        if (http_secret_header(u->hnames[i])) secret = true;
+        add_header(cu, u->hnames[i], u->hvalues[i]);
+    }
+    if (json && !has_header(cu->call.headers, "Content-Type"))
+        add_header(cu, "Content-Type", "application/json");
+    if (json && !has_header(cu->call.headers, "Accept"))
+        add_header(cu, "Accept", "application/json");
+    /* No "100 Continue" round trip for our small bodies. */
+    add_header(cu, "Expect", "");
+    return secret;
+}
+
+static bool loopback(const char *url)
+{
+    const char *h = strstr(url, "://");
+    h = h ? h + 3 : url;
+    const char *at = memchr(h, '@', strcspn(h, "/?#"));
+    if (at) h = at + 1;
+    return strncmp(h, "127.", 4) == 0 || strncasecmp(h, "localhost", 9) == 0 ||
+           strncmp(h, "[::1]", 5) == 0;
+}
+
+/* Encodes the value at top with our cjson instance; leaves the string. */
+static void encode_json(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, CJSON_KEY);
+    lua_getfield(L, -1, "encode");
+    lua_pushvalue(L, -3);
+    lua_call(L, 1, 1);
+    lua_remove(L, -2);
+    lua_remove(L, -2);
+}
+
+static void read_body(lua_State *L, int idx, int call_idx, call_ud *cu, bool *json)
+{
+    lua_getfield(L, idx, "json");
+    *json = !lua_isnil(L, -1);
+    if (*json) {
+        encode_json(L);
+    } else {
+        lua_pop(L, 1);
+        lua_getfield(L, idx, "body");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "option 'body' must be a string");
+    }
+    if (!lua_isnil(L, -1)) {
+        cu->call.body = lua_tolstring(L, -1, &cu->call.body_len);
+        lua_setiuservalue(L, call_idx, 1); /* keeps the body alive with the call */
+    } else {
+        lua_pop(L, 1);
+    }
+}
+
+static void read_method(lua_State *L, int idx, call_ud *cu)
+{
+    const char *m = pv_opt_str(L, idx, "method", cu->call.body ? "POST" : "GET");
+    size_t n = strlen(m);
+    if (n == 0 || n >= sizeof cu->call.method) luaL_error(L, "'%s' is not an HTTP method", m);
+    for (size_t i = 0; i <= n; i++)
+        cu->call.method[i] = (char)toupper((unsigned char)m[i]);
+    for (size_t i = 0; i < n; i++)
+        if (!isupper((unsigned char)cu->call.method[i]))
+            luaL_error(L, "'%s' is not an HTTP method", m);
+}
+
+static void read_url(lua_State *L, int idx, client_ud *u, call_ud *cu)
+{
+    if (u->base_url) {
+        const char *path = pv_opt_str(L, idx, "path", "");
+        if (is_http_url(path) || (path[0] && path[0] != '/' && path[0] != '?'))
+            luaL_error(L, "path '%s' must start with '/' (it is added to the base URL)", path);
+        const char *base = u->base_url;
+        size_t blen = strlen(base);
+        if (blen && base[blen - 1] == '/' && path[0] == '/') blen--;
+        http_bytes_add(&cu->url, base, blen);
+        http_bytes_add(&cu->url, path, strlen(path));
+    } else {
+        const char *url = pv_opt_str(L, idx, "url", NULL);
+        if (!url) luaL_error(L, "http.request needs url");
+        check_url_text(L, url, "url");
+        if (u->secret_url) u->secret_path_end = strcspn(url, "?#");
+        http_bytes_add(&cu->url, url, strlen(url));
+    }
+    check_url_text(L, cu->url.p, "the URL");
+    lua_getfield(L, idx, "query");
+    if (!lua_isnil(L, -1)) {
+        luaL_checktype(L, -1, LUA_TTABLE);
+        add_query(L, lua_gettop(L), &cu->url);
+    }
+    lua_pop(L, 1);
+    http_register_url_secrets(cu->url.p, u->secret_path_end);
+    cu->shown = http_mask_url(cu->url.p, u->secret_path_end);
+}
+
+static call_ud *build_call(lua_State *L, client_ud *u, int idx)
+{
+    call_ud *cu = lua_newuserdatauv(L, sizeof *cu, 1);
+    memset(cu, 0, sizeof *cu);
+    luaL_setmetatable(L, CALL_MT);
+    int call_idx = lua_gettop(L);
+    http_call *c = &cu->call;
+    read_url(L, idx, u, cu);
+    c->url = cu->url.p;
+    c->shown = cu->shown;
+    bool json;
+    read_body(L, idx, call_idx, cu, &json);
+    read_method(L, idx, cu);
+    bool secret = read_headers(L, idx, u, cu, json);
+    if (secret && strncasecmp(c->url, "http://", 7) == 0 && !loopback(c->url))
+        pv_raise(L, "config", "refusing to send a credential over plain http to %s: use https",
+                 c->shown);
+    const char *retry = pv_opt_str(L, idx, "retry", "auto");
+    if (strcmp(retry, "auto") != 0 && strcmp(retry, "never") != 0)
+        luaL_error(L, "option 'retry' must be \"auto\" or \"never\"");
+    c->retry_never = strcmp(retry, "never") == 0;
+    read_statuses(L, idx, "retry_statuses", c->retry_statuses, &c->nretry);
+    read_statuses(L, idx, "ok", c->ok_statuses, &c->nok);
+    c->timeout = (long)pv_opt_int(L, idx, "timeout", u->timeout);
+    c->max_attempts = (int)pv_opt_int(L, idx, "max_attempts", u->max_attempts);
+    if (c->timeout < 1 || c->max_attempts < 1)
+        luaL_error(L, "options 'timeout' and 'max_attempts' must be at least 1");
+    c->retry_base = u->retry_base;
+    c->retry_cap = 60;
+    c->ca_bundle = u->ca_bundle;
+    c->max_body = u->max_body;
+    return cu;
+}
+
+/* ------------------------------------------------------------------ */
+/* Answers                                                             */
+/* ------------------------------------------------------------------ */
+
+static bool json_type(const char *ct)
+{
+    if (!ct) return false;
+    size_t n = strcspn(ct, ";");
+    for (size_t i = 0; i + 4 <= n; i++)
+        if (strncasecmp(ct + i, "json", 4) == 0) return true;
+    return false;
+}
+
+/* lua-cjson 2.1 reads every number as a float: whole numbers become
+ * integers again (as lib.json does), so 3 is 3 and not 3.0. */
+static void integers_back(lua_State *L, int idx, int depth)
+{
+    if (depth > 1100) return; /* deeper than cjson decodes */
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_istable(L, -1)) {
+            integers_back(L, lua_gettop(L), depth + 1);
+        } else if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+            lua_Number n = lua_tonumber(L, -1);
+            lua_Integer i;
+            if (n >= -9007199254740992.0 && n <= 9007199254740992.0 && lua_numbertointeger(n, &i) &&
+                (lua_Number)i == n) {
+                lua_pushvalue(L, -2);
+                lua_pushinteger(L, i);
+                lua_rawset(L, idx);
+            }
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* Pushes the decoded body, or nil (and returns false) when it is not JSON. */
+static bool decode_json(lua_State *L, const http_bytes *body)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, CJSON_KEY);
+    lua_getfield(L, -1, "decode");
+    lua_remove(L, -2);
+    lua_pushlstring(L, body->p ? body->p : "", body->len);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        return false;
+    }
+    if (lua_istable(L, -1)) integers_back(L, lua_gettop(L), 0);
+    return true;
+}
+
+static void push_headers(lua_State *L, const http_call *c)
+{
+    lua_createtable(L, 0, c->nresp_headers);
+    for (int i = 0; i < c->nresp_headers; i++) {
+        lua_pushstring(L, c->resp_headers[i].value);
+        lua_setfield(L, -2, c->resp_headers[i].name);
+    }
+}
+
+/* What the server said about a refusal, from a JSON error body (message,
+ * error, error.message, detail, title, errors[1].message) or the first
+ * line of a plain-text one; "" when nothing readable. At idx: the decoded
+ * body or nil. */
+static void server_message(lua_State *L, int idx, const http_call *c, char *out, size_t outsz)
+{
+    out[0] = '\0';
+    const char *found = NULL;
+    if (lua_istable(L, idx)) {
+        static const char *const keys[] = {
+            "message", "error_description", "detail", "title", "error", NULL};
+        for (int i = 0; keys[i] && !found; i++) {
+            lua_getfield(L, idx, keys[i]);
+            if (lua_istable(L, -1)) lua_getfield(L, -1, "message");
+            if (lua_type(L, -1) == LUA_TSTRING) found = lua_tostring(L, -1);
+            lua_settop(L, idx);
+        }
+        if (!found) {
+            lua_getfield(L, idx, "errors");
+            if (lua_istable(L, -1)) {
+                lua_geti(L, -1, 1);
+                if (lua_istable(L, -1)) lua_getfield(L, -1, "message");
+                if (lua_type(L, -1) == LUA_TSTRING) found = lua_tostring(L, -1);
+            }
+        }
+        if (found) snprintf(out, outsz, "%s", found);
+        lua_settop(L, idx);
+    } else if (c->resp.len > 0) {
+        const char *ct = http_resp_header(c, "content-type");
+        if (ct && strncasecmp(ct, "text/plain", 10) == 0)
+            snprintf(out, outsz, "%.*s", (int)strcspn(c->resp.p, "\r\n"), c->resp.p);
+    }
+    for (char *p = out; *p; p++)
+        if ((unsigned char)*p < ' ') *p = ' ';
+    if (strlen(out) > 300) strcpy(out + 297, "...");
+}
+
+static const char *status_advice(long s)
+{
+    if (s == 401) return ": check the token or credentials";
+    if (s == 403) return ": the credentials lack the permission for this";
+    if (s == 404) return ": check the address";
+    return "";
+}
+
+/* Builds the error for a refusing answer (transfer returned 1), frees
+ * the call, and raises. The error carries json = the decoded error body. */
+static int raise_refusal(lua_State *L, call_ud *cu)
+{
+    http_call *c = &cu->call;
+    bool is_json = json_type(http_resp_header(c, "content-type"));
+    if (is_json)
+        decode_json(L, &c->resp);
+    else
+        lua_pushnil(L);
+    int body = lua_gettop(L);
+    char said[320], what[160];
+    server_message(L, body, c, said, sizeof said);
+    snprintf(what, sizeof what, "HTTP %ld%s%s", c->status, c->reason[0] ? " " : "", c->reason);
+    pv_err e;
+    pv_err_clear(&e);
+    double ra = net_retry_after(http_resp_header(c, "retry-after"));
+    const char *location = http_resp_header(c, "location");
+    if (c->status >= 300 && c->status < 400 && location) {
+        char *to = http_mask_url(location, 0);
+        pv_err_set(&e, "http", "%s %s was redirected (%s) to %s; use that address", c->method,
+                   c->shown, what, to);
+        free(to);
+    } else if (c->retryable && ra > c->retry_cap && c->attempts < c->max_attempts) {
+        pv_err_set(&e, "http", "%s %s: %s%s%s: the server asks to wait %.0f s before trying again",
+                   c->method, c->shown, what, said[0] ? ": " : "", said, ra);
+    } else if (c->retryable && c->attempts > 1) {
+        pv_err_set(&e, "http", "%s %s failed after %d attempts: %s%s%s", c->method, c->shown,
+                   c->attempts, what, said[0] ? ": " : "", said);
+    } else {
+        pv_err_set(&e, "http", "%s %s: %s%s%s%s", c->method, c->shown, what, said[0] ? ": " : "",
+                   said, status_advice(c->status));
+    }
+    pv_err_int(&e, "http_status", c->status);
+    pv_err_bool(&e, "retryable", c->retryable);
+    pv_err_str(&e, "method", c->method);
+    pv_err_str(&e, "url", c->shown);
+    pv_err_int(&e, "attempts", c->attempts);
+    const char *rid = http_request_id(c);
+    if (rid) pv_err_str(&e, "request_id", rid);
+    if (lua_istable(L, body)) {
+        lua_getfield(L, body, "code");
+        if (lua_type(L, -1) == LUA_TSTRING) pv_err_str(&e, "code", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    call_free(cu);
+    pv_err_push(L, &e);
+    lua_pushvalue(L, body);
+    lua_setfield(L, -2, "json");
+    if (strcmp(e.kind, "interrupted") == 0) pv_interrupt_delivered();
+    return lua_error(L);
+}
+
+static void push_answer(lua_State *L, call_ud *cu)
+{
+    http_call *c = &cu->call;
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, c->status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, c);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, c->resp.p ? c->resp.p : "", c->resp.len);
+    lua_setfield(L, -2, "body");
+    lua_pushinteger(L, c->attempts);
+    lua_setfield(L, -2, "attempts");
+}
+
+/* Runs the call at the top of the stack (built by build_call) on u's
+ * handle; pushes the answer table or raises. */
+static int run_call(lua_State *L, client_ud *u, call_ud *cu)
+{
+    pv_err err;
+    pv_err_clear(&err);
+    int rc = http_perform(u->easy, &cu->call, &err);
+    if (rc < 0) {
+        call_free(cu);
+        return pv_err_raise(L, &err);
+    }
+    if (rc == 1) return raise_refusal(L, cu);
+    push_answer(L, cu);
+    http_call *c = &cu->call;
+    if (json_type(http_resp_header(c, "content-type")) && c->resp.len > 0) {
+        if (!decode_json(L, &c->resp)) {
+            pv_err_set(&err, "http", "%s %s: HTTP %ld but the answer is not valid JSON", c->method,
+                       c->shown, c->status);
+            pv_err_int(&err, "http_status", c->status);
+            pv_err_bool(&err, "retryable", false);
+            pv_err_str(&err, "url", c->shown);
+            call_free(cu);
+            return pv_err_raise(L, &err);
+        }
+        lua_setfield(L, -2, "json");
+    }
+    call_free(cu);
+    return 1;
+}
+
+static int client_request(lua_State *L)
+{
+    client_ud *u = check_client(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    call_ud *cu = build_call(L, u, 2);
+    return run_call(L, u, cu);
+}
+
+/* http.request{url = ..., <client and request options>}: a one-off. */
+static int http_request(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    client_ud *u = new_client(L, 1, true);
+    call_ud *cu = build_call(L, u, 1);
+    int n = run_call(L, u, cu);
+    client_release(u);
+    return n;
+}
+
+/* http.escape(s): percent-encodes one path segment or query value. */
+static int http_escape_lua(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    http_bytes b = {0};
+    http_escape(&b, s, n);
+    lua_pushlstring(L, b.p ? b.p : "", b.len);
+    http_bytes_free(&b);
+    return 1;
+}
+
+/* http.mask_url(url [, {secret_path = true}]): the URL as messages show it. */
+static int http_mask_lua(lua_State *L)
+{
+    const char *url = luaL_checkstring(L, 1);
+    size_t end = 0;
+    if (pv_opt_bool(L, lua_istable(L, 2) ? 2 : 0, "secret_path", false)) end = strcspn(url, "?#");
+    char *m = http_mask_url(url, end);
+    lua_pushstring(L, m);
+    free(m);
+    return 1;
+}
+
+/* http._retry_after(value): seconds a Retry-After value asks for, or nil
+ * (for the tests). */
+static int http_retry_after_lua(lua_State *L)
+{
+    double s = net_retry_after(luaL_checkstring(L, 1));
+    if (s < 0) return 0;
+    lua_pushnumber(L, s);
+    return 1;
+}
+
+int luaopen_pgvault_http(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"request", client_request}, {"close", client_close}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {{"__gc", client_close},
+                                    {"__close", client_close},
+                                    {"__tostring", client_tostring},
+                                    {NULL, NULL}};
+    luaL_newmetatable(L, CLIENT_MT);
+    luaL_setfuncs(L, meta, 0);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, CALL_MT);
+    lua_pushcfunction(L, call_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    /* Our own cjson instance: its settings are not shared with scripts. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "new");
+    lua_call(L, 0, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, CJSON_KEY);
+    lua_pop(L, 1);
+
+    static const luaL_Reg funcs[] = {{"client", http_client_new},
+                                     {"request", http_request},
+                                     {"escape", http_escape_lua},
+                                     {"mask_url", http_mask_lua},
+                                     {"_retry_after", http_retry_after_lua},
+                                     {NULL, NULL}};
+    luaL_newlib(L, funcs);
+    return 1;
+}
