@@ -118,14 +118,15 @@ function backup.options(o)
 end
 
 -- What the database says about itself, over one short connection: name,
--- version, its properties (lib.database), and whether the server warned of
--- a collation version mismatch (a notice at connection time).
+-- version, its properties (lib.database), and the notices of the
+-- connection (the collation warning arrives as one: said with pg_dump's,
+-- once, by backup.report).
 local function inspect(db)
   local c <close> = pg.connect(db, { log_notices = false })
   local info = c:query([[SELECT current_database() AS name, current_setting('server_version') AS version,
     current_setting('server_version_num')::int AS version_num]])[1]
   info.properties = database.properties(c)
-  info.notices = c:notices() -- said with pg_dump's, once (lib.collation.log_warnings)
+  info.notices = c:notices()
   return info
 end
 
@@ -220,6 +221,7 @@ function backup.pipeline(job, dest, list)
   log.info("backing up database %s (PostgreSQL %s) with pg_dump %s to %s", job.info.name, job.info.version,
     job.bin.version, dest.path)
   local ok, r = pcall(stream.run, stages)
+  -- the server's and pg_dump's warnings, each said once, success or failure
   local seen = ok and r or (type(r) == "table" and r.result) or {}
   collation.log_warnings(job.info.notices, seen.pg_dump and seen.pg_dump.warnings)
   if not ok then
@@ -230,10 +232,11 @@ function backup.pipeline(job, dest, list)
   return r
 end
 
--- The verifier's summary as the manifest keeps it: without the block map.
+-- The verifier's summary as the manifest keeps it: without the block map
+-- and how this run read it.
 local function archive_summary(a)
   local s = {}
-  for k, v in pairs(a) do if k ~= "blocks" then s[k] = v end end
+  for k, v in pairs(a) do if k ~= "blocks" and k ~= "read" then s[k] = v end end
   return s
 end
 
@@ -272,7 +275,7 @@ function backup.manifest(job, dest, r)
   }
 end
 
--- Step 6: the summary line (the collation warning, if any, was said with the dump).
+-- Step 6: the summary line.
 function backup.report(job, dest, r)
   log.info("backup of %s complete: %s (%d bytes stored, %d bytes of archive) in %.1fs", job.info.name, dest.path,
     r.stored.bytes, r.plain.bytes, r.seconds)
