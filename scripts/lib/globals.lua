@@ -24,6 +24,17 @@ local globals = {}
 
 globals.SUFFIX = "_globals.sql"
 
+-- {name=, stamp=, seq=, time=, env=, ext=, globals=true} for the file name of
+-- a roles-and-grants dump (STAMP_ENV_globals.sql.zst[.age]), else nil.
+function globals.parse(path)
+  local name = path:match("([^/]+)$")
+  local stamp, seq, env, ext = (name or ""):match("^(%d%d%d%d%d%d%d%d%d%d%d%d%d%d)(%-?%d*)_([%w_%-]+)_globals%.sql(.*)$")
+  if not stamp or not naming.valid_env(env) then return nil end
+  if ext ~= "" and ext ~= ".zst" and ext ~= ".age" and ext ~= ".zst.age" then return nil end
+  return { name = name, stamp = stamp, seq = seq == "" and 1 or math.tointeger(-tonumber(seq)),
+    time = naming.stamp_time(stamp), env = env, ext = ext, globals = true }
+end
+
 -- Connectable, non-template databases, sorted.
 function globals.databases(url)
   local c <close> = pg.connect(url)
