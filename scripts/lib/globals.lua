@@ -28,7 +28,8 @@ globals.SUFFIX = "_globals.sql"
 -- a roles-and-grants dump (STAMP_ENV_globals.sql.zst[.age]), else nil.
 function globals.parse(path)
   local name = path:match("([^/]+)$")
-  local stamp, seq, env, ext = (name or ""):match("^(%d%d%d%d%d%d%d%d%d%d%d%d%d%d)(%-?%d*)_([%w_%-]+)_globals%.sql(.*)$")
+  local stamp, seq, env, ext = (name or ""):match("^(" .. string.rep("%d", 14) .. ")(%-?%d*)_([%w_%-]+)"
+    .. "_globals%.sql(.*)$")
   if not stamp or not naming.valid_env(env) then return nil end
   if ext ~= "" and ext ~= ".zst" and ext ~= ".age" and ext ~= ".zst.age" then return nil end
   return { name = name, stamp = stamp, seq = seq == "" and 1 or math.tointeger(-tonumber(seq)),
