@@ -166,11 +166,25 @@ local function encryption(o)
   if #recipients == 0 then return nil end
   local fingerprints = {}
   for i, r in ipairs(recipients) do fingerprints[i] = crypto.fingerprint(r) end
-  return { filters = { crypto.encryptor { recipients = recipients } }, extension = ".age",
+  return { filters = function() return { crypto.encryptor { recipients = recipients } } end, extension = ".age",
     encryption = { method = "age", recipients = fingerprints } }
 end
 
--- Backs up the database; returns what the summary says of it.
+-- What to back up: the database, or with --all-databases every database
+-- of its server, each under its own suffix (the database in the name).
+local function targets(o, suffix)
+  if not o.all_databases then return { { db = o.db, suffix = suffix } } end
+  local globals = require "lib.globals"
+  local out = {}
+  for _, name in ipairs(globals.databases(o.db)) do
+    out[#out + 1] = { db = globals.url(o.db, name), suffix = globals.suffix(suffix, name), name = name }
+  end
+  return out
+end
+
+-- Backs up the database (or each one); returns what the summary says of
+-- it. A database that fails does not stop the others; the step fails
+-- naming them.
 function nightly.backup(run, s3opts)
   local o = run.o
   if not o.db then pgvault.raise("usage", "no database: give --db URL or db = ... in the environment") end
@@ -178,14 +192,48 @@ function nightly.backup(run, s3opts)
     pgvault.raise("usage", "--sign: signing manifests is not in this build yet (lib.trust); remove sign")
   end
   local enc = encryption(o) or {}
-  local b = require("lib.backup").run { db = o.db, to = run.dest, suffix = o.suffix or run.env,
-    compress = o.compress, level = o.level, pg_bin = o.pg_bin, filters = enc.filters, extension = enc.extension,
-    encryption = enc.encryption, s3 = s3opts }
-  run.backups = run.backups or {}
-  run.backups[#run.backups + 1] = { path = b.path, database = b.manifest.database, bytes = b.result.stored.bytes,
-    encrypted = enc.encryption ~= nil }
-  run.last = b
-  return string.format("%s (%s)", b.path:match("[^/]+$"), require("lib.cli").bytes(b.result.stored.bytes))
+  local suffix = o.suffix or run.env
+  local list = targets(o, suffix)
+  run.backups, run.done = {}, {}
+  local failed, bytes = {}, 0
+  for _, tg in ipairs(list) do
+    local ok, b = pcall(require("lib.backup").run, { db = tg.db, to = run.dest, suffix = tg.suffix,
+      compress = o.compress, level = o.level, pg_bin = o.pg_bin, filters = enc.filters and enc.filters(),
+      extension = enc.extension, encryption = enc.encryption, s3 = s3opts, time = run.started })
+    if ok then
+      run.done[#run.done + 1] = b
+      run.backups[#run.backups + 1] = { path = b.path, database = b.manifest.database,
+        bytes = b.result.stored.bytes, encrypted = enc.encryption ~= nil }
+      bytes = bytes + b.result.stored.bytes
+    elseif pgvault.signalled() or (pgvault.is_error(b) and b.kind == "interrupted") then
+      error(b, 0)
+    else
+      log.error("%s", pgvault.is_error(b) and b.message or tostring(b))
+      failed[#failed + 1] = { name = tg.name or "the database", err = b }
+    end
+  end
+  if o.all_databases then
+    local ok, g = pcall(require("lib.globals").dump, { db = o.db, to = run.dest, env = suffix,
+      stamp = naming.stamp(run.started), filters = enc.filters and enc.filters(), extension = enc.extension,
+      encryption = enc.encryption, s3 = s3opts, pg_bin = o.pg_bin })
+    if ok then run.globals = g else failed[#failed + 1] = { name = "roles and grants", err = g } end
+  end
+  run.last = run.done[#run.done]
+  if #failed > 0 then
+    local first = failed[1].err
+    local parts = {}
+    for _, f in ipairs(failed) do
+      parts[#parts + 1] = f.name .. ": " .. (pgvault.is_error(f.err) and f.err.message or tostring(f.err))
+    end
+    if #list == 1 and not o.all_databases then error(first, 0) end
+    pgvault.raise(pgvault.is_error(first) and first.kind or "internal", string.format("%d of %d failed: %s",
+      #failed, #list + (o.all_databases and 1 or 0), table.concat(parts, "; ")))
+  end
+  if #run.done == 1 then
+    return string.format("%s (%s)", run.last.path:match("[^/]+$"), require("lib.cli").bytes(bytes))
+  end
+  return string.format("%d databases%s (%s)", #run.done, run.globals and " and the roles" or "",
+    require("lib.cli").bytes(bytes))
 end
 
 -- S3 options with url = set (a reader of its own: client:reader ignores
@@ -201,20 +249,14 @@ end
 -- by running that command. Without an identity an encrypted backup can
 -- only be checked as stored bytes: its size and SHA-256 against the
 -- manifest.
-function nightly.readback(run, s3opts)
-  local o, b = run.o, run.last
-  local endpoint = o.endpoint_url or os.getenv("AWS_ENDPOINT_URL") or ""
-  if endpoint:find("backblazeb2.com", 1, true) then
-    log.info("the read-back check downloads %s from Backblaze B2: downloads above B2's free allowance cost "
-      .. "money (--no-readback, or readback = false, skips it)", require("lib.cli").bytes(b.result.stored.bytes))
-  end
-  local encrypted = run.backups[#run.backups].encrypted
+local function readback_one(run, s3opts, b, encrypted)
+  local o = run.o
   if encrypted and #(o.identity or {}) == 0 then
     local s3 = require "pgvault.s3"
     local stream = require "pgvault.stream"
     stream.run { s3.reader(nightly.with_url(s3opts, b.path)), s3.expect { bytes = b.result.stored.bytes,
       sha256 = b.result.stored.sha256, what = b.path }, stream.discard() }
-    return "stored bytes match (no identity to decrypt with: give identity = ... for the full check)"
+    return nil
   end
   local argv = { fs.realpath("/proc/self/exe"), "verify", b.path, "--json" }
   for _, f in ipairs(o.identity or {}) do argv[#argv + 1], argv[#argv + 2] = "-i", f end
@@ -240,8 +282,27 @@ function nightly.readback(run, s3opts)
     pgvault.raise("verify", "the copy in the bucket did not verify: " .. last)
   end
   local ok, res = pcall(json.decode, r.stdout)
-  local rows = ok and type(res) == "table" and res.archive and res.archive.totals and res.archive.totals.rows
-  return string.format("every byte read back and checked%s", rows and string.format(" (%d rows)", rows) or "")
+  return ok and type(res) == "table" and res.archive and res.archive.totals and res.archive.totals.rows or 0
+end
+
+function nightly.readback(run, s3opts)
+  local o = run.o
+  local endpoint = o.endpoint_url or os.getenv("AWS_ENDPOINT_URL") or ""
+  local total = 0
+  for _, b in ipairs(run.done) do total = total + b.result.stored.bytes end
+  if endpoint:find("backblazeb2.com", 1, true) then
+    log.info("the read-back check downloads %s from Backblaze B2: downloads above B2's free allowance cost "
+      .. "money (--no-readback, or readback = false, skips it)", require("lib.cli").bytes(total))
+  end
+  local rows, bytes_only = 0, false
+  for i, b in ipairs(run.done) do
+    local n = readback_one(run, s3opts, b, run.backups[i].encrypted)
+    if n then rows = rows + n else bytes_only = true end
+  end
+  if bytes_only then
+    return "stored bytes match (no identity to decrypt with: give identity = ... for the full check)"
+  end
+  return string.format("every byte read back and checked (%d rows)", rows)
 end
 
 -- Prunes the destination by the environment's rules (none: nothing but
@@ -308,14 +369,14 @@ end
 
 -- Restores the new backup into a scratch database, compares row counts
 -- with the archive, drops it (lib.drill).
-function nightly.drill(run, s3opts)
-  local o, b = run.o, run.last
+local function drill_one(run, s3opts, b)
+  local o = run.o
   local dump = require "pgvault.dump"
   local layers = require "lib.layers"
   local url = o.drill_db
-  if not url then
+  if not url or #run.done > 1 then
     local db = b.manifest.database or "db"
-    url = dump.conninfo(o.db, { dbname = "pgvault_drill_" .. naming.cut(db, 63 - 14), password = true })
+    url = dump.conninfo(o.drill_db or o.db, { dbname = "pgvault_drill_" .. naming.cut(db, 63 - 14), password = true })
   end
   local head, source
   if run.remote then
@@ -336,10 +397,21 @@ function nightly.drill(run, s3opts)
   local res = require("lib.drill").run { src = b.path, source = source, layers = list, identity_files = o.identity,
     url = url, summary = b.result.archive }
   if #res.problems > 0 then
-    pgvault.raise("verify", "restore drill: " .. table.concat(res.problems, "; "))
+    pgvault.raise("verify", "restore drill of " .. b.path .. ": " .. table.concat(res.problems, "; "))
   end
-  run.drilled = { database = res.database, tables = res.tables, seconds = res.seconds }
-  return string.format("restored into %s and dropped: row counts of %d tables match", res.database, res.tables)
+  return res
+end
+
+function nightly.drill(run, s3opts)
+  local tables, names = 0, {}
+  run.drilled = {}
+  for _, b in ipairs(run.done) do
+    local res = drill_one(run, s3opts, b)
+    run.drilled[#run.drilled + 1] = { database = res.database, tables = res.tables, seconds = res.seconds }
+    tables, names[#names + 1] = tables + res.tables, res.database
+  end
+  return string.format("restored into %s and dropped: row counts of %d tables match", table.concat(names, ", "),
+    tables)
 end
 
 return nightly

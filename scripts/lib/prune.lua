@@ -96,9 +96,12 @@ end
 local function classify(entries)
   local by_name, backups, strays, temporaries, reservations = {}, {}, {}, {}, {}
   for _, e in ipairs(entries) do by_name[e.name] = e end
+  local globals = require "lib.globals"
   for _, e in ipairs(entries) do
-    local b = naming.parse(e.name)
+    local b = naming.parse(e.name) or globals.parse(e.name)
     if b then
+      -- The roles of a run are a group of their own, pruned by the same rules.
+      if b.globals then b.database = "(roles and grants)" end
       b.path, b.size, b.mtime, b.key = e.path, e.size, e.mtime, e.key
       b.manifest_entry = by_name[e.name .. naming.MANIFEST_SUFFIX]
       b.signature_entry = by_name[e.name .. SIG_SUFFIX]
@@ -185,7 +188,7 @@ function prune.plan(inv, policy, opts)
   local complete = {}
   for _, b in ipairs(inv.backups) do
     local age = now - (b.mtime or now)
-    local stem = b.name:match("^(.-)%.backup")
+    local stem = b.name:match("^(.-)%.backup") or b.name:match("^(.-)_globals%.sql")
     if b.manifest_entry then
       complete[#complete + 1] = b
     elseif reserved[stem] or age <= grace then
@@ -219,8 +222,9 @@ function prune.plan(inv, policy, opts)
     local seen = {}
     for _, k in ipairs(keep) do
       local b = k.backup
-      if not seen[b.env] then
-        seen[b.env] = true
+      local group = tostring(b.database) .. "\0" .. b.env
+      if not seen[group] then
+        seen[group] = true
         if not b.checked then
           local m, why = read_manifest(inv, b)
           b.checked = true

@@ -290,8 +290,14 @@ t.test("bad input: the database goes away in the middle of the dump", function()
   local handle, output = children.pgvault({ "nightly", "--db", gone, "--to", dir, "--drill-every", "never",
     "--ping", HOOKS:url("/ping/gone") }, h.s3().env)
   t.ok(children.find(handle:pid(), "pg_dump", nil, 30), "pg_dump started")
-  h.psql(h.pg().admin_url(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-    .. "'nightly_gone_test' AND application_name = 'pg_dump';")
+  -- Once pg_dump's session waits on the lock, end it from the server's side.
+  local deadline, ended = proc.now() + 30, "0\n"
+  while ended == "0\n" and proc.now() < deadline do
+    ended = h.psql(h.pg().admin_url(), "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+      .. "datname = 'nightly_gone_test' AND application_name = 'pg_dump' AND wait_event_type = 'Lock';")
+    if ended == "0\n" then proc.sleep(0.1) end
+  end
+  t.neq(ended, "0\n", "pg_dump's session was ended")
   local code = handle:wait(60)
   handle:close()
   release()
