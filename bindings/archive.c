@@ -179,6 +179,7 @@ int luaopen_pgvault_archive(lua_State *L)
     static const luaL_Reg funcs[] = {{"read", archive_read},
                                      {"verifier", archive_verifier},
                                      {"fill_offsets", archive_fill_offsets},
+                                     {"restorer", ar_restorer_new},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;

@@ -12,8 +12,8 @@
  * so is a job whose output would grow past its bound. Memory: threads + 1
  * jobs of at most 4 MiB in and 16 MiB out, allocated as they are needed.
  *
- * Errors read as unzstd's: the same messages, with the byte offset of the
- * damage in the compressed stream.
+ * Errors read as unzstd's: the walk judges nothing itself; from anything it
+ * does not know, the rest is decoded in sequence for libzstd to judge.
  */
 #include "stages.h"
 
@@ -64,8 +64,9 @@ typedef struct {
     size_t have, need;
     uint64_t left;
     bool in_frame, last_block, checksum;
-    /* decoding in sequence: a frame too big for a job */
-    bool big;
+    /* decoding in sequence: a frame too big for a job, or (rest) all that
+     * follows something the walk does not know, for libzstd to judge */
+    bool big, rest;
     ZSTD_DCtx *dctx;
     uint8_t *out;
     size_t outcap, frame_left;
@@ -266,16 +267,29 @@ static job *current(unzstd_mt *u, uint64_t at, pv_err *err)
     }
 }
 
-/* The frame being gathered is too big for a job: the complete frames
- * before it go as a job; once every job is passed on, the frame is decoded
- * here from what was gathered, and from the bytes that follow. */
+/* Appends bytes to a job's input (up to `max`). */
+static int append(job *j, const uint8_t *p, size_t n, size_t max, pv_err *err)
+{
+    if (!grow(&j->in, &j->in_cap, j->in_len + n, max)) {
+        pv_err_set(err, "internal", "out of memory for zstd decompression");
+        return -1;
+    }
+    memcpy(j->in + j->in_len, p, n);
+    j->in_len += n;
+    return 0;
+}
+
+/* From the frame being gathered on, decoding goes in sequence (a frame too
+ * big for a job, or something the walk does not know): the complete frames
+ * before it go as a job; once every job is passed on, what was gathered of
+ * this frame is decoded here, and so is everything that follows it. */
 static int go_big(unzstd_mt *u, job *j, pv_err *err)
 {
     size_t start = j->frame_start, tail = j->in_len - start;
     uint64_t at = j->at + start;
     if (start > 0) {
         j->in_len = start;
-        queue_job(u, j); /* its slot stays ours until it is passed on */
+        queue_job(u, j);
     }
     if (drain(u, err) < 0) return -1;
     if (start == 0) free_slot(u, j);
@@ -293,17 +307,9 @@ static int take(unzstd_mt *u, const uint8_t *p, size_t n, uint64_t at, pv_err *e
     if (u->big) return stream_decode(u, p, n, at, err);
     job *j = current(u, at, err);
     if (!j) return -1;
-    if (j->in_len + n > JOB_IN_MAX) {
-        if (go_big(u, j, err) < 0) return -1;
-        return stream_decode(u, p, n, at, err);
-    }
-    if (!grow(&j->in, &j->in_cap, j->in_len + n, JOB_IN_MAX)) {
-        pv_err_set(err, "internal", "out of memory for zstd decompression");
-        return -1;
-    }
-    memcpy(j->in + j->in_len, p, n);
-    j->in_len += n;
-    return 0;
+    bool too_big = j->in_len + n > JOB_IN_MAX;
+    if (append(j, p, n, JOB_IN_MAX + (too_big ? n : 0), err) < 0) return -1;
+    return too_big ? go_big(u, j, err) : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -335,6 +341,29 @@ static int frame_end(unzstd_mt *u, pv_err *err)
     return 0;
 }
 
+/* Something the walk does not know (another magic number, a legacy
+ * frame, a reserved bit or block type): from the frame it is in on,
+ * everything is decoded in sequence, and libzstd says what is wrong,
+ * exactly as unzstd on one thread would. */
+static int rest_in_sequence(unzstd_mt *u, pv_err *err)
+{
+    (void)err;
+    u->rest = true; /* walk() hands the rest over */
+    return 0;
+}
+
+/* The walk stopped at something it does not know, `n` bytes before the
+ * end of this write: those go with what was gathered of the frame, in one
+ * call, so libzstd sees the stream as unzstd on one thread would. */
+static int hand_over_rest(unzstd_mt *u, const uint8_t *p, size_t n, pv_err *err)
+{
+    u->pos += n;
+    if (u->big) return stream_decode(u, p, n, u->pos - n, err);
+    job *j = &u->slots[u->cur];
+    if (append(j, p, n, j->in_len + n, err) < 0) return -1;
+    return go_big(u, j, err);
+}
+
 /* Size of a frame header from its descriptor byte (RFC 8878 3.1.1.1). */
 static size_t header_size(uint8_t fhd)
 {
@@ -358,13 +387,13 @@ static int on_magic(unzstd_mt *u, pv_err *err)
         u->have = 4;
         return 0;
     }
-    return corrupt(u, "Unknown frame descriptor", u->pos - 4, err);
+    return rest_in_sequence(u, err);
 }
 
 static int on_header(unzstd_mt *u, pv_err *err)
 {
     uint8_t fhd = u->hdr[4];
-    if (fhd & 0x08) return corrupt(u, "Unsupported frame parameter", u->pos - 1, err);
+    if (fhd & 0x08) return rest_in_sequence(u, err); /* a reserved bit */
     size_t size = header_size(fhd);
     if (u->need < size) { /* the descriptor says how long the rest is */
         u->need = size;
@@ -381,8 +410,7 @@ static int on_block(unzstd_mt *u, pv_err *err)
     int type = (h >> 1) & 3;
     uint32_t size = h >> 3;
     u->last_block = h & 1;
-    if (type == 3 || (type != 1 && size > BLOCK_MAX))
-        return corrupt(u, "Corrupted block detected", u->pos - 3, err);
+    if (type == 3 || (type != 1 && size > BLOCK_MAX)) return rest_in_sequence(u, err);
     expect(u, W_PAYLOAD, 0);
     u->left = type == 1 ? 1 : size;
     return 0;
@@ -423,7 +451,11 @@ static int on_fixed(unzstd_mt *u, pv_err *err)
 
 static int walk(unzstd_mt *u, const uint8_t *p, size_t n, pv_err *err)
 {
-    while (n > 0) {
+    if (u->rest) {
+        u->pos += n;
+        return stream_decode(u, p, n, u->pos - n, err);
+    }
+    while (n > 0 && !u->rest) {
         size_t k;
         bool whole;
         if (u->w == W_PAYLOAD || u->w == W_SKIP) {
@@ -444,7 +476,7 @@ static int walk(unzstd_mt *u, const uint8_t *p, size_t n, pv_err *err)
         int rc = u->w == W_PAYLOAD || u->w == W_SKIP ? on_element_end(u, err) : on_fixed(u, err);
         if (rc < 0) return -1;
     }
-    return 0;
+    return u->rest ? hand_over_rest(u, p, n, err) : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -499,7 +531,8 @@ static int mt_finish(pv_stage *s, pv_err *err)
         pv_err_set(err, "io", "empty input: not a zstd stream");
         return -1;
     }
-    if (u->in_frame || u->have > 0) { /* inside a frame, or its magic */
+    bool cut = u->rest ? u->frame_left != 0 : u->in_frame || u->have > 0;
+    if (cut) { /* inside a frame, or its magic */
         pv_err_set(err, "io",
                    "zstd data is truncated: input ended inside a frame after %llu bytes "
                    "(an incomplete download or copy?)",
