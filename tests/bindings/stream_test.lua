@@ -1,4 +1,5 @@
--- covers: bindings/stream.c bindings/stream/files.c bindings/stream/memory.c bindings/stream/taps.c host/pipeline.c host/stage.c host/file.c host/options.c host/io.c
+-- covers: bindings/stream.c bindings/stream/files.c bindings/stream/memory.c bindings/stream/taps.c
+-- covers: host/pipeline.c host/stage.c host/file.c host/options.c host/io.c
 -- pgvault.stream: the engine's contract (start/run/finish/abort, reports,
 -- single use) and the generic stages, files above all: atomic commit, no
 -- partial file on failure, devices and FIFOs written through, not replaced.
