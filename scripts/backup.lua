@@ -21,7 +21,7 @@ local o = cli.parse(arg, {
     { "pg-bin", nil, "DIR", "directory of the pg_dump to use (default: the newest that fits the server)" },
     { "recipient", "r", "RECIPIENT", "encrypt the backup to an age recipient (….backup.zst.age)", multi = true },
     { "recipients-file", "R", "FILE", "encrypt to every age recipient listed in FILE", multi = true },
-  }),
+  }, { upload = true }),
   epilog = "The password may be in the URL, PGPASSWORD or ~/.pgpass; it never reaches a command line.",
 })
 if not o.db then

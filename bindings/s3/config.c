@@ -296,6 +296,27 @@ int s3_config_load(lua_State *L, int idx, s3_config *cfg, pv_err *err)
     return rc;
 }
 
+/* Plain HTTP to anything but this machine: said once per process, since
+ * the data and the signed requests (access key id included) travel
+ * unencrypted. */
+static void warn_plain_http(const s3_config *cfg)
+{
+    static bool said;
+    if (said || strncmp(cfg->endpoint, "http://", 7) != 0) return;
+    const char *host = cfg->endpoint + 7;
+    size_t n = strcspn(host, ":/");
+    if (host[0] == '[') n = strcspn(host, "]") + 1;
+    if ((n == 9 && strncmp(host, "localhost", 9) == 0) ||
+        (n == 5 && strncmp(host, "[::1]", 5) == 0) ||
+        (strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") == n))
+        return;
+    said = true;
+    pv_log(PV_LOG_WARN,
+           "s3: endpoint %s is plain HTTP: backups and signed requests (access key id %s) cross "
+           "the network unencrypted; use https://",
+           cfg->endpoint, cfg->access_key);
+}
+
 s3_settings *s3_settings_load(lua_State *L, int idx, pv_err *err)
 {
     /* Loaded on the stack first: reading the options may raise, and only
@@ -305,6 +326,7 @@ s3_settings *s3_settings_load(lua_State *L, int idx, pv_err *err)
         s3_config_free(&cfg);
         return NULL;
     }
+    warn_plain_http(&cfg);
     s3_settings *s = calloc(1, sizeof *s);
     if (!s) abort();
     s->refs = 1;

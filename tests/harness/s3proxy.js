@@ -57,7 +57,8 @@ function opOf(req, url) {
     default:
       if (q.has('uploads')) return 'ListMultipartUploads';
       if (q.has('uploadId')) return 'ListParts';
-      return hasKey ? 'GetObject' : 'ListObjects';
+      if (hasKey) return 'GetObject';
+      return q.get('list-type') === '2' ? 'ListObjectsV2' : 'ListObjects';
   }
 }
 
