@@ -108,6 +108,25 @@ typedef struct s3_config {
     double clock_skew; /* added to the local clock (tests) */
 } s3_config;
 
+/* The aws CLI's shared files (ini.c): section `want` ("default",
+ * "profile NAME", or a credentials file's "NAME"), nested blocks as
+ * "parent.key". A missing file is an empty section. */
+typedef struct {
+    char key[64];
+    char value[2048];
+} s3_ini_entry;
+
+typedef struct {
+    s3_ini_entry *v;
+    int n;
+    bool found; /* the section exists */
+} s3_ini_section;
+
+void s3_ini_parse(const char *text, size_t len, const char *want, s3_ini_section *out);
+void s3_ini_read(const char *path, const char *want, s3_ini_section *out);
+const char *s3_ini_get(const s3_ini_section *s, const char *key); /* the last one wins */
+void s3_ini_free(s3_ini_section *s);
+
 /* The option names s3_config_load reads (NULL-terminated): a stage made
  * from a client refuses them, since its client's settings apply. */
 extern const char *const s3_setting_names[];
