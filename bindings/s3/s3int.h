@@ -228,8 +228,9 @@ struct s3_req {
     char last_modified[64];
     char content_type[128];
     char request_id[96];
-    char error_code[64]; /* S3 error Code when the answer was an error */
-    pv_err err;          /* set when the request finally failed */
+    char error_code[64];              /* S3 error Code when the answer was an error */
+    char curl_error[CURL_ERROR_SIZE]; /* libcurl's own words on a failed transfer */
+    pv_err err;                       /* set when the request finally failed */
     s3_req *next_done;
 };
 

@@ -10,7 +10,7 @@ local pgvault = require "pgvault"
 local s3cli = {}
 
 -- Every command that reaches a bucket, and those that upload to one.
-s3cli.SETTINGS = { "endpoint_url", "region", "profile", "ca_bundle", "retries" }
+s3cli.SETTINGS = { "endpoint_url", "region", "profile", "ca_bundle", "retries", "timeout" }
 s3cli.UPLOADS = { "part_size", "parallel" }
 
 -- Appends the S3 options to a cli.parse option list; how.upload adds
@@ -62,7 +62,7 @@ function s3cli.opts(o, extra)
     endpoint_url = check_endpoint(o.endpoint_url), region = o.region, profile = o.profile,
     ca_bundle = check_file(o.ca_bundle, "ca-bundle"),
     part_size = part and part * 1024 * 1024 or nil, parallel = whole(o.parallel, "parallel", 1, 64),
-    max_attempts = whole(o.retries, "retries", 1, 100),
+    max_attempts = whole(o.retries, "retries", 1, 100), timeout = whole(o.timeout, "timeout", 1, 3600),
   }
   for k, v in pairs(extra or {}) do t[k] = v end
   return t
