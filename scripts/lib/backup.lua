@@ -42,7 +42,7 @@ backup.CLI = {
     .. "same place is named YYYYMMDDHHMMSS-2_<suffix>…; no backup is ever overwritten. Prints the\n"
     .. "archive's path last on stdout. If pg_dump fails or is killed, nothing is left under the\n"
     .. "final name.",
-  options = s3cli.with_options {
+  options = s3cli.with_options({
     { "db", "d", "URL", "the database (postgresql://user@host:port/db or a conninfo string)" },
     { "to", "o", "DIR", "where to write: a directory or s3://BUCKET/PREFIX/ (default db_backups)" },
     { "suffix", "s", "NAME", "environment name in the file name (default local)" },
@@ -51,7 +51,7 @@ backup.CLI = {
     { "pg-bin", nil, "DIR", "directory of the pg_dump to use (default: the newest that fits the server)" },
     { "recipient", "r", "RECIPIENT", "encrypt the backup to an age recipient (….backup.zst.age)", multi = true },
     { "recipients-file", "R", "FILE", "encrypt to every age recipient listed in FILE", multi = true },
-  },
+  }, { upload = true }),
   epilog = "The password may be in the URL, PGPASSWORD or ~/.pgpass; it never reaches a command line.",
 }
 
