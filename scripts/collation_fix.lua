@@ -1,6 +1,7 @@
 -- rebuild the indexes a collation version change put at risk, then refresh the versions
 local cli = require "lib.cli"
 local collation = require "lib.collation"
+local json = require "lib.json"
 local pgvault = require "pgvault"
 
 local o = cli.parse(arg, {
@@ -16,12 +17,18 @@ local o = cli.parse(arg, {
     { "all-databases", "a", false, "fix every database of that server that accepts connections" },
     { "dry-run", "n", false, "show what would be done; change nothing, take no backup" },
     { "no-backup", nil, false, "skip the backup taken before anything changes" },
-    { "to", nil, "DIR", "where the backup goes (default: db_backups)", default = "db_backups" },
+    { "to", nil, "DIR", "where the backup goes (default: db_backups)" },
     { "json", nil, false, "print the outcome as JSON on stdout" },
   },
   epilog = "Privileges: REINDEX needs ownership of each table, the refresh needs ownership of the database\n"
     .. "and of each collation (or a superuser). The backup needs pg_dump (see 'pgvault backup --help').",
 })
+
+if o.no_backup and o.to then
+  pgvault.raise("usage", "--to names where the backup goes, and --no-backup takes none (see 'pgvault collation-fix "
+    .. "--help')")
+end
+o.to = o.to or "db_backups"
 
 local function say(fmt, ...)
   if not o.json then print(string.format(fmt, ...)) end
@@ -115,7 +122,7 @@ for _, target in ipairs(collation.targets(o.db or "", o.all_databases)) do
   end
 end
 
-if o.json then print(collation.json({ ok = #failures == 0, databases = results })) end
+if o.json then print(json.encode({ ok = #failures == 0, databases = json.array(results) })) end
 if #failures > 0 then
   pgvault.raise("verify", "collation fix incomplete for " .. table.concat(failures, ", ") ..
     ": see the report above; nothing was refreshed where an index did not rebuild")

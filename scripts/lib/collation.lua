@@ -13,6 +13,7 @@ local dump = require "pgvault.dump"
 local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
+local json = require "lib.json"
 
 local M = {}
 
@@ -273,20 +274,33 @@ local function index_collation_oids(conn, indexes)
   end
 end
 
+-- Makes sure amcheck is there. collation-check is read-only: it creates
+-- the extension only when asked (create = true), in schema public, and
+-- otherwise says what is missing.
+local function ensure_amcheck(conn, create)
+  if conn:query("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'")[1] then return end
+  local dbname = conn:db()
+  if not create then
+    pgvault.raise("pg", string.format("--deep needs the amcheck extension, which database %s does not have: run "
+      .. "again with --create-amcheck (it creates it; a superuser may), or have a superuser run CREATE EXTENSION "
+      .. "amcheck there, or run without --deep", dbname))
+  end
+  local ok, err = pcall(conn.exec, conn, "CREATE EXTENSION amcheck SCHEMA public")
+  if not ok then
+    if not pgvault.is_error(err) or err.kind ~= "pg" then error(err, 0) end
+    pgvault.raise("pg", string.format("--create-amcheck: this user may not create the amcheck extension in database "
+      .. "%s (%s); ask a superuser to run CREATE EXTENSION amcheck there and GRANT EXECUTE ON FUNCTION "
+      .. "bt_index_check(regclass, boolean) to this user, or run without --deep", dbname, tostring(err)),
+      { sqlstate = err.sqlstate })
+  end
+  log.info("created the amcheck extension in schema public of database %s (--create-amcheck)", dbname)
+end
+
 -- amcheck's bt_index_check on each B-tree index. Returns a summary, or
 -- raises a clear error when amcheck is not available to this user.
-function M.deep_check(conn, indexes)
+function M.deep_check(conn, indexes, create_amcheck)
   local dbname = conn:db()
-  if not conn:query("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'")[1] then
-    local ok, err = pcall(conn.exec, conn, "CREATE EXTENSION IF NOT EXISTS amcheck")
-    if not ok then
-      if not pgvault.is_error(err) or err.kind ~= "pg" then error(err, 0) end
-      pgvault.raise("pg", string.format("--deep needs the amcheck extension in database %s and this user may not "
-        .. "create it (%s); ask a superuser to run CREATE EXTENSION amcheck there and GRANT EXECUTE ON FUNCTION "
-        .. "bt_index_check(regclass, boolean) to this user, or run without --deep", dbname, tostring(err)),
-        { sqlstate = err.sqlstate })
-    end
-  end
+  ensure_amcheck(conn, create_amcheck)
   local schema = conn:query([[SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
                                WHERE e.extname = 'amcheck']])[1].nspname
   local fn = pg.quote_ident(schema) .. ".bt_index_check"
@@ -323,7 +337,8 @@ function M.deep_check(conn, indexes)
 end
 
 -- Everything about the database `conn` is connected to. opts.deep runs
--- amcheck on every index that uses a versioned collation.
+-- amcheck on every index that uses a versioned collation (opts.create_amcheck:
+-- creating the extension when it is missing).
 function M.check(conn, opts)
   opts = opts or {}
   if conn:server_version() < 150000 then
@@ -355,7 +370,7 @@ function M.check(conn, opts)
   index_collation_oids(conn, report.indexes)
   if opts.deep then
     report.deep_indexes = M.indexes(conn, {}, false, true)
-    report.deep = M.deep_check(conn, report.deep_indexes)
+    report.deep = M.deep_check(conn, report.deep_indexes, opts.create_amcheck)
   end
   report.needs_fix = current.mismatch or #report.collations > 0
   report.corrupt = report.deep and (report.deep.corrupt > 0 or report.deep.errors > 0) or false
@@ -423,7 +438,7 @@ function M.duplicate_keys(conn, ix, limit)
     if not pgvault.is_error(rows) or rows.kind ~= "pg" then error(rows, 0) end
     return nil, tostring(rows)
   end
-  local out = {}
+  local out = json.array()
   for _, r in ipairs(rows) do out[#out + 1] = { key = r.key, rows = r.n } end
   return out
 end
@@ -459,7 +474,7 @@ local function refresh_collation_sql(qualified)
 end
 
 function M.plan(report)
-  local plan = {}
+  local plan = json.array()
   for _, ix in ipairs(report.indexes) do plan[#plan + 1] = "REINDEX INDEX " .. ix.qualified end
   if report.database.mismatch then plan[#plan + 1] = refresh_database_sql(report.database.name) end
   for _, c in ipairs(report.collations) do plan[#plan + 1] = refresh_collation_sql(c.qualified) end
@@ -474,7 +489,8 @@ end
 -- database and of each collation whose dependent indexes all rebuilt.
 -- Returns { rebuilt = {...}, failed = {...}, refreshed = {...}, not_refreshed = {...} }.
 function M.fix(conn, report)
-  local result = { rebuilt = {}, failed = {}, refreshed = {}, not_refreshed = {} }
+  local result = { rebuilt = json.array(), failed = json.array(), refreshed = json.array(),
+    not_refreshed = json.array() }
   local failed_default, failed_coll = nil, {}
   for _, ix in ipairs(report.indexes) do
     local t0 = proc.now()
@@ -631,17 +647,18 @@ function M.describe_fix(result, user)
   return lines
 end
 
--- The report as plain data for JSON (no internal fields).
+-- The report as plain data for JSON (no internal fields; lists are
+-- arrays, empty or not).
 function M.plain(report)
   local function index_view(ix)
     return { name = ix.qualified, table = ix.table, method = ix.method, unique = ix.unique, primary = ix.primary,
-      collations = ix.collations, bytes = ix.bytes, deep = ix.deep }
+      collations = json.array(ix.collations), bytes = ix.bytes, deep = ix.deep }
   end
   local out = {
-    database = report.database, startup_warnings = report.startup_warnings, collations = {},
-    indexes = {}, other_databases = {}, needs_fix = report.needs_fix, corrupt = report.corrupt,
+    database = report.database, startup_warnings = json.array(report.startup_warnings), collations = json.array(),
+    indexes = json.array(), other_databases = json.array(), unused_collations = json.array(),
+    needs_fix = report.needs_fix, corrupt = report.corrupt,
   }
-  out.unused_collations = {}
   for _, c in ipairs(report.collations) do
     out.collations[#out.collations + 1] = { name = c.qualified, provider = c.provider, locale = c.locale,
       recorded = c.recorded, actual = c.actual, dependents = c.dependents, owner = c.owner }
@@ -656,25 +673,10 @@ function M.plain(report)
   end
   if report.deep then
     out.deep = { checked = report.deep.checked, corrupt = report.deep.corrupt, skipped = report.deep.skipped,
-      errors = report.deep.errors, indexes = {} }
+      errors = report.deep.errors, indexes = json.array() }
     for _, ix in ipairs(report.deep_indexes) do out.deep.indexes[#out.deep.indexes + 1] = index_view(ix) end
   end
   return out
-end
-
--- JSON text of a report. lua-cjson writes an empty table as {}; in these
--- reports every empty table is a list, so it becomes [].
-function M.json(value)
-  local cjson = require "cjson"
-  local EMPTY = "\0[]"
-  local function copy(v)
-    if type(v) ~= "table" then return v end
-    if next(v) == nil then return EMPTY end
-    local out = {}
-    for k, x in pairs(v) do out[k] = copy(x) end
-    return out
-  end
-  return (cjson.encode(copy(value)):gsub('"\\u0000%[%]"', "[]"))
 end
 
 return M
