@@ -2,6 +2,7 @@
 local cli = require "lib.cli"
 local collation = require "lib.collation"
 local json = require "lib.json"
+local reindex = require "lib.reindex"
 local pgvault = require "pgvault"
 
 local o = cli.parse(arg, {
@@ -63,12 +64,12 @@ local function fix_database(target)
   end
 
   -- 2. The statements, and whether this user may run them.
-  out.plan = collation.plan(before)
+  out.plan = reindex.plan(before)
   if o.dry_run then
     say("dry run: would back up %s%s, then run:", target.name, o.no_backup and " (no: --no-backup)" or (" to " .. o.to))
     for _, s in ipairs(out.plan) do say("  %s;", s) end
   end
-  local missing = collation.missing_privileges(before)
+  local missing = reindex.missing_privileges(before)
   if #missing > 0 then
     conn:close()
     pgvault.raise("pg", string.format("cannot fix database %s as user %s: it needs ownership of %s; connect as the "
@@ -89,11 +90,11 @@ local function fix_database(target)
   end
 
   -- 4. Rebuild, then refresh what every rebuild allows.
-  local result = collation.fix(conn, before)
+  local result = reindex.fix(conn, before)
   conn:close()
   out.rebuilt, out.failed = result.rebuilt, result.failed
   out.refreshed, out.not_refreshed = result.refreshed, result.not_refreshed
-  say_lines(collation.describe_fix(result, before.user))
+  say_lines(reindex.describe(result, before.user))
 
   -- 5. Check again, on a new connection: the start-up warning must be gone too.
   local conn2 <close> = collation.connect(target.url)
