@@ -85,7 +85,11 @@ local function recipients(o)
   local crypto = require "pgvault.crypto"
   local list = {}
   for _, r in ipairs(o.recipients or {}) do list[#list + 1] = r end
-  for _, r in ipairs(o.recipient or {}) do list[#list + 1] = crypto.check_recipient(r) end
+  for _, r in ipairs(o.recipient or {}) do
+    local ok, checked = pcall(crypto.check_recipient, r)
+    if not ok then usage("-r/--recipient: %s", tostring(type(checked) == "table" and checked.message or checked)) end
+    list[#list + 1] = checked
+  end
   for _, f in ipairs(o.recipients_file or {}) do
     for _, r in ipairs(crypto.read_recipients(f)) do list[#list + 1] = r end
   end
@@ -106,6 +110,10 @@ function backup.options(o)
   local r = {}
   for k, v in pairs(o) do r[k] = v end
   r.to = o.to or backup.DEFAULT_DIR
+  if s3cli.is_s3(r.to) then
+    local ok, err = pcall(require("pgvault.s3").parse_url, r.to)
+    if not ok then usage("--to: %s", tostring(type(err) == "table" and err.message or err)) end
+  end
   r.suffix = o.suffix or backup.DEFAULT_SUFFIX
   if not naming.valid_env(r.suffix) then
     usage("--suffix '%s' must be letters, digits, '-' or '_' (it becomes part of the file name)", r.suffix)
