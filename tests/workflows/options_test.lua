@@ -126,7 +126,8 @@ t.test("usage errors: exit 2, one line naming the option, never Lua internals", 
   local pq = h.pgvault({ "keygen", "-y", d .. "/pq" }).stdout:match("%S+")
   local db = PG.url("options_nowhere")
   local cases = {
-    { { "backup", "--db", db, "-r", pq, "-r", classic }, "%-r/%-R: post%-quantum" }, -- was "bad argument #1 to 'writer'"
+    -- was "bad argument #1 to 'writer'"
+    { { "backup", "--db", db, "-r", pq, "-r", classic }, "%-r/%-R: post%-quantum" },
     { { "backup", "--db", db, "-r", "age1bogus" }, "%-r/%-%-recipient: malformed age recipient" },
     { { "backup", "--db", db, "--level", "x" }, "%-%-level must be an integer" },
     { { "backup", "--db", db, "--compress", "lz9" }, "%-%-compress must be zstd, pg or none" },
