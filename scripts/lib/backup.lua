@@ -12,7 +12,6 @@
 --   -- b.path, b.manifest_path, b.manifest, b.result (what each stage saw)
 local archive = require "pgvault.archive"
 local dump = require "pgvault.dump"
-local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
 local collation = require "lib.collation"
@@ -130,7 +129,7 @@ end
 -- connection (the collation warning arrives as one: said with pg_dump's,
 -- once, by backup.report).
 local function inspect(db)
-  local c <close> = pg.connect(db, { log_notices = false })
+  local c <close> = database.connect(db, { log_notices = false })
   local info = c:query([[SELECT current_database() AS name, current_setting('server_version') AS version,
     current_setting('server_version_num')::int AS version_num]])[1]
   info.properties = database.properties(c)
