@@ -58,12 +58,24 @@ static void history_open(void)
     else if (home && *home)
         snprintf(history_path, sizeof history_path, "%s/.pgvault_history", home);
     stifle_history(HISTORY_MAX);
-    if (history_path[0]) read_history(history_path);
+    if (!history_path[0] || read_history(history_path) != 0) return;
+    /* A file written by an older pgvault (or by hand) may hold secrets. */
+    bool purged = false;
+    for (int i = history_length - 1; i >= 0; i--) {
+        HIST_ENTRY *e = history_get(history_base + i);
+        if (e && pv_redacts(e->line)) {
+            free_history_entry(remove_history(i));
+            purged = true;
+        }
+    }
+    if (purged) write_history(history_path);
 }
 
+/* A line that holds anything the redactor would mask (a URL's password,
+ * an age identity, a token, a registered secret) is never stored. */
 static void history_add(const char *chunk)
 {
-    if (!*chunk) return;
+    if (!*chunk || pv_redacts(chunk)) return;
     HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
     if (last && strcmp(last->line, chunk) == 0) return;
     add_history(chunk);
@@ -224,68 +236,9 @@ static bool incomplete(lua_State *L, int status)
     return len >= 5 && strcmp(msg + len - 5, "<eof>") == 0;
 }
 
-/* Compiles `chunk`, first as an expression. Returns a status; the function
- * or the error message is on the stack. */
-static int compile(lua_State *L, const char *chunk)
-{
-    const char *ret = lua_pushfstring(L, "return %s;", chunk);
-    int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
-    lua_remove(L, -2);
-    if (status == LUA_OK) return status;
-    lua_pop(L, 1);
-    return luaL_loadbuffer(L, chunk, strlen(chunk), "=stdin");
-}
-
-static void print_values(lua_State *L, int base)
-{
-    int n = lua_gettop(L) - base;
-    if (n <= 0) return;
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "lib.pretty");
-    if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
-        pv_runtime_report(L, "repl");
-        lua_settop(L, base);
-        return;
-    }
-    lua_getfield(L, -1, "print");
-    lua_remove(L, -2);
-    lua_insert(L, base + 1);
-    if (pv_runtime_pcall(L, n, 0) != LUA_OK) pv_runtime_report(L, "repl");
-    lua_settop(L, base);
-}
-
-static void preload_modules(lua_State *L)
-{
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "pgvault");
-    lua_call(L, 1, 1);
-    for (const pv_module *m = pv_modules; m->name; m++) {
-        const char *shortname = strrchr(m->name, '.') + 1;
-        lua_getglobal(L, "require");
-        lua_pushstring(L, m->name);
-        if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
-            pv_runtime_report(L, m->name);
-            continue;
-        }
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, shortname);
-        /* Short names too, unless they would hide something. */
-        lua_pushglobaltable(L);
-        lua_pushstring(L, shortname);
-        if (lua_rawget(L, -2) == LUA_TNIL) {
-            lua_pushstring(L, shortname);
-            lua_pushvalue(L, -4);
-            lua_rawset(L, -4);
-        }
-        lua_pop(L, 3);
-    }
-    lua_setglobal(L, "pgvault");
-}
-
 int pv_repl(lua_State *L)
 {
     repl_L = L;
-    preload_modules(L);
     rl_readline_name = "pgvault";
     rl_catch_signals = 0;
     rl_getc_function = repl_getc;
@@ -323,7 +276,7 @@ int pv_repl(lua_State *L)
             chunk = line;
         }
         int base = lua_gettop(L);
-        int status = compile(L, chunk);
+        int status = pv_runtime_compile(L, chunk, "=stdin");
         if (incomplete(L, status)) {
             lua_settop(L, base);
             continue;
@@ -345,7 +298,7 @@ int pv_repl(lua_State *L)
             continue;
         }
         pv_interrupt_clear();
-        print_values(L, base);
+        pv_runtime_print(L, base);
     }
     free(chunk);
     printf("\n");

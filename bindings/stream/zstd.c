@@ -227,6 +227,11 @@ static const pv_stage_ops unzstd_ops = {.name = "unzstd",
 int pv_stream_unzstd(lua_State *L)
 {
     int opts = lua_istable(L, 1) ? 1 : 0;
+    lua_Integer threads = pv_opt_int(L, opts, "threads", 0);
+    if (threads < 0 || threads > 64) return luaL_argerror(L, 1, "threads must be 0..64");
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads == 0) threads = cpus < 1 ? 1 : cpus > 4 ? 4 : cpus;
+    if (threads > 1) return pv_stream_unzstd_mt(L, opts, (int)threads);
     pv_stage_new(L, &unzstd_ops, sizeof(unzstd_filter), opts);
     return 1;
 }

@@ -18,10 +18,19 @@ local M = {}
 
 local DEFAULT_COLLATION = 100 -- the "default" collation's fixed OID
 
--- A connection whose notices are kept for the report rather than logged:
--- the report shows the collation WARNING of start-up itself.
+-- The search path every query of ours runs with: the database's own
+-- setting (ALTER DATABASE ... SET search_path = public, pg_catalog) could
+-- put its owner's functions ahead of the built-in ones we call, and run
+-- them with our rights.
+M.SEARCH_PATH = "pg_catalog, pg_temp"
+
+-- A connection whose notices are kept for the report rather than logged
+-- (the report shows the collation WARNING of start-up itself), with a
+-- search path of built-in objects only.
 function M.connect(url)
-  return pg.connect(url, { log_notices = false })
+  local c = pg.connect(url, { log_notices = false })
+  c:exec("SET search_path = " .. M.SEARCH_PATH)
+  return c
 end
 
 -- Connection string for another database on the same server, keeping
@@ -353,23 +362,63 @@ function M.check(conn, opts)
   return report
 end
 
--- Rows whose keys collide in a unique index that failed to rebuild:
--- grouped under the current collation rules, at most `limit` groups.
-function M.duplicate_keys(conn, ix, limit)
+-- How long listing the duplicate keys of one index may take.
+M.DUPLICATE_KEYS_TIMEOUT = "120s"
+
+-- The query that groups the rows of ix's table by its keys (the index's
+-- expressions and predicate, written out by the server for our search
+-- path, so every name is qualified).
+local function duplicate_keys_sql(conn, ix, limit)
   local exprs = {}
   for k = 1, ix.nkeys do
     exprs[#exprs + 1] = conn:query("SELECT pg_get_indexdef($1::oid, $2, true) AS e", ix.oid, k)[1].e
   end
   local where = {}
-  if ix.predicate then where[#where + 1] = "(" .. ix.predicate .. ")" end
+  local pred = conn:query("SELECT pg_get_expr(indpred, indrelid) AS p FROM pg_index WHERE indexrelid = $1",
+    ix.oid)[1].p
+  if pred ~= pg.null then where[#where + 1] = "(" .. pred .. ")" end
   if not ix.nulls_not_distinct then
     for _, e in ipairs(exprs) do where[#where + 1] = "(" .. e .. ") IS NOT NULL" end
   end
   local list = table.concat(exprs, ", ")
-  local sql = string.format("SELECT ROW(%s)::text AS key, count(*) AS n FROM %s%s GROUP BY %s HAVING count(*) > 1 "
+  return string.format("SELECT ROW(%s)::text, count(*) FROM %s%s GROUP BY %s HAVING count(*) > 1 "
     .. "ORDER BY 2 DESC, 1 LIMIT %d", list, ix.table, #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or "",
-    list, limit or 20)
-  local ok, rows = pcall(conn.query, conn, sql)
+    list, limit)
+end
+
+-- Runs `sql` with the rights of `owner` and nothing more: inside a SECURITY
+-- DEFINER function owned by that role (where neither SET ROLE nor SET
+-- SESSION AUTHORIZATION can return to this session's rights, as they could
+-- after a plain SET ROLE), in a transaction that is rolled back whatever
+-- the code did, under a statement timeout.
+local function query_as_owner(conn, owner, sql)
+  local tag = "$pgvault_keys$"
+  if sql:find(tag, 1, true) then error(pgvault.error("internal", "the index's text holds " .. tag), 0) end
+  conn:exec("BEGIN")
+  local ok, rows = pcall(function()
+    conn:exec("SET LOCAL statement_timeout = '" .. M.DUPLICATE_KEYS_TIMEOUT .. "'")
+    conn:exec("CREATE FUNCTION pg_temp.pgvault_duplicate_keys() RETURNS TABLE (key text, n bigint) "
+      .. "LANGUAGE sql STABLE SECURITY DEFINER SET search_path = " .. M.SEARCH_PATH .. " AS " .. tag .. sql .. tag)
+    conn:exec("ALTER FUNCTION pg_temp.pgvault_duplicate_keys() OWNER TO " .. pg.quote_ident(owner))
+    return conn:query("SELECT key, n FROM pg_temp.pgvault_duplicate_keys()")
+  end)
+  local rok, rerr = pcall(conn.exec, conn, "ROLLBACK")
+  if not ok then error(rows, 0) end
+  if not rok then error(rerr, 0) end
+  return rows
+end
+
+-- Rows whose keys collide in a unique index that failed to rebuild:
+-- grouped under the current collation rules, at most `limit` groups.
+-- Grouping evaluates the index's expressions and predicate, code that the
+-- table's owner chose: it runs with that owner's rights (as REINDEX does),
+-- never the invoker's. When that cannot be arranged, or takes longer than
+-- DUPLICATE_KEYS_TIMEOUT, returns nil and why (the index is reported
+-- without its keys).
+function M.duplicate_keys(conn, ix, limit)
+  local ok, rows = pcall(function()
+    return query_as_owner(conn, ix.owner, duplicate_keys_sql(conn, ix, limit or 20))
+  end)
   if not ok then
     if not pgvault.is_error(rows) or rows.kind ~= "pg" then error(rows, 0) end
     return nil, tostring(rows)

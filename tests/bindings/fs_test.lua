@@ -1,3 +1,4 @@
+-- covers: bindings/fs.c host/file.c
 -- pgvault.fs: the file-system helpers scripts rely on.
 local t = require "harness.testing"
 local h = require "harness.env"

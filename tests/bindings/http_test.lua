@@ -1,3 +1,4 @@
+-- covers: bindings/http.c bindings/http/
 -- pgvault.http against tests/harness/httpserver.js: JSON in and out, query
 -- strings, default and per-request headers, the retry rules (idempotent
 -- methods on failures and 5xx; POST/PATCH only on answers that say the

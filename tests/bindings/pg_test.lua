@@ -1,3 +1,4 @@
+-- covers: bindings/pg.c bindings/pg/
 -- pgvault.pg against the harness cluster: typed values, parameters, NULLs,
 -- commands and scripts, errors with their SQLSTATE, failed connections
 -- (wrong password, unreachable host, missing database), notices and the

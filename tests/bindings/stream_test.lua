@@ -1,3 +1,4 @@
+-- covers: bindings/stream.c bindings/stream/files.c bindings/stream/memory.c bindings/stream/taps.c host/pipeline.c host/stage.c host/file.c host/options.c host/io.c
 -- pgvault.stream: the engine's contract (start/run/finish/abort, reports,
 -- single use) and the generic stages, files above all: atomic commit, no
 -- partial file on failure, devices and FIFOs written through, not replaced.
@@ -257,4 +258,25 @@ t.test("options of the wrong type are argument errors naming the function and fi
   t.raises(function() stream.file_writer("/tmp/x", "0600") end, "bad argument #2 to 'file_writer' %(table")
   t.raises(function() stream.file_writer("/tmp/x", { label = 7 }) end, "field 'label': string expected, got number")
   t.raises(function() stream.buffer { max = 1.5 } end, "field 'max': number has no integer representation")
+end)
+
+t.test("file_reader and stdin emit a prefix (bytes already read) before the rest, once", function()
+  local d = h.tmpdir()
+  local fifo = d .. "/pipe"
+  t.eq(proc.run({ "mkfifo", fifo }).code, 0)
+  -- the writer keeps the FIFO open while the pipeline opens it again
+  local writer = proc.spawn({ "sh", "-c", "exec > " .. fifo .. "; printf 'HEAD|'; sleep 0.5; printf 'tail'",
+    stdout = "inherit" })
+  local f = assert(io.open(fifo, "rb"))
+  f:setvbuf("no")
+  local head = f:read(5) -- from a FIFO: these bytes are gone from it
+  local r = stream.run { stream.file_reader(fifo, { prefix = head }), stream.buffer() }
+  f:close()
+  writer:wait(10)
+  writer:close()
+  t.eq(r.buffer.data, "HEAD|tail")
+  r = h.pgvault({ "-e", "io.stdin:setvbuf('no'); stream.run{ stream.stdin{ prefix = io.read(3) }, stream.stdout() }" },
+    { stdin = "abcdef" })
+  t.eq(r.stdout, "abcdef", r.stderr)
+  t.raises(function() stream.file_reader(fifo, { prefix = 5 }) end, "field 'prefix': string expected")
 end)

@@ -1,3 +1,4 @@
+-- covers: bindings/stream/zstd.c
 -- pgvault.stream's zstd stages: round trips, interoperability with the zstd
 -- CLI both ways, concatenated frames, corrupt and truncated input, and the
 -- multithreaded compressor in constant memory.
@@ -40,11 +41,39 @@ t.test("round trip at several levels and thread counts", function()
   t.eq(decompress(r.buffer.data), "", "an empty input is an empty frame")
 end)
 
-t.test("threads=0 uses every core", function()
-  local r = compress(sample(1024 * 1024), { threads = 0 })
+-- The report's `threads` is only what was asked for; what libzstd really
+-- started is counted among the compressing process's threads.
+local function threads_while_compressing(threads)
+  local proc = require "pgvault.proc"
+  local d = h.tmpdir()
+  local fifo = d .. "/in"
+  t.eq(proc.run({ "mkfifo", fifo }).code, 0)
+  local code = string.format("stream.run{ stream.file_reader(%q), stream.zstd{ threads = %d }, stream.discard() }",
+    fifo, threads)
+  local p = proc.spawn({ h.bin, "-e", code, stdout = "pipe", stderr = "pipe" })
+  local w = assert(io.open(fifo, "wb"))
+  w:write(sample(2 * 1024 * 1024))
+  w:flush()
+  local task = "/proc/" .. p:pid() .. "/task"
+  local count = 0
+  local deadline = proc.now() + 20
+  repeat -- until the worker pool exists and the count is steady
+    local last = count
+    count = #fs.listdir(task)
+    proc.sleep(0.1)
+  until (count > 1 and count == last) or proc.now() > deadline
+  w:close()
+  t.eq(p:wait(20), 0, "the pipeline ran")
+  p:close()
+  return count - 1 -- the main thread
+end
+
+t.test("threads=N starts N libzstd workers, threads=0 one per core (counted in /proc/PID/task)", function()
   local cpus = tonumber(h.run({ "nproc" }).stdout)
-  t.eq(r.zstd.threads, cpus)
-  t.eq(compress("x", { threads = 1 }).zstd.threads, 1)
+  t.eq(threads_while_compressing(0), cpus, "threads=0")
+  t.eq(threads_while_compressing(1), 1, "threads=1")
+  t.eq(threads_while_compressing(3), 3, "threads=3")
+  t.eq(compress("x", { threads = 0 }).zstd.threads, cpus, "the report says what was asked for")
 end)
 
 t.test("zstd -d reads what we write, and we read what zstd writes", function()

@@ -1,3 +1,4 @@
+-- covers: scripts/prune.lua scripts/lib/prune.lua scripts/lib/retention.lua
 -- pgvault prune: restic's rules per suffix on a directory and a bucket,
 -- --dry-run's table (kept and why, removed), the newest complete backup
 -- never removed (a damaged newest manifest is left alone), manifests
@@ -195,9 +196,7 @@ end)
 
 t.test("bucket: same rules, one listing pass, deletes in batches, stale uploads aborted", function()
   local proxy <close> = s3proxy.start()
-  local direct = h.s3()
-  s3.create_bucket("s3://prune", { endpoint_url = direct.endpoint, region = direct.region,
-    access_key_id = direct.access_key, secret_access_key = direct.secret_key })
+  require("harness.s3").make_bucket("prune")
   local opts = proxy:opts()
   local st = bucket_store("s3://prune/p/", opts)
   local n = populate(st)

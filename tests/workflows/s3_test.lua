@@ -1,18 +1,11 @@
--- pgvault s3 ls / rm / cleanup against the S3 server and, for multipart
--- uploads (which the server cannot list), the proxy that answers for it.
+-- covers: scripts/s3.lua scripts/lib/s3cli.lua
+-- pgvault s3 ls / rm / cleanup against the S3 server (Ceph RGW).
 local t = require "harness.testing"
 local h = require "harness.env"
 local s3 = require "pgvault.s3"
-local s3proxy = require "harness.s3proxy"
+local s3h = require "harness.s3"
+local make_bucket = s3h.make_bucket
 
-
--- Buckets are made by pgvault itself: far quicker than starting the aws CLI.
-local function make_bucket(name)
-  local c = h.s3()
-  s3.create_bucket("s3://" .. name, { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key })
-  return name
-end
 t.test("ls lists objects and prefixes; rm deletes one or a whole prefix", function()
   local bucket = make_bucket("wf-s3ls")
   local env = h.s3().env
@@ -40,23 +33,21 @@ end)
 
 t.test("cleanup aborts stale multipart uploads and keeps newer ones", function()
   local bucket = make_bucket("wf-cleanup")
-  local proxy <close> = s3proxy.start()
-  local c <close> = s3.client(proxy:opts())
+  local c <close> = s3.client(s3h.direct())
   for _, key in ipairs({ "backups/x1", "backups/x2", "other/y" }) do
     c:create_upload("s3://" .. bucket .. "/" .. key)
   end
-  local env = proxy:env()
+  local env = s3h.env()
   local r = h.pgvault({ "s3", "cleanup", "s3://" .. bucket .. "/backups/" }, { env = env })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stderr, "aborted 0 stale multipart uploads; 2 newer ones kept")
   r = h.pgvault({ "s3", "cleanup", "--older-than", "0", "--dry-run", "s3://" .. bucket .. "/backups/" }, { env = env })
   t.match(r.stdout, "would abort s3://wf%-cleanup/backups/x1")
-  t.eq(#proxy:uploads("open"), 3, "dry run aborts nothing")
+  t.eq(#s3h.open_uploads(bucket), 3, "dry run aborts nothing")
   r = h.pgvault({ "s3", "cleanup", "--older-than", "0", "s3://" .. bucket .. "/backups/" }, { env = env })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stderr, "aborted 2 stale")
-  t.eq(#proxy:uploads("aborted"), 2)
-  local open = proxy:uploads("open")
+  local open = s3h.open_uploads(bucket)
   t.eq(#open, 1)
   t.eq(open[1].key, "other/y", "outside the prefix: kept")
 end)

@@ -1,28 +1,14 @@
+-- covers: scripts/upload.lua scripts/download.lua
 -- pgvault upload and download: files to and from the S3 server, checked
 -- against manifests; Ctrl-C in the middle of an upload leaves nothing.
 local t = require "harness.testing"
 local h = require "harness.env"
 local s3 = require "pgvault.s3"
 local s3proxy = require "harness.s3proxy"
+local s3h = require "harness.s3"
 local proc = require "pgvault.proc"
-local stream = require "pgvault.stream"
+local make_bucket, make_file, sha = s3h.make_bucket, s3h.make_file, s3h.file_sha256
 
-
--- Buckets are made by pgvault itself: far quicker than starting the aws CLI.
-local function make_bucket(name)
-  local c = h.s3()
-  s3.create_bucket("s3://" .. name, { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key })
-  return name
-end
-local function make_file(path, bytes)
-  local r = h.run({ "sh", "-c", string.format("head -c %d /dev/urandom > '%s'", bytes, path) })
-  assert(r.code == 0, r.stderr)
-end
-
-local function sha(path)
-  return stream.run { stream.file_reader(path), stream.sha256(), stream.discard() }.sha256.sha256
-end
 
 t.test("upload a file, download it back byte-identically; the aws CLI agrees", function()
   local bucket = make_bucket("wf-upload")
@@ -58,8 +44,7 @@ t.test("download checks a backup against its manifest and keeps no file when it 
   h.write(d .. "/" .. name, "archive bytes")
   local manifest = string.format('{"format": 1, "stored": {"name": "%s", "bytes": 13, "sha256": "%s"}}', name,
     sha(d .. "/" .. name))
-  local c = h.s3()
-  local so = { endpoint_url = c.endpoint, access_key_id = c.access_key, secret_access_key = c.secret_key }
+  local so = s3h.direct()
   s3.put("s3://" .. bucket .. "/b/" .. name, "archive bytes", so)
   s3.put("s3://" .. bucket .. "/b/" .. name .. ".manifest.json", manifest, so)
   local r = h.pgvault({ "download", "s3://" .. bucket .. "/b/" .. name, "-o", d .. "/good" }, { env = env })
@@ -119,7 +104,6 @@ t.test("Ctrl-C in the middle of an upload: exit 130, no object, no multipart upl
   t.eq(code, 130, "exit code")
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
   t.eq(#proxy:uploads("aborted"), 1, "aborted")
-  local c = h.s3()
-  t.eq(s3.head("s3://" .. bucket .. "/big", { endpoint_url = c.endpoint, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }), nil, "no object")
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
+  t.eq(s3.head("s3://" .. bucket .. "/big", s3h.direct()), nil, "no object")
 end)

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/config.lua
 -- lib.config: the configuration file's vocabulary (environment, defaults,
 -- env and file references), the sandbox it runs in, unknown keys and wrong
 -- types reported with file and line (a typo never silently drops a
