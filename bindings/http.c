@@ -603,7 +603,7 @@ static int raise_refusal(lua_State *L, call_ud *cu)
     const char *location = http_resp_header(c, "location");
     if (c->status >= 300 && c->status < 400 && location) {
         char *to = http_mask_url(location, 0);
-        pv_err_set(&e, "http", "%s %s was redirected (%s) to %s; use that address", c->method,
+        pv_err_set(&e, "http", "%s %s was redirected (%s): use the new address, %s", c->method,
                    c->shown, what, to);
         free(to);
     } else if (c->retryable && ra > c->retry_cap && c->attempts < c->max_attempts) {

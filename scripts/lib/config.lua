@@ -194,7 +194,7 @@ end
 -- Loading, in a sandbox
 -- ------------------------------------------------------------------------
 
-local MAX_INSTRUCTIONS = 50 * 1000 * 1000
+local MAX_INSTRUCTIONS = 10 * 1000 * 1000
 
 local function not_available(what)
   return function(_, k)

@@ -5,7 +5,7 @@
 --   globals.databases(url) -> { name, ... }     connectable, non-template, sorted
 --   globals.suffix(env, db) -> "prod--app"      the database in the backup's name
 --   globals.url(url, db) -> url for database db on the same server
---   globals.dump{ db =, to =, env =, stamp =, filters =, extension =, encryption =, s3 = }
+--   globals.dump{ db =, to =, env =, stamp =, recipients = {age recipients} | nil, s3 = }
 --       -> { path =, manifest_path =, bytes = }  pg_dumpall --globals-only into
 --       DEST/STAMP_ENV_globals.sql.zst[.age] and its manifest (written after it)
 --   globals.apply{ src =, db =, identity_files =, s3 = }  replays such a file with psql
@@ -89,11 +89,17 @@ function globals.dump(o)
   end
   local remote = o.to:sub(1, 5) == "s3://"
   local dir = o.to:gsub("/+$", "")
-  local name = naming.stem(o.stamp, o.env) .. globals.SUFFIX .. ".zst" .. (o.extension or "")
+  local name = naming.stem(o.stamp, o.env) .. globals.SUFFIX .. ".zst" .. (o.recipients and ".age" or "")
   local path = dir .. "/" .. name
   local stages = { dump.pg_dumpall { db = o.db, args = args, pg_bin = o.pg_bin }, stream.sha256 { label = "plain" },
     stream.zstd { level = 19 } }
-  for _, f in ipairs(o.filters or {}) do stages[#stages + 1] = f end
+  local encryption
+  if o.recipients then
+    local crypto = require "pgvault.crypto"
+    stages[#stages + 1] = crypto.encryptor { recipients = o.recipients }
+    encryption = { method = "age", recipients = {} }
+    for i, r in ipairs(o.recipients) do encryption.recipients[i] = crypto.fingerprint(r) end
+  end
   stages[#stages + 1] = stream.sha256 { label = "stored" }
   if remote then
     local so = { url = path }
@@ -105,7 +111,7 @@ function globals.dump(o)
   local r = stream.run(stages)
   local m = manifest.new { environment = o.env, kind = "globals",
     stored = { name = name, bytes = r.stored.bytes, sha256 = r.stored.sha256 },
-    plain = { bytes = r.plain.bytes, sha256 = r.plain.sha256 }, encryption = o.encryption }
+    plain = { bytes = r.plain.bytes, sha256 = r.plain.sha256 }, encryption = encryption }
   local mpath = naming.manifest_path(path)
   if remote then
     local c <close> = require("pgvault.s3").client(o.s3)

@@ -2,7 +2,7 @@
 -- procedure): the run and its steps (a failed step is recorded and the
 -- run goes on to its end: the summary, the pings, the lock released), and
 -- what each step does with the other modules: lib.backup for the backup,
--- `pgvault verify` for the read-back check, lib.prune, lib.drill.
+-- lib.verify for the read-back check, lib.prune, lib.drill.
 local fs = require "pgvault.fs"
 local proc = require "pgvault.proc"
 local pgvault = require "pgvault"
@@ -20,6 +20,8 @@ local Run = {}
 Run.__index = Run
 
 function nightly.new(o)
+  -- Keep the last lines written, for the "fail" ping.
+  if type(log.capture) == "function" then log.capture(200) end
   local dest = o.to or "db_backups"
   return setmetatable({ o = o, env = o.settings.env or o.suffix or "local", dest = dest,
     remote = dest:sub(1, 5) == "s3://", started = os.time(), t0 = proc.now(), steps = {}, journal = {},
@@ -154,22 +156,6 @@ function nightly.lock(run, s3opts, opts)
   error(held, 0)
 end
 
--- Encryption settings as scripts/backup.lua builds them from -r/-R.
--- (A copy until lib.backup takes recipients itself: requested from flows.)
-local function encryption(o)
-  local crypto = require "pgvault.crypto"
-  local recipients = {}
-  for _, r in ipairs(o.recipient or {}) do recipients[#recipients + 1] = crypto.check_recipient(r) end
-  for _, f in ipairs(o.recipients_file or {}) do
-    for _, r in ipairs(crypto.read_recipients(f)) do recipients[#recipients + 1] = r end
-  end
-  if #recipients == 0 then return nil end
-  local fingerprints = {}
-  for i, r in ipairs(recipients) do fingerprints[i] = crypto.fingerprint(r) end
-  return { filters = function() return { crypto.encryptor { recipients = recipients } } end, extension = ".age",
-    encryption = { method = "age", recipients = fingerprints } }
-end
-
 -- What to back up: the database, or with --all-databases every database
 -- of its server, each under its own suffix (the database in the name).
 local function targets(o, suffix)
@@ -191,19 +177,19 @@ function nightly.backup(run, s3opts)
   if o.sign then
     pgvault.raise("usage", "--sign: signing manifests is not in this build yet (lib.trust); remove sign")
   end
-  local enc = encryption(o) or {}
+  local encrypted = #(o.recipient or {}) + #(o.recipients_file or {}) > 0
   local suffix = o.suffix or run.env
   local list = targets(o, suffix)
   run.backups, run.done = {}, {}
   local failed, bytes = {}, 0
   for _, tg in ipairs(list) do
     local ok, b = pcall(require("lib.backup").run, { db = tg.db, to = run.dest, suffix = tg.suffix,
-      compress = o.compress, level = o.level, pg_bin = o.pg_bin, filters = enc.filters and enc.filters(),
-      extension = enc.extension, encryption = enc.encryption, s3 = s3opts, time = run.started })
+      compress = o.compress, level = o.level, pg_bin = o.pg_bin, recipient = o.recipient,
+      recipients_file = o.recipients_file, s3 = s3opts, time = run.started })
     if ok then
       run.done[#run.done + 1] = b
       run.backups[#run.backups + 1] = { path = b.path, database = b.manifest.database,
-        bytes = b.result.stored.bytes, encrypted = enc.encryption ~= nil }
+        bytes = b.result.stored.bytes, encrypted = encrypted }
       bytes = bytes + b.result.stored.bytes
     elseif pgvault.signalled() or (pgvault.is_error(b) and b.kind == "interrupted") then
       error(b, 0)
@@ -214,8 +200,8 @@ function nightly.backup(run, s3opts)
   end
   if o.all_databases then
     local ok, g = pcall(require("lib.globals").dump, { db = o.db, to = run.dest, env = suffix,
-      stamp = naming.stamp(run.started), filters = enc.filters and enc.filters(), extension = enc.extension,
-      encryption = enc.encryption, s3 = s3opts, pg_bin = o.pg_bin })
+      stamp = naming.stamp(run.started), recipients = encrypted and require("lib.backup").options(o).recipients,
+      s3 = s3opts, pg_bin = o.pg_bin })
     if ok then run.globals = g else failed[#failed + 1] = { name = "roles and grants", err = g } end
   end
   run.last = run.done[#run.done]
@@ -236,53 +222,29 @@ function nightly.backup(run, s3opts)
     require("lib.cli").bytes(bytes))
 end
 
--- S3 options with url = set (a reader of its own: client:reader ignores
--- its client's settings today).
-function nightly.with_url(s3opts, url)
-  local o = { url = url }
-  for k, v in pairs(s3opts) do o[k] = v end
-  return o
-end
-
 -- Read-back check of the off-site copy, as `pgvault verify s3://…` does it
--- (every byte decrypted, decompressed and counted against the manifest),
--- by running that command. Without an identity an encrypted backup can
--- only be checked as stored bytes: its size and SHA-256 against the
--- manifest.
+-- (lib.verify: every byte decrypted, decompressed and counted against the
+-- manifest). Without an identity an encrypted backup can only be checked as
+-- stored bytes: its size and SHA-256 against the manifest. Returns the rows
+-- counted, or nil for a stored-bytes check.
 local function readback_one(run, s3opts, b, encrypted)
   local o = run.o
+  local s3 = require "pgvault.s3"
   if encrypted and #(o.identity or {}) == 0 then
-    local s3 = require "pgvault.s3"
     local stream = require "pgvault.stream"
-    stream.run { s3.reader(nightly.with_url(s3opts, b.path)), s3.expect { bytes = b.result.stored.bytes,
+    local client <close> = s3.client(s3opts)
+    stream.run { client:reader { url = b.path }, s3.expect { bytes = b.result.stored.bytes,
       sha256 = b.result.stored.sha256, what = b.path }, stream.discard() }
     return nil
   end
-  local argv = { fs.realpath("/proc/self/exe"), "verify", b.path, "--json" }
-  for _, f in ipairs(o.identity or {}) do argv[#argv + 1], argv[#argv + 2] = "-i", f end
-  for _, k in ipairs({ "endpoint_url", "region", "profile", "ca_bundle", "retries" }) do
-    if o[k] then argv[#argv + 1], argv[#argv + 2] = "--" .. k:gsub("_", "-"), tostring(o[k]) end
+  local ok, res = pcall(require("lib.verify").run, { src = b.path, identity = o.identity, s3 = s3opts })
+  if not ok then
+    if pgvault.is_error(res) and res.kind ~= "interrupted" then
+      res.message = "the copy in the bucket did not verify: " .. res.message
+    end
+    error(res, 0)
   end
-  local dirs = pgvault.script_dirs()
-  argv.env = { PGVAULT_PATH = #dirs > 0 and table.concat(dirs, ":") or false }
-  -- The same settings through the environment too: verify's object reader
-  -- (client:reader) builds its own client from the defaults (reported to
-  -- the s3 team).
-  for k, var in pairs({ endpoint_url = "AWS_ENDPOINT_URL", region = "AWS_REGION", profile = "AWS_PROFILE",
-    ca_bundle = "AWS_CA_BUNDLE" }) do
-    if o[k] then argv.env[var] = tostring(o[k]) end
-  end
-  local r = proc.run(argv)
-  for line in r.stderr:gmatch("[^\n]+") do
-    local level, text = line:match("^pgvault: (%a+): (.*)$")
-    if level == "info" or level == "warning" then log.info("verify: %s", text) end
-  end
-  if r.code ~= 0 then
-    local last = r.stderr:match("pgvault: verify: ([^\n]*)\n?$") or r.stderr:match("([^\n]+)\n?$") or "failed"
-    pgvault.raise("verify", "the copy in the bucket did not verify: " .. last)
-  end
-  local ok, res = pcall(json.decode, r.stdout)
-  return ok and type(res) == "table" and res.archive and res.archive.totals and res.archive.totals.rows or 0
+  return res.archive.totals.rows
 end
 
 function nightly.readback(run, s3opts)
@@ -380,10 +342,9 @@ local function drill_one(run, s3opts, b)
   end
   local head, source
   if run.remote then
-    local s3 = require "pgvault.s3"
-    local client <close> = s3.client(s3opts)
+    local client = require("pgvault.s3").client(s3opts)
     head = client:get(b.path, { range = "bytes=0-63" })
-    source = function() return s3.reader(nightly.with_url(s3opts, b.path)) end
+    source = function() return client:reader { url = b.path } end
   else
     local f = assert(io.open(b.path, "rb"))
     head = f:read(64) or ""

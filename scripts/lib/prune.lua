@@ -24,6 +24,7 @@ local retention = require "lib.retention"
 local prune = {}
 
 prune.DEFAULT_GRACE = "24h"
+prune.BATCH = 250
 local SIG_SUFFIX = naming.MANIFEST_SUFFIX .. ".minisig"
 
 local function is_s3(dest) return type(dest) == "string" and dest:sub(1, 5) == "s3://" end
@@ -254,9 +255,13 @@ end
 local function delete_paths(inv, paths)
   if #paths == 0 then return end
   if inv.remote then
-    local keys = {}
-    for i, p in ipairs(paths) do keys[i] = p:sub(#inv.base + 1) end
-    inv.client:delete_many(inv.base, keys)
+    -- Batches of prune.BATCH keys: a server deletes 1000 (S3's limit) slowly
+    -- enough that a loaded one times the request out.
+    for first = 1, #paths, prune.BATCH do
+      local keys = {}
+      for i = first, math.min(#paths, first + prune.BATCH - 1) do keys[#keys + 1] = paths[i]:sub(#inv.base + 1) end
+      inv.client:delete_many(inv.base, keys)
+    end
   else
     for _, p in ipairs(paths) do
       local ok, err = os.remove(p)

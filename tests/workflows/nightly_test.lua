@@ -77,7 +77,8 @@ t.test("directory: backup, prune, a weekly drill on the first run only; summary 
   t.match(r.stderr, "info: lock %.%.%.", "steps are logged")
   t.ok(fs.exists(dir .. "/.pgvault-prod.state.json"), "the drill is recorded in the destination")
   t.ok(not fs.exists(dir .. "/.pgvault-prod.lock"), "lock released")
-  local drop = h.psql(h.pg().admin_url(), "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgvault_drill_%';")
+  local drop = h.psql(h.pg().admin_url(), "SELECT count(*) FROM pg_database WHERE datname = "
+    .. "'pgvault_drill_nightly_source_test';")
   t.eq(drop, "0\n", "the scratch database is dropped")
   for i = 2, 3 do
     proc.sleep(1.05)

@@ -65,9 +65,19 @@ t.test("nightly --all-databases: one backup per database, each named; a failing 
   end
   table.sort(made)
   t.eq(made, { "prod--app", "prod--crm_2d_c3_bc", "prod--postgres" }, "one backup per readable database")
-  t.match(r.stderr, "nightly prod failed at backup: 2 of 5 failed: broken: .*permission denied", "names the failure")
-  t.match(r.stderr, "roles and grants: dumping roles and grants needs pg_dumpall support", "and the roles' (until "
-    .. "pgvault.dump has pg_dumpall)")
+  t.match(r.stderr, "nightly prod failed at backup: 1 of 5 failed: broken: .*permission denied", "names the failure")
+  t.match(r.stderr, "cannot read role passwords: roles are dumped without them", "--no-role-passwords")
+  local g
+  for _, n in ipairs(fs.listdir(dir)) do g = g or n:match("^%d+_prod_globals%.sql%.zst$") and n end
+  t.ok(g, "the roles and grants beside the databases")
+  t.ok(fs.exists(dir .. "/" .. g .. ".manifest.json"), "with their manifest")
+  local m = require("lib.manifest").read(dir .. "/" .. g .. ".manifest.json")
+  t.eq(m.kind, "globals", "a manifest that says what it is")
+  -- restore --globals: the roles come back from the dump just made
+  psql(admin("app"), "REVOKE ALL ON a FROM app_reader;")
+  psql(admin(), "DROP ROLE app_reader;")
+  globals.apply { src = dir .. "/" .. g, db = admin() }
+  t.eq(psql(admin(), "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app_reader';"), "t\n", "role restored")
   for _, n in ipairs(fs.listdir(dir)) do t.no_match(n, "broken", "nothing of the failed database: " .. n) end
 end)
 
