@@ -24,7 +24,8 @@ int pv_stream_file_writer(lua_State *L);
 /* taps.c: stream.sha256(), stream.counter() */
 int pv_stream_sha256(lua_State *L);
 int pv_stream_counter(lua_State *L);
-/* stream.zstd{level=3, threads=0, checksum=true}: compress filter. */
+/* stream.zstd{level=3, threads=0, checksum=true, frame_size=4 MiB}:
+ * compress filter; a new frame every frame_size bytes of input (0: one). */
 int pv_stream_zstd(lua_State *L);
 /* stream.unzstd{threads = 0}: decompress filter (concatenated frames
  * allowed); 0: the CPUs, at most 4; 1: on the caller's thread. */

@@ -22,6 +22,7 @@ typedef struct {
     int threads; /* workers actually in use (0: compress in this thread) */
     int requested_threads;
     long job_size;
+    size_t frame_size, in_frame; /* input bytes per frame (0: one frame), in this one */
     bool checksum;
     uint8_t *out;
     size_t outcap;
@@ -74,16 +75,31 @@ static int zstd_pump(zstd_filter *z, ZSTD_inBuffer *in, ZSTD_EndDirective op, pv
     }
 }
 
+/* With frame_size, a frame ends every frame_size bytes of input: the
+ * frames decode independently, on several threads (unzstd_mt.c). */
 static int zstd_write(pv_stage *s, const uint8_t *data, size_t len, pv_err *err)
 {
-    ZSTD_inBuffer in = {data, len, 0};
-    return zstd_pump((zstd_filter *)s, &in, ZSTD_e_continue, err);
+    zstd_filter *z = (zstd_filter *)s;
+    while (len > 0) {
+        size_t n =
+            z->frame_size && len > z->frame_size - z->in_frame ? z->frame_size - z->in_frame : len;
+        ZSTD_inBuffer in = {data, n, 0};
+        z->in_frame += n;
+        bool end = z->frame_size && z->in_frame == z->frame_size;
+        if (zstd_pump(z, &in, end ? ZSTD_e_end : ZSTD_e_continue, err) < 0) return -1;
+        if (end) z->in_frame = 0;
+        data += n;
+        len -= n;
+    }
+    return 0;
 }
 
 static int zstd_finish(pv_stage *s, pv_err *err)
 {
+    zstd_filter *z = (zstd_filter *)s;
+    if (z->frame_size && z->in_frame == 0 && s->bytes_in > 0) return 0; /* the last frame ended */
     ZSTD_inBuffer in = {NULL, 0, 0};
-    return zstd_pump((zstd_filter *)s, &in, ZSTD_e_end, err);
+    return zstd_pump(z, &in, ZSTD_e_end, err);
 }
 
 static void zstd_release(pv_stage *s)
@@ -121,6 +137,7 @@ int pv_stream_zstd(lua_State *L)
     lua_Integer threads = pv_opt_int(L, opts, "threads", 0);
     bool checksum = pv_opt_bool(L, opts, "checksum", true);
     lua_Integer job_size = pv_opt_int(L, opts, "job_size", 2 << 20);
+    lua_Integer frame_size = pv_opt_int(L, opts, "frame_size", 4 << 20);
     if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
         return luaL_argerror(
             L, 1,
@@ -128,7 +145,10 @@ int pv_stream_zstd(lua_State *L)
     if (threads < 0 || threads > 256) return luaL_argerror(L, 1, "threads must be 0..256");
     if (job_size != 0 && (job_size < (1 << 20) || job_size > (512 << 20)))
         return luaL_argerror(L, 1, "job_size must be 0 (libzstd's default) or 1 MiB..512 MiB");
+    if (frame_size != 0 && (frame_size < (1 << 20) || frame_size > ((lua_Integer)1 << 40)))
+        return luaL_argerror(L, 1, "frame_size must be 0 (one frame) or at least 1 MiB");
     zstd_filter *z = pv_stage_new(L, &zstd_ops, sizeof *z, opts);
+    z->frame_size = (size_t)frame_size;
     z->level = (int)level;
     z->requested_threads = (int)threads;
     z->checksum = checksum;
