@@ -1,7 +1,7 @@
 /*
  * methods.c: the request methods of a client object (head, get, put,
  * delete, delete_many, list, uploads, abort_upload, create_upload,
- * create_bucket). What a method allocates (the URL's parts, the request,
+ * create_bucket, get_many). What a method allocates (the URL's parts, the request,
  * a parsed answer, a body) lives in a box: a userdata marked to be closed
  * with lua_toclose, whose __close and __gc free it, so a method raises
  * wherever it fails and nothing leaks (lauxlib's box pattern).
@@ -414,7 +414,101 @@ static int client_delete_many(lua_State *L)
     return 1;
 }
 
-const luaL_Reg s3_request_methods[] = {{"head", client_head},
+/* The requests of one get_many call: freed by the box's __close too. */
+typedef struct {
+    s3_req **reqs;
+    int n;
+} req_set;
+
+#define SET_MT "pgvault.s3.request_set"
+
+static int set_close(lua_State *L)
+{
+    req_set *rs = luaL_checkudata(L, 1, SET_MT);
+    for (int i = 0; i < rs->n; i++)
+        s3_req_free(rs->reqs[i]);
+    free(rs->reqs);
+    rs->reqs = NULL;
+    rs->n = 0;
+    return 0;
+}
+
+static req_set *new_set(lua_State *L, int n)
+{
+    req_set *rs = lua_newuserdatauv(L, sizeof *rs, 0);
+    memset(rs, 0, sizeof *rs);
+    if (luaL_newmetatable(L, SET_MT)) {
+        lua_pushcfunction(L, set_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, set_close);
+        lua_setfield(L, -2, "__close");
+    }
+    lua_setmetatable(L, -2);
+    lua_toclose(L, -1);
+    rs->reqs = calloc((size_t)(n > 0 ? n : 1), sizeof *rs->reqs);
+    if (!rs->reqs) abort();
+    rs->n = n;
+    return rs;
+}
+
+/* get_many({url, ...}, {parallel=16}) -> {[i] = body or error object}: the
+ * objects read at once, at most `parallel` requests in flight; one that
+ * fails does not stop the others (its error object takes its place). */
+static int client_get_many(lua_State *L)
+{
+    s3_client *c = s3_client_of(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer parallel = lua_istable(L, 3) ? pv_opt_int(L, 3, "parallel", 16) : 16;
+    if (parallel < 1 || parallel > 64) return luaL_argerror(L, 3, "parallel must be 1 to 64");
+    int n = (int)luaL_len(L, 2);
+    req_set *rs = new_set(L, n);
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, 2, i + 1);
+        const char *url = lua_tostring(L, -1);
+        char *bucket = NULL, *key = NULL;
+        pv_err err;
+        pv_err_clear(&err);
+        if (!url || s3_parse_url(url, &bucket, &key, &err) < 0 || !key[0]) {
+            free(bucket);
+            free(key);
+            return luaL_argerror(L, 2, "every entry must be an s3://bucket/key url");
+        }
+        rs->reqs[i] = s3_req_new("GET", "GetObject", bucket, key, NULL);
+        free(bucket);
+        free(key);
+        lua_pop(L, 1);
+    }
+    lua_createtable(L, n, 0);
+    int next = 0, pending = 0;
+    while (next < n || pending > 0) {
+        while (next < n && pending < parallel) {
+            s3_submit(c, rs->reqs[next++]);
+            pending++;
+        }
+        pv_err err;
+        pv_err_clear(&err);
+        s3_req *r = s3_wait(c, true, &err);
+        if (!r) {
+            s3_cancel_all(c);
+            return pv_err_raise(L, &err); /* interrupted */
+        }
+        pending--;
+        int i = 0;
+        while (i < n && rs->reqs[i] != r)
+            i++;
+        if (r->err.set)
+            pv_err_push(L, &r->err);
+        else
+            lua_pushlstring(L, r->resp.p ? r->resp.p : "", r->resp.len);
+        lua_rawseti(L, -2, i + 1);
+        s3_req_free(r);
+        rs->reqs[i] = NULL;
+    }
+    return 1;
+}
+
+const luaL_Reg s3_request_methods[] = {{"get_many", client_get_many},
+                                       {"head", client_head},
                                        {"get", client_get},
                                        {"put", client_put},
                                        {"delete", client_delete},
