@@ -44,19 +44,27 @@ static int box_close(lua_State *L)
  * raises; the URL at `url_idx` parsed into it (a usage error when it is
  * not s3://BUCKET/...; an argument error when an object is needed and the
  * key is empty). */
-static s3_box *new_box(lua_State *L, int url_idx, bool object)
+/* A zeroed userdata of `size` on the top of the stack whose __gc and
+ * __close are `close`, marked to be closed when the method ends. */
+static void *closing_userdata(lua_State *L, size_t size, const char *mt, lua_CFunction close)
 {
-    const char *url = luaL_checkstring(L, url_idx);
-    s3_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-    memset(b, 0, sizeof *b);
-    if (luaL_newmetatable(L, BOX_MT)) {
-        lua_pushcfunction(L, box_close);
+    void *p = lua_newuserdatauv(L, size, 0);
+    memset(p, 0, size);
+    if (luaL_newmetatable(L, mt)) {
+        lua_pushcfunction(L, close);
         lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, box_close);
+        lua_pushcfunction(L, close);
         lua_setfield(L, -2, "__close");
     }
     lua_setmetatable(L, -2);
     lua_toclose(L, -1);
+    return p;
+}
+
+static s3_box *new_box(lua_State *L, int url_idx, bool object)
+{
+    const char *url = luaL_checkstring(L, url_idx);
+    s3_box *b = closing_userdata(L, sizeof *b, BOX_MT, box_close);
     pv_err err;
     pv_err_clear(&err);
     if (s3_parse_url(url, &b->bucket, &b->key, &err) < 0) pv_err_raise(L, &err);
@@ -435,16 +443,7 @@ static int set_close(lua_State *L)
 
 static req_set *new_set(lua_State *L, int n)
 {
-    req_set *rs = lua_newuserdatauv(L, sizeof *rs, 0);
-    memset(rs, 0, sizeof *rs);
-    if (luaL_newmetatable(L, SET_MT)) {
-        lua_pushcfunction(L, set_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, set_close);
-        lua_setfield(L, -2, "__close");
-    }
-    lua_setmetatable(L, -2);
-    lua_toclose(L, -1);
+    req_set *rs = closing_userdata(L, sizeof *rs, SET_MT, set_close);
     rs->reqs = calloc((size_t)(n > 0 ? n : 1), sizeof *rs->reqs);
     if (!rs->reqs) abort();
     rs->n = n;
