@@ -114,7 +114,6 @@ local function is_ref(v) return getmetatable(v) == REF end
 local EXPECTED = {
   string = "a string", integer = "a whole number", count = "a whole number or \"unlimited\"",
   boolean = "true or false", list = "a string or a list of strings", duration = "a duration like 7d, 12h or 1y6m",
-  enum = "one of",
 }
 
 -- Checks one value against key k; returns the normalised value or nil and
@@ -123,7 +122,9 @@ function config.check_value(k, v)
   local t = k.type
   local function bad()
     local want = EXPECTED[t]
-    if t == "enum" then want = want .. " " .. table.concat(k.values, ", ") end
+    if t == "enum" then
+      want = table.concat(k.values, ", ", 1, #k.values - 1) .. " or " .. k.values[#k.values]
+    end
     if (t == "integer" or t == "count") and k.min then want = want .. " (at least " .. k.min .. ")" end
     local shown = type(v) == "string" and string.format("%q", v) or (is_ref(v) and tostring(v) or tostring(v))
     return nil, string.format("%s must be %s, not %s", k.name, want, shown)
@@ -492,6 +493,14 @@ config.ENV_OPTIONS = {
     .. "~/.config/pgvault/config.lua)" },
 }
 
+-- A copy of a workflow's cli.parse spec with --env and --config added.
+function config.cli(spec)
+  local out = {}
+  for k, v in pairs(spec) do out[k] = v end
+  out.options = config.with_options(spec.options or {})
+  return out
+end
+
 -- Appends --env and --config to a cli.parse option list.
 function config.with_options(options)
   local out = {}
@@ -506,7 +515,7 @@ local function from_flag(k, opt, v)
     v = v == "unlimited" and v or (math.tointeger(tonumber(v)) or v)
   end
   local value, complaint = config.check_value(k, v)
-  if value == nil then usage("--%s: %s", opt[1], complaint:gsub("^[%w_]+ ", "it ", 1)) end
+  if value == nil then usage("--%s %s", opt[1], (complaint:gsub("^[%w_]+ ", "", 1))) end
   return value
 end
 
@@ -528,11 +537,15 @@ end
 -- the flag, the environment's setting, the key's default. Values come out
 -- typed (integers, lists, booleans); o.settings = { env =, path =,
 -- sources = { KEY = "--keep-daily" | "pgvault.conf.lua:12" | "default" } }.
-function config.apply(o, spec)
+-- keys: option name -> the key that feeds it (list's --from is fed by
+-- "to"), or false for an option the file must not fill (restore's --db).
+function config.apply(o, spec, keys)
   local env = config.selected(o)
   local sources = {}
   for _, opt in ipairs(spec.options or {}) do
-    local k = config.BY_NAME[opt.key or field(opt)]
+    local name = opt.key or field(opt)
+    if keys and keys[name] ~= nil then name = keys[name] end
+    local k = name and config.BY_NAME[name]
     if k then
       local f, value, source = field(opt), nil, nil
       local flag = o[f]
