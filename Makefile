@@ -17,7 +17,7 @@ SRCS    := $(sort $(wildcard host/*.c) $(wildcard bindings/*.c) $(wildcard bindi
 SCRIPTS := $(sort $(shell find scripts -name '*.lua'))
 OBJS    := $(SRCS:%.c=$(B)/%.o) $(B)/gen/embedded.o $(B)/gen/modules.o
 
-.PHONY: all deps test asan valgrind coverage lint demo install clean format fuzz bench
+.PHONY: all deps test faults asan valgrind coverage lint demo install clean format fuzz bench
 
 all: $(BIN)
 
@@ -58,6 +58,10 @@ deps:
 
 test: deps all
 	$(BIN) run tests/run.lua $(T)
+
+# The whole fault matrix (tests/faults/*_rows.lua); make test runs its short form.
+faults: deps all
+	PGVAULT_FAULTS=full $(BIN) run tests/run.lua tests/faults/
 
 # AddressSanitizer and UndefinedBehaviorSanitizer build, then the suite on it.
 asan: deps

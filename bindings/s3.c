@@ -275,6 +275,29 @@ static int s3_part_size(lua_State *L)
     return 1;
 }
 
+/* s3._ini(text, section) -> {found=, {key, value}, ...}. For the tests and
+ * the fuzz corpus replay. */
+static int s3_ini_for_test(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    const char *section = luaL_checkstring(L, 2);
+    s3_ini_section sec;
+    s3_ini_parse(text, len, section, &sec);
+    lua_createtable(L, sec.n, 1);
+    pv_set_bool(L, "found", sec.found);
+    for (int i = 0; i < sec.n; i++) {
+        lua_createtable(L, 2, 0);
+        lua_pushstring(L, sec.v[i].key);
+        lua_rawseti(L, -2, 1);
+        lua_pushstring(L, sec.v[i].value);
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, i + 1);
+    }
+    s3_ini_free(&sec);
+    return 1;
+}
+
 static int s3_parse(lua_State *L)
 {
     const char *url = luaL_checkstring(L, 1);
@@ -331,10 +354,11 @@ static void register_client(lua_State *L)
 int luaopen_pgvault_s3(lua_State *L)
 {
     register_client(L);
-    static const luaL_Reg funcs[] = {
-        {"client", s3_client_new},   {"writer", module_writer}, {"reader", module_reader},
-        {"expect", s3_push_expect},  {"parse_url", s3_parse},   {"part_size", s3_part_size},
-        {"_sign", s3_sign_for_test}, {"_xml", s3_xml_for_test}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"client", s3_client_new},   {"writer", module_writer},
+                                     {"reader", module_reader},   {"expect", s3_push_expect},
+                                     {"parse_url", s3_parse},     {"part_size", s3_part_size},
+                                     {"_sign", s3_sign_for_test}, {"_xml", s3_xml_for_test},
+                                     {"_ini", s3_ini_for_test},   {NULL, NULL}};
     luaL_newlib(L, funcs);
     for (size_t i = 0; i < sizeof shorthands / sizeof shorthands[0]; i++) {
         lua_pushcfunction(L, request_method(shorthands[i].name));

@@ -283,6 +283,10 @@ lua_Integer pv_opt_int(lua_State *L, int idx, const char *key, lua_Integer dflt)
 lua_Number pv_opt_num(lua_State *L, int idx, const char *key, lua_Number dflt);
 const char *pv_opt_str(lua_State *L, int idx, const char *key, const char *dflt);
 bool pv_opt_bool(lua_State *L, int idx, const char *key, bool dflt);
+/* A key of the options table at idx not in `known` (NULL-terminated) is an
+ * argument error: "unknown option 'levle' (known: level, threads ...)".
+ * Integer keys (an array part) are allowed. */
+void pv_opt_only(lua_State *L, int idx, const char *const *known);
 
 /* Report tables: t[key] = value for the table on top of the stack.
  * pv_set_str sets nothing when value is NULL. */

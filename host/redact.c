@@ -297,12 +297,14 @@ static bool secret_key(const char *k, size_t n, char sep)
 }
 
 /* A value: quoted (backslash escapes honoured), or up to white space that
- * is not escaped by a backslash ("a\ b") or an '&' (a query string). */
+ * is not escaped by a backslash ("a\ b"), an '&' (a query string), or a
+ * ';' or ',' that ends a clause ("token=x; use ..."). */
 static size_t value_len(const char *s)
 {
     if (*s == '\'' || *s == '"') return quoted_or_line(s);
     size_t i = 0;
     while (s[i] && !isspace((unsigned char)s[i]) && s[i] != '&') {
+        if ((s[i] == ';' || s[i] == ',') && (!s[i + 1] || isspace((unsigned char)s[i + 1]))) break;
         if (s[i] == '\\' && s[i + 1]) i++;
         i++;
     }

@@ -139,70 +139,56 @@ static int compare_matches(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Walks a.b.c (or a.b:c) without calling anything but plain indexing of
- * tables and metatable __index tables. */
-static char **complete(const char *text, int start, int end)
+/* Replaces the table on top by its field `part`, looked up with rawget or
+ * through a metatable's __index table, never by calling anything. */
+static void index_plainly(lua_State *L, const char *part)
 {
-    (void)start, (void)end;
-    lua_State *L = repl_L;
-    int top = lua_gettop(L);
-    nmatches = 0;
-    matches = NULL;
-    match_cap = 0;
-    rl_attempted_completion_over = 1;
-    rl_completion_suppress_append = 1;
-    const char *sep = NULL;
-    for (const char *p = text; *p; p++)
-        if (*p == '.' || *p == ':') sep = p;
-    lua_pushglobaltable(L);
-    size_t plen = 0;
-    if (sep) {
-        plen = (size_t)(sep - text) + 1;
-        char path[512];
-        if (plen >= sizeof path) goto done;
-        memcpy(path, text, plen - 1);
-        path[plen - 1] = '\0';
-        char *save = NULL;
-        for (char *part = strtok_r(path, ".:", &save); part; part = strtok_r(NULL, ".:", &save)) {
-            if (lua_istable(L, -1)) {
-                lua_pushstring(L, part);
-                lua_rawget(L, -2);
-            } else {
-                lua_pushnil(L);
-            }
-            if (lua_isnil(L, -1) && lua_getmetatable(L, -2)) {
-                lua_getfield(L, -1, "__index");
-                lua_remove(L, -2);
-                if (lua_istable(L, -1)) {
-                    lua_getfield(L, -1, part);
-                    lua_remove(L, -2);
-                }
-                lua_remove(L, -2);
-            }
+    if (lua_istable(L, -1)) {
+        lua_pushstring(L, part);
+        lua_rawget(L, -2);
+    } else {
+        lua_pushnil(L);
+    }
+    if (lua_isnil(L, -1) && lua_getmetatable(L, -2)) {
+        lua_getfield(L, -1, "__index");
+        lua_remove(L, -2);
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, part);
             lua_remove(L, -2);
-            if (lua_isnil(L, -1)) goto done;
         }
+        lua_remove(L, -2);
     }
-    add_keys(L, text, plen, text, 0);
-    if (!sep) {
-        static const char *const keywords[] = {
-            "and",      "break",  "do",   "else", "elseif", "end",   "false", "for",
-            "function", "goto",   "if",   "in",   "local",  "nil",   "not",   "or",
-            "repeat",   "return", "then", "true", "until",  "while", NULL};
-        for (int i = 0; keywords[i]; i++)
-            add_match("", 0, keywords[i], text);
+    lua_remove(L, -2);
+}
+
+/* Walks "a.b." (or "a.b:") from the globals on top; false when nothing
+ * is there. */
+static bool walk_path(lua_State *L, const char *text, size_t plen)
+{
+    char path[512];
+    if (plen >= sizeof path) return false;
+    memcpy(path, text, plen - 1);
+    path[plen - 1] = '\0';
+    char *save = NULL;
+    for (char *part = strtok_r(path, ".:", &save); part; part = strtok_r(NULL, ".:", &save)) {
+        index_plainly(L, part);
+        if (lua_isnil(L, -1)) return false;
     }
-done:
-    lua_settop(L, top);
-    if (nmatches == 0) {
+    return true;
+}
+
+/* Readline wants [common prefix, match1, ..., NULL]; takes the matches. */
+static char **readline_matches(void)
+{
+    qsort(matches, nmatches, sizeof *matches, compare_matches);
+    char **out = malloc((nmatches + 2) * sizeof *out);
+    if (!out) {
+        for (size_t i = 0; i < nmatches; i++)
+            free(matches[i]);
         free(matches);
         matches = NULL;
         return NULL;
     }
-    qsort(matches, nmatches, sizeof *matches, compare_matches);
-    /* Readline wants [common prefix, match1, ..., NULL]. */
-    char **out = malloc((nmatches + 2) * sizeof *out);
-    if (!out) return NULL;
     size_t common = strlen(matches[0]);
     for (size_t i = 1; i < nmatches; i++) {
         size_t k = 0;
@@ -224,6 +210,38 @@ done:
     return out;
 }
 
+/* Completes a global, a field (a.b.c, a.b:c) or a keyword. */
+static char **complete(const char *text, int start, int end)
+{
+    (void)start, (void)end;
+    lua_State *L = repl_L;
+    int top = lua_gettop(L);
+    nmatches = 0;
+    matches = NULL;
+    match_cap = 0;
+    rl_attempted_completion_over = 1;
+    rl_completion_suppress_append = 1;
+    const char *sep = NULL;
+    for (const char *p = text; *p; p++)
+        if (*p == '.' || *p == ':') sep = p;
+    size_t plen = sep ? (size_t)(sep - text) + 1 : 0;
+    lua_pushglobaltable(L);
+    if (!sep || walk_path(L, text, plen)) add_keys(L, text, plen, text, 0);
+    if (!sep) {
+        static const char *const keywords[] = {
+            "and",      "break",  "do",   "else", "elseif", "end",   "false", "for",
+            "function", "goto",   "if",   "in",   "local",  "nil",   "not",   "or",
+            "repeat",   "return", "then", "true", "until",  "while", NULL};
+        for (int i = 0; keywords[i]; i++)
+            add_match("", 0, keywords[i], text);
+    }
+    lua_settop(L, top);
+    if (nmatches > 0) return readline_matches();
+    free(matches);
+    matches = NULL;
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* Evaluation                                                          */
 /* ------------------------------------------------------------------ */
@@ -236,7 +254,34 @@ static bool incomplete(lua_State *L, int status)
     return len >= 5 && strcmp(msg + len - 5, "<eof>") == 0;
 }
 
-int pv_repl(lua_State *L)
+/* Appends a continuation line to the chunk being typed; NULL when out of
+ * memory (both are freed). */
+static char *join_lines(char *chunk, char *line)
+{
+    if (!chunk) return line;
+    size_t n = strlen(chunk) + strlen(line) + 2;
+    char *joined = malloc(n);
+    if (joined) snprintf(joined, n, "%s\n%s", chunk, line);
+    free(chunk);
+    free(line);
+    return joined;
+}
+
+/* Runs a compiled chunk (on top) and prints what it returns, or reports
+ * its error; the REPL goes on either way. */
+static void run_compiled(lua_State *L, int base)
+{
+    int status = pv_runtime_pcall(L, 0, LUA_MULTRET);
+    lua_sethook(L, NULL, 0, 0);
+    if (status != LUA_OK) {
+        pv_runtime_report(L, "repl");
+        lua_settop(L, base);
+    }
+    pv_interrupt_clear();
+    if (status == LUA_OK) pv_runtime_print(L, base);
+}
+
+static void repl_setup(lua_State *L)
 {
     repl_L = L;
     rl_readline_name = "pgvault";
@@ -249,7 +294,11 @@ int pv_repl(lua_State *L)
     printf("pgvault %s (%s): Lua with pgvault's modules (pg, stream, s3 ...). Ctrl-D leaves.\n",
            PGVAULT_VERSION, LUA_RELEASE);
     fflush(stdout);
+}
 
+int pv_repl(lua_State *L)
+{
+    repl_setup(L);
     char *chunk = NULL;
     for (;;) {
         line_cancelled = false;
@@ -261,20 +310,7 @@ int pv_repl(lua_State *L)
             continue;
         }
         if (!line) break; /* Ctrl-D */
-        if (chunk) {
-            size_t n = strlen(chunk) + strlen(line) + 2;
-            char *joined = malloc(n);
-            if (!joined) {
-                free(line);
-                break;
-            }
-            snprintf(joined, n, "%s\n%s", chunk, line);
-            free(chunk);
-            free(line);
-            chunk = joined;
-        } else {
-            chunk = line;
-        }
+        if (!(chunk = join_lines(chunk, line))) break;
         int base = lua_gettop(L);
         int status = pv_runtime_compile(L, chunk, "=stdin");
         if (incomplete(L, status)) {
@@ -284,21 +320,12 @@ int pv_repl(lua_State *L)
         history_add(chunk);
         free(chunk);
         chunk = NULL;
-        if (status != LUA_OK) {
+        if (status == LUA_OK) {
+            run_compiled(L, base);
+        } else {
             pv_runtime_report(L, "repl");
             lua_settop(L, base);
-            continue;
         }
-        status = pv_runtime_pcall(L, 0, LUA_MULTRET);
-        lua_sethook(L, NULL, 0, 0);
-        if (status != LUA_OK) {
-            pv_runtime_report(L, "repl");
-            pv_interrupt_clear();
-            lua_settop(L, base);
-            continue;
-        }
-        pv_interrupt_clear();
-        pv_runtime_print(L, base);
     }
     free(chunk);
     printf("\n");

@@ -24,6 +24,8 @@ local spec = require("lib.config").cli({
 -- and S3 settings fill in what the flags leave out.
 local o = require("lib.config").apply(cli.parse(arg, spec), spec, { from = "to" })
 
+local s3opts = s3cli.opts(o) -- checked whether a bucket is listed or not
+
 -- With -i: "yes" when an identity unwraps the file key and the header MAC
 -- matches, "no" when none does, "damaged" when the header is bad,
 -- "unreadable" when a bucket would not give its first bytes, "-" when the
@@ -37,7 +39,7 @@ if #o.identity > 0 then
     if not b.age then return "-" end
     local opts = { identities = identities }
     if b.key then
-      client = client or require("pgvault.s3").client(s3cli.opts(o))
+      client = client or require("pgvault.s3").client(s3opts)
       local ok, head = pcall(client.get, client, b.path, { range = "bytes=0-262143" })
       if not ok then
         log.warn("cannot read the header of %s: %s", b.path, tostring(head))
@@ -52,7 +54,7 @@ if #o.identity > 0 then
 end
 
 local from = o.from or "db_backups"
-local all = s3cli.is_s3(from) and require("lib.s3backups").scan(from, s3cli.opts(o)) or catalog.scan(from)
+local all = s3cli.is_s3(from) and require("lib.s3backups").scan(from, s3opts) or catalog.scan(from)
 local backups = {}
 for _, b in ipairs(all) do
   if not o.database or (b.manifest and b.manifest.database == o.database) then backups[#backups + 1] = b end

@@ -43,13 +43,14 @@ end
 local function declarations()
   local covered, undeclared = {}, {}
   for _, test in ipairs(walk("tests", "_test%.lua$", {})) do
-    local first = fs.read_file(test):match("^[^\n]*")
-    local list = first:match("^%-%- covers:%s*(.*)$")
-    if not list then
-      undeclared[#undeclared + 1] = test
-    else
+    local any = false
+    for line in fs.read_file(test):gmatch("[^\n]*") do
+      local list = line:match("^%-%- covers:%s*(.*)$")
+      if not list then break end -- the declarations open the file
+      any = true
       for p in list:gmatch("%S+") do covered[#covered + 1] = p end
     end
+    if not any then undeclared[#undeclared + 1] = test end
   end
   return covered, undeclared
 end

@@ -15,7 +15,7 @@ nodejs npm
 clang libclang-rt-14-dev valgrind tmux time procps curl lcov
 libisal-dev
 pgbouncer
-ceph-mon ceph-osd radosgw"
+ceph-mon ceph-osd radosgw faketime"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 

@@ -38,9 +38,27 @@ local function random_hex(n)
   return s
 end
 
--- Starts the kept cluster (made by initdb the first time); returns the
--- same description as the test services (host, port, user, password,
--- bindir, socket_dir) and a stop function.
+-- The bench role's password, made once and kept beside the cluster (0600),
+-- so that benches running at the same time agree on it.
+local function password()
+  local path = scale.dir .. "/password"
+  if not fs.exists(path) then fs.write_file(path, random_hex(16), { mode = 384 }) end
+  return fs.read_file(path)
+end
+
+-- The port of a cluster already running here (another bench started it).
+local function running_port(data)
+  local f = io.open(data .. "/postmaster.pid", "r")
+  local text = f and f:read("a") or ""
+  if f then f:close() end
+  local pid, port = text:match("^(%d+)\n[^\n]*\n[^\n]*\n(%d+)\n")
+  if pid and proc.run({ "kill", "-0", pid }).code == 0 then return tonumber(port) end
+end
+
+-- Starts the kept cluster (made by initdb the first time), or joins it
+-- when another bench has started it; returns the same description as the
+-- test services (host, port, user, password, bindir, socket_dir) and a
+-- stop function (which stops only a cluster this call started).
 function scale.start()
   local data, sock = scale.dir .. "/data", scale.dir .. "/sock"
   fs.mkdir_p(sock)
@@ -50,8 +68,9 @@ function scale.start()
     must(as_postgres({ PG_BIN .. "/initdb", "-D", data, "-U", "postgres", "--auth-local=trust",
       "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=en_US.UTF-8", "-N" }), "initdb")
   end
-  local port
-  for _ = 1, 20 do
+  local port = running_port(data)
+  local started = not port
+  for _ = 1, port and 0 or 20 do
     local candidate = math.random(20000, 45000)
     local opts = string.format("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " ..
       "-c full_page_writes=off -c max_connections=100 -c max_wal_size=4GB -c max_locks_per_transaction=512",
@@ -65,10 +84,10 @@ function scale.start()
   end
   if not port then error("could not start the bench cluster in " .. scale.dir .. " (see server.log)") end
   local pg = { host = "127.0.0.1", port = port, socket_dir = sock, user = "pgvault_bench",
-    password = random_hex(16), bindir = PG_BIN, data_dir = data }
+    password = password(), bindir = PG_BIN, data_dir = data }
   bench.admin_psql(pg, string.format("DO $$ BEGIN CREATE ROLE pgvault_bench LOGIN CREATEDB; " ..
     "EXCEPTION WHEN duplicate_object THEN NULL; END $$;\nALTER ROLE pgvault_bench PASSWORD '%s';", pg.password))
-  local stopped = false
+  local stopped = not started
   return pg, function()
     if stopped then return end
     stopped = true

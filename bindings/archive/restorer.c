@@ -10,7 +10,11 @@
  *    of large objects as lo_open / lowrite / lo_close SQL in a transaction;
  *  - `workers` (psql sessions, one thread each) take jobs in the order
  *    they started to arrive and feed them in while they arrive; a job
- *    nobody has taken yet waits in the spill, whose budget bounds memory.
+ *    nobody has taken yet waits in the spill, whose budget bounds memory;
+ *  - a table's COPY text is cut at the end of a line every `split` bytes
+ *    into pieces, each a COPY of its own, so that the sessions load one big
+ *    table together (rows are lines in COPY text; the table's indexes,
+ *    constraints and triggers come after, with post-data).
  * The archive is checked as the verifier checks it; a failure anywhere
  * stops everything. What remains (the data section's entries without
  * blocks, and post-data with pg_restore -j N on toc_file) is run by
@@ -61,6 +65,10 @@ struct restorer {
     sp_job **jobs; /* every job, freed at release */
     int njobs, jobs_cap;
     sp_job *cur;
+    ar_entry *cur_entry;
+    size_t split;    /* a table's COPY is cut into pieces of about this size */
+    bool splitting;  /* the current block is COPY text that may be cut */
+    bool line_start; /* the last byte appended ended a line */
     bool blobs;
     char *preamble;
     uint8_t *hex;
@@ -259,9 +267,9 @@ static int append(restorer *r, const char *text, size_t len)
     return sp_append(&r->spill, r->cur, (const uint8_t *)text, len) < 0 ? hook_failed(r) : 0;
 }
 
-static int on_block_begin(void *ctx, ar_entry *e)
+/* A new job for the block of entry e, queued at once. */
+static int new_job(restorer *r, ar_entry *e)
 {
-    restorer *r = ctx;
     char name[280];
     ar_entry_name(e, name, sizeof name);
     if (r->njobs == r->jobs_cap) {
@@ -274,14 +282,59 @@ static int on_block_begin(void *ctx, ar_entry *e)
     r->cur = sp_job_new(&r->spill, name);
     if (!r->cur) return hook_failed(r);
     r->jobs[r->njobs++] = r->cur;
+    r->cur_entry = e;
+    return 0;
+}
+
+/* "COPY public.t1 (id, v) FROM stdin;\n" */
+static int copy_statement(restorer *r, const ar_entry *e)
+{
+    size_t n = strlen(e->sql);
+    if (append(r, e->sql, n) < 0) return -1;
+    r->line_start = true;
+    return n == 0 || e->sql[n - 1] != '\n' ? append(r, "\n", 1) : 0;
+}
+
+static int on_block_begin(void *ctx, ar_entry *e)
+{
+    restorer *r = ctx;
+    if (new_job(r, e) < 0) return -1;
     r->blobs = strcmp(e->desc, "BLOBS") == 0;
+    r->splitting = !r->blobs && e->has_copy && e->sql && r->split > 0;
     if (r->blobs) return append(r, "BEGIN;\n", 7);
-    if (e->has_copy && e->sql) { /* "COPY public.t1 (id, v) FROM stdin;\n" */
-        size_t n = strlen(e->sql);
-        if (append(r, e->sql, n) < 0) return -1;
-        if (n == 0 || e->sql[n - 1] != '\n') return append(r, "\n", 1);
-    }
+    if (e->has_copy && e->sql) return copy_statement(r, e);
     return 0; /* INSERT statements: the data is the SQL */
+}
+
+/* The piece of a table's COPY so far ends (its own end-of-data line) and
+ * the next one starts: another session may load it at the same time. */
+static int next_piece(restorer *r)
+{
+    if (append(r, "\\.\n", 3) < 0) return -1;
+    sp_job_done(&r->spill, r->cur);
+    if (new_job(r, r->cur_entry) < 0) return -1;
+    return copy_statement(r, r->cur_entry);
+}
+
+/* COPY text, cut at a line's end once a piece has `split` bytes, until the
+ * data's own end-of-data line has passed. */
+static int copy_data(restorer *r, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        if (r->p.rows.done) return append(r, (const char *)data, len);
+        if (r->cur->bytes >= r->split && r->line_start && next_piece(r) < 0) return -1;
+        size_t n = len;
+        size_t from = r->cur->bytes >= r->split ? 0 : r->split - r->cur->bytes;
+        if (from < len) {
+            const uint8_t *nl = memchr(data + from, '\n', len - from);
+            if (nl) n = (size_t)(nl - data) + 1;
+        }
+        if (append(r, (const char *)data, n) < 0) return -1;
+        r->line_start = data[n - 1] == '\n';
+        data += n;
+        len -= n;
+    }
+    return 0;
 }
 
 static int on_lo_begin(void *ctx, ar_entry *e, uint32_t oid)
@@ -320,6 +373,7 @@ static int on_data(void *ctx, const uint8_t *data, size_t len)
 {
     restorer *r = ctx;
     if (r->blobs) return lo_data(r, data, len);
+    if (r->splitting) return copy_data(r, data, len);
     return append(r, (const char *)data, len);
 }
 
@@ -534,8 +588,8 @@ static pv_stage *unused_stage(lua_State *L, int idx, bool source, const char *wh
 }
 
 /* archive.restorer{toc_file=PATH, predata=STAGE, workers={STAGE, ...},
- * spill=BYTES, list=false, label=?}: list=true puts pg_restore --list's
- * text of the TOC in the report. */
+ * spill=BYTES, split=BYTES, list=false, label=?}: list=true puts
+ * pg_restore --list's text of the TOC in the report. */
 int ar_restorer_new(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -564,6 +618,10 @@ int ar_restorer_new(lua_State *L)
     r->toc_fd = -1;
     r->budget = (size_t)budget;
     r->list = pv_opt_bool(L, 1, "list", false);
+    lua_Integer split = pv_opt_int(L, 1, "split", 32 << 20);
+    if (split != 0 && (split < 65536 || split > ((lua_Integer)1 << 40)))
+        return luaL_argerror(L, 1, "split must be 0 (a table in one piece) or at least 64 KiB");
+    r->split = (size_t)split;
     r->predata = pre;
     r->nworkers = n;
     for (int i = 0; i < n; i++) {

@@ -8,87 +8,9 @@
  */
 #include "s3int.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    char key[64];
-    char value[2048];
-} ini_entry;
-
-typedef struct {
-    ini_entry *v;
-    int n;
-    bool found; /* the section exists */
-} ini_section;
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
-}
-
-/* Reads section `want` of an INI file; nested "parent =" blocks become
- * "parent.key" entries. A missing file is an empty section. */
-static void ini_read(const char *path, const char *want, ini_section *out)
-{
-    memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[4096], parent[64] = "";
-    bool in = false;
-    int cap = 0;
-    while (fgets(line, sizeof line, f)) {
-        bool indented = line[0] == ' ' || line[0] == '\t';
-        char *s = trim(line);
-        if (!*s || *s == '#' || *s == ';') continue;
-        if (*s == '[') {
-            char *end = strchr(s, ']');
-            if (end) *end = '\0';
-            char *name = trim(s + 1);
-            in = strcmp(name, want) == 0;
-            if (in) out->found = true;
-            parent[0] = '\0';
-            continue;
-        }
-        if (!in) continue;
-        char *eq = strchr(s, '=');
-        if (!eq) continue;
-        *eq = '\0';
-        char *k = trim(s), *v = trim(eq + 1);
-        if (!indented) parent[0] = '\0';
-        if (!indented && !*v) {
-            snprintf(parent, sizeof parent, "%s", k);
-            continue;
-        }
-        if (out->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            ini_entry *nv = realloc(out->v, (size_t)cap * sizeof *nv);
-            if (!nv) abort();
-            out->v = nv;
-        }
-        ini_entry *e = &out->v[out->n++];
-        if (indented && parent[0])
-            snprintf(e->key, sizeof e->key, "%.30s.%.32s", parent, k);
-        else
-            snprintf(e->key, sizeof e->key, "%.63s", k);
-        snprintf(e->value, sizeof e->value, "%.2047s", v);
-    }
-    fclose(f);
-}
-
-static const char *ini_get(const ini_section *s, const char *key)
-{
-    for (int i = s->n - 1; i >= 0; i--)
-        if (strcmp(s->v[i].key, key) == 0) return s->v[i].value;
-    return NULL;
-}
 
 static const char *env_nonempty(const char *name)
 {
@@ -157,7 +79,7 @@ static void read_options(lua_State *L, int idx, s3_config *cfg, explicit_opts *o
 /* The profile's sections of the shared files. */
 typedef struct {
     char cred_path[1024], conf_path[1024];
-    ini_section cred, conf;
+    s3_ini_section cred, conf;
 } shared_files;
 
 static int read_shared_files(s3_config *cfg, const explicit_opts *o, shared_files *f, pv_err *err)
@@ -169,12 +91,12 @@ static int read_shared_files(s3_config *cfg, const explicit_opts *o, shared_file
     home_path(f->cred_path, sizeof f->cred_path, "AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
     home_path(f->conf_path, sizeof f->conf_path, "AWS_CONFIG_FILE", ".aws/config");
     char section[192];
-    ini_read(f->cred_path, profile, &f->cred);
+    s3_ini_read(f->cred_path, profile, &f->cred);
     if (strcmp(profile, "default") == 0)
         snprintf(section, sizeof section, "default");
     else
         snprintf(section, sizeof section, "profile %s", profile);
-    ini_read(f->conf_path, section, &f->conf);
+    s3_ini_read(f->conf_path, section, &f->conf);
     if (named && !f->cred.found && !f->conf.found) {
         pv_err_set(err, "config",
                    "AWS profile '%s' not found in %s or %s; create it (aws configure --profile %s) "
@@ -203,13 +125,13 @@ static int pick_credentials(s3_config *cfg, const explicit_opts *o, const shared
         token = env_nonempty("AWS_SESSION_TOKEN");
         snprintf(cfg->cred_source, sizeof cfg->cred_source, "environment");
     }
-    const ini_section *srcs[2] = {&f->cred, &f->conf};
+    const s3_ini_section *srcs[2] = {&f->cred, &f->conf};
     const char *paths[2] = {f->cred_path, f->conf_path};
     for (int i = 0; i < 2 && !key; i++) {
-        const char *k = ini_get(srcs[i], "aws_access_key_id");
-        const char *s = ini_get(srcs[i], "aws_secret_access_key");
+        const char *k = s3_ini_get(srcs[i], "aws_access_key_id");
+        const char *s = s3_ini_get(srcs[i], "aws_secret_access_key");
         if (k && s) {
-            key = k, secret = s, token = ini_get(srcs[i], "aws_session_token");
+            key = k, secret = s, token = s3_ini_get(srcs[i], "aws_session_token");
             snprintf(cfg->cred_source, sizeof cfg->cred_source, "profile %.40s in %.100s",
                      cfg->profile, paths[i]);
         }
@@ -237,20 +159,20 @@ static int pick_credentials(s3_config *cfg, const explicit_opts *o, const shared
 
 static int pick_endpoint(s3_config *cfg, const explicit_opts *o, const shared_files *f, pv_err *err)
 {
-    const ini_section *conf = &f->conf;
-    const char *region =
-        first(o->region, first(env_nonempty("AWS_REGION"),
-                               first(env_nonempty("AWS_DEFAULT_REGION"),
-                                     first(ini_get(conf, "s3.region"), ini_get(conf, "region")))));
+    const s3_ini_section *conf = &f->conf;
+    const char *region = first(
+        o->region, first(env_nonempty("AWS_REGION"),
+                         first(env_nonempty("AWS_DEFAULT_REGION"),
+                               first(s3_ini_get(conf, "s3.region"), s3_ini_get(conf, "region")))));
     if (!copy_setting(cfg->region, sizeof cfg->region, region ? region : "us-east-1")) {
         pv_err_set(err, "config", "AWS region name too long");
         return -1;
     }
-    const char *endpoint =
-        first(o->endpoint,
-              first(env_nonempty("AWS_ENDPOINT_URL_S3"),
-                    first(env_nonempty("AWS_ENDPOINT_URL"),
-                          first(ini_get(conf, "s3.endpoint_url"), ini_get(conf, "endpoint_url")))));
+    const char *endpoint = first(
+        o->endpoint,
+        first(env_nonempty("AWS_ENDPOINT_URL_S3"),
+              first(env_nonempty("AWS_ENDPOINT_URL"),
+                    first(s3_ini_get(conf, "s3.endpoint_url"), s3_ini_get(conf, "endpoint_url")))));
     if (endpoint) {
         if (strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0) {
             pv_err_set(err, "config",
@@ -270,10 +192,11 @@ static int pick_endpoint(s3_config *cfg, const explicit_opts *o, const shared_fi
     } else {
         snprintf(cfg->endpoint, sizeof cfg->endpoint, "https://s3.%s.amazonaws.com", cfg->region);
     }
-    const char *style = ini_get(conf, "s3.addressing_style");
+    const char *style = s3_ini_get(conf, "s3.addressing_style");
     if (style && strcmp(style, "virtual") == 0) cfg->path_style = false;
     if (style && strcmp(style, "path") == 0) cfg->path_style = true;
-    const char *ca = first(o->ca, first(env_nonempty("AWS_CA_BUNDLE"), ini_get(conf, "ca_bundle")));
+    const char *ca =
+        first(o->ca, first(env_nonempty("AWS_CA_BUNDLE"), s3_ini_get(conf, "ca_bundle")));
     if (ca && !copy_setting(cfg->ca_bundle, sizeof cfg->ca_bundle, ca)) {
         pv_err_set(err, "config", "CA bundle path too long");
         return -1;
@@ -291,9 +214,30 @@ int s3_config_load(lua_State *L, int idx, s3_config *cfg, pv_err *err)
     int rc = read_shared_files(cfg, &o, &f, err);
     if (rc == 0) rc = pick_credentials(cfg, &o, &f, err);
     if (rc == 0) rc = pick_endpoint(cfg, &o, &f, err);
-    free(f.cred.v);
-    free(f.conf.v);
+    s3_ini_free(&f.cred);
+    s3_ini_free(&f.conf);
     return rc;
+}
+
+/* Plain HTTP to anything but this machine: said once per process, since
+ * the data and the signed requests (access key id included) travel
+ * unencrypted. */
+static void warn_plain_http(const s3_config *cfg)
+{
+    static bool said;
+    if (said || strncmp(cfg->endpoint, "http://", 7) != 0) return;
+    const char *host = cfg->endpoint + 7;
+    size_t n = strcspn(host, ":/");
+    if (host[0] == '[') n = strcspn(host, "]") + 1;
+    if ((n == 9 && strncmp(host, "localhost", 9) == 0) ||
+        (n == 5 && strncmp(host, "[::1]", 5) == 0) ||
+        (strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") == n))
+        return;
+    said = true;
+    pv_log(PV_LOG_WARN,
+           "s3: endpoint %s is plain HTTP: backups and signed requests (access key id %s) cross "
+           "the network unencrypted; use https://",
+           cfg->endpoint, cfg->access_key);
 }
 
 s3_settings *s3_settings_load(lua_State *L, int idx, pv_err *err)
@@ -305,6 +249,7 @@ s3_settings *s3_settings_load(lua_State *L, int idx, pv_err *err)
         s3_config_free(&cfg);
         return NULL;
     }
+    warn_plain_http(&cfg);
     s3_settings *s = calloc(1, sizeof *s);
     if (!s) abort();
     s->refs = 1;

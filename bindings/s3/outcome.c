@@ -30,10 +30,19 @@ static const char *describe_url(const s3_req *r, char *out, size_t outsz)
 
 static bool is_auth_code(const char *code)
 {
-    static const char *const codes[] = {
-        "AccessDenied",    "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken",
-        "ExpiredToken",    "TokenRefreshRequired",  "AllAccessDisabled",  "AccountProblem",
-        "InvalidSecurity", "Unauthorized",          "Forbidden",          NULL};
+    static const char *const codes[] = {"AccessDenied",
+                                        "SignatureDoesNotMatch",
+                                        "InvalidAccessKeyId",
+                                        "InvalidToken",
+                                        "ExpiredToken",
+                                        "TokenRefreshRequired",
+                                        "AllAccessDisabled",
+                                        "AccountProblem",
+                                        "InvalidSecurity",
+                                        "Unauthorized",
+                                        "Forbidden",
+                                        "UserSuspended",
+                                        NULL};
     for (int i = 0; codes[i]; i++)
         if (strcmp(code, codes[i]) == 0) return true;
     return false;
@@ -91,6 +100,11 @@ static void final_error(s3_client *c, s3_req *r, const char *code, const char *m
             hint = "; the secret access key does not match the key id";
         else if (strcmp(code, "InvalidAccessKeyId") == 0)
             hint = "; the server does not know this access key id";
+        else if (strcmp(code, "UserSuspended") == 0 || strcmp(code, "AccountProblem") == 0 ||
+                 strcmp(code, "AllAccessDisabled") == 0)
+            hint = "; the account or its keys are disabled";
+        else if (strcmp(code, "ExpiredToken") == 0 || strcmp(code, "InvalidToken") == 0)
+            hint = "; the session token has expired or is not valid";
         else if (strcmp(code, "RequestTimeTooSkewed") != 0 && cap)
             snprintf(b2, sizeof b2,
                      "; on Backblaze B2 the application key needs the '%s' capability%s", cap,
@@ -161,7 +175,9 @@ static void schedule_retry(s3_client *c, s3_req *r, const char *why)
  * (resets, timeouts, refused connections) worth another attempt. */
 static bool transport_failure(s3_client *c, s3_req *r, CURLcode rc, char *why, size_t whysz)
 {
-    const char *msg = curl_easy_strerror(rc);
+    /* libcurl's detail ("SSL certificate problem: certificate has expired")
+     * says more than the code's name */
+    const char *msg = r->curl_error[0] ? r->curl_error : curl_easy_strerror(rc);
     if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
         rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CONNECT_ERROR ||
         rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT) {

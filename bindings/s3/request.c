@@ -254,6 +254,8 @@ static void set_transfer_options(CURL *e, const s3_config *cfg, s3_req *r, const
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->slist);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    r->curl_error[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_error);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);

@@ -108,6 +108,25 @@ typedef struct s3_config {
     double clock_skew; /* added to the local clock (tests) */
 } s3_config;
 
+/* The aws CLI's shared files (ini.c): section `want` ("default",
+ * "profile NAME", or a credentials file's "NAME"), nested blocks as
+ * "parent.key". A missing file is an empty section. */
+typedef struct {
+    char key[64];
+    char value[2048];
+} s3_ini_entry;
+
+typedef struct {
+    s3_ini_entry *v;
+    int n;
+    bool found; /* the section exists */
+} s3_ini_section;
+
+void s3_ini_parse(const char *text, size_t len, const char *want, s3_ini_section *out);
+void s3_ini_read(const char *path, const char *want, s3_ini_section *out);
+const char *s3_ini_get(const s3_ini_section *s, const char *key); /* the last one wins */
+void s3_ini_free(s3_ini_section *s);
+
 /* The option names s3_config_load reads (NULL-terminated): a stage made
  * from a client refuses them, since its client's settings apply. */
 extern const char *const s3_setting_names[];
@@ -209,8 +228,9 @@ struct s3_req {
     char last_modified[64];
     char content_type[128];
     char request_id[96];
-    char error_code[64]; /* S3 error Code when the answer was an error */
-    pv_err err;          /* set when the request finally failed */
+    char error_code[64];              /* S3 error Code when the answer was an error */
+    char curl_error[CURL_ERROR_SIZE]; /* libcurl's own words on a failed transfer */
+    pv_err err;                       /* set when the request finally failed */
     s3_req *next_done;
 };
 

@@ -252,6 +252,9 @@ static int writer_write(pv_stage *st, const uint8_t *data, size_t len, pv_err *e
         len -= n;
         if (s->len == size && !w->single) {
             if (!w->upload_id && create_upload(w, err) < 0) return -1;
+            /* never more than `parallel` parts in flight */
+            while (in_flight(w) >= w->parallel)
+                if (harvest(w, true, err) < 0) return -1;
             s->number = w->next_number++;
             if (send_part(w, s, err) < 0) return -1;
             part_slot *next = free_slot(w, err);
@@ -425,6 +428,8 @@ static int writer_finish(pv_stage *st, pv_err *err)
         if (put_single(w, err) < 0) return -1;
     } else {
         if (s->len > 0) {
+            while (in_flight(w) >= w->parallel)
+                if (harvest(w, true, err) < 0) return -1;
             s->number = w->next_number++;
             if (send_part(w, s, err) < 0) return -1;
             w->filling = NULL;

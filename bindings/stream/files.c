@@ -27,6 +27,8 @@ typedef struct {
 /* {prefix = STRING}: kept alive as the stage's user value. */
 static void set_prefix(lua_State *L, fd_stage *f, int opts)
 {
+    static const char *const known[] = {"prefix", "label", NULL};
+    pv_opt_only(L, opts, known);
     if (!pv_opt_str(L, opts, "prefix", NULL)) return;
     lua_getfield(L, opts, "prefix");
     f->prefix = lua_tolstring(L, -1, &f->prefix_len);
@@ -136,7 +138,7 @@ static const pv_stage_ops stdout_ops = {.name = "stdout", .write = fd_writer_wri
 
 int pv_stream_stdout(lua_State *L)
 {
-    int opts = lua_istable(L, 1) ? 1 : 0;
+    int opts = lua_isnoneornil(L, 1) ? 0 : 1;
     fd_stage *f = pv_stage_new(L, &stdout_ops, sizeof *f, opts);
     f->fd = STDOUT_FILENO;
     snprintf(f->path, sizeof f->path, "standard output");
@@ -196,6 +198,8 @@ int pv_stream_file_writer(lua_State *L)
     int opts = lua_isnoneornil(L, 2) ? 0 : 2;
     if (strlen(path) >= sizeof(((file_writer *)0)->path))
         return luaL_argerror(L, 1, "path too long");
+    static const char *const known[] = {"mode", "no_clobber", "label", NULL};
+    pv_opt_only(L, opts, known);
     lua_Integer mode = pv_opt_int(L, opts, "mode", 0600);
     bool no_clobber = pv_opt_bool(L, opts, "no_clobber", false);
     file_writer *w = pv_stage_new(L, &file_writer_ops, sizeof *w, opts);

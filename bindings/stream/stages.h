@@ -25,7 +25,9 @@ int pv_stream_file_writer(lua_State *L);
 /* taps.c: stream.sha256(), stream.counter() */
 int pv_stream_sha256(lua_State *L);
 int pv_stream_counter(lua_State *L);
-/* stream.zstd{level=3, threads=0, checksum=true}: compress filter. */
+/* stream.zstd{level=3, threads=0, checksum=true, job_size=2 MiB,
+ * frame_size=4 jobs per worker, at least 4 MiB (0: one frame)}: compress
+ * filter; its report says how many frames it wrote. */
 int pv_stream_zstd(lua_State *L);
 /* stream.unzstd{threads = 0}: decompress filter (concatenated frames
  * allowed); 0: the CPUs, at most 4; 1: on the caller's thread. */

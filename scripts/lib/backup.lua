@@ -12,7 +12,6 @@
 --   -- b.path, b.manifest_path, b.manifest, b.result (what each stage saw)
 local archive = require "pgvault.archive"
 local dump = require "pgvault.dump"
-local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
 local collation = require "lib.collation"
@@ -42,7 +41,7 @@ backup.CLI = {
     .. "same place is named YYYYMMDDHHMMSS-2_<suffix>…; no backup is ever overwritten. Prints the\n"
     .. "archive's path last on stdout. If pg_dump fails or is killed, nothing is left under the\n"
     .. "final name.",
-  options = s3cli.with_options {
+  options = s3cli.with_options({
     { "db", "d", "URL", "the database (postgresql://user@host:port/db or a conninfo string)" },
     { "to", "o", "DIR", "where to write: a directory or s3://BUCKET/PREFIX/ (default db_backups)" },
     { "suffix", "s", "NAME", "environment name in the file name (default local)" },
@@ -51,7 +50,7 @@ backup.CLI = {
     { "pg-bin", nil, "DIR", "directory of the pg_dump to use (default: the newest that fits the server)" },
     { "recipient", "r", "RECIPIENT", "encrypt the backup to an age recipient (….backup.zst.age)", multi = true },
     { "recipients-file", "R", "FILE", "encrypt to every age recipient listed in FILE", multi = true },
-  },
+  }, { upload = true }),
   epilog = "The password may be in the URL, PGPASSWORD or ~/.pgpass; it never reaches a command line.",
 }
 
@@ -85,7 +84,11 @@ local function recipients(o)
   local crypto = require "pgvault.crypto"
   local list = {}
   for _, r in ipairs(o.recipients or {}) do list[#list + 1] = r end
-  for _, r in ipairs(o.recipient or {}) do list[#list + 1] = crypto.check_recipient(r) end
+  for _, r in ipairs(o.recipient or {}) do
+    local ok, checked = pcall(crypto.check_recipient, r)
+    if not ok then usage("-r/--recipient: %s", tostring(type(checked) == "table" and checked.message or checked)) end
+    list[#list + 1] = checked
+  end
   for _, f in ipairs(o.recipients_file or {}) do
     for _, r in ipairs(crypto.read_recipients(f)) do list[#list + 1] = r end
   end
@@ -106,6 +109,10 @@ function backup.options(o)
   local r = {}
   for k, v in pairs(o) do r[k] = v end
   r.to = o.to or backup.DEFAULT_DIR
+  if s3cli.is_s3(r.to) then
+    local ok, err = pcall(require("pgvault.s3").parse_url, r.to)
+    if not ok then usage("--to: %s", tostring(type(err) == "table" and err.message or err)) end
+  end
   r.suffix = o.suffix or backup.DEFAULT_SUFFIX
   if not naming.valid_env(r.suffix) then
     usage("--suffix '%s' must be letters, digits, '-' or '_' (it becomes part of the file name)", r.suffix)
@@ -122,7 +129,7 @@ end
 -- connection (the collation warning arrives as one: said with pg_dump's,
 -- once, by backup.report).
 local function inspect(db)
-  local c <close> = pg.connect(db, { log_notices = false })
+  local c <close> = database.connect(db, { log_notices = false })
   local info = c:query([[SELECT current_database() AS name, current_setting('server_version') AS version,
     current_setting('server_version_num')::int AS version_num]])[1]
   info.properties = database.properties(c)

@@ -100,6 +100,13 @@ local function set(spec, o, opt, value, shown)
   end
 end
 
+-- The argument after argv[i], the value of option `opt` (shown as `shown`).
+local function next_value(spec, argv, i, opt, shown)
+  local value = argv[i + 1]
+  if value == nil then usage_error(spec, "option %s needs a value (%s)", shown, opt[3]) end
+  return value, i + 1
+end
+
 -- "--name", "--name=value"; returns the index of the last argument used.
 local function long_option(spec, o, by_long, argv, i)
   local a = argv[i]
@@ -107,11 +114,7 @@ local function long_option(spec, o, by_long, argv, i)
   name = name or a:sub(3)
   local opt = by_long[name]
   if not opt then usage_error(spec, "unknown option --%s", name) end
-  if opt[3] and value == nil then
-    i = i + 1
-    value = argv[i]
-    if value == nil then usage_error(spec, "option --%s needs a value (%s)", name, opt[3]) end
-  end
+  if opt[3] and value == nil then value, i = next_value(spec, argv, i, opt, "--" .. name) end
   set(spec, o, opt, value, "--" .. name)
   return i
 end
@@ -124,11 +127,7 @@ local function short_options(spec, o, by_short, argv, i)
   if not opt then usage_error(spec, "unknown option -%s", letter) end
   if opt[3] then
     local value = a:sub(3)
-    if value == "" then
-      i = i + 1
-      value = argv[i]
-      if value == nil then usage_error(spec, "option -%s needs a value (%s)", letter, opt[3]) end
-    end
+    if value == "" then value, i = next_value(spec, argv, i, opt, "-" .. letter) end
     set(spec, o, opt, value, "-" .. letter)
     return i
   end

@@ -49,6 +49,8 @@ config.KEYS = {
   { "part_size", "integer", "multipart part size in MiB (default 8, at least 5)", arg = "MiB", min = 5 },
   { "parallel", "integer", "S3 parts in flight at once (default 4)", arg = "N", min = 1 },
   { "retries", "integer", "attempts per S3 request before giving up (default 6)", arg = "N", min = 1 },
+  { "timeout", "integer", "seconds an S3 request may stall before it is retried (default 60)", arg = "SECONDS",
+    min = 1 },
   -- encryption and signatures
   { "recipient", "list", "encrypt to this age recipient", arg = "RECIPIENT", short = "r" },
   { "recipients_file", "list", "encrypt to every age recipient listed in FILE", arg = "FILE", short = "R" },

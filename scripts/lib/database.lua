@@ -13,12 +13,25 @@ local json = require "lib.json"
 
 local database = {}
 
+-- The search path of every connection pgvault opens to run its own
+-- queries: a database may carry ALTER DATABASE … SET search_path = public,
+-- …, and an object planted in public would then shadow a built-in function
+-- and run with the rights of the role running pgvault.
+database.SEARCH_PATH = "pg_catalog, pg_temp"
+
+-- pg.connect (same arguments) with the search path pinned.
+function database.connect(target, opts)
+  local c = pg.connect(target, opts)
+  c:exec("SET search_path = " .. database.SEARCH_PATH)
+  return c
+end
+
 -- A connection to the server's maintenance database (postgres, else
 -- template1) with the credentials of `url`.
 function database.admin_connect(url)
   local last
   for _, db in ipairs({ "postgres", "template1" }) do
-    local ok, c = pcall(pg.connect, (dump.conninfo(url, { dbname = db, password = true })))
+    local ok, c = pcall(database.connect, (dump.conninfo(url, { dbname = db, password = true })))
     if ok then return c end
     last = c
     if type(c) == "table" and c.sqlstate ~= "3D000" then break end

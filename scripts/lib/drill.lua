@@ -3,7 +3,6 @@
 -- it with pg_restore, compares each table's row count with the archive's
 -- COPY row count, and drops the scratch database whatever happened.
 local dump = require "pgvault.dump"
-local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
 local stream = require "pgvault.stream"
@@ -20,9 +19,17 @@ function drill.run(o)
   local _, name = dump.conninfo(o.url)
   if not name or name == "" then pgvault.raise("usage", "--restore-into URL must name a scratch database") end
   local admin <close> = database.admin_connect(o.url)
-  if #admin:query("SELECT 1 FROM pg_database WHERE datname = $1", name) > 0 then
-    pgvault.raise("verify", "database " .. name .. " already exists: --restore-into needs a new scratch " ..
+  if database.exists(admin, name) then
+    pgvault.raise("exists", "database " .. name .. " already exists: --restore-into needs a new scratch " ..
       "database name (it is dropped afterwards)")
+  end
+  -- pg_restore --no-owner makes every object the drill's role's: the
+  -- archive's code (index expressions, constraints, triggers) runs with its
+  -- rights while it loads
+  local role = admin:query("SELECT current_user AS name, rolsuper FROM pg_roles WHERE rolname = current_user")[1]
+  if role and role.rolsuper then
+    log.warn("the restore drill runs the backup's code as %s, a superuser: a backup from a place others can "
+      .. "write may run any command on this server; give --restore-into a role with CREATEDB only", role.name)
   end
   admin:exec("CREATE DATABASE " .. admin:quote_ident(name) .. " TEMPLATE template0")
   local t0 = proc.now()
@@ -32,7 +39,7 @@ function drill.run(o)
     stages[#stages + 1] = dump.pg_restore { db = dump.conninfo(o.url, { password = true }),
       args = { "--exit-on-error", "--no-owner", "--no-privileges" } }
     stream.run(stages)
-    local c <close> = pg.connect((dump.conninfo(o.url, { password = true })))
+    local c <close> = database.connect((dump.conninfo(o.url, { password = true })))
     local tables = {}
     for _, tb in ipairs(o.summary.tables) do
       if tb.rows and tb.kind == "TABLE DATA" then

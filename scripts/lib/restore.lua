@@ -19,7 +19,6 @@
 local archive = require "pgvault.archive"
 local dump = require "pgvault.dump"
 local fs = require "pgvault.fs"
-local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
 local stream = require "pgvault.stream"
@@ -276,7 +275,7 @@ function restore.check_rows(job, src, db)
     db.checked = 0
     return 0
   end
-  local c <close> = pg.connect((dump.conninfo(job.db, { dbname = db.name, password = true })))
+  local c <close> = database.connect((dump.conninfo(job.db, { dbname = db.name, password = true })))
   local tables = {}
   for name, rows in pairs(counts) do
     local schema, tbl = name:match("^(.-)%.(.+)$")

@@ -12,7 +12,10 @@
 -- goes into one of N psql sessions (COPY ... FROM stdin) as its block
 -- arrives, large objects as lo_open/lowrite SQL; a block that arrives while
 -- every session is busy waits in a bounded spill (`spill` bytes, 64 MiB by
--- default), so the stream only waits once the spill is full. After the
+-- default), so the stream only waits once the spill is full; a table's COPY
+-- text is cut every `split` bytes (32 MiB by default) into pieces that the
+-- sessions load side by side, so one big table is loaded on N connections
+-- (pg_restore -j loads a table on one). After the
 -- stream: the data section's entries without a block (sequence values) and
 -- post-data (indexes, constraints, triggers) with pg_restore -j N on the TOC
 -- file, which pg_restore reads as any archive. The result is what
@@ -46,7 +49,7 @@ function streamed.sink(job, db)
   for i = 1, job.jobs do workers[i] = dump.psql { db = db.conninfo, pg_bin = job.pg_bin } end
   db.streamed = { tmp = tmp, toc = toc, pg_restore = pg_restore }
   return archive.restorer { toc_file = toc, predata = pg_restore("pre-data", 1), workers = workers,
-    spill = job.spill or streamed.DEFAULT_SPILL, list = true, label = "archive" }
+    spill = job.spill or streamed.DEFAULT_SPILL, split = job.split, list = true, label = "archive" }
 end
 
 -- pg_restore's list of the TOC with every entry that had a data block

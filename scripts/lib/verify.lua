@@ -186,9 +186,10 @@ function verify.report(job, src, r)
     local copy = {}
     for k, v in pairs(r.archive) do if k ~= "list" then copy[k] = v end end
     copy.tables = json.array(copy.tables)
-    io.stdout:write(json.encode({ ok = #job.problems == 0, path = src.name, layers = json.array(src.layers),
-      archive = copy, stored = r.stored, plain = r.plain, manifest = src.manifest and src.manifest_path or nil,
-      matches = src.manifest and job.matches or nil, problems = job.problems, restore = job.drill }), "\n")
+    local out = { ok = #job.problems == 0, path = src.name, layers = json.array(src.layers), archive = copy,
+      stored = r.stored, plain = r.plain, problems = job.problems, restore = job.drill }
+    if src.manifest then out.manifest, out.matches = src.manifest_path, job.matches end
+    io.stdout:write(json.encode(out), "\n")
   elseif job.list then
     io.stdout:write(r.archive.list or "")
   else

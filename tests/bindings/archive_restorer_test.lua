@@ -102,8 +102,8 @@ end
 
 -- The engine as lib.restore runs it: the sink in a pipeline, then finish.
 local last_tmp
-local function streamed_restore(stages, db, jobs, spill)
-  local job = { jobs = jobs or 2, spill = spill }
+local function streamed_restore(stages, db, jobs, spill, split)
+  local job = { jobs = jobs or 2, spill = spill, split = split }
   local dbh = { conninfo = dump.conninfo(pg.url(db), { password = true }) }
   local all = {}
   for _, s in ipairs(stages) do all[#all + 1] = s end
@@ -147,11 +147,12 @@ t.test("a pgvault backup (.zst through a pipe) restores as pg_restore -j 2 resto
   same_as_pg_restore("restorer_a", ".zst")
 end)
 
-t.test("pg_dump -Fc (gzip blocks, offsets), a small spill and four sessions", function()
+t.test("pg_dump -Fc (gzip blocks, offsets), a small spill, four sessions, big tables in 64 KiB pieces", function()
   local file = fx.pg_dump(source_db(), dir .. "/fc.dump", {})
-  local r = streamed_restore({ stream.file_reader(file) }, fresh("restorer_b"), 4, 2 << 20)
+  local r = streamed_restore({ stream.file_reader(file) }, fresh("restorer_b"), 4, 2 << 20, 65536)
   t.ok(r.archive.restore.spill_peak <= 2 << 20, "the spill stayed within its budget")
-  same_as_pg_restore("restorer_b", "-Fc, 4 sessions, 2 MiB spill")
+  t.ok(r.archive.restore.jobs > 20, "the orders, items and events tables in pieces: " .. r.archive.restore.jobs)
+  same_as_pg_restore("restorer_b", "-Fc, 4 sessions, 2 MiB spill, 64 KiB pieces")
 end)
 
 t.test("an --inserts archive: its INSERT statements are the data", function()

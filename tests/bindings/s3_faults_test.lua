@@ -179,26 +179,10 @@ t.test("ListMultipartUploads pages through stale uploads and AbortMultipartUploa
   t.eq(#proxy:uploads("open"), 0)
 end)
 
--- A test CA and a certificate for 127.0.0.1 signed by it.
-local function test_ca(d)
-  local script = [[
-set -e
-cd "$1"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=pgvault test CA" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext.cnf
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 \
-  -extfile ext.cnf 2>/dev/null
-]]
-  local r = h.run({ "sh", "-c", script, "sh", d })
-  assert(r.code == 0, "openssl: " .. r.stderr)
-  return { cert = d .. "/server.pem", key = d .. "/server.key", ca = d .. "/ca.pem" }
-end
-
 t.test("HTTPS: verified with the test CA given, refused without it", function()
   local bucket = make_bucket("faults-tls")
   local d = h.tmpdir()
-  local tls = test_ca(d)
+  local tls = s3h.tls(d)
   local proxy <close> = s3proxy.start({ tls = tls })
   local url = "s3://" .. bucket .. "/tls.txt"
   s3.put(url, "over TLS", proxy:opts())
@@ -229,7 +213,7 @@ t.test("permission errors fail at once and name the B2 capability the key lacks"
   t.match(tostring(err), "'deleteFiles' capability")
   t.match(tostring(err), "access key id " .. h.s3().access_key)
   t.eq(proxy:stats().ops.DeleteObject, 1, "no retry")
-  proxy:rules({ { op = "ListObjects", action = "error", status = 403, code = "AccessDenied",
+  proxy:rules({ { op = "ListObjectsV2", action = "error", status = 403, code = "AccessDenied",
     message = "application key lacks listAllBucketNames" } })
   t.raises(function() s3.list("s3://" .. bucket .. "/", proxy:opts()) end, "'listAllBucketNames' capability")
 end)

@@ -388,3 +388,29 @@ t.test("S3 XML: expat tree of listings and errors; malformed answers refused; fu
     t.ok(ok, name .. ": " .. tostring(res))
   end
 end)
+
+t.test("aws shared files: sections, nested blocks, comments, long lines; fuzz corpus replays", function()
+  local text = "[default]\nregion = eu-west-1\n# region = commented\n\n[profile b2]\nregion=us-west-004\n"
+    .. "s3 =\n  endpoint_url = https://s3.example\n  addressing_style = path\nca_bundle = /x.pem\n"
+    .. "[ profile spaced ]\nregion = sp\n"
+  local b2 = s3._ini(text, "profile b2")
+  t.eq(b2.found, true)
+  t.eq({ b2[1], b2[2], b2[3], b2[4] }, { { "region", "us-west-004" }, { "s3.endpoint_url", "https://s3.example" },
+    { "s3.addressing_style", "path" }, { "ca_bundle", "/x.pem" } })
+  t.eq(s3._ini(text, "default")[1], { "region", "eu-west-1" })
+  t.eq(s3._ini(text, "profile spaced")[1], { "region", "sp" }, "a header's inner spaces are trimmed")
+  t.eq(s3._ini(text, "profile nope").found, false)
+  -- a line longer than any buffer is one value, cut, never a second entry made of its tail
+  local long = string.rep("k", 6000) .. "aws_secret_access_key = tail"
+  local sec = s3._ini("[default]\naws_access_key_id = " .. long .. "\n", "default")
+  t.eq(#sec, 1, "one entry")
+  t.eq(#sec[1][2], 2047, "cut to the value's room")
+  local dir = h.root .. "/tests/fuzz/awsconfig_corpus"
+  local names = fs.listdir(dir)
+  t.ok(#names >= 6, "corpus present")
+  for _, name in ipairs(names) do
+    local data = h.read(dir .. "/" .. name)
+    local ok, res = pcall(s3._ini, data, data:match("^[^\n]*"))
+    t.ok(ok, name .. ": " .. tostring(res))
+  end
+end)

@@ -150,3 +150,34 @@ t.test("a large stream goes through in bounded memory", function()
   t.ok(tonumber(hwm) - tonumber(base) < 64 * 1024,
     "peak RSS " .. hwm .. " kB (" .. base .. " kB before) grew by less than 64 MiB")
 end)
+
+-- Counts the frames of a .zst file as the zstd CLI sees them.
+local function cli_frames(path)
+  local r = h.run({ "zstd", "-lv", path })
+  return tonumber(r.stdout:match("# Zstandard Frames: (%d+)"))
+end
+
+t.test("frame_size writes independent frames (zstd -lv counts them), each decodable, no empty last frame", function()
+  local d = h.tmpdir()
+  local data = sample(5 * 1024 * 1024 + 12345, 3)
+  for _, c in ipairs({ { 1 << 20, 6 }, { 0, 1 }, { 5 * 1024 * 1024 + 12345, 1 }, { nil, 1 } }) do
+    local path = string.format("%s/f-%s.zst", d, tostring(c[1]))
+    local r = stream.run { stream.string(data), stream.zstd { frame_size = c[1] }, stream.file_writer(path) }
+    t.eq(cli_frames(path), c[2], "frames of frame_size " .. tostring(c[1]))
+    t.eq(r.zstd.frames, c[2], "the report agrees")
+    local back = h.run({ "zstd", "-q", "-d", "-c", path })
+    t.ok(back.code == 0 and back.stdout == data, "zstd -d restores it")
+    t.ok(decompress(h.read(path)) == data, "unzstd restores it")
+  end
+  local exact = string.rep("x", 2 << 20)
+  local path = d .. "/exact.zst"
+  stream.run { stream.string(exact), stream.zstd { frame_size = 1 << 20 }, stream.file_writer(path) }
+  t.eq(cli_frames(path), 2, "an input of exactly two frames makes two, not a third empty one")
+  t.eq(decompress(compress("", { frame_size = 1 << 20 }).buffer.data), "", "an empty input is one empty frame")
+end)
+
+t.test("unknown or wrong options are argument errors", function()
+  t.raises(function() stream.zstd { levle = 19 } end, "unknown option 'levle' %(known: level, threads")
+  t.raises(function() stream.zstd { frame_size = 100 } end, "frame_size must be 0")
+  t.raises(function() stream.zstd { threads = "2" } end, "field 'threads': integer expected, got string")
+end)

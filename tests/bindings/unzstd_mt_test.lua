@@ -4,6 +4,7 @@
 -- frames, one big frame, a mix, skippable and empty frames, a frame that
 -- inflates hugely), and damage fails the same way.
 local t = require "harness.testing"
+local h = require "harness.env"
 local stream = require "pgvault.stream"
 local archive = require "pgvault.archive"
 local fs = require "pgvault.fs"
@@ -18,9 +19,10 @@ local function noise(n, seed, raw)
   return table.concat(parts)
 end
 
+-- One frame of `data` (frame_size = 0).
 local function zstd(data, level)
-  return stream.run { stream.string(data), stream.zstd { level = level or 3 }, stream.buffer { max = 1 << 30 } }
-    .buffer.data
+  return stream.run { stream.string(data), stream.zstd { level = level or 3, frame_size = 0 },
+    stream.buffer { max = 1 << 30 } }.buffer.data
 end
 
 local function unzstd(data, threads)
@@ -122,6 +124,28 @@ t.test("a failure after it stops the workers", function()
     stream.discard() })
   t.eq(ok, false)
   t.eq(e.kind, "archive")
+end)
+
+t.test("stream.zstd writes a frame every frame_size bytes: every frame decodes on its own", function()
+  local data = noise(10 * 1024 * 1024 + 5, 21)
+  local z = stream.run { stream.string(data), stream.zstd { frame_size = 1 << 20 }, stream.buffer { max = 1 << 30 } }
+    .buffer.data
+  local out, rep = unzstd(z, 2)
+  t.ok(out == data)
+  t.eq(rep.frames, 11, "ten whole frames and the rest")
+  t.eq(rep.frames_in_sequence, 0)
+  local one = stream.run { stream.string(data), stream.zstd { frame_size = 0 }, stream.buffer { max = 1 << 30 } }
+  t.eq(select(2, unzstd(one.buffer.data, 2)).frames, 1, "frame_size = 0: one frame, as before")
+  local exact = stream.run { stream.string(string.rep("x", 2 << 20)), stream.zstd { frame_size = 1 << 20 },
+    stream.buffer() }.buffer.data
+  t.eq(select(2, unzstd(exact, 2)).frames, 2, "no empty frame after the last whole one")
+  -- the zstd program reads it, as it reads any stream of frames
+  local path = h.tmpdir() .. "/frames.zst"
+  fs.write_file(path, z)
+  local r = h.run({ "sh", "-c", "zstd -qdc '" .. path .. "' | sha256sum" })
+  local want = stream.run { stream.string(data), stream.sha256(), stream.discard() }.sha256.sha256
+  t.eq(r.stdout:match("^(%x+)"), want, "zstd -d gives the same bytes")
+  t.raises(function() stream.zstd { frame_size = 1000 } end, "frame_size must be 0")
 end)
 
 t.test("the fuzz corpus replays: one thread and three agree on every input", function()

@@ -57,6 +57,37 @@ function M.file_sha256(path)
   return stream.run { stream.file_reader(path), stream.sha256(), stream.discard() }.sha256.sha256
 end
 
+-- Certificates made with openssl in dir: a test CA (ca.pem) and a server
+-- certificate for 127.0.0.1 it signed (server.pem, server.key); with
+-- opts.expired the server certificate's validity ended in 2020. Returns
+-- {cert=, key=, ca=} as s3proxy.start{tls=} takes it, plus other_ca, a CA
+-- that signed nothing here (a wrong CA).
+function M.tls(dir, opts)
+  local script = [[
+set -e
+cd "$1"
+q() { "$@" >/dev/null 2>&1 || { "$@"; exit 1; }; }
+q openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=pgvault test CA"
+q openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.pem -days 2 -subj "/CN=another CA"
+q openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext.cnf
+if [ "$2" = expired ]; then
+  mkdir -p db && : > db/index && echo 01 > db/serial
+  printf '[ca]\ndefault_ca=c\n[c]\ndatabase=db/index\nserial=db/serial\nnew_certs_dir=db\n' > ca.cnf
+  printf 'default_md=sha256\npolicy=p\ncopy_extensions=copy\n[p]\ncommonName=supplied\n' >> ca.cnf
+  q openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in server.csr -out server.pem \
+    -startdate 20200101000000Z -enddate 20200102000000Z -extfile ext.cnf
+else
+  q openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 \
+    -extfile ext.cnf
+fi
+]]
+  local r = h.run({ "sh", "-c", script, "sh", dir, opts and opts.expired and "expired" or "valid" })
+  assert(r.code == 0, "openssl: " .. r.stdout .. r.stderr)
+  return { cert = dir .. "/server.pem", key = dir .. "/server.key", ca = dir .. "/ca.pem",
+    other_ca = dir .. "/other.pem" }
+end
+
 -- radosgw-admin on the suite's cluster: M.admin{ "user", "suspend", "--uid", M.user() }.
 function M.admin(args)
   return rgw.admin(h.s3(), args)

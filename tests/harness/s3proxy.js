@@ -15,7 +15,8 @@
 // of {op, action, rate, after, count, except, header} (a rule with header
 // fires only on requests carrying it; actions: status503,
 // status500, reset, slow with ms, hang, error with status/code/message,
-// corrupt, etag with mode "aws" or "wrong": the CompleteMultipartUpload
+// corrupt (with upstream: true the server, not the proxy, finds the damage),
+// etag with mode "aws" or "wrong": the CompleteMultipartUpload
 // answer carries the ETag AWS gives a multipart object, MD5 of the parts'
 // binary MD5s + "-N", or a wrong one of that form); POST /__proxy/delay
 // with {ms} delays every request (a distant server); GET /__proxy/stats;
@@ -57,7 +58,8 @@ function opOf(req, url) {
     default:
       if (q.has('uploads')) return 'ListMultipartUploads';
       if (q.has('uploadId')) return 'ListParts';
-      return hasKey ? 'GetObject' : 'ListObjects';
+      if (hasKey) return 'GetObject';
+      return q.get('list-type') === '2' ? 'ListObjectsV2' : 'ListObjects';
   }
 }
 
@@ -208,6 +210,8 @@ function forward(req, res, url, op, rule) {
     const wantMd5 = req.headers['content-md5'];
     const wantSha = req.headers['x-amz-content-sha256'];
     let code = null;
+    // upstream: true leaves the damaged body for the server to find
+    if (rule && rule.action === 'corrupt' && rule.upstream) return up.end();
     if (wantMd5 && md5.digest('base64') !== wantMd5) code = 'BadDigest';
     else if (wantSha && /^[0-9a-f]{64}$/.test(wantSha) && sha.digest('hex') !== wantSha) code = 'XAmzContentSHA256Mismatch';
     if (code) {

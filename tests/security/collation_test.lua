@@ -101,7 +101,7 @@ t.test("collation-check and -fix ignore a search_path that puts the database's o
     admin("postgres", "UPDATE pg_database SET datcollversion = '0.1' WHERE datname = '" .. name .. "';")
     local c <close> = pg.connect(PG.admin_url(name), { log_notices = false })
     t.eq(c:query("SELECT current_setting('search_path') AS p")[1].p, "public, pg_catalog", "the trap is set")
-    local r = h.pgvault({ "collation-check", "--db", PG.admin_url(name), "--deep" })
+    local r = h.pgvault({ "collation-check", "--db", PG.admin_url(name), "--deep", "--create-amcheck" })
     t.eq(r.code, 1, r.stdout .. r.stderr)
     t.match(r.stdout, "public%.w_s on public%.w")
     t.eq(is_superuser(), false, "collation-check ran none of the attacker's functions")

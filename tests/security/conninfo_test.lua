@@ -89,8 +89,8 @@ end
 -- Runs pg_dump through pgvault with `db` (pgvault's own environment: env),
 -- and looks at pg_dump while a lock holds it: its command line, its
 -- environment, and the files that environment names.
-local function watch_pg_dump(db, env)
-  local release = children.lock_table(DB, "t")
+local function watch_pg_dump(db, env, dbname)
+  local release = children.lock_table(dbname or DB, "t")
   local d = h.tmpdir()
   -- The URL reaches pgvault in a file: an environment variable of the test
   -- would be inherited by pg_dump and look like a leak.
@@ -145,20 +145,26 @@ t.test("no secret on a client's command line or in its environment: password and
   t.no_match(seen.stderr, secret, "nothing logged")
 end)
 
+-- A role of this test's own: other test files use the shared one meanwhile.
 t.test("a password from pgvault's own PGPASSWORD reaches pg_dump the same way; ':' and '\\' escaped", function()
-  h.psql(PG.admin_url("postgres"), "ALTER ROLE " .. PG.user .. " PASSWORD 'a:b\\c" .. PG.password .. "';")
+  local role, db, pw = "sec_conninfo_pw", "sec_conninfo_pw", "a:b\\c" .. PG.password
+  h.psql(PG.admin_url("postgres"), string.format([[DROP DATABASE IF EXISTS %s WITH (FORCE);
+    DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN PASSWORD '%s';
+    CREATE DATABASE %s OWNER %s TEMPLATE template0;]], db, role, role, pw, db, role))
   local ok, err = pcall(function()
-    local bare = string.format("postgresql://%s@127.0.0.1:%d/%s", PG.user, PORT, DB)
-    local seen = watch_pg_dump(bare, { PGPASSWORD = "a:b\\c" .. PG.password })
+    h.psql(PG.admin_url(db), "SET ROLE " .. role .. "; CREATE TABLE t (id int);")
+    local bare = string.format("postgresql://%s@127.0.0.1:%d/%s", role, PORT, db)
+    local seen = watch_pg_dump(bare, { PGPASSWORD = pw }, db)
     t.eq(seen.code, 0, seen.stderr)
     t.no_match(seen.environ, "PGPASSWORD", "not in pg_dump's environment")
     t.eq(seen.files.PGPASSFILE and seen.files.PGPASSFILE.content, "*:*:*:*:a\\:b\\\\c" .. PG.password .. "\n")
     -- a passfile= setting of the user's would win over ours: not passed on
-    seen = watch_pg_dump(bare .. "?passfile=/nonexistent", { PGPASSWORD = "a:b\\c" .. PG.password })
+    seen = watch_pg_dump(bare .. "?passfile=/nonexistent", { PGPASSWORD = pw }, db)
     t.eq(seen.code, 0, seen.stderr)
     t.no_match(seen.cmdline, "nonexistent")
   end)
-  h.psql(PG.admin_url("postgres"), "ALTER ROLE " .. PG.user .. " PASSWORD '" .. PG.password .. "';")
+  h.psql(PG.admin_url("postgres"), string.format("DROP DATABASE IF EXISTS %s WITH (FORCE); DROP ROLE IF EXISTS %s;",
+    db, role))
   if not ok then error(err, 0) end
 end)
 

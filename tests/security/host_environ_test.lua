@@ -18,6 +18,8 @@ local SECRETS = {
   AWS_SESSION_TOKEN = "aws-session-token-value",
   GITHUB_TOKEN = "ghp-token-value-xyz",
   NEON_API_KEY = "neon-api-key-value",
+  FLY_API_TOKEN = "fly-api-token-value",
+  FLY_ACCESS_TOKEN = "fly-access-token-value",
   DATABASE_URL = "postgresql://app:database-url-password@db/app",
 }
 

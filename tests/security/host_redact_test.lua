@@ -43,6 +43,9 @@ local cases = {
   { "postgresql://app:s3cr3t@db:5432/x", "postgresql://app:***@db:5432/x", "s3cr3t" },
   { "postgresql://app:p@ss/w0rd@db:5432/x", "postgresql://app:***@db:5432/x", "w0rd" },
   { "https://user:tok@host/path?password=pw2&x=1", "https://user:***@host/path?password=***&x=1", "pw2" },
+  { "postgresql://u:Pa55@S3cret@h/db", "postgresql://u:***@h/db", "S3cret" },
+  { "postgresql://u:Sup3r/Tail@h/db", "postgresql://u:***@h/db", "Sup3r" },
+  { "https://host/path?email=a@b.example", "https://host/path?email=a@b.example" },
   -- SQL that quotes a password (a server error can echo the statement)
   { "ALTER ROLE app PASSWORD 'hunter2'", "ALTER ROLE app PASSWORD '***'", "hunter2" },
   -- what must stay as it is

@@ -214,7 +214,7 @@ t.test("bucket: same rules, one listing pass, deletes in batches, stale uploads 
   for op, count in pairs(proxy:stats().ops) do
     if count - (before[op] or 0) > 0 then ops[op] = count - (before[op] or 0) end
   end
-  t.eq(ops.ListObjects, 1, "one listing page")
+  t.eq(ops.ListObjectsV2, 1, "one listing page")
   t.eq(ops.ListMultipartUploads, 1, "one upload listing")
   -- The lock is read three times (before and after taking it, before
   -- releasing it) and deleted on release; the manifests read are the

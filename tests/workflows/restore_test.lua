@@ -245,8 +245,3 @@ t.test("an extension's configuration table and inherited tables restore: counts 
   t.eq(r.code, 0, r.stderr .. r.stdout)
   h.dropdb("restore_ext_source_test")
 end)
-
-t.teardown(function()
-  h.dropdb(LIVE)
-  t.ok(not fs.exists(backups .. "/nothing"))
-end)

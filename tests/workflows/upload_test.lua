@@ -7,6 +7,7 @@ local s3 = require "pgvault.s3"
 local s3proxy = require "harness.s3proxy"
 local s3h = require "harness.s3"
 local proc = require "pgvault.proc"
+local fs = require "pgvault.fs"
 local make_bucket, make_file, sha = s3h.make_bucket, s3h.make_file, s3h.file_sha256
 
 
@@ -29,6 +30,11 @@ t.test("upload a file, download it back byte-identically; the aws CLI agrees", f
   r = h.pgvault({ "download", "s3://" .. bucket .. "/dir/data.bin" }, { env = env, cwd = d })
   t.eq(r.code, 1)
   t.match(r.stderr, "already exists")
+  h.write(d .. "/back.bin", "stale")
+  r = h.pgvault({ "download", "--force", "s3://" .. bucket .. "/dir/data.bin", "-o", d .. "/back.bin" },
+    { env = env })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(sha(d .. "/back.bin"), sha(d .. "/data.bin"), "--force replaces the file")
   -- standard input, and standard output
   r = h.pgvault({ "upload", "-", "s3://" .. bucket .. "/stdin.txt" }, { env = env, stdin = "from stdin\n" })
   t.eq(r.code, 0, r.stderr)
@@ -55,7 +61,9 @@ t.test("download checks a backup against its manifest and keeps no file when it 
   r = h.pgvault({ "download", "s3://" .. bucket .. "/b/" .. name, "-o", d .. "/out" }, { env = env })
   t.eq(r.code, 1)
   t.match(r.stderr, "SHA%-256 %x+ but its manifest says")
-  t.eq(io.open(d .. "/out") == nil and io.open(d .. "/out.partial") == nil, true, "no file left")
+  local names = fs.listdir(d)
+  table.sort(names)
+  t.eq(names, { name, "good" }, "no file left, partial or whole")
   r = h.pgvault({ "download", "--no-verify", "s3://" .. bucket .. "/b/" .. name, "-o", d .. "/out" }, { env = env })
   t.eq(r.code, 0, r.stderr)
 end)
@@ -73,7 +81,7 @@ t.test("errors: a missing file, a bad address, a missing object, a wrong secret"
   r = h.pgvault({ "download", "s3://" .. bucket .. "/missing", "-o", d .. "/m" }, { env = env })
   t.eq(r.code, 1)
   t.match(r.stderr, "NoSuchKey")
-  t.eq(io.open(d .. "/m.partial") == nil, true, "no partial file")
+  t.eq(fs.listdir(d), {}, "no file left, partial or whole")
   local bad = {}
   for k, v in pairs(env) do bad[k] = v end
   bad.AWS_SECRET_ACCESS_KEY = "definitely-not-the-secret"

@@ -260,5 +260,3 @@ t.test("bad input: not an archive, missing file, directory, s3, unsupported opti
   r = verify({ "verify", empty })
   t.eq(r.code, 1)
 end)
-
-t.teardown(function() h.dropdb("verify_test") end)
