@@ -14,6 +14,7 @@
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
+local json = require "lib.json"
 local manifests = require "lib.manifest"
 local naming = require "lib.naming"
 
@@ -84,8 +85,9 @@ function Dest:remove(name)
   local where = self.base .. "/" .. name
   local ok, err
   if self.remote then
+    -- (after Ctrl-C too: this is the clean-up the interruption asks for)
     local c = self:client()
-    ok, err = pcall(c.delete, c, where)
+    ok, err = pcall(pgvault.uninterrupted, c.delete, c, where)
   else
     ok, err = os.remove(where)
     if not ok and not fs.exists(where) then ok = true end
@@ -108,11 +110,20 @@ function Dest:stem_used(stem)
   return false
 end
 
+-- What a reservation holds: who made it (lib.lock.identity: host, pid,
+-- boot, the process's start), when, and a token unique to this claim.
+local function reservation_note()
+  local me = require("lib.lock").identity()
+  return json.encode({ pgvault = pgvault.version, host = me.host, pid = me.pid, boot = me.boot, start = me.start,
+    at = naming.iso8601(), token = string.format("%08x%08x", math.random(0, 0x7fffffff),
+      math.random(0, 0x7fffffff)) }) .. "\n"
+end
+
 -- Reserves the first free name for a backup taken at `stamp`; returns its
--- path (or URL).
+-- path (or URL). First sweeps what killed backups left here.
 function Dest:reserve(stamp, suffix, ext)
-  local note = string.format("reserved by pgvault %s (pid %d, token %08x%08x) at %s\n", pgvault.version,
-    require("pgvault.proc").getpid(), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), naming.iso8601())
+  self:sweep()
+  local note = reservation_note()
   for seq = 1, destination.MAX_PER_SECOND do
     local stem = naming.stem(stamp, suffix, seq)
     local reservation = naming.reservation_name(stem)
@@ -127,6 +138,93 @@ function Dest:reserve(stamp, suffix, ext)
   end
   pgvault.raise("exists", string.format("%s holds %d backups of %s taken in second %s: no name is free", self.to,
     destination.MAX_PER_SECOND, suffix, stamp))
+end
+
+-- Names here (a directory's entries, or a bucket's keys under the base
+-- starting with `prefix`, relative to the base).
+function Dest:names(prefix)
+  local out = {}
+  if self.remote then
+    local within = self.base:gsub("^s3://[^/]+/?", "")
+    local skip = within == "" and 1 or #within + 2
+    for _, o in ipairs(self:client():list(self.base .. "/" .. prefix, { delimiter = "/" })) do
+      out[#out + 1] = o.key:sub(skip)
+    end
+  else
+    for _, name in ipairs(fs.listdir(self.base)) do
+      if name:sub(1, #prefix) == prefix then out[#out + 1] = name end
+    end
+  end
+  return out
+end
+
+-- The stems whose reservation was made by a process of this machine that
+-- is certainly gone (lib.lock.holder_gone: its pid gone or reused, or the
+-- machine rebooted since).
+function Dest:dead_stems()
+  local lock, stems = require "lib.lock", {}
+  local me = lock.identity()
+  for _, name in ipairs(self:names(".")) do
+    local stem = name:match("^%.(.+)" .. naming.RESERVATION_SUFFIX:gsub("%p", "%%%0") .. "$")
+    if stem then
+      local where = self.base .. "/" .. name
+      local ok, text = pcall(function()
+        if self.remote then return self:client():get(where) end
+        return fs.read_file(where)
+      end)
+      local dok, info = pcall(json.decode, ok and text or "")
+      if dok and lock.holder_gone(info, me) then stems[#stems + 1] = { stem = stem, pid = info.pid, name = name } end
+    end
+  end
+  return stems
+end
+
+-- What a backup killed on this machine (SIGKILL, a crash) left behind,
+-- once its holder is certainly gone: everything of its name that no
+-- manifest commits (temporary files, an archive or a signature without
+-- its manifest, unfinished multipart uploads), then the reservation. What
+-- a holder elsewhere left waits for prune's --grace. A failure is a
+-- warning: the backup goes on.
+function Dest:sweep()
+  if self.swept then return end
+  self.swept = true
+  local ok, err = pcall(function()
+    for _, d in ipairs(self:dead_stems()) do
+      local names, removed = {}, {}
+      for _, n in ipairs(self:names(d.stem .. ".backup")) do names[n] = true end
+      for _, n in ipairs(self.remote and {} or self:names("." .. d.stem .. ".backup")) do
+        if n:match("%.partial$") then removed[#removed + 1] = n end
+      end
+      for _, n in ipairs(self.remote and {} or self:names(".." .. d.stem .. naming.RESERVATION_SUFFIX)) do
+        if n:match("%.partial$") then removed[#removed + 1] = n end
+      end
+      for n in pairs(names) do
+        local archive = n:match("^(.-)%.minisig$") and n:gsub("%.manifest%.json%.minisig$", "") or n
+        if not n:match("%.manifest%.json$") and not names[archive .. naming.MANIFEST_SUFFIX] then
+          removed[#removed + 1] = n
+        end
+      end
+      if self.remote then
+        local c = self:client()
+        for _, u in ipairs(c:uploads(self.base .. "/" .. d.stem .. ".backup")) do
+          log.info("aborting the unfinished upload of %s, left by a backup that did not finish (pid %s)", u.key,
+            tostring(d.pid))
+          c:abort_upload(self.base:match("^s3://[^/]+") .. "/" .. u.key, u.upload_id)
+        end
+      end
+      table.sort(removed)
+      removed[#removed + 1] = d.name
+      for _, n in ipairs(removed) do
+        log.info("removing %s/%s, left by a backup that did not finish (pid %s is gone)", self.base, n,
+          tostring(d.pid))
+        self:remove(n)
+      end
+    end
+  end)
+  if not ok then
+    log.warn("could not sweep what earlier backups left in %s (%s); 'pgvault prune' removes it once older "
+      .. "than --grace", self.to, pgvault.is_error(err) and err.message or tostring(err))
+  end
 end
 
 -- The last stage of a backup's list: the writer of the archive, once the

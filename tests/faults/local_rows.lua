@@ -1,0 +1,73 @@
+-- The local rows of the fault matrix (format: tests/faults/matrix.lua): a
+-- full disk (a small tmpfs) where the backup or a restore's temporary
+-- file goes, a read-only destination, and TMPDIR pointing nowhere.
+local h = require "harness.env"
+local proc = require "pgvault.proc"
+
+local rows = {}
+
+local function add(row) rows[#rows + 1] = row end
+
+local FULL = "exit 1, one line naming the file and \"No space left on device\"; its temporary file removed, "
+  .. "nothing under a final name"
+
+-- Disk full -------------------------------------------------------------------
+
+for _, op in ipairs({ "backup_dir", "nightly" }) do
+  add({ op = op, fault = "disk full", at = "the destination (a 1 MiB tmpfs)", outcome = "fails",
+    message = (op == "nightly" and "nightly faults failed at backup: .*" or "") .. "No space left on device",
+    short = op == "backup_dir",
+    holds = FULL .. (op == "nightly" and "; the lock released" or ""),
+    setup = function(ctx) ctx.target = h.mount_tmpfs("1m") end })
+end
+
+for _, op in ipairs({ "restore_dir", "restore_bucket" }) do
+  add({ op = op, fault = "disk full", at = "TMPDIR (a 1 MiB tmpfs) under restore --jobs 2", outcome = "fails",
+    message = "No space left on device", short = op == "restore_bucket",
+    holds = FULL .. "; the live database untouched, no other database left",
+    setup = function(ctx)
+      ctx.tmp = h.mount_tmpfs("1m")
+      ctx.args[#ctx.args + 1] = "--jobs"
+      ctx.args[#ctx.args + 1] = "2"
+    end })
+end
+
+-- Read-only destination ----------------------------------------------------------
+
+local READ_ONLY = "exit 1 at once, one line naming the directory; nothing written, nothing removed"
+
+for _, op in ipairs({ "backup_dir", "nightly" }) do
+  add({ op = op, fault = "a read-only destination", at = "the destination directory", outcome = "fails",
+    message = op == "nightly" and "nightly faults failed at lock: cannot create .*Read%-only file system"
+      or "cannot write to /%S+: check its permissions",
+    short = op == "nightly", holds = READ_ONLY,
+    setup = function(ctx) ctx.target = h.mount_tmpfs("1m", { ro = true }) end })
+end
+
+add({ op = "prune", fault = "a read-only destination", at = "the destination directory", outcome = "fails",
+  message = "Read%-only file system", short = true, holds = READ_ONLY,
+  cluster = function(ctx) ctx.target = h.mount_tmpfs("64m") end,
+  setup = function(ctx)
+    local r = proc.run({ "mount", "-o", "remount,ro", ctx.target })
+    assert(r.code == 0, r.stderr)
+  end })
+
+-- TMPDIR missing ---------------------------------------------------------------------
+
+local function no_tmpdir(ctx) ctx.env.TMPDIR = ctx.base .. "/no-such-directory" end
+
+for _, op in ipairs({ "backup_dir", "backup_bucket", "restore_bucket", "nightly" }) do
+  add({ op = op, fault = "TMPDIR names no directory", at = "start", outcome = "completes", short = op == "nightly",
+    holds = "completes: a backup and a streamed restore need no temporary file", setup = no_tmpdir })
+end
+
+add({ op = "restore_dir", fault = "TMPDIR names no directory", at = "start, with restore --jobs 2",
+  outcome = "fails", message = "cannot create a temporary directory in %S+/no%-such%-directory", short = false,
+  holds = "exit 1, one line naming the directory; the new database dropped, the live one untouched",
+  setup = function(ctx)
+    no_tmpdir(ctx)
+    ctx.args[#ctx.args + 1] = "--jobs"
+    ctx.args[#ctx.args + 1] = "2"
+  end })
+
+return rows
