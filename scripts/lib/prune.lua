@@ -14,7 +14,9 @@
 -- backup pruned half-way is never "latest". Archives without a manifest,
 -- temporary files (.NAME.RANDOM.partial), stale reservations and stale
 -- multipart uploads are removed once older than the grace period (an
--- upload may be in flight); a young reservation protects its backup.
+-- upload may be in flight); a young reservation, or one whose holder still
+-- runs on this machine, protects its backup (archive, temporary files,
+-- upload) whatever the grace.
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local manifest = require "lib.manifest"
@@ -121,6 +123,25 @@ local function classify(entries)
   return backups, strays, temporaries, reservations
 end
 
+-- Who made each reservation (lib.destination writes lib.lock's identity
+-- into it): a holder still running on this machine protects its backup
+-- whatever its age.
+local function read_holders(inv)
+  local lock = require "lib.lock"
+  local me = lock.identity()
+  for _, r in ipairs(inv.reservations) do
+    local ok, text
+    if inv.remote then
+      ok, text = pcall(inv.client.get, inv.client, r.path)
+    else
+      ok, text = pcall(fs.read_file, r.path)
+    end
+    local dok, info = pcall(require("lib.json").decode, ok and text or "")
+    r.alive = dok and type(info) == "table" and info.host == me.host and info.boot == me.boot
+      and info.pid ~= nil and not lock.holder_gone(info, me)
+  end
+end
+
 -- { dest, remote, backups, strays, temporaries, reservations, uploads, client }
 function prune.inventory(dest, s3opts)
   local inv = { dest = dest, remote = is_s3(dest), uploads = {} }
@@ -136,6 +157,7 @@ function prune.inventory(dest, s3opts)
     entries = list_dir(inv.dir)
   end
   inv.backups, inv.strays, inv.temporaries, inv.reservations = classify(entries)
+  read_holders(inv)
   return inv
 end
 
@@ -178,7 +200,7 @@ local function sort_leftovers(inv, plan, grace, now)
   local function put(list, entry, why) list[#list + 1] = { entry = entry, why = why } end
   for _, r in ipairs(inv.reservations) do
     local age = now - (r.mtime or now)
-    if age > grace then put(plan.orphans, r, "stale reservation, " .. age_text(age) .. " old") else
+    if age > grace and not r.alive then put(plan.orphans, r, "stale reservation, " .. age_text(age) .. " old") else
       reserved[r.stem] = true end
   end
   local complete = {}
@@ -198,12 +220,15 @@ local function sort_leftovers(inv, plan, grace, now)
     for _, e in ipairs(list) do
       local age = now - (e.mtime or now)
       local what = e.name:match("%.partial$") and "temporary file" or "without its archive"
-      put(age > grace and plan.orphans or plan.young, e, what .. ", " .. age_text(age) .. " old")
+      local stem = e.name:match("^%.(.-)%.backup")
+      if stem and reserved[stem] then what = what .. " of a backup under way" end
+      put(age > grace and not (stem and reserved[stem]) and plan.orphans or plan.young, e,
+        what .. ", " .. age_text(age) .. " old")
     end
   end
   for _, u in ipairs(inv.uploads) do
     local age = now - (u.mtime or now)
-    if age > grace then
+    if age > grace and not reserved[u.name:match("^(.-)%.backup") or ""] then
       plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload started " .. age_text(age) .. " ago" }
     end
   end
