@@ -152,14 +152,17 @@ static size_t rule_age(const char *in, size_t i, outbuf *o)
 
 static bool secret_key(const char *k, size_t n, char sep);
 
-/* Whether the word w[0..n) is the key of a secret assignment that follows
- * ("password = x"): then it is not the value of what came before it. */
-static bool starts_assignment(const char *w, size_t n)
+/* Whether w starts a secret assignment ("password = x", "token:x"): then
+ * it is not the value of what came before it. */
+static bool starts_assignment(const char *w)
 {
-    size_t j = n;
+    size_t k = 0;
+    while (is_key_char(w[k]))
+        k++;
+    size_t j = k;
     while (is_blank(w[j]))
         j++;
-    return (w[j] == '=' || w[j] == ':') && secret_key(w, n, w[j]);
+    return k > 0 && (w[j] == '=' || w[j] == ':') && secret_key(w, k, w[j]);
 }
 
 static const char *const schemes[] = {"Bearer", "Basic",  "FlyV1",     "AWS4-HMAC-SHA256",
@@ -245,7 +248,7 @@ static size_t rule_scheme(const char *in, size_t i, outbuf *o)
         return 0; /* these words are prose far more often than credentials */
     size_t end = starts_with_ci(s, "AWS4-") ? n + quoted_or_line(s + n) : token_end(s, n);
     if (end - n < 8) return 0; /* "Bearer auth failed" is prose, a credential is longer */
-    if (starts_assignment(s + n, end - n)) return 0; /* "Bearer password = x": the key's rule */
+    if (starts_assignment(s + n)) return 0; /* "Bearer password = x": the key's rule */
     put(o, s, n);
     put_mask(o);
     return end;
@@ -362,7 +365,7 @@ static size_t rule_key_value(const char *in, size_t i, outbuf *o)
         j++;
     j += scheme_len(s + j); /* token = Bearer *** */
     size_t v = value_len(s + j);
-    if (s[j] != '"' && s[j] != '\'' && starts_assignment(s + j, v)) return 0;
+    if (s[j] != '"' && s[j] != '\'' && starts_assignment(s + j)) return 0;
     return mask_value(s, j, v, o);
 }
 
