@@ -136,7 +136,7 @@ static size_t rule_age(const char *in, size_t i, outbuf *o)
         if (starts_with_ci(s, prefixes[k])) plen = strlen(prefixes[k]);
     if (!plen || !word_start(in, i)) return 0;
     size_t end = plen;
-    while (isalnum((unsigned char)s[end]) || s[end] == '-')
+    while (is_key_char(s[end])) /* the whole word: nothing of it is left to read as a key */
         end++;
     size_t keep = plen;
     while (keep < end && (isalpha((unsigned char)s[keep]) || s[keep] == '-'))
@@ -152,8 +152,9 @@ static size_t rule_age(const char *in, size_t i, outbuf *o)
 
 static bool secret_key(const char *k, size_t n, char sep);
 
-/* Whether w starts a secret assignment ("password = x", "token:x"): then
- * it is not the value of what came before it. */
+/* Whether w starts a secret assignment ("password = x"): then it is not
+ * the value of what came before it. Only '=': a value may end in ':'
+ * ("password=secret-in: No such file"). */
 static bool starts_assignment(const char *w)
 {
     size_t k = 0;
@@ -162,7 +163,7 @@ static bool starts_assignment(const char *w)
     size_t j = k;
     while (is_blank(w[j]))
         j++;
-    return k > 0 && (w[j] == '=' || w[j] == ':') && secret_key(w, k, w[j]);
+    return k > 0 && w[j] == '=' && secret_key(w, k, '=');
 }
 
 static const char *const schemes[] = {"Bearer", "Basic",  "FlyV1",     "AWS4-HMAC-SHA256",
