@@ -1,3 +1,4 @@
+-- covers: scripts/nightly.lua scripts/lib/nightly.lua scripts/lib/notify.lua
 -- pgvault nightly: the whole procedure on a directory and on a bucket
 -- (lock, pings, backup, read-back check, prune, restore drill on its
 -- schedule, summary), notifications received by a local HTTP server
