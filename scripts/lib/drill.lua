@@ -7,8 +7,8 @@ local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
 local stream = require "pgvault.stream"
+local database = require "lib.database"
 local layers = require "lib.layers"
-local restore = require "lib.restore"
 local rowcheck = require "lib.rowcheck"
 
 local drill = {}
@@ -19,7 +19,7 @@ local drill = {}
 function drill.run(o)
   local _, name = dump.conninfo(o.url)
   if not name or name == "" then pgvault.raise("usage", "--restore-into URL must name a scratch database") end
-  local admin <close> = restore.admin_connect(o.url)
+  local admin <close> = database.admin_connect(o.url)
   if #admin:query("SELECT 1 FROM pg_database WHERE datname = $1", name) > 0 then
     pgvault.raise("verify", "database " .. name .. " already exists: --restore-into needs a new scratch " ..
       "database name (it is dropped afterwards)")
@@ -40,11 +40,11 @@ function drill.run(o)
       end
     end
     local found, checked = rowcheck.compare(c, tables)
-    local problems = {}
+    local problems = require("lib.json").array()
     for _, p in ipairs(found) do problems[#problems + 1] = "restored " .. rowcheck.describe(p, "the archive") end
     return { tables = checked, problems = problems }
   end)
-  local dok, derr = pcall(pgvault.uninterrupted, restore.drop_database, admin, name)
+  local dok, derr = pcall(pgvault.uninterrupted, database.drop, admin, name)
   if not dok then log.error("could not drop the scratch database %s (%s): drop it by hand", name, tostring(derr)) end
   if not ok then
     if pgvault.is_error(res) then res.message = "restore drill into " .. name .. " failed: " .. res.message end

@@ -63,7 +63,8 @@ t.test("backup to a bucket, list it, restore s3://…/latest with fidelity", fun
   t.eq(rows[2].path, url)
   local target = "backup_s3_restored_test"
   h.dropdb(target)
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/nightly/latest", "--db", h.pg().url(target), "--drop-old" },
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/nightly/latest",
+    "--database", SRC_DB, "--db", h.pg().url(target), "--drop-old" },
     { env = env, timeout = 300 })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stdout, "restored " .. url:gsub("%p", "%%%0"))
@@ -97,7 +98,8 @@ t.test("an encrypted backup to a bucket restores with the identity", function()
   end
   local target = "backup_s3_age_restored_test"
   h.dropdb(target)
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/enc/latest", "--db", h.pg().url(target), "-i", d .. "/key.txt" },
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/enc/latest",
+    "--database", SRC_DB, "--db", h.pg().url(target), "-i", d .. "/key.txt" },
     { env = env, timeout = 300 })
   t.eq(r.code, 0, r.stderr)
   t.eq(fixture.fingerprint(h.pg().url(target), { no_schema = true }),
@@ -181,7 +183,7 @@ t.test("restore s3://… with one job streams: no temporary file; --jobs 2 lays 
   local no_tmp = h.tmpdir() .. "/does-not-exist"
   -- valgrind itself needs TMPDIR (it fails without one), so these two runs
   -- go without it; the same restore paths run under it below and elsewhere.
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", h.pg().url(target) },
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--database", SMALL_DB, "--db", h.pg().url(target) },
     { env = with_env({ TMPDIR = no_tmp }), timeout = 120, no_valgrind = true })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stdout, "restored " .. url:gsub("%p", "%%%0") .. " into " .. target)
@@ -209,7 +211,8 @@ t.test("Ctrl-C during a restore from a bucket: exit 130, pg_restore stopped, the
   h.psql(live, "CREATE TABLE live (x int); INSERT INTO live VALUES (42);")
   local proxy <close> = s3proxy.start()
   -- a first restore through the proxy counts the GETs before the archive's body
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", h.pg().url("backup_s3_interrupt_probe"),
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest",
+    "--database", SMALL_DB, "--db", h.pg().url("backup_s3_interrupt_probe"),
     "--drop-old" }, { env = proxy:env(), timeout = 120 })
   t.eq(r.code, 0, r.stderr)
   h.dropdb("backup_s3_interrupt_probe")
@@ -217,7 +220,8 @@ t.test("Ctrl-C during a restore from a bucket: exit 130, pg_restore stopped, the
   -- then the archive's body is held back: pg_restore waits on its input
   proxy:reset()
   proxy:rules({ { op = "GetObject", action = "slow", ms = 30000, after = gets - 1 } })
-  local handle, output = children.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", live },
+  local handle, output = children.pgvault({ "restore", "s3://" .. bucket .. "/p/latest",
+    "--database", SMALL_DB, "--db", live },
     proxy:env())
   local pid = children.find(handle:pid(), "pg_restore")
   t.ok(pid, "pg_restore started")
@@ -252,7 +256,8 @@ t.test("a tampered object in the bucket fails the restore; the live database is 
   h.dropdb(target)
   local live = h.createdb(target)
   h.psql(live, "CREATE TABLE live (x int); INSERT INTO live VALUES (42);")
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", live }, { env = h.s3().env, timeout = 120 })
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest",
+    "--database", SMALL_DB, "--db", live }, { env = h.s3().env, timeout = 120 })
   t.eq(r.code, 1, r.stderr)
   t.match(r.stderr, "restore into " .. target .. " failed %(database " .. target .. " left as it was%)")
   t.match(r.stderr, "has SHA%-256 %x+ but its manifest says %x+")

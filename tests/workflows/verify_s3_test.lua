@@ -79,7 +79,7 @@ t.test("a good backup in the bucket verifies: plain, zstd, age with -i", functio
   -- an encrypted backup without the identity: one clear line
   local r = verify({ urls.age })
   t.eq(r.code, 2, r.stderr)
-  t.match(r.stderr, "give an identity file with %-i FILE")
+  t.match(r.stderr, "give the identity file that opens it with %-i FILE")
   t.ok(one_line(r.stderr), r.stderr)
 end)
 
