@@ -6,9 +6,10 @@
 -- "Customising a workflow" lists what each step offers.
 local cli = require "lib.cli"
 local restore = require "lib.restore"
+local trust = require "lib.trust"
 
 -- The options (--help shows them; add your own with cli.with_options).
-local o = cli.parse(arg, restore.CLI)
+local o = cli.parse(arg, cli.with_options(restore.CLI, trust.TRUST_OPTIONS))
 
 -- Check the options, find pg_restore, reach the server and lock the target
 -- database against a second restore. Nothing is created yet.
@@ -18,6 +19,12 @@ local job <close> = restore.plan(o)
 -- backup of this database); its manifest is read and checked, its layers
 -- recognised by their first bytes.
 local src <close> = restore.open(job)
+
+-- Who made it: with --trust KEY.pub (or PGVAULT_TRUST) its manifest must be
+-- signed by a trusted key, name this very object and record every digest;
+-- without, a warning says that nothing proved it. An encrypted backup must
+-- be age-encrypted; its manifest's private part is opened with -i.
+trust.authenticate(job, src)
 
 -- --in-place: read what can be read (a file: all of it; an object: up to
 -- its table of contents) before the database is dropped.
@@ -31,6 +38,7 @@ local db <close> = restore.create(job, src)
 -- pg_restore (with --jobs N: a temporary file that pg_restore -j reads).
 restore.load(job, db, {
   src:reader(),                 -- the file, or the object streamed from the bucket
+  trust.verifier(src),          -- each block held until its SHA-256 matches the manifest's
   restore.checksum(src),        -- size and SHA-256 against the manifest
   restore.unwrap(job, src),     -- age decryption and zstd decompression, as the layers are
   restore.progress(),           -- the meter, on a terminal

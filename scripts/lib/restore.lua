@@ -112,7 +112,7 @@ end
 
 -- Step 2: the backup, its manifest (required from a bucket) and layers.
 function restore.open(job)
-  local src = source.open(job.src, { s3 = job.s3, database = job.database,
+  local src = source.open(job.src, { s3 = job.s3, database = job.database, identities = job.identities,
     manifest = job.src:sub(1, 5) == "s3://" and "required" or "optional" })
   if layers.has(src.layers, "age") and #job.identities == 0 then
     src:close()
@@ -414,10 +414,12 @@ end
 function restore.run(opts)
   local job <close> = restore.plan(opts)
   local src <close> = restore.open(job)
+  local trust = require "lib.trust"
+  trust.authenticate(job, src)
   restore.precheck(job, src)
   local db <close> = restore.create(job, src)
-  restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src), restore.progress(),
-    restore.pg_restore(job, src, db) })
+  restore.load(job, db, { src:reader(), trust.verifier(src), restore.checksum(src), restore.unwrap(job, src),
+    restore.progress(), restore.pg_restore(job, src, db) })
   restore.check_rows(job, src, db)
   restore.carry_over(job, db)
   restore.swap(job, db)

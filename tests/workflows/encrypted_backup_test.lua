@@ -53,6 +53,12 @@ t.test("backup -r/-R encrypts as it streams: .zst.age, fingerprints in the manif
   t.match(h.read(ZST_AGE), "^age%-encryption%.org/v1\n")
   local mtext = h.read(ZST_AGE .. ".manifest.json")
   local m = cjson.decode(mtext)
+  -- what reveals the schema is sealed to the recipients (lib.trust); -i opens it
+  t.eq(m.plain, nil, "the plain archive's digest is not public")
+  t.eq(m.tables, nil, "nor the tables")
+  t.match(m.private, "^%-%-%-%-%-BEGIN AGE ENCRYPTED FILE%-%-%-%-%-\n")
+  m = require("lib.trust").open(m, crypto.read_identities(KEY2))
+  t.eq(m.database, SRC_DB)
   t.eq(m.encryption.method, "age")
   t.eq(m.encryption.recipients, { crypto.fingerprint(PUB1), crypto.fingerprint(PUB2) })
   t.no_match(mtext, "AGE%-SECRET%-KEY")
