@@ -231,7 +231,9 @@ function restore.pg_restore(job, src, db)
   db.restore_args = args
   db.conninfo = dump.conninfo(job.db, { dbname = db.name, password = true })
   if job.jobs == 1 then return dump.pg_restore { db = db.conninfo, args = args, pg_bin = job.pg_bin } end
-  if #src.layers == 1 and src.file then
+  -- (an authenticated local file is copied all the same: pg_restore -j reads
+  -- it after the check, and the copy is what was checked)
+  if #src.layers == 1 and src.file and not (src.trusted and not src.remote) then
     db.restore_file = src.file
     return stream.discard()
   end

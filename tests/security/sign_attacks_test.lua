@@ -39,6 +39,7 @@ end
 local SIGNED = backup(work .. "/signed", { "--sign", keys .. "/sign.key", "-r", AGE_PUB })
 local SIGNED2 = backup(work .. "/signed", { "--sign", keys .. "/sign.key", "-r", AGE_PUB })
 local PLAIN = backup(work .. "/plain", {})
+local SIGNED_RAW = backup(work .. "/raw", { "--sign", keys .. "/sign.key", "--compress", "none" })
 
 -- The attacker's material: a hostile archive, compressed, encrypted to the
 -- public recipient, and the same padded to the size of SIGNED.
@@ -104,6 +105,14 @@ t.test("a genuine signed backup restores with --trust: signature, name, size and
   t.match(r.stderr, "is signed by trusted key %x+ %(pgvault backup " .. name_of(SIGNED):gsub("%p", "%%%0"))
   t.match(r.stderr, "row counts of %d+ tables match the manifest", "the private part was opened for the row check")
   t.no_match(r.stderr, "nothing proves")
+  h.dropdb(TARGET)
+end)
+
+t.test("--jobs with --trust: pg_restore -j reads a private copy of what was checked, never the file itself", function()
+  -- a plain archive would otherwise be read by pg_restore -j after the check, where it lies
+  local r = restore(SIGNED_RAW, { "--trust", TRUST, "--jobs", "2" })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stderr, "laying .* down as a plain archive in a temporary file for pg_restore %-%-jobs=2")
   h.dropdb(TARGET)
 end)
 
