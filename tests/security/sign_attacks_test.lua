@@ -72,12 +72,7 @@ end
 -- The attack failed as it should: exit 1, the message, the hostile SQL not
 -- run, no database left behind.
 local function refused(r, pattern, what)
-  local ran = f.role_exists(MARKER)
-  f.drop_role(MARKER)
-  t.eq(r.code, 1, what .. ": exit code; " .. r.stderr)
-  t.match(r.stderr, pattern, what)
-  t.eq(ran, false, what .. ": the hostile SQL did not run")
-  t.eq(f.databases(TARGET), {}, what .. ": no database left behind")
+  f.refused(t, r, pattern, what, MARKER, TARGET)
 end
 
 -- The block digests an attacker computes for a replacement object.

@@ -59,12 +59,7 @@ local work = h.tmpdir()
 local HOSTILE = f.hostile_archive(work, "sign_bucket_hostile", MARKER)
 
 local function refused(r, pattern, what)
-  local ran = f.role_exists(MARKER)
-  f.drop_role(MARKER)
-  t.eq(r.code, 1, what .. ": exit code; " .. r.stderr)
-  t.match(r.stderr, pattern, what)
-  t.eq(ran, false, what .. ": the hostile SQL did not run")
-  t.eq(f.databases(TARGET .. "_restore"), {}, what .. ": no database left behind")
+  f.refused(t, r, pattern, what, MARKER, TARGET .. "_restore")
 end
 
 t.test("backup --sign to a bucket: the signature is uploaded, minisign verifies the manifest with it", function()

@@ -82,4 +82,16 @@ function f.pad_zstd(path, size)
   return path
 end
 
+-- An attack failed as it must: exit 1 with `pattern` in the error, the
+-- hostile SQL not run (the marker role absent; dropped if it is not), and
+-- no database named like `db_prefix` left behind.
+function f.refused(t, r, pattern, what, marker, db_prefix)
+  local ran = f.role_exists(marker)
+  f.drop_role(marker)
+  t.eq(r.code, 1, what .. ": exit code; " .. r.stderr)
+  t.match(r.stderr, pattern, what)
+  t.eq(ran, false, what .. ": the hostile SQL did not run")
+  t.eq(f.databases(db_prefix), {}, what .. ": no database left behind")
+end
+
 return f
