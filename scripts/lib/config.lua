@@ -57,6 +57,7 @@ config.KEYS = {
   { "identity", "list", "age identity file to decrypt with (read-back check, restore drill)", arg = "FILE",
     short = "i" },
   { "sign", "string", "sign each manifest with this minisign secret key file", arg = "KEY" },
+  { "sign_password_file", "string", "file holding the signing key's password (when it has one)", arg = "FILE" },
   { "trust", "list", "trusted minisign public key file", arg = "FILE" },
   -- retention (restic's rules)
   { "keep_last", "count", "keep the newest N backups", arg = "N" },
