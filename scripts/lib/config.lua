@@ -115,7 +115,7 @@ local function is_ref(v) return getmetatable(v) == REF end
 
 -- What a value of type `t` must look like, for messages.
 local EXPECTED = {
-  string = "a string", integer = "a whole number", count = "a whole number or \"unlimited\"",
+  string = "a string", integer = "an integer", count = "an integer or \"unlimited\"",
   boolean = "true or false", list = "a string or a list of strings", duration = "a duration like 7d, 12h or 1y6m",
 }
 
@@ -572,7 +572,10 @@ function config.apply(o, spec, keys)
       elseif k.type == "list" then
         if type(flag) == "table" and #flag > 0 then value, source = from_flag(k, opt, flag), "--" .. opt[1] end
       elseif flag ~= nil and flag ~= false then
-        value, source = from_flag(k, opt, flag), "--" .. opt[1]
+        -- An option made by config.option is checked and typed here; a
+        -- workflow's own option (backup's --level …) is left as given, for
+        -- the workflow's own checks and messages.
+        value, source = opt.key and from_flag(k, opt, flag) or flag, "--" .. opt[1]
       end
       if value == nil and env and env.values[k.name] then
         value, source = config.resolve(env.values[k.name], k.name, env.path)
