@@ -349,4 +349,26 @@ function restore.run(opts)
   return { database = o.target, old = old, new = new, row_counts_checked = r.checked, result = r.result }
 end
 
+
+-- Loads the backup into database `dbname`, which exists and is empty (a
+-- database created through a provider's API, as neon-restore does), and
+-- checks it as run does: checksum, then row counts against the manifest.
+-- opts as run's (o.db is a URL of the server; its database name is not
+-- used). Returns {row_counts_checked=, result=, manifest=}.
+function restore.load_into(opts, dbname)
+  local o = restore.options(opts)
+  if o.source and o.jobs > 1 then fail("usage", "a streamed source restores with one job only") end
+  local kind = o.head and restore.kind_of(o.head, o.src) or restore.sniff(o.src)
+  if kind == "age" and #(o.identities or {}) == 0 then
+    fail("usage", "%s is encrypted (age): give the identity file that opens it with -i FILE", o.src)
+  end
+  local m = o.manifest
+  if not o.source then m = manifest.for_archive(o.src) end
+  local res = load_archive(o, kind, dbname, m)
+  local counts = manifest.row_counts(m)
+  local checked = counts and check_row_counts(o.db, dbname, counts, o.count_rows) or 0
+  return { row_counts_checked = checked, result = res, manifest = m }
+end
+restore.terminate_sessions = terminate_sessions
+
 return restore

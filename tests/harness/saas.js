@@ -70,6 +70,10 @@ function serve({ name, handler, control, errorBody }) {
           return send(200, { ok: true });
         }
         if (what === 'fired') return send(200, faults.fired);
+        if (what === 'reset') {
+          calls.length = 0;
+          faults.set([]);
+        }
         return send(200, await control(what, body));
       } catch (e) {
         return send(400, { error: String(e && e.stack || e) });

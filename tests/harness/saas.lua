@@ -66,7 +66,7 @@ function saas.start(opts)
     }, dir)
     self.handles[#self.handles + 1] = self.neon
     self.fly, self.fly_url = spawn_fake("fake_fly", {
-      app = self.app, token = self.fly_token:match("^[^,]+"), secrets = opts.secrets or {},
+      app = self.app, token = self.fly_token, secrets = opts.secrets or {},
       machines = opts.machines or { { id = "m1", state = "started" }, { id = "m2", state = "stopped" } },
     }, dir)
     self.handles[#self.handles + 1] = self.fly
