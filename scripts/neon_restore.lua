@@ -162,13 +162,23 @@ local function resolve()
   local endpoint = n:endpoint(branch.id)
   local db = n:database(branch.id, o.database)
   if not db then pgvault.raise("usage", string.format("no database %s on branch %s", o.database, branch.name)) end
+  -- What would fail late is checked before anything changes: the env file
+  -- can be rewritten, the Fly token opens the app.
+  if o.env_file then envfile.check(o.env_file, "DATABASE_URL") end
+  local fly_app = o.fly_app or os.getenv("FLY_APP")
+  local had_secret
+  if fly_app then
+    local f <close> = fly.client{ app = fly_app }
+    had_secret = false
+    for _, sec in ipairs(f:secrets()) do had_secret = had_secret or sec.name == "DATABASE_URL" end
+  end
   local stamp = naming.stamp()
   local r = {
     format = 1, stamp = stamp, src = o.SRC, project = project, branch_id = branch.id, branch = branch.name,
     endpoint_id = endpoint.id, host = endpoint.host, database = db.name, owner = db.owner_name,
     role = o.role or db.owner_name, new_db = naming.db_with_suffix(db.name, "_restore_" .. stamp),
     old_db = naming.db_with_suffix(db.name, "_old_" .. stamp), swap = not o.no_swap, drop_old = o.drop_old,
-    fly_app = o.fly_app or os.getenv("FLY_APP"), env_file = o.env_file, stage = o.stage, jobs = o.jobs,
+    fly_app = fly_app, had_secret = had_secret, env_file = o.env_file, stage = o.stage, jobs = o.jobs,
     steps = {}, started_at = naming.iso8601(),
   }
   n:close()
@@ -222,8 +232,12 @@ local function run_steps(st)
       res.row_counts_checked)
   end)
   if r.swap then
-    step(st, "swap_out", function() rename(n, r, r.database, r.old_db) end)
-    step(st, "swap_in", function() rename(n, r, r.new_db, r.database) end)
+    -- A Ctrl-C waits for the two renames: stopping between them would leave
+    -- no database under the app's name.
+    pgvault.critical(function()
+      step(st, "swap_out", function() rename(n, r, r.database, r.old_db) end)
+      step(st, "swap_in", function() rename(n, r, r.new_db, r.database) end)
+    end)
   end
   local pooled = n:connection_uri(r.branch_id, r.endpoint_id, app_db(r), r.role, true)
   log.secret(pooled:match("^%w+://[^:/@]*:([^@]*)@") or pooled)
@@ -313,6 +327,9 @@ if o.rollback then return rollback(newest_state()) end
 local st
 if o.resume then
   st = newest_state()
+  if st.record.rolled_back then
+    pgvault.raise("usage", st.path .. " was rolled back: start a new run instead of --resume")
+  end
   if o.drop_old then st.record.drop_old = true end
   log.info("resuming %s from step %s", st.path, tostring(st.record.current))
 else
@@ -328,7 +345,8 @@ if not ok then
   local r = st.record
   local where
   if r.steps.swap_in ~= "done" and r.steps.secret ~= "done" then
-    where = undo_before_swap(st)
+    local uok, msg = pcall(pgvault.uninterrupted, undo_before_swap, st)
+    where = uok and msg or ("cleaning up failed too (" .. tostring(msg) .. "): " .. say_state(r))
   else
     where = say_state(r) .. ". Finish with 'pgvault neon-restore --resume', or undo with 'pgvault neon-restore "
       .. "--rollback'"

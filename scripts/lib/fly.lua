@@ -105,18 +105,20 @@ function Client:machines()
   return out
 end
 
--- A lease on machine `id`: retried while someone else holds it (409), for
--- up to `patience` seconds; returns the nonce.
-function Client:lease(id, patience)
+-- A lease on machine `id` (or, given `nonce`, that lease extended):
+-- retried while someone else holds it (409), for up to `patience` seconds;
+-- returns the nonce.
+function Client:lease(id, patience, nonce)
   local deadline = proc.now() + (patience or 60)
   local pause = 0.2
   while true do
     local r = self.http:request{ method = "POST", path = "/machines/" .. http.escape(id) .. "/lease",
-      query = { ttl = fly.LEASE_TTL }, retry = "never", ok = { 409 } }
+      query = { ttl = fly.LEASE_TTL }, retry = "never", ok = { 409 },
+      headers = nonce and { ["fly-machine-lease-nonce"] = nonce } or nil }
     if r.status < 300 and r.json and r.json.status == "success" and r.json.data then return r.json.data.nonce end
     if proc.now() > deadline then
-      fail("http", "machine %s of app %s is leased by someone else (a deploy running?): %s; try again when it is done",
-        id, self.app, r.json and (r.json.error or r.json.message) or ("status " .. r.status))
+      fail("http", "machine %s of app %s is leased by someone else (a deploy running?): %s", id, self.app,
+        r.json and (r.json.error or r.json.message) or ("status " .. r.status))
     end
     log.info("machine %s is leased by someone else; waiting", id)
     proc.sleep(pause)
@@ -130,33 +132,40 @@ function Client:release(id, nonce)
   if not ok then log.warn("could not release the lease on machine %s (%s): it expires by itself", id, tostring(err)) end
 end
 
--- Updates one machine (under its lease) to see secrets version `version`,
--- as flyctl's restart-only deploy does: same config and region; a machine
--- that was not running is updated without being started.
-function Client:update_machine(m, version, patience)
-  local nonce = self:lease(m.id, patience)
-  local ok, err = pcall(function()
-    local cur = self.http:request{ method = "GET", path = "/machines/" .. http.escape(m.id) }.json
-    local skip = not (cur.state == "started" or cur.state == "starting" or cur.state == "failed")
-    self.http:request{ method = "POST", path = "/machines/" .. http.escape(m.id), retry = "never",
-      headers = { ["fly-machine-lease-nonce"] = nonce },
-      json = { config = cur.config, region = cur.region, skip_launch = skip, min_secrets_version = version } }
-    if not skip then
-      self.http:request{ method = "GET", path = "/machines/" .. http.escape(m.id) .. "/wait",
-        query = { state = "started", timeout = fly.WAIT_TIMEOUT }, timeout = fly.WAIT_TIMEOUT + 30 }
-    end
-    log.info("machine %s (%s) now uses secrets version %d%s", m.id, tostring(cur.region), version,
-      skip and " (not running: it picks them up when it starts)" or "")
-  end)
-  self:release(m.id, nonce)
-  if not ok then error(err, 0) end
+-- Updates one machine (whose lease we hold) to see secrets version
+-- `version`, as flyctl's restart-only deploy does: same config and region; a
+-- machine that was not running is updated without being started.
+function Client:update_machine(m, nonce, version)
+  local path = "/machines/" .. http.escape(m.id)
+  local cur = self.http:request{ method = "GET", path = path }.json
+  local skip = not (cur.state == "started" or cur.state == "starting" or cur.state == "failed")
+  self.http:request{ method = "POST", path = path, retry = "never", headers = { ["fly-machine-lease-nonce"] = nonce },
+    json = { config = cur.config, region = cur.region, skip_launch = skip, min_secrets_version = version } }
+  if not skip then
+    self.http:request{ method = "GET", path = path .. "/wait", query = { state = "started",
+      timeout = fly.WAIT_TIMEOUT }, timeout = fly.WAIT_TIMEOUT + 30 }
+  end
+  log.info("machine %s (%s) now uses secrets version %d%s", m.id, tostring(cur.region), version,
+    skip and " (not running: it picks them up when it starts)" or "")
 end
 
--- Deploys secrets version `version` to every machine; returns the number
--- updated (0: no machines, the secrets stay staged for the next deploy).
+-- Deploys secrets version `version` to every machine, as flyctl does: the
+-- leases of all machines first (so a machine held by someone else stops
+-- the deploy before any machine changed), then one machine after the
+-- other (its lease extended first), every lease released at the end.
+-- Returns the number of machines (0: the secrets stay staged).
 function Client:deploy(version, patience)
   local machines = self:machines()
-  for _, m in ipairs(machines) do self:update_machine(m, version, patience) end
+  local leases = {}
+  local ok, err = pcall(function()
+    for _, m in ipairs(machines) do leases[#leases + 1] = { m = m, nonce = self:lease(m.id, patience) } end
+    for _, l in ipairs(leases) do
+      l.nonce = self:lease(l.m.id, patience, l.nonce)
+      self:update_machine(l.m, l.nonce, version)
+    end
+  end)
+  for _, l in ipairs(leases) do self:release(l.m.id, l.nonce) end
+  if not ok then error(err, 0) end
   return #machines
 end
 

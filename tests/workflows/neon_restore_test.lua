@@ -98,6 +98,21 @@ t.test("--dry-run prints the plan and makes no write call", function()
   t.eq(fs.exists(s.dir .. "/.pgvault"), false)
 end)
 
+t.test("a read-only env file or a refused Fly token stops it before anything changes", function()
+  local s = scenario()
+  fs.chmod(s.envfile, 256)
+  local r = run(s)
+  t.eq(r.code, 1)
+  t.match(r.stderr, "read%-only")
+  t.eq(env:writes(), {}, "no write call")
+  fs.chmod(s.envfile, 384)
+  r = run(s, nil, { env = { FLY_API_TOKEN = "Bearer not-the-token" } })
+  t.eq(r.code, 1)
+  t.match(r.stderr, "401")
+  t.eq(env:writes(), {}, "no write call")
+  t.eq(rows(s.db), "4\n")
+end)
+
 t.test("--no-swap points the app at the new database and keeps the live one", function()
   local s = scenario()
   local r = run(s, { "--no-swap" })
@@ -212,11 +227,15 @@ end)
 
 t.test("a Fly lease held by someone else: the deploy fails, --resume finishes it", function()
   local s = scenario()
-  env:fly_faults{ { method = "POST", path = "/lease$", times = 1000, action = "lease_held" } }
+  env:fly_faults{ { method = "POST", path = "/m2/lease$", times = 1000, action = "lease_held" } }
   local r = run(s, { "--lease-wait", "1" })
   t.eq(r.code, 1)
   t.match(r.stderr, "leased by someone else")
   t.match(r.stderr, "not deployed to its machines yet")
+  for _, m in ipairs(env:fly_state().machines) do
+    t.eq(#m.updates, 0, "no machine updated before every lease was held")
+    t.eq(m.lease, cjson.null, "no lease left behind")
+  end
   env:fly_faults({})
   assert_resumes(s)
   for _, m in ipairs(env:fly_state().machines) do t.eq(#m.updates, 1, "each machine updated once") end
@@ -233,6 +252,9 @@ t.test("--rollback puts the old database and the secret back", function()
   t.eq(rows(s.db), "4\n")
   t.eq(rows(st.new_db), "3\n", "the restored copy is kept")
   env:check_spec()
+  r = env:pgvault({ "neon-restore", "--resume" }, { cwd = s.dir })
+  t.eq(r.code, 2, "a rolled-back run is not resumed")
+  t.match(r.stderr, "rolled back")
 end)
 
 t.test("--rollback after a swap renames both back", function()
