@@ -214,7 +214,6 @@ const api = new OpenAPIBackend({
 });
 
 async function handler(call, fault) {
-  await api.init();
   const req = { method: call.method, path: call.path, query: call.query, headers: call.headers, body: call.body };
   let operation;
   try {
@@ -280,6 +279,7 @@ async function control(what, body) {
     // body: { databases: [{ name, owner }] } replaces the control plane's list
     databases.splice(0, databases.length);
     operations.splice(0, operations.length);
+    violations.length = 0;
     for (const d of Array.isArray(body && body.databases) ? body.databases : []) {
       databases.push({ id: nextDbId++, branch_id: branches[0].id, name: d.name, owner_name: d.owner,
         created_at: now(), updated_at: now() });

@@ -89,7 +89,7 @@ function serve({ name, handler, control, errorBody }) {
       method: req.method, path: url.pathname, query: Object.fromEntries(url.searchParams),
       headers: req.headers, body, raw,
     };
-    const record = { method: req.method, path: url.pathname, query: call.query, body };
+    const record = { method: req.method, path: url.pathname, query: call.query, body, at: Date.now() };
     calls.push(record);
     const fault = faults.take(req.method, url.pathname);
     if (fault === 'drop_before') {
