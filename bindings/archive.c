@@ -115,6 +115,7 @@ static int verifier_start(pv_stage *s, pv_err *err)
     ar_parser_init(&v->p, err);
     v->ready = true;
     if (v->p.failed) return -1;
+    v->p.toc->read = (ar_read_mode){"stream", 1, 1, NULL};
     return 0;
 }
 

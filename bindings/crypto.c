@@ -21,8 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FILE_MAX (1 << 20)
-
 typedef struct {
     age_identity id; /* type 0 when closed */
 } identity_handle;
@@ -40,6 +38,53 @@ age_identity *age_check_identity(lua_State *L, int idx)
     identity_handle *h = luaL_checkudata(L, idx, AGE_IDENTITY_MT);
     if (h->id.type == 0) luaL_argerror(L, idx, "the identity is closed");
     return &h->id;
+}
+
+/* One identity from the value at idx: a string is parsed, a handle copied;
+ * `passphrase` says which of the two the option wants. Raises on error. */
+static void load_identity(lua_State *L, age_identity *id, int idx, bool passphrase)
+{
+    pv_err err;
+    pv_err_clear(&err);
+    int rc;
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        rc = passphrase ? age_identity_passphrase(id, s, n, &err)
+                        : age_identity_parse(id, s, n, &err);
+    } else {
+        age_identity *h = age_check_identity(L, idx);
+        if (passphrase != (h->type == AGE_ID_PASSPHRASE))
+            luaL_error(L, passphrase ? "passphrase: expected a passphrase, got a key"
+                                     : "identities: expected keys, got a passphrase");
+        rc = age_identity_copy(id, h, &err);
+    }
+    if (rc < 0) pv_err_raise(L, &err);
+}
+
+void age_collect_identities(lua_State *L, int opts, age_identity **ids, int *n)
+{
+    opts = lua_absindex(L, opts);
+    lua_getfield(L, opts, "identities");
+    if (!lua_isnil(L, -1) && !lua_istable(L, -1))
+        luaL_argerror(L, opts, "identities must be an array");
+    int nids = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
+    lua_getfield(L, opts, "passphrase");
+    bool has_pass = !lua_isnil(L, -1);
+    if (nids + has_pass == 0) luaL_argerror(L, opts, "no identities and no passphrase");
+    *ids = calloc((size_t)nids + 1, sizeof **ids);
+    if (!*ids) luaL_error(L, "out of memory");
+    for (int i = 1; i <= nids; i++) {
+        lua_geti(L, -2, i);
+        load_identity(L, &(*ids)[*n], lua_gettop(L), false);
+        (*n)++;
+        lua_pop(L, 1);
+    }
+    if (has_pass) {
+        load_identity(L, &(*ids)[*n], lua_gettop(L), true);
+        (*n)++;
+    }
+    lua_pop(L, 2);
 }
 
 static int identity_close(lua_State *L)
@@ -128,98 +173,11 @@ static int identity_save(lua_State *L)
     }
     int n = snprintf(text, cap, "# created: %s\n# public key: %s\n%s\n", created, r, secret);
     sodium_free(secret);
-    bool to_stdout = strcmp(path, "-") == 0;
-    int fd = to_stdout ? STDOUT_FILENO : open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int e = errno;
-        sodium_free(text);
-        if (e == EEXIST) {
-            pv_err err;
-            pv_err_clear(&err);
-            pv_err_set(&err, "io",
-                       "%s already exists: refusing to overwrite a key file; choose "
-                       "another name or remove it first",
-                       path);
-            pv_err_str(&err, "path", path);
-            return pv_err_raise(L, &err);
-        }
-        return pv_raise_errno(L, e, "cannot create", path);
-    }
-    int rc = pv_write_all(fd, text, (size_t)n);
-    int e = errno;
+    pv_err err;
+    pv_err_clear(&err);
+    int rc = age_write_new_file(path, text, (size_t)n, &err);
     sodium_free(text);
-    if (!to_stdout) {
-        if (rc == 0 && fsync(fd) < 0) rc = -1, e = errno;
-        if (close(fd) < 0 && rc == 0) rc = -1, e = errno;
-        if (rc < 0) unlink(path);
-    }
-    if (rc < 0) return pv_raise_errno(L, e, "cannot write", to_stdout ? "standard output" : path);
-    return 0;
-}
-
-/* Reads a whole file (or standard input for "-") into sodium_malloc'd
- * memory, NUL-terminated. Warns when `secret` and others can read it. */
-static char *read_secure(lua_State *L, const char *path, bool secret, size_t *len)
-{
-    bool is_stdin = strcmp(path, "-") == 0;
-    int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) pv_raise_errno(L, errno, "cannot open", path);
-    struct stat sb;
-    if (!is_stdin && fstat(fd, &sb) == 0) {
-        if (S_ISDIR(sb.st_mode)) {
-            close(fd);
-            pv_raise(L, "io", "cannot read %s: it is a directory", path);
-        }
-        if (secret && S_ISREG(sb.st_mode) && (sb.st_mode & 077))
-            pv_log(PV_LOG_WARN,
-                   "%s holds secrets but is readable by group or others (mode %03o): run "
-                   "'chmod 600 %s'",
-                   path, (unsigned)(sb.st_mode & 0777), path);
-    }
-    char *buf = sodium_malloc(FILE_MAX + 1);
-    if (!buf) {
-        if (!is_stdin) close(fd);
-        pv_raise(L, "crypto", "cannot allocate secure memory");
-    }
-    size_t n = 0;
-    for (;;) {
-        ssize_t got = pv_read_some(fd, buf + n, FILE_MAX + 1 - n);
-        if (got < 0 || (got > 0 && n + (size_t)got > FILE_MAX)) {
-            int e = errno;
-            sodium_free(buf);
-            if (!is_stdin) close(fd);
-            if (got < 0) pv_raise_errno(L, e, "cannot read", path);
-            pv_raise(L, "io", "%s is larger than %d bytes: not a key file", path, FILE_MAX);
-        }
-        if (got == 0) break;
-        n += (size_t)got;
-    }
-    if (!is_stdin) close(fd);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-/* Next meaningful line of an age key file: comments and blank lines
- * skipped, trailing CR and blanks trimmed. */
-static const char *next_line(const char *buf, size_t len, size_t *pos, size_t *n, int *lineno)
-{
-    while (*pos < len) {
-        const char *s = buf + *pos;
-        const char *nl = memchr(s, '\n', len - *pos);
-        size_t l = nl ? (size_t)(nl - s) : len - *pos;
-        *pos += l + (nl ? 1 : 0);
-        (*lineno)++;
-        while (l > 0 && (s[l - 1] == '\r' || s[l - 1] == ' ' || s[l - 1] == '\t'))
-            l--;
-        size_t lead = 0;
-        while (lead < l && (s[lead] == ' ' || s[lead] == '\t'))
-            lead++;
-        if (l == lead || s[lead] == '#') continue;
-        *n = l - lead;
-        return s + lead;
-    }
-    return NULL;
+    return rc < 0 ? pv_err_raise(L, &err) : 0;
 }
 
 static int crypto_read_identities(lua_State *L)
@@ -227,12 +185,12 @@ static int crypto_read_identities(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     size_t len, pos = 0, n;
     int lineno = 0;
-    char *buf = read_secure(L, path, true, &len);
+    char *buf = age_read_secure(L, path, true, &len);
     lua_newtable(L);
     const char *line;
     pv_err err;
     pv_err_clear(&err);
-    while ((line = next_line(buf, len, &pos, &n, &lineno))) {
+    while ((line = age_next_line(buf, len, &pos, &n, &lineno))) {
         identity_handle *h = push_identity(L);
         if (age_identity_parse(&h->id, line, n, &err) < 0) {
             char msg[sizeof err.message];
@@ -282,12 +240,12 @@ static int crypto_read_recipients(lua_State *L)
     const char *path = luaL_checkstring(L, 1);
     size_t len, pos = 0, n;
     int lineno = 0;
-    char *buf = read_secure(L, path, false, &len);
+    char *buf = age_read_secure(L, path, false, &len);
     lua_newtable(L);
     const char *line;
     pv_err err;
     pv_err_clear(&err);
-    while ((line = next_line(buf, len, &pos, &n, &lineno))) {
+    while ((line = age_next_line(buf, len, &pos, &n, &lineno))) {
         if (push_checked_recipient(L, line, n, &err) < 0) {
             char msg[sizeof err.message];
             snprintf(msg, sizeof msg, "%s", err.message);
@@ -313,7 +271,7 @@ static int crypto_read_passphrase(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
     size_t len;
-    char *buf = read_secure(L, path, true, &len);
+    char *buf = age_read_secure(L, path, true, &len);
     char *nl = memchr(buf, '\n', len);
     size_t n = nl ? (size_t)(nl - buf) : len;
     if (n > 0 && buf[n - 1] == '\r') n--;
@@ -446,24 +404,6 @@ static int probe_feed(void *ctx, const uint8_t *data, size_t len, pv_err *err)
     return age_header_feed(&p->hp, data, len, err) < 0 ? -1 : 0;
 }
 
-static void probe_add(lua_State *L, header_probe *p, int idx, bool passphrase)
-{
-    pv_err err;
-    pv_err_clear(&err);
-    age_identity *id = &p->ids[p->nids];
-    int rc;
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        size_t n;
-        const char *s = lua_tolstring(L, idx, &n);
-        rc = passphrase ? age_identity_passphrase(id, s, n, &err)
-                        : age_identity_parse(id, s, n, &err);
-    } else {
-        rc = age_identity_copy(id, age_check_identity(L, idx), &err);
-    }
-    if (rc < 0) pv_err_raise(L, &err);
-    p->nids++;
-}
-
 static int crypto_check_header(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -477,20 +417,9 @@ static int crypto_check_header(lua_State *L)
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
-    lua_getfield(L, 2, "identities");
-    int n = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
-    lua_getfield(L, 2, "passphrase");
-    if (n == 0 && lua_isnil(L, -1)) return luaL_argerror(L, 2, "no identities and no passphrase");
-    p->ids = calloc((size_t)n + 1, sizeof *p->ids);
     p->file_key = sodium_malloc(AGE_FILE_KEY_LEN);
-    if (!p->ids || !p->file_key) return luaL_error(L, "out of memory");
-    for (int i = 1; i <= n; i++) {
-        lua_geti(L, -2, i);
-        probe_add(L, p, lua_gettop(L), false);
-        lua_pop(L, 1);
-    }
-    if (!lua_isnil(L, -1)) probe_add(L, p, lua_gettop(L), true);
-    lua_pop(L, 2);
+    if (!p->file_key) return luaL_error(L, "out of memory");
+    age_collect_identities(L, 2, &p->ids, &p->nids);
     size_t data_len = 0, data_off = 0;
     lua_getfield(L, 2, "data");
     const char *data = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &data_len);
@@ -539,10 +468,8 @@ static int crypto_check_header(lua_State *L)
         return pv_err_raise(L, &err);
     }
     lua_createtable(L, 0, 2);
-    lua_pushstring(L, matched);
-    lua_setfield(L, -2, "recipient_type");
-    lua_pushinteger(L, p->hp.nstanzas);
-    lua_setfield(L, -2, "stanzas");
+    pv_set_str(L, "recipient_type", matched);
+    pv_set_int(L, "stanzas", p->hp.nstanzas);
     return 1;
 }
 
@@ -588,5 +515,6 @@ int luaopen_pgvault_crypto(lua_State *L)
                                      {"check_header", crypto_check_header},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);
+    age_open_signing(L);
     return 1;
 }

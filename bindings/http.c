@@ -489,6 +489,29 @@ static bool json_type(const char *ct)
     return false;
 }
 
+/* lua-cjson 2.1 reads every number as a float: whole numbers become
+ * integers again (as lib.json does), so 3 is 3 and not 3.0. */
+static void integers_back(lua_State *L, int idx, int depth)
+{
+    if (depth > 1100) return; /* deeper than cjson decodes */
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_istable(L, -1)) {
+            integers_back(L, lua_gettop(L), depth + 1);
+        } else if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+            lua_Number n = lua_tonumber(L, -1);
+            lua_Integer i;
+            if (n >= -9007199254740992.0 && n <= 9007199254740992.0 && lua_numbertointeger(n, &i) &&
+                (lua_Number)i == n) {
+                lua_pushvalue(L, -2);
+                lua_pushinteger(L, i);
+                lua_rawset(L, idx);
+            }
+        }
+        lua_pop(L, 1);
+    }
+}
+
 /* Pushes the decoded body, or nil (and returns false) when it is not JSON. */
 static bool decode_json(lua_State *L, const http_bytes *body)
 {
@@ -501,6 +524,7 @@ static bool decode_json(lua_State *L, const http_bytes *body)
         lua_pushnil(L);
         return false;
     }
+    if (lua_istable(L, -1)) integers_back(L, lua_gettop(L), 0);
     return true;
 }
 

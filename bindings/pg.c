@@ -4,8 +4,12 @@
  * parameterised queries with typed values, commands and scripts, notices
  * collected and forwarded to the log (the collation WARNING that arrives
  * during start-up included), cancel on interrupt, SQLSTATE on errors.
- * Result and notice conversion lives in pg/result.c.
+ * Connection strings and the handshake live in pg/conninfo.c and
+ * pg/connect.c (shared with pgvault.dump), result and notice conversion in
+ * pg/result.c.
  */
+#include "pg/conninfo.h"
+#include "pg/message.h"
 #include "pg/pg_internal.h"
 
 #include <errno.h>
@@ -22,9 +26,6 @@
 /* Upvalue 1 of every function of the module: the pg.null sentinel. */
 #define NULL_SENTINEL lua_upvalueindex(1)
 
-/* Seconds allowed for a connection when conninfo sets no connect_timeout;
- * a blocking PQconnectdb would wait for the kernel's TCP timeout. */
-#define DEFAULT_CONNECT_TIMEOUT 30
 /* After a cancel request, how long the server gets to stop the query
  * before the connection is dropped instead. */
 #define CANCEL_GRACE_SECONDS 5.0
@@ -80,110 +81,6 @@ static void describe(pg_conn *c)
 /* Connecting                                                          */
 /* ------------------------------------------------------------------ */
 
-/* Registers the password of a URL or conninfo string as a secret before
- * anything can print it. */
-static void register_password(const char *info)
-{
-    PQconninfoOption *opts = PQconninfoParse(info, NULL);
-    if (!opts) return;
-    for (PQconninfoOption *o = opts; o->keyword; o++)
-        if (o->val && strcmp(o->keyword, "password") == 0) pv_log_add_secret(o->val);
-    PQconninfoFree(opts);
-}
-
-static int connect_timeout_of(PGconn *pc)
-{
-    int timeout = DEFAULT_CONNECT_TIMEOUT;
-    PQconninfoOption *opts = PQconninfo(pc);
-    if (!opts) return timeout;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (o->val && o->val[0] && strcmp(o->keyword, "connect_timeout") == 0) {
-            int t = atoi(o->val);
-            /* libpq treats values below 2 seconds as 2 */
-            if (t > 0) timeout = t < 2 ? 2 : t;
-        }
-    }
-    PQconninfoFree(opts);
-    return timeout;
-}
-
-/* What the user should do about a failed connection, from libpq's text
- * (libpq exposes no SQLSTATE for start-up failures). */
-typedef struct {
-    const char *needle;
-    const char *sqlstate;
-    const char *advice;
-} conn_failure;
-
-static const conn_failure conn_failures[] = {
-    {"password authentication failed", "28P01",
-     "check the password (in the URL, PGPASSWORD or ~/.pgpass)"},
-    {"no password supplied", NULL, "supply a password in the URL, PGPASSWORD or ~/.pgpass"},
-    {"does not exist", NULL, "check the database and user names, or create them"},
-    {"no pg_hba.conf entry", "28000",
-     "the server's pg_hba.conf does not allow this host, user and database"},
-    {"too many clients", "53300", "the server has no free connection slots: try again later"},
-    {"the database system is starting up", "57P03", "the server is starting: try again shortly"},
-    {"the database system is shutting down", "57P03", "the server is shutting down"},
-    {"timeout expired", NULL, "check the host and port, and that nothing blocks the connection"},
-    {"Connection refused", NULL,
-     "check the host and port, and that the server is running and accepts connections"},
-    {"could not translate host name", NULL, "check the host name"},
-    {"Network is unreachable", NULL, "check the host name and the network"},
-    {"No such file or directory", NULL,
-     "no server socket there: check the host (socket directory) and port"},
-    {NULL, NULL, "check the connection settings"},
-};
-
-/* Turns libpq's multi-line message into one line. */
-static void one_line(const char *in, char *out, size_t outsz)
-{
-    size_t o = 0;
-    bool space = false;
-    for (const char *p = in; *p && o + 2 < outsz; p++) {
-        if (*p == '\n' || *p == '\t' || *p == '\r') {
-            space = true;
-            continue;
-        }
-        if (space && o > 0) {
-            if (out[o - 1] != ' ') out[o++] = ' ';
-        }
-        space = false;
-        out[o++] = *p;
-    }
-    while (o > 0 && out[o - 1] == ' ')
-        o--;
-    out[o] = '\0';
-}
-
-static void conn_failure_err(pv_err *err, PGconn *pc, const char *why)
-{
-    char msg[800];
-    one_line(why, msg, sizeof msg);
-    const conn_failure *f = conn_failures;
-    while (f->needle && !strstr(msg, f->needle))
-        f++;
-    const char *db = or_empty(PQdb(pc)), *user = or_empty(PQuser(pc));
-    const char *host = or_empty(PQhost(pc)), *port = or_empty(PQport(pc));
-    static const conn_failure no_database = {"", "3D000", "check the database name, or create it"};
-    static const conn_failure no_role = {"", "28000", "check the user name"};
-    if (f->needle && strcmp(f->needle, "does not exist") == 0) {
-        if (strstr(msg, "database \"")) {
-            f = &no_database;
-        } else if (strstr(msg, "role \"")) {
-            f = &no_role;
-        }
-    }
-    pv_err_set(err, "pg", "cannot connect to database %s as user %s on %s port %s: %s; %s", db,
-               user, host, port, msg, f->advice);
-    pv_err_str(err, "host", host);
-    pv_err_str(err, "port", port);
-    pv_err_str(err, "database", db);
-    pv_err_str(err, "user", user);
-    if (f->sqlstate) pv_err_str(err, "sqlstate", f->sqlstate);
-    pv_err_bool(err, "connect", true);
-}
-
 /* pg.connect([url_or_conninfo [, {log_notices = true}]]) -> connection */
 static int pg_connect(lua_State *L)
 {
@@ -194,56 +91,21 @@ static int pg_connect(lua_State *L)
     memset(c, 0, sizeof *c);
     c->quiet = quiet;
     luaL_setmetatable(L, CONN_MT);
-    register_password(info);
-
-    static const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {info, "pgvault", NULL};
-    c->conn = PQconnectStartParams(keys, vals, 1);
-    if (!c->conn) return pv_raise(L, "pg", "cannot connect: out of memory");
+    pg_conninfo ci;
     pv_err err;
     pv_err_clear(&err);
-    if (PQstatus(c->conn) == CONNECTION_BAD) {
-        char msg[800];
-        one_line(PQerrorMessage(c->conn), msg, sizeof msg);
-        pv_err_set(&err, "pg", "cannot connect: %s; check the URL or connection string", msg);
-        pv_err_bool(&err, "connect", true);
-        conn_release(c);
-        return pv_err_raise(L, &err);
-    }
-    /* Before the first poll: the server sends start-up warnings (the
+    if (pg_conninfo_parse(info, &ci, &err) < 0) return pv_err_raise(L, &err);
+    c->conn = pg_conninfo_start(&ci, &err);
+    /* Before the handshake: the server sends start-up warnings (the
      * collation version mismatch) before it is ready for queries. */
-    PQsetNoticeReceiver(c->conn, pg_notice_receiver, c);
-    double deadline = pv_now() + connect_timeout_of(c->conn);
-
-    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    while (st != PGRES_POLLING_OK) {
-        if (st == PGRES_POLLING_FAILED) {
-            conn_failure_err(&err, c->conn, PQerrorMessage(c->conn));
-            break;
-        }
-        struct pollfd p = {PQsocket(c->conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
-        int r = poll(&p, 1, 100);
-        if (pv_interrupted()) {
-            pv_err_set(&err, "interrupted", "interrupted while connecting to PostgreSQL");
-            break;
-        }
-        if (r < 0 && errno != EINTR) {
-            pv_err_errno(&err, errno, "cannot connect: waiting for the server");
-            break;
-        }
-        if (r > 0) {
-            st = PQconnectPoll(c->conn);
-        } else if (pv_now() > deadline) {
-            conn_failure_err(&err, c->conn, "timeout expired");
-            break;
-        }
-    }
+    if (c->conn) PQsetNoticeReceiver(c->conn, pg_notice_receiver, c);
+    if (c->conn) pg_conninfo_wait(&ci, c->conn, &err);
+    pg_conninfo_free(&ci);
     if (err.set) {
         conn_release(c);
         return pv_err_raise(L, &err);
     }
     describe(c);
-    pv_log_add_secret(PQpass(c->conn));
     return 1;
 }
 
@@ -427,7 +289,7 @@ static res_box *run_statement(lua_State *L, pg_conn *c, bool extended)
     pv_err_clear(&err);
     if (!sent) {
         char msg[800];
-        one_line(PQerrorMessage(c->conn), msg, sizeof msg);
+        pg_one_line(PQerrorMessage(c->conn), msg, sizeof msg);
         pv_err_set(&err, "pg", "cannot send the query to %s: %s", c->desc, msg);
         pv_err_bool(&err, "connection_lost", PQstatus(c->conn) == CONNECTION_BAD);
         return pv_err_raise(L, &err), NULL;
@@ -505,20 +367,13 @@ static int conn_info(lua_State *L)
 {
     PGconn *pc = check_conn(L)->conn;
     lua_createtable(L, 0, 7);
-    lua_pushstring(L, or_empty(PQhost(pc)));
-    lua_setfield(L, -2, "host");
-    lua_pushstring(L, or_empty(PQport(pc)));
-    lua_setfield(L, -2, "port");
-    lua_pushstring(L, or_empty(PQdb(pc)));
-    lua_setfield(L, -2, "db");
-    lua_pushstring(L, or_empty(PQuser(pc)));
-    lua_setfield(L, -2, "user");
-    lua_pushinteger(L, PQserverVersion(pc));
-    lua_setfield(L, -2, "server_version");
-    lua_pushinteger(L, PQbackendPID(pc));
-    lua_setfield(L, -2, "backend_pid");
-    lua_pushboolean(L, PQsslInUse(pc));
-    lua_setfield(L, -2, "ssl");
+    pv_set_str(L, "host", or_empty(PQhost(pc)));
+    pv_set_str(L, "port", or_empty(PQport(pc)));
+    pv_set_str(L, "db", or_empty(PQdb(pc)));
+    pv_set_str(L, "user", or_empty(PQuser(pc)));
+    pv_set_int(L, "server_version", PQserverVersion(pc));
+    pv_set_int(L, "backend_pid", PQbackendPID(pc));
+    pv_set_bool(L, "ssl", PQsslInUse(pc));
     return 1;
 }
 
@@ -542,7 +397,7 @@ static int conn_quote(lua_State *L, bool ident)
     char *q = ident ? PQescapeIdentifier(c->conn, s, len) : PQescapeLiteral(c->conn, s, len);
     if (!q) {
         char msg[512];
-        one_line(PQerrorMessage(c->conn), msg, sizeof msg);
+        pg_one_line(PQerrorMessage(c->conn), msg, sizeof msg);
         return luaL_argerror(L, 2, lua_pushfstring(L, "cannot quote: %s", msg));
     }
     lua_pushstring(L, q);
@@ -600,24 +455,53 @@ static int pg_quote_literal(lua_State *L)
  * (libpq's parser: URLs and key=value strings; no defaults applied). */
 static int pg_parse_conninfo(lua_State *L)
 {
-    const char *s = luaL_checkstring(L, 1);
-    char *why = NULL;
-    PQconninfoOption *opts = PQconninfoParse(s, &why);
-    if (!opts) {
-        char msg[512];
-        one_line(why ? why : "out of memory", msg, sizeof msg);
-        PQfreemem(why);
-        return pv_raise(L, "usage", "invalid connection string: %s", msg);
+    pg_conninfo ci;
+    pv_err err;
+    pv_err_clear(&err);
+    if (pg_conninfo_parse(luaL_checkstring(L, 1), &ci, &err) < 0) return pv_err_raise(L, &err);
+    lua_createtable(L, 0, ci.n);
+    for (int i = 0; i < ci.n; i++) {
+        lua_pushstring(L, ci.vals[i]);
+        lua_setfield(L, -2, ci.keys[i]);
     }
-    lua_newtable(L);
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val) continue;
-        if (strcmp(o->keyword, "password") == 0) pv_log_add_secret(o->val);
-        lua_pushstring(L, o->val);
-        lua_setfield(L, -2, o->keyword);
-    }
-    PQconninfoFree(opts);
+    pg_conninfo_free(&ci);
     return 1;
+}
+
+/* pg.direct_url(url) -> url, pooled_host, direct_host: a Neon pooled host
+ * (ep-...-pooler.REGION.aws.neon.tech) replaced by the endpoint's direct
+ * host, everything else kept as written; (url, nil) when there is none. */
+static int pg_direct_url(lua_State *L)
+{
+    const char *text = luaL_checkstring(L, 1);
+    pg_conninfo ci;
+    pv_err err;
+    pv_err_clear(&err);
+    if (pg_conninfo_parse(text, &ci, &err) < 0) return pv_err_raise(L, &err);
+    const char *hosts = pg_conninfo_get(&ci, "host");
+    char from[256] = "", to[256] = "";
+    lua_pushvalue(L, 1);
+    for (const char *h = hosts; h && *h;) {
+        size_t n = strcspn(h, ",");
+        char one[256], direct[256];
+        if (n < sizeof one) {
+            snprintf(one, sizeof one, "%.*s", (int)n, h);
+            if (pg_neon_direct_host(one, direct, sizeof direct)) {
+                if (!from[0]) {
+                    snprintf(from, sizeof from, "%s", one);
+                    snprintf(to, sizeof to, "%s", direct);
+                }
+                luaL_gsub(L, lua_tostring(L, -1), one, direct);
+                lua_remove(L, -2);
+            }
+        }
+        h += n + (h[n] ? 1 : 0);
+    }
+    pg_conninfo_free(&ci);
+    if (!from[0]) return 1;
+    lua_pushstring(L, from);
+    lua_pushstring(L, to);
+    return 3;
 }
 
 static int null_tostring(lua_State *L)
@@ -673,6 +557,7 @@ int luaopen_pgvault_pg(lua_State *L)
                                      {"quote_ident", pg_quote_ident},
                                      {"quote_literal", pg_quote_literal},
                                      {"parse_conninfo", pg_parse_conninfo},
+                                     {"direct_url", pg_direct_url},
                                      {NULL, NULL}};
     lua_createtable(L, 0, 8);
     lua_pushvalue(L, -2);

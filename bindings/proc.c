@@ -109,102 +109,125 @@ static int growbuf_add(growbuf *g, const char *d, size_t n)
     return 0;
 }
 
-static int proc_run(lua_State *L)
-{
-    proc_spec sp;
-    spec_read(L, 1, &sp);
-    size_t inlen = 0;
-    const char *input = pv_opt_str(L, 1, "stdin", NULL);
-    if (input) {
-        lua_getfield(L, 1, "stdin");
-        input = lua_tolstring(L, -1, &inlen);
-        lua_pop(L, 1);
-    }
-    const char *cwd = pv_opt_str(L, 1, "cwd", NULL);
-    double timeout = (double)pv_opt_int(L, 1, "timeout", 0);
-    bool merge = pv_opt_bool(L, 1, "merge_stderr", false);
-
-    pv_err err;
-    pv_err_clear(&err);
+/* A child being run to completion: its stdin fed from a string, its
+ * stdout and stderr collected, a deadline. */
+typedef struct {
     pv_child c;
-    int flags =
-        PV_PIPE_OUT | (merge ? PV_ERR_TO_OUT : PV_PIPE_ERR) | (input ? PV_PIPE_IN : PV_NULL_IN);
-    int rc = pv_child_spawn(&c, sp.argv, sp.env, cwd, flags, &err);
-    spec_free(&sp);
-    if (rc < 0) return pv_err_raise(L, &err);
+    const char *input;
+    size_t inlen, written;
+    growbuf out, err;
+    double deadline; /* 0: none */
+    bool timed_out, interrupted, oom;
+} run_state;
 
-    growbuf out = {0}, errb = {0};
-    size_t written = 0;
-    bool timed_out = false, interrupted = false, oom = false;
-    double deadline = timeout > 0 ? pv_now() + timeout : 0;
-    if (c.in_fd >= 0) fcntl(c.in_fd, F_SETFL, O_NONBLOCK);
-    if (c.in_fd >= 0 && inlen == 0) {
-        close(c.in_fd);
-        c.in_fd = -1;
+static void run_feed_stdin(run_state *r)
+{
+    ssize_t w = write(r->c.in_fd, r->input + r->written, r->inlen - r->written);
+    if (w > 0) r->written += (size_t)w;
+    if (w < 0 && errno != EAGAIN && errno != EINTR) r->written = r->inlen; /* it stopped reading */
+    if (r->written >= r->inlen) {
+        close(r->c.in_fd);
+        r->c.in_fd = -1;
     }
+}
+
+static void run_drain(run_state *r, int *fd, growbuf *g)
+{
     char buf[65536];
-    while (c.out_fd >= 0 || c.err_fd >= 0) {
-        struct pollfd pfd[3];
-        int np = 0;
-        int iout = -1, ierr = -1, iin = -1;
-        if (c.out_fd >= 0) pfd[iout = np++] = (struct pollfd){c.out_fd, POLLIN, 0};
-        if (c.err_fd >= 0) pfd[ierr = np++] = (struct pollfd){c.err_fd, POLLIN, 0};
-        if (c.in_fd >= 0) pfd[iin = np++] = (struct pollfd){c.in_fd, POLLOUT, 0};
-        int wait_ms = 200;
-        int r = poll(pfd, (nfds_t)np, wait_ms);
-        if (pv_interrupted()) {
-            interrupted = true;
-            break;
-        }
-        if (deadline && pv_now() > deadline) {
-            timed_out = true;
-            break;
-        }
-        if (r <= 0) continue;
-        if (iin >= 0 && (pfd[iin].revents & (POLLOUT | POLLERR | POLLHUP))) {
-            ssize_t w = write(c.in_fd, input + written, inlen - written);
-            if (w > 0) written += (size_t)w;
-            if (w < 0 && errno != EAGAIN && errno != EINTR) written = inlen;
-            if (written >= inlen) {
-                close(c.in_fd);
-                c.in_fd = -1;
-            }
-        }
-        int fds[2] = {iout, ierr};
-        for (int k = 0; k < 2; k++) {
-            int i = fds[k];
-            if (i < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            int *fd = k == 0 ? &c.out_fd : &c.err_fd;
-            ssize_t n = read(*fd, buf, sizeof buf);
-            if (n > 0) {
-                if (growbuf_add(k == 0 ? &out : &errb, buf, (size_t)n) < 0) oom = true;
-            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-                close(*fd);
-                *fd = -1;
-            }
-        }
-        if (oom) break;
+    ssize_t n = read(*fd, buf, sizeof buf);
+    if (n > 0) {
+        if (growbuf_add(g, buf, (size_t)n) < 0) r->oom = true;
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        close(*fd);
+        *fd = -1;
     }
-    if (timed_out || interrupted || oom) pv_child_kill(&c, 2000);
-    pv_child_close_fds(&c);
-    int status = pv_child_wait(&c);
+}
 
+/* Feeds stdin and collects the output until the child closes both, the
+ * deadline passes, a signal arrives or memory runs out. */
+static void run_pump(run_state *r)
+{
+    pv_child *c = &r->c;
+    if (c->in_fd >= 0) fcntl(c->in_fd, F_SETFL, O_NONBLOCK);
+    if (c->in_fd >= 0 && r->inlen == 0) {
+        close(c->in_fd);
+        c->in_fd = -1;
+    }
+    while ((c->out_fd >= 0 || c->err_fd >= 0) && !r->oom) {
+        struct pollfd pfd[3];
+        int np = 0, iout = -1, ierr = -1, iin = -1;
+        if (c->out_fd >= 0) pfd[iout = np++] = (struct pollfd){c->out_fd, POLLIN, 0};
+        if (c->err_fd >= 0) pfd[ierr = np++] = (struct pollfd){c->err_fd, POLLIN, 0};
+        if (c->in_fd >= 0) pfd[iin = np++] = (struct pollfd){c->in_fd, POLLOUT, 0};
+        int ready = poll(pfd, (nfds_t)np, 200);
+        if (pv_interrupted()) {
+            r->interrupted = true;
+            return;
+        }
+        if (r->deadline && pv_now() > r->deadline) {
+            r->timed_out = true;
+            return;
+        }
+        if (ready <= 0) continue;
+        const short done = POLLIN | POLLHUP | POLLERR;
+        if (iin >= 0 && (pfd[iin].revents & (POLLOUT | POLLERR | POLLHUP))) run_feed_stdin(r);
+        if (iout >= 0 && (pfd[iout].revents & done)) run_drain(r, &c->out_fd, &r->out);
+        if (ierr >= 0 && (pfd[ierr].revents & done)) run_drain(r, &c->err_fd, &r->err);
+    }
+}
+
+/* {stdout, stderr, code, signal, timed_out, pid}; frees the buffers. */
+static void push_run_result(lua_State *L, run_state *r, int status)
+{
     lua_createtable(L, 0, 6);
-    pv_set_lstr(L, "stdout", out.p ? out.p : "", out.len);
-    pv_set_lstr(L, "stderr", errb.p ? errb.p : "", errb.len);
-    free(out.p);
-    free(errb.p);
+    pv_set_lstr(L, "stdout", r->out.p ? r->out.p : "", r->out.len);
+    pv_set_lstr(L, "stderr", r->err.p ? r->err.p : "", r->err.len);
+    free(r->out.p);
+    free(r->err.p);
+    r->out.p = r->err.p = NULL;
     if (WIFEXITED(status)) {
         pv_set_int(L, "code", WEXITSTATUS(status));
     } else if (WIFSIGNALED(status)) {
         pv_set_int(L, "signal", WTERMSIG(status));
         pv_set_int(L, "code", 128 + WTERMSIG(status));
     }
-    pv_set_bool(L, "timed_out", timed_out);
-    pv_set_int(L, "pid", c.pid);
-    if (interrupted)
+    pv_set_bool(L, "timed_out", r->timed_out);
+    pv_set_int(L, "pid", r->c.pid);
+}
+
+/* proc.run{argv..., stdin=, env=, cwd=, timeout=, merge_stderr=} */
+static int proc_run(lua_State *L)
+{
+    proc_spec sp;
+    spec_read(L, 1, &sp);
+    run_state r = {.input = pv_opt_str(L, 1, "stdin", NULL)};
+    if (r.input) {
+        lua_getfield(L, 1, "stdin");
+        r.input = lua_tolstring(L, -1, &r.inlen);
+        lua_pop(L, 1); /* the table keeps it */
+    }
+    const char *cwd = pv_opt_str(L, 1, "cwd", NULL);
+    double timeout = pv_opt_num(L, 1, "timeout", 0);
+    bool merge = pv_opt_bool(L, 1, "merge_stderr", false);
+
+    pv_err err;
+    pv_err_clear(&err);
+    int flags =
+        PV_PIPE_OUT | (merge ? PV_ERR_TO_OUT : PV_PIPE_ERR) | (r.input ? PV_PIPE_IN : PV_NULL_IN);
+    int rc = pv_child_spawn(&r.c, sp.argv, sp.env, cwd, flags, &err);
+    spec_free(&sp);
+    if (rc < 0) return pv_err_raise(L, &err);
+
+    r.deadline = timeout > 0 ? pv_now() + timeout : 0;
+    run_pump(&r);
+    if (r.timed_out || r.interrupted || r.oom) pv_child_kill(&r.c, 2000);
+    pv_child_close_fds(&r.c);
+    push_run_result(L, &r, pv_child_wait(&r.c));
+    if (r.interrupted) {
+        lua_geti(L, 1, 1);
         return pv_raise(L, "interrupted", "interrupted while running %s", lua_tostring(L, -1));
-    if (oom) return pv_raise(L, "io", "out of memory capturing the output of a child process");
+    }
+    if (r.oom) return pv_raise(L, "io", "out of memory capturing the output of a child process");
     return 1;
 }
 

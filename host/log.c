@@ -4,7 +4,7 @@
  * conninfo strings, key=value secrets, age secret keys, authorization
  * headers and every literal secret registered at run time.
  */
-#include "pgvault.h"
+#include "runtime.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -252,4 +252,87 @@ void pv_log(int level, const char *fmt, ...)
     va_start(ap, fmt);
     pv_logv(level, fmt, ap);
     va_end(ap);
+}
+
+/* ------------------------------------------------------------------ */
+/* Lua: the log table and pgvault.redact                               */
+/* ------------------------------------------------------------------ */
+
+static int base_redact(lua_State *L)
+{
+    const char *in = luaL_checkstring(L, 1);
+    size_t n = strlen(in) + 256;
+    char *out = malloc(n);
+    if (!out) return luaL_error(L, "out of memory");
+    pv_redact(in, out, n);
+    lua_pushstring(L, out);
+    free(out);
+    return 1;
+}
+
+static int lua_log_at(lua_State *L, int level)
+{
+    if (level < pv_log_level()) return 0;
+    int n = lua_gettop(L);
+    if (n == 0) return 0;
+    if (n > 1) {
+        lua_getglobal(L, "string");
+        lua_getfield(L, -1, "format");
+        lua_insert(L, 1);
+        lua_pop(L, 1);
+        lua_call(L, n, 1);
+    } else {
+        luaL_tolstring(L, 1, NULL);
+    }
+    pv_log(level, "%s", lua_tostring(L, -1));
+    return 0;
+}
+
+static int lua_log_debug(lua_State *L)
+{
+    return lua_log_at(L, PV_LOG_DEBUG);
+}
+static int lua_log_info(lua_State *L)
+{
+    return lua_log_at(L, PV_LOG_INFO);
+}
+static int lua_log_warn(lua_State *L)
+{
+    return lua_log_at(L, PV_LOG_WARN);
+}
+static int lua_log_error(lua_State *L)
+{
+    return lua_log_at(L, PV_LOG_ERROR);
+}
+
+static int lua_log_secret(lua_State *L)
+{
+    if (lua_isstring(L, 1)) pv_log_add_secret(lua_tostring(L, 1));
+    return 0;
+}
+
+static int lua_log_level(lua_State *L)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error", "off", NULL};
+    lua_pushstring(L, names[pv_log_level()]);
+    if (!lua_isnoneornil(L, 1)) pv_log_set_level(luaL_checkoption(L, 1, NULL, names));
+    return 1;
+}
+
+void pv_log_push_table(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {{"debug", lua_log_debug},
+                                     {"info", lua_log_info},
+                                     {"warn", lua_log_warn},
+                                     {"error", lua_log_error},
+                                     {"secret", lua_log_secret},
+                                     {"level", lua_log_level},
+                                     {NULL, NULL}};
+    luaL_newlib(L, funcs);
+}
+
+void pv_log_funcs(lua_State *L)
+{
+    lua_pushcfunction(L, base_redact);
+    lua_setfield(L, -2, "redact");
 }

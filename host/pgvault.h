@@ -208,6 +208,11 @@ struct pv_stage {
  * `opts` (0 for none) has a string `label`, it becomes the result key. */
 void *pv_stage_new(lua_State *L, const pv_stage_ops *ops, size_t size, int opts);
 pv_stage *pv_stage_check(lua_State *L, int idx);
+/* The stage at idx, or NULL if it is not one. */
+pv_stage *pv_stage_test(lua_State *L, int idx);
+
+/* stream.run{source, ..., sink}: the pipeline engine (host/pipeline.c). */
+int pv_pipeline_run(lua_State *L);
 
 /* Hands bytes downstream. Fails with an "interrupted" error once a signal
  * arrived, so every source and filter stops promptly. */

@@ -48,10 +48,24 @@ bool pv_runtime_load_workflow(lua_State *L, const char *name);
 /* Looks a built-in script up by its path under scripts/. */
 const pv_embedded *pv_embedded_find(const char *path);
 
-/* Signal handling: SIGINT/SIGTERM set the interrupt flag and arm a hook
- * that stops running Lua code at the next safe point. */
+/* Signal handling (signals.c): SIGINT/SIGTERM set the interrupt flag and
+ * arm a hook that stops running Lua code at the next safe point. */
 void pv_signals_install(lua_State *L);
 void pv_signals_set_state(lua_State *L);
+void pv_signals_forget(lua_State *L);
+
+/* Each adds its functions to the `pgvault` module table on top. */
+void pv_error_funcs(lua_State *L);   /* error, raise, is_error, error_kinds */
+void pv_signals_funcs(lua_State *L); /* interrupted, uninterrupted, critical, signalled */
+void pv_scripts_funcs(lua_State *L); /* embedded, embedded_list, script_dirs */
+void pv_log_funcs(lua_State *L);     /* redact */
+
+/* The error object's metatable (error.c). */
+void pv_error_open(lua_State *L);
+/* The script search path: directories and the package searcher (scripts.c). */
+void pv_scripts_install(lua_State *L, const pv_runtime_opts *opts);
+/* Pushes a new `log` table (debug, info, warn, error, secret, level). */
+void pv_log_push_table(lua_State *L);
 
 void pv_stage_release(pv_stage *st);
 

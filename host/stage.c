@@ -83,6 +83,11 @@ pv_stage *pv_stage_check(lua_State *L, int idx)
     return luaL_checkudata(L, idx, PV_STAGE_MT);
 }
 
+pv_stage *pv_stage_test(lua_State *L, int idx)
+{
+    return luaL_testudata(L, idx, PV_STAGE_MT);
+}
+
 void pv_stage_release(pv_stage *st)
 {
     stage_release(st);

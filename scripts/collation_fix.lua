@@ -1,7 +1,6 @@
 -- rebuild the indexes a collation version change put at risk, then refresh the versions
 local cli = require "lib.cli"
 local collation = require "lib.collation"
-local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 
 local o = cli.parse(arg, {
@@ -44,6 +43,8 @@ end
 local function fix_database(target)
   local out = { database = target.name }
   local conn = target.conn or collation.connect(target.url)
+
+  -- 1. Check, as collation-check does.
   local before = collation.check(conn)
   out.before = collation.plain(before)
   say_lines(collation.describe(before))
@@ -54,21 +55,13 @@ local function fix_database(target)
     return out
   end
 
-  local plan = {}
-  for _, ix in ipairs(before.indexes) do plan[#plan + 1] = "REINDEX INDEX " .. ix.qualified end
-  if before.database.mismatch then
-    plan[#plan + 1] = "ALTER DATABASE " .. pg.quote_ident(before.database.name) .. " REFRESH COLLATION VERSION"
-  end
-  for _, c in ipairs(before.collations) do plan[#plan + 1] = "ALTER COLLATION " .. c.qualified .. " REFRESH VERSION" end
-  for _, c in ipairs(before.unused_collations) do
-    if c.owned then plan[#plan + 1] = "ALTER COLLATION " .. c.qualified .. " REFRESH VERSION" end
-  end
-  out.plan = plan
-  local missing = collation.missing_privileges(before)
+  -- 2. The statements, and whether this user may run them.
+  out.plan = collation.plan(before)
   if o.dry_run then
     say("dry run: would back up %s%s, then run:", target.name, o.no_backup and " (no: --no-backup)" or (" to " .. o.to))
-    for _, s in ipairs(plan) do say("  %s;", s) end
+    for _, s in ipairs(out.plan) do say("  %s;", s) end
   end
+  local missing = collation.missing_privileges(before)
   if #missing > 0 then
     conn:close()
     pgvault.raise("pg", string.format("cannot fix database %s as user %s: it needs ownership of %s; connect as the "
@@ -80,36 +73,22 @@ local function fix_database(target)
     return out
   end
 
+  -- 3. A backup before anything changes (no connection sits idle meanwhile).
   if not o.no_backup then
-    -- No connection sits idle while pg_dump runs.
     conn:close()
     out.backup = take_backup(target)
     say("backup of %s: %s", target.name, out.backup)
     conn = collation.connect(target.url)
   end
 
+  -- 4. Rebuild, then refresh what every rebuild allows.
   local result = collation.fix(conn, before)
   conn:close()
   out.rebuilt, out.failed = result.rebuilt, result.failed
   out.refreshed, out.not_refreshed = result.refreshed, result.not_refreshed
-  for _, r in ipairs(result.rebuilt) do say("rebuilt %s on %s (%.1fs)", r.index, r.table, r.seconds) end
-  for _, f in ipairs(result.failed) do
-    say("FAILED to rebuild %s on %s: %s", f.index, f.table, f.error)
-    if f.duplicates and #f.duplicates > 0 then
-      say("  keys that are now equal (key: rows), resolve them and run collation-fix again:")
-      for _, d in ipairs(f.duplicates) do say("    %s: %d rows", d.key, d.rows) end
-    elseif f.duplicates_error then
-      say("  (could not list the duplicate keys: %s)", f.duplicates_error)
-    end
-  end
-  for _, r in ipairs(result.refreshed) do say("refreshed %s", r.object) end
-  for _, r in ipairs(result.not_refreshed) do say("NOT refreshed %s: %s", r.object, r.reason) end
-  if result.unused_skipped > 0 then
-    say("left %d unused collation%s with a stale version alone (not owned by %s; harmless)", result.unused_skipped,
-      result.unused_skipped == 1 and "" or "s", before.user)
-  end
+  say_lines(collation.describe_fix(result, before.user))
 
-  -- A new connection: the start-up warning must be gone too.
+  -- 5. Check again, on a new connection: the start-up warning must be gone too.
   local conn2 <close> = collation.connect(target.url)
   local after = collation.check(conn2)
   out.after = collation.plain(after)

@@ -9,7 +9,7 @@ lua5.4 liblua5.4-dev lua-cjson lua-cjson-dev lua-check
 libpq-dev libcurl4-openssl-dev libsodium-dev libssl-dev openssl
 libzstd-dev zstd liblz4-dev zlib1g-dev libexpat1-dev libreadline-dev
 postgresql-15 postgresql-client-15 postgresql-contrib
-age awscli python3 locales
+age awscli python3 locales minisign
 nodejs npm
 clang libclang-rt-14-dev valgrind tmux time procps
 libisal-dev

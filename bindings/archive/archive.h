@@ -1,9 +1,11 @@
 /*
  * archive.h: the PGDMP custom-format reader shared by bindings/archive.c and
- * its helpers: a push parser (parser.c) that takes the archive in pieces of
- * any size, the stream decoders and COPY row counter (decode.c), the
- * pg_restore --list printer (listing.c) and the whole-file reader that
- * inflates data blocks on several threads when the TOC has offsets (file.c).
+ * its helpers: a push parser (parser.c driving, toc.c for the header and
+ * TOC, blocks.c for the data blocks; parser.h is theirs) that takes the
+ * archive in pieces of any size, the stream decoders (decode.c), the row
+ * counter (rows.c), the pg_restore --list printer and the summary
+ * (listing.c) and the whole-file reader that inflates data blocks on
+ * several threads when the TOC has offsets (file.c).
  *
  * Memory is bounded whatever the input: strings that matter (names, types)
  * are kept up to AR_MAX_KEPT_STR bytes, definitions are skipped as they
@@ -35,6 +37,7 @@ typedef struct ar_entry {
     bool had_dumper;
     bool has_copy;    /* copyStmt present: the data is COPY text */
     bool defn_schema; /* defn non-empty and not "-- load via partition root " */
+    bool rows_known;  /* the data's rows were counted (COPY, or INSERT statements) */
     uint32_t tableoid, oid;
     int32_t section;
     int32_t relkind;
@@ -53,6 +56,16 @@ typedef struct ar_entry {
     int64_t lo_count;
 } ar_entry;
 
+/* How the data blocks were read: "parallel" (ranges of blocks on several
+ * threads), "sequential" (with the reason it was not parallel) or
+ * "stream" (a tap sees the bytes once, in order). */
+typedef struct ar_read_mode {
+    const char *mode;
+    int threads; /* threads that inflated data at the same time */
+    int ranges;  /* pieces the data area was cut into */
+    const char *reason;
+} ar_read_mode;
+
 /* The header and TOC, shared read-only by the data readers once complete. */
 typedef struct ar_toc {
     int vmaj, vmin, vrev;
@@ -69,6 +82,7 @@ typedef struct ar_toc {
     uint64_t toc_end; /* byte offset just past the TOC */
     size_t memory;    /* bytes allocated for the TOC, bounded */
     bool all_offsets; /* every data entry has a position (flag 2) */
+    ar_read_mode read;
 } ar_toc;
 
 typedef struct ar_decoder {
@@ -80,13 +94,31 @@ typedef struct ar_decoder {
     uint8_t *out;
 } ar_decoder;
 
-/* COPY text line state, to count rows and find the "\." line. */
-typedef struct ar_copy {
+/* Counting a table's rows as its data streams past: COPY text lines up
+ * to the end-of-data line "\.", or the rows of pg_dump --inserts' INSERT
+ * statements (a small SQL lexer: literals, quoted names, parentheses). */
+enum { AR_ROWS_NONE, AR_ROWS_COPY, AR_ROWS_INSERT };
+
+typedef struct ar_rows {
+    int mode; /* AR_ROWS_* */
+    /* COPY text */
     uint64_t line_len;
     uint8_t c0, c1;
     bool done;
     bool garbage; /* something other than newlines after "\." */
-} ar_copy;
+    /* INSERT statements */
+    uint8_t lex;         /* where the lexer is: code, a literal, a quoted name */
+    bool escapes;        /* the literal being read is an E'' one */
+    char word[8];        /* the bare word being read, upper case */
+    uint8_t wlen;        /* its length (> 7: a longer word) */
+    bool want_insert;    /* between statements: the next word must be INSERT */
+    bool values;         /* VALUES seen in this statement */
+    bool default_values; /* ... as DEFAULT VALUES: one row */
+    bool after_default;  /* the last word was DEFAULT */
+    bool unknown;        /* not pg_dump's INSERT statements: rows not counted */
+    int depth;           /* parentheses open */
+    int64_t tuples;      /* row constructors of this statement */
+} ar_rows;
 
 typedef struct ar_parser {
     ar_toc *toc;
@@ -120,7 +152,7 @@ typedef struct ar_parser {
     int block_type;
     uint64_t chunk_left;
     ar_decoder dec;
-    ar_copy copy;
+    ar_rows rows;
     bool lo_active;
     uint32_t lo_oid;
     uint64_t end_limit;   /* blocks mode: stop expecting blocks here (0: none) */
@@ -148,13 +180,19 @@ const char *ar_algo_name(int algo);
 
 /* decode.c */
 int ar_dec_begin(ar_decoder *d, int algo, char *msg, size_t msgsz);
-/* Feeds compressed bytes; decoded output goes to ar_count(). */
-int ar_dec_feed(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_copy *c, char *msg,
+/* Feeds compressed bytes; decoded output is counted into e (raw bytes) and
+ * `rows` (NULL: a large object's bytes, not rows). */
+int ar_dec_feed(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_rows *rows, char *msg,
                 size_t msgsz);
 /* The stream's chunks are over: the codec must have seen its end. */
 int ar_dec_end(ar_decoder *d, char *msg, size_t msgsz);
 void ar_dec_free(ar_decoder *d);
-void ar_count(ar_entry *e, ar_copy *c, const uint8_t *out, size_t n);
+
+/* rows.c */
+void ar_rows_begin(ar_rows *r, int mode);
+void ar_rows_feed(ar_rows *r, ar_entry *e, const uint8_t *data, size_t n);
+/* The table's data is over: it must have ended where its format ends. */
+int ar_rows_end(ar_rows *r, ar_entry *e, char *msg, size_t msgsz);
 
 /* listing.c: pg_restore --list's text for the TOC, appended to a buffer. */
 void ar_list(lua_State *L, const ar_toc *toc, bool verbose);

@@ -1,7 +1,7 @@
 /*
  * decode.c: the stream decoders of the PGDMP reader (none, zlib, LZ4 frame,
- * zstd frame), each required to reach its codec's own end of stream, and
- * the counter that measures decoded bytes and COPY rows.
+ * zstd frame), each required to reach its codec's own end of stream; the
+ * decoded output is measured and goes to the row counter (rows.c).
  */
 #include "archive.h"
 
@@ -24,41 +24,10 @@ const char *ar_algo_name(int algo)
     }
 }
 
-/* COPY text: one row per line (newlines inside values are escaped), the
- * data ends with the line "\." and pg_dump adds two empty lines. */
-static void count_copy(ar_entry *e, ar_copy *c, const uint8_t *p, size_t n)
-{
-    const uint8_t *end = p + n;
-    while (p < end) {
-        if (c->done) {
-            for (; p < end; p++)
-                if (*p != '\n') c->garbage = true;
-            return;
-        }
-        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
-        const uint8_t *stop = nl ? nl : end;
-        size_t seg = (size_t)(stop - p), i = 0;
-        for (; i < seg && c->line_len < 2; i++, c->line_len++) {
-            if (c->line_len == 0)
-                c->c0 = p[i];
-            else
-                c->c1 = p[i];
-        }
-        c->line_len += seg - i;
-        if (!nl) return;
-        if (c->line_len == 2 && c->c0 == '\\' && c->c1 == '.')
-            c->done = true;
-        else
-            e->rows++;
-        c->line_len = 0;
-        p = nl + 1;
-    }
-}
-
-void ar_count(ar_entry *e, ar_copy *c, const uint8_t *out, size_t n)
+static void count(ar_entry *e, ar_rows *rows, const uint8_t *out, size_t n)
 {
     e->raw_bytes += n;
-    if (c) count_copy(e, c, out, n);
+    if (rows) ar_rows_feed(rows, e, out, n);
 }
 
 int ar_dec_begin(ar_decoder *d, int algo, char *msg, size_t msgsz)
@@ -137,7 +106,7 @@ static const char *isal_error(int rc)
     }
 }
 
-static int feed_gzip(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_copy *c,
+static int feed_gzip(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_rows *c,
                      char *msg, size_t msgsz)
 {
     struct inflate_state *st = d->isal;
@@ -151,7 +120,7 @@ static int feed_gzip(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, 
             st->avail_out = AR_DEC_OUT;
             int rc = isal_inflate(st);
             size_t got = AR_DEC_OUT - st->avail_out;
-            if (got) ar_count(e, c, d->out, got);
+            if (got) count(e, c, d->out, got);
             if (rc < 0 || rc == ISAL_NEED_DICT) {
                 snprintf(msg, msgsz, "gzip data is corrupt: %s", isal_error(rc));
                 return -1;
@@ -169,7 +138,7 @@ static int feed_gzip(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, 
     return 0;
 }
 
-static int feed_lz4(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_copy *c,
+static int feed_lz4(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_rows *c,
                     char *msg, size_t msgsz)
 {
     while (len > 0 || !d->ended) {
@@ -179,7 +148,7 @@ static int feed_lz4(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, a
             snprintf(msg, msgsz, "lz4 data is corrupt: %s", LZ4F_getErrorName(r));
             return -1;
         }
-        if (dst) ar_count(e, c, d->out, dst);
+        if (dst) count(e, c, d->out, dst);
         in += src;
         len -= src;
         if (r == 0) {
@@ -193,7 +162,7 @@ static int feed_lz4(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, a
     return 0;
 }
 
-static int feed_zstd(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_copy *c,
+static int feed_zstd(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_rows *c,
                      char *msg, size_t msgsz)
 {
     ZSTD_inBuffer ib = {in, len, 0};
@@ -204,7 +173,7 @@ static int feed_zstd(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, 
             snprintf(msg, msgsz, "zstd data is corrupt: %s", ZSTD_getErrorName(r));
             return -1;
         }
-        if (ob.pos) ar_count(e, c, d->out, ob.pos);
+        if (ob.pos) count(e, c, d->out, ob.pos);
         if (r == 0) {
             d->ended = true;
             if (ib.pos < ib.size) return trailing(d, msg, msgsz);
@@ -214,14 +183,14 @@ static int feed_zstd(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, 
     }
 }
 
-int ar_dec_feed(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_copy *c, char *msg,
+int ar_dec_feed(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_rows *c, char *msg,
                 size_t msgsz)
 {
     if (len == 0) return 0;
     if (d->ended) return trailing(d, msg, msgsz);
     switch (d->algo) {
     case AR_ALGO_NONE:
-        ar_count(e, c, in, len);
+        count(e, c, in, len);
         return 0;
     case AR_ALGO_GZIP:
         return feed_gzip(d, in, len, e, c, msg, msgsz);

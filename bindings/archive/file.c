@@ -86,18 +86,74 @@ static long long err_offset(const pv_err *e)
     return -1;
 }
 
-/* The positions are usable for a split if they are where sequential blocks
- * would be: the first right after the TOC, then strictly increasing. */
-static bool split_ok(const ar_toc *t, uint64_t size)
+/* Why the data area cannot be cut into ranges of blocks read at the same
+ * time, or NULL when it can: the positions must be where sequential
+ * blocks would be, the first right after the TOC, then increasing. */
+static const char *no_split_reason(const ar_toc *t, uint64_t size, int threads)
 {
-    if (!t->all_offsets || t->ndata < 2) return false;
+    if (threads < 2) return "one thread was asked for";
+    if (t->ndata < 2) return "the archive has fewer than two data blocks";
+    if (!t->all_offsets) return "the TOC has no data offsets (pg_dump wrote to a pipe)";
     uint64_t prev = t->toc_end;
     for (int i = 0; i < t->ndata; i++) {
         uint64_t o = t->entries[t->data_idx[i]].off_pos;
-        if ((i == 0 && o != t->toc_end) || (i > 0 && o <= prev) || o >= size) return false;
+        if ((i == 0 && o != t->toc_end) || (i > 0 && o <= prev) || o >= size)
+            return "the TOC's data offsets are not where the blocks are";
         prev = o;
     }
-    return true;
+    return NULL;
+}
+
+/* Cuts the data area at block boundaries into at most `threads` ranges of
+ * about equal size; returns how many. */
+static int plan_ranges(ar_toc *t, int fd, uint64_t size, int threads, range_job *jobs)
+{
+    uint64_t data = size - t->toc_end, target = data / (uint64_t)threads + 1;
+    int njobs = 0, first = 0;
+    for (int i = 0; i < t->ndata && njobs < threads; i++) {
+        uint64_t start = t->entries[t->data_idx[first]].off_pos;
+        uint64_t next = i + 1 < t->ndata ? t->entries[t->data_idx[i + 1]].off_pos : size;
+        bool last_job = njobs == threads - 1 || i + 1 == t->ndata;
+        if (next - start < target && !last_job) continue;
+        if (last_job) {
+            i = t->ndata - 1;
+            next = size;
+        }
+        range_job *j = &jobs[njobs++];
+        memset(j, 0, sizeof *j);
+        j->toc = t;
+        j->fd = fd;
+        j->first = first;
+        j->last = i;
+        j->start = start;
+        j->end = next;
+        j->bounded = i + 1 < t->ndata;
+        first = i + 1;
+    }
+    return njobs;
+}
+
+/* Runs every range, each on a thread of its own where one can be started
+ * (the rest on this thread); records how many ran at the same time. */
+static void run_ranges(ar_toc *t, range_job *jobs, int njobs)
+{
+    pthread_t tids[MAX_THREADS];
+    bool started[MAX_THREADS];
+    int nstarted = 0, ninline = 0;
+    for (int k = 0; k < njobs; k++) {
+        started[k] = pthread_create(&tids[k], NULL, range_main, &jobs[k]) == 0;
+        nstarted += started[k];
+    }
+    for (int k = 0; k < njobs; k++) {
+        if (started[k]) continue;
+        range_main(&jobs[k]);
+        ninline++;
+    }
+    for (int k = 0; k < njobs; k++)
+        if (started[k]) pthread_join(tids[k], NULL);
+    int threads = nstarted + (ninline > 0);
+    t->read = (ar_read_mode){threads > 1 ? "parallel" : "sequential", threads, njobs,
+                             threads > 1 ? NULL : "no thread could be started"};
 }
 
 static int read_parallel(ar_toc *t, int fd, uint64_t size, int threads, pv_err *err)
@@ -105,42 +161,8 @@ static int read_parallel(ar_toc *t, int fd, uint64_t size, int threads, pv_err *
     if (threads > t->ndata) threads = t->ndata;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     range_job jobs[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    uint64_t data = size - t->toc_end, target = data / (uint64_t)threads + 1;
-    int njobs = 0, first = 0;
-    for (int i = 0; i < t->ndata && njobs < threads; i++) {
-        uint64_t start = t->entries[t->data_idx[first]].off_pos;
-        uint64_t next = i + 1 < t->ndata ? t->entries[t->data_idx[i + 1]].off_pos : size;
-        bool last_job = njobs == threads - 1 || i + 1 == t->ndata;
-        if (next - start >= target || last_job) {
-            if (last_job) {
-                i = t->ndata - 1;
-                next = size;
-            }
-            range_job *j = &jobs[njobs++];
-            memset(j, 0, sizeof *j);
-            j->toc = t;
-            j->fd = fd;
-            j->first = first;
-            j->last = i;
-            j->start = start;
-            j->end = next;
-            j->bounded = i + 1 < t->ndata;
-            first = i + 1;
-        }
-    }
-    int started = 0;
-    for (int k = 0; k < njobs; k++) {
-        if (pthread_create(&tids[k], NULL, range_main, &jobs[k]) != 0) {
-            range_main(&jobs[k]); /* no thread: do it here */
-            tids[k] = 0;
-            continue;
-        }
-        started++;
-    }
-    for (int k = 0; k < njobs; k++)
-        if (tids[k]) pthread_join(tids[k], NULL);
-    (void)started;
+    int njobs = plan_ranges(t, fd, size, threads, jobs);
+    run_ranges(t, jobs, njobs);
     int worst = -1;
     for (int k = 0; k < njobs; k++) {
         if (jobs[k].rc == 0) continue;
@@ -208,10 +230,13 @@ int ar_read_file(const char *path, int threads, bool fill_offsets, ar_toc **out,
     if (rc == 0 && p.phase != AR_PH_BLOCKS) rc = ar_parser_finish(&p); /* ends in the TOC */
     if (rc == 0) {
         p.pause_at_blocks = false;
-        if (threads > 1 && split_ok(p.toc, size))
+        const char *why = no_split_reason(p.toc, size, threads);
+        if (!why) {
             rc = read_parallel(p.toc, fd, size, threads, err);
-        else if ((rc = read_range(&p, fd, p.pos, size, err)) == 0)
-            rc = ar_parser_finish(&p);
+        } else {
+            p.toc->read = (ar_read_mode){"sequential", 1, 1, why};
+            if ((rc = read_range(&p, fd, p.pos, size, err)) == 0) rc = ar_parser_finish(&p);
+        }
     }
     if (rc == 0 && fill_offsets) rc = fill(p.toc, fd, err);
     if (p.phase >= AR_PH_BLOCKS) {

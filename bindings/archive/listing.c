@@ -153,9 +153,9 @@ static void set_str(lua_State *L, const char *k, const char *v)
     lua_setfield(L, -2, k);
 }
 
-void ar_push_summary(lua_State *L, const ar_toc *t, uint64_t bytes, bool complete)
+/* The header's fields and what the reader saw of the file as a whole. */
+static void set_header(lua_State *L, const ar_toc *t, uint64_t bytes, bool complete)
 {
-    lua_createtable(L, 0, 20);
     char s[64];
     snprintf(s, sizeof s, "%d.%d", t->vmaj, t->vmin);
     set_str(L, "version", s);
@@ -177,7 +177,38 @@ void ar_push_summary(lua_State *L, const ar_toc *t, uint64_t bytes, bool complet
     lua_setfield(L, -2, "offsets");
     lua_pushboolean(L, complete);
     lua_setfield(L, -2, "complete");
+    if (t->read.mode) {
+        lua_createtable(L, 0, 4);
+        set_str(L, "mode", t->read.mode);
+        set_int(L, "threads", t->read.threads);
+        set_int(L, "ranges", t->read.ranges);
+        set_str(L, "reason", t->read.reason);
+        lua_setfield(L, -2, "read");
+    }
+}
 
+static void push_table(lua_State *L, const ar_entry *e)
+{
+    lua_createtable(L, 0, 8);
+    set_int(L, "dump_id", e->dump_id);
+    set_str(L, "kind", e->desc);
+    set_str(L, "schema", e->ns);
+    set_str(L, "name", e->tag);
+    set_int(L, "compressed", (long long)e->comp_bytes);
+    set_int(L, "uncompressed", (long long)e->raw_bytes);
+    if (e->seen) {
+        set_int(L, "offset", (long long)e->block_pos);
+        set_int(L, "block_bytes", (long long)(e->block_end - e->block_pos));
+    }
+    if (e->rows_known) set_int(L, "rows", e->rows);
+    lua_pushboolean(L, e->seen);
+    lua_setfield(L, -2, "verified");
+}
+
+/* Per-table sizes and rows (large objects are summed instead), then the
+ * totals. */
+static void set_tables(lua_State *L, const ar_toc *t)
+{
     long long rows = 0, comp = 0, raw = 0, lo_n = 0, lo_comp = 0, lo_raw = 0;
     int ntables = 0, nblobs = 0;
     lua_createtable(L, t->ndata, 0);
@@ -192,41 +223,11 @@ void ar_push_summary(lua_State *L, const ar_toc *t, uint64_t bytes, bool complet
             lo_raw += (long long)e->raw_bytes;
             continue;
         }
-        lua_createtable(L, 0, 8);
-        set_int(L, "dump_id", e->dump_id);
-        set_str(L, "kind", e->desc);
-        set_str(L, "schema", e->ns);
-        set_str(L, "name", e->tag);
-        set_int(L, "compressed", (long long)e->comp_bytes);
-        set_int(L, "uncompressed", (long long)e->raw_bytes);
-        if (e->seen) {
-            set_int(L, "offset", (long long)e->block_pos);
-            set_int(L, "block_bytes", (long long)(e->block_end - e->block_pos));
-        }
-        if (e->has_copy) {
-            set_int(L, "rows", e->rows);
-            rows += e->rows;
-        }
-        lua_pushboolean(L, e->seen);
-        lua_setfield(L, -2, "verified");
+        push_table(L, e);
         lua_rawseti(L, -2, ++ntables);
+        if (e->rows_known) rows += e->rows;
     }
     lua_setfield(L, -2, "tables");
-    /* where each data block starts and where its TOC offset field sits:
-     * what archive.fill_offsets needs to make the file seekable */
-    lua_createtable(L, t->ndata, 0);
-    int nb = 0;
-    for (int i = 0; i < t->ndata; i++) {
-        const ar_entry *e = &t->entries[t->data_idx[i]];
-        if (!e->seen) continue;
-        lua_createtable(L, 0, 4);
-        set_int(L, "dump_id", e->dump_id);
-        set_int(L, "offset", (long long)e->block_pos);
-        set_int(L, "field", (long long)e->off_field_pos);
-        set_int(L, "flag", e->off_flag);
-        lua_rawseti(L, -2, ++nb);
-    }
-    lua_setfield(L, -2, "blocks");
     lua_createtable(L, 0, 4);
     set_int(L, "count", lo_n);
     set_int(L, "blocks", nblobs);
@@ -240,4 +241,31 @@ void ar_push_summary(lua_State *L, const ar_toc *t, uint64_t bytes, bool complet
     set_int(L, "compressed", comp);
     set_int(L, "uncompressed", raw);
     lua_setfield(L, -2, "totals");
+}
+
+/* Where each data block starts and where its TOC offset field sits: what
+ * archive.fill_offsets needs to make the file seekable. */
+static void set_blocks(lua_State *L, const ar_toc *t)
+{
+    lua_createtable(L, t->ndata, 0);
+    int nb = 0;
+    for (int i = 0; i < t->ndata; i++) {
+        const ar_entry *e = &t->entries[t->data_idx[i]];
+        if (!e->seen) continue;
+        lua_createtable(L, 0, 4);
+        set_int(L, "dump_id", e->dump_id);
+        set_int(L, "offset", (long long)e->block_pos);
+        set_int(L, "field", (long long)e->off_field_pos);
+        set_int(L, "flag", e->off_flag);
+        lua_rawseti(L, -2, ++nb);
+    }
+    lua_setfield(L, -2, "blocks");
+}
+
+void ar_push_summary(lua_State *L, const ar_toc *t, uint64_t bytes, bool complete)
+{
+    lua_createtable(L, 0, 20);
+    set_header(L, t, bytes, complete);
+    set_tables(L, t);
+    set_blocks(L, t);
 }

@@ -85,6 +85,8 @@ void age_identity_free(age_identity *id);
 void age_recipient_encode(const uint8_t pub[AGE_KEY_LEN], char *out, size_t outcap);
 /* "AGE-SECRET-KEY-1..." into sodium memory the caller frees with sodium_free. */
 char *age_identity_encode(const age_identity *id);
+/* Whether input meant as a public key is (or names) a secret key. */
+bool age_looks_secret(const char *s, size_t len);
 /* Parses "age1..." into pub. */
 int age_recipient_parse(const char *s, size_t len, uint8_t pub[AGE_KEY_LEN], pv_err *err);
 
@@ -201,8 +203,29 @@ int age_armor_finish(age_armor_reader *r, pv_err *err);
 
 int age_push_encryptor(lua_State *L);
 int age_push_decryptor(lua_State *L);
-/* Reads identities from the value at idx (array of handles or strings). */
 age_identity *age_check_identity(lua_State *L, int idx);
+/* The identities an options table names (identities = {handles or
+ * strings}, passphrase = a handle or string) into a calloc'd *ids; *n
+ * counts those filled, so the caller's userdata, which owns both, frees
+ * them even when this raises (misuse, an identity that does not parse). */
+void age_collect_identities(lua_State *L, int opts, age_identity **ids, int *n);
+
+/* ---- key files (bindings/crypto/keyfile.c) ---- */
+
+/* A whole file (standard input for "-") in sodium_malloc'd memory,
+ * NUL-terminated; raises on failure. Warns when `secret` and the file is
+ * readable by group or others. */
+char *age_read_secure(lua_State *L, const char *path, bool secret, size_t *len);
+/* The next meaningful line of a key file: comments and blank lines
+ * skipped, surrounding blanks and a CR trimmed. */
+const char *age_next_line(const char *buf, size_t len, size_t *pos, size_t *n, int *lineno);
+/* Creates `path` (0600) holding data, never over an existing file (kind
+ * "exists"): a temporary file beside it, fsynced, linked into place. "-"
+ * writes to standard output. 0, or -1 with err set. */
+int age_write_new_file(const char *path, const char *data, size_t len, pv_err *err);
 #define AGE_IDENTITY_MT "pgvault.crypto.identity"
+/* Adds the minisign functions (bindings/crypto/signing.c) to the module
+ * table on top of the stack. */
+void age_open_signing(lua_State *L);
 
 #endif

@@ -242,22 +242,12 @@ static int decryptor_report(pv_stage *s, lua_State *L)
 {
     decryptor *d = (decryptor *)s;
     lua_createtable(L, 0, 6);
-    lua_pushinteger(L, (lua_Integer)d->plain);
-    lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes_in");
-    lua_pushinteger(L, (lua_Integer)d->chunks);
-    lua_setfield(L, -2, "chunks");
-    lua_pushboolean(L, d->armored);
-    lua_setfield(L, -2, "armored");
-    if (d->matched[0]) {
-        lua_pushstring(L, d->matched);
-        lua_setfield(L, -2, "recipient_type");
-    }
-    if (d->failure[0]) {
-        lua_pushstring(L, d->failure);
-        lua_setfield(L, -2, "failure");
-    }
+    pv_set_int(L, "bytes", (lua_Integer)d->plain);
+    pv_set_int(L, "bytes_in", (lua_Integer)s->bytes_in);
+    pv_set_int(L, "chunks", (lua_Integer)d->chunks);
+    pv_set_bool(L, "armored", d->armored);
+    pv_set_str(L, "recipient_type", d->matched[0] ? d->matched : NULL);
+    pv_set_str(L, "failure", d->failure[0] ? d->failure : NULL);
     return 1;
 }
 
@@ -284,29 +274,6 @@ static const pv_stage_ops decryptor_ops = {.name = "decrypt",
                                            .report = decryptor_report,
                                            .release = decryptor_release};
 
-static int add_identity(lua_State *L, decryptor *d, int idx, bool passphrase)
-{
-    pv_err err;
-    pv_err_clear(&err);
-    age_identity *id = &d->ids[d->nids];
-    int rc;
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        size_t n;
-        const char *s = lua_tolstring(L, idx, &n);
-        rc = passphrase ? age_identity_passphrase(id, s, n, &err)
-                        : age_identity_parse(id, s, n, &err);
-    } else {
-        age_identity *h = age_check_identity(L, idx);
-        if (passphrase != (h->type == AGE_ID_PASSPHRASE))
-            return luaL_error(L, passphrase ? "passphrase: expected a passphrase, got a key"
-                                            : "identities: expected keys, got a passphrase");
-        rc = age_identity_copy(id, h, &err);
-    }
-    if (rc < 0) return pv_err_raise(L, &err); /* the stage's __gc frees the others */
-    d->nids++;
-    return 0;
-}
-
 int age_push_decryptor(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -318,27 +285,10 @@ int age_push_decryptor(lua_State *L)
     lua_getfield(L, 1, "armor");
     int armor_mode = lua_isnil(L, -1) ? -1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
-    lua_getfield(L, 1, "identities");
-    int nids = lua_istable(L, -1) ? (int)luaL_len(L, -1) : 0;
-    if (!lua_isnil(L, -1) && !lua_istable(L, -1))
-        return luaL_argerror(L, 1, "identities must be an array");
-    lua_getfield(L, 1, "passphrase");
-    bool has_pass = !lua_isnil(L, -1);
-    if (nids + has_pass == 0) return luaL_argerror(L, 1, "no identities and no passphrase");
     decryptor *d = pv_stage_new(L, &decryptor_ops, sizeof *d, 1);
-    d->ids = calloc((size_t)(nids + 1), sizeof *d->ids);
-    if (!d->ids) return luaL_error(L, "out of memory");
     d->max_work_factor = max_wf;
     d->armor_mode = armor_mode;
     d->engine = strcmp(aead, "sodium") == 0 ? AGE_AEAD_SODIUM : AGE_AEAD_OPENSSL;
-    int stage = lua_gettop(L);
-    for (int i = 1; i <= nids; i++) {
-        lua_geti(L, stage - 2, i);
-        add_identity(L, d, -1, false);
-        lua_pop(L, 1);
-    }
-    if (has_pass) add_identity(L, d, stage - 1, true);
-    lua_replace(L, stage - 2);
-    lua_settop(L, stage - 2);
+    age_collect_identities(L, 1, &d->ids, &d->nids);
     return 1;
 }

@@ -138,14 +138,10 @@ static int encryptor_report(pv_stage *s, lua_State *L)
 {
     encryptor *e = (encryptor *)s;
     lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)s->bytes_out);
-    lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes_in");
-    lua_pushinteger(L, (lua_Integer)e->chunks);
-    lua_setfield(L, -2, "chunks");
-    lua_pushboolean(L, e->armor);
-    lua_setfield(L, -2, "armored");
+    pv_set_int(L, "bytes", (lua_Integer)s->bytes_out);
+    pv_set_int(L, "bytes_in", (lua_Integer)s->bytes_in);
+    pv_set_int(L, "chunks", (lua_Integer)e->chunks);
+    pv_set_bool(L, "armored", e->armor);
     return 1;
 }
 

@@ -170,13 +170,57 @@ char *age_hybrid_recipient_encode(const uint8_t ek[AGE_HYBRID_EK])
     return out;
 }
 
+/* Whether a string meant as a recipient or public key is a secret: an
+ * age identity (of any kind, any case), or anything naming a secret key.
+ * Such input is never echoed in an error. */
+bool age_looks_secret(const char *s, size_t len)
+{
+    static const char *const marks[] = {"secret-key", "secret_key", "secretkey", "age-plugin-"};
+    for (size_t m = 0; m < sizeof marks / sizeof *marks; m++) {
+        size_t k = strlen(marks[m]);
+        for (size_t i = 0; i + k <= len; i++)
+            if (strncasecmp(s + i, marks[m], k) == 0) return true;
+    }
+    return false;
+}
+
+/* What of a rejected recipient an error may show: the start of something
+ * that looks like one (age1..., ssh-...), never more, and nothing of
+ * anything else (a pasted secret, a password). */
+static void shown_recipient(const char *s, size_t len, char *out, size_t cap)
+{
+    bool looks =
+        (len >= 4 && strncasecmp(s, "age1", 4) == 0) || (len >= 4 && strncmp(s, "ssh-", 4) == 0);
+    if (!looks || age_looks_secret(s, len)) {
+        snprintf(out, cap, "(not shown)");
+        return;
+    }
+    size_t k = len > 24 ? 24 : len;
+    for (size_t i = 0; i < k; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e) k = i;
+    snprintf(out, cap, "\"%.*s%s\"", (int)k, s, k < len ? "..." : "");
+}
+
+static int secret_as_recipient(pv_err *err)
+{
+    pv_err_set(err, "crypto",
+               "this is a secret key (an age identity), not a recipient: give the public "
+               "recipient it belongs to ('pgvault keygen -y FILE' prints it), and keep the "
+               "secret key out of command lines");
+    pv_err_str(err, "failure", "recipient");
+    return -1;
+}
+
 int age_hybrid_recipient_parse(const char *s, size_t len, uint8_t ek[AGE_HYBRID_EK], pv_err *err)
 {
+    if (age_looks_secret(s, len)) return secret_as_recipient(err);
     char hrp[32] = "";
     const char *why = "";
     long n = age_bech32_decode(s, len, hrp, sizeof hrp, ek, AGE_HYBRID_EK, &why);
     if (n == AGE_HYBRID_EK && strcmp(hrp, "age1pq") == 0) return 0;
-    pv_err_set(err, "crypto", "malformed post-quantum age recipient \"%.24s...\": %s", s,
+    char shown[48];
+    shown_recipient(s, len, shown, sizeof shown);
+    pv_err_set(err, "crypto", "malformed post-quantum age recipient %s: %s", shown,
                n < 0 ? why : "wrong length");
     pv_err_str(err, "failure", "recipient");
     return -1;
@@ -190,27 +234,27 @@ void age_recipient_encode(const uint8_t pub[AGE_KEY_LEN], char *out, size_t outc
 
 int age_recipient_parse(const char *s, size_t len, uint8_t pub[AGE_KEY_LEN], pv_err *err)
 {
+    if (age_looks_secret(s, len)) return secret_as_recipient(err);
     char hrp[32] = "";
     uint8_t data[64];
     const char *why = NULL;
-    char shown[80];
-    snprintf(shown, sizeof shown, "%.*s%s", (int)(len > 64 ? 64 : len), s, len > 64 ? "..." : "");
+    char shown[48];
+    shown_recipient(s, len, shown, sizeof shown);
     long n = age_bech32_decode(s, len, hrp, sizeof hrp, data, sizeof data, &why);
-    if (strncmp(s, "ssh-", 4) == 0) {
+    if (len >= 4 && strncmp(s, "ssh-", 4) == 0) {
         pv_err_set(err, "crypto", "SSH recipients are not supported: %s", shown);
     } else if (strcmp(hrp, "age1pq") == 0) {
-        pv_err_set(err, "crypto", "a post-quantum recipient \"%s\" is not an X25519 recipient",
-                   shown);
+        pv_err_set(err, "crypto", "a post-quantum recipient %s is not an X25519 recipient", shown);
     } else if (strncmp(hrp, "age1", 4) == 0 ||
                (len > 4 && strncasecmp(s, "age1", 4) == 0 && memchr(s + 4, '1', len - 4))) {
         pv_err_set(err, "crypto",
-                   "unsupported age recipient type \"%s\" (post-quantum and plugin recipients "
+                   "unsupported age recipient type %s (post-quantum and plugin recipients "
                    "are not supported; use an X25519 recipient age1...)",
                    shown);
     } else if (n < 0) {
-        pv_err_set(err, "crypto", "malformed age recipient \"%s\": %s", shown, why);
+        pv_err_set(err, "crypto", "malformed age recipient %s: %s", shown, why);
     } else if (strcmp(hrp, HRP_RECIPIENT) != 0 || n != AGE_KEY_LEN) {
-        pv_err_set(err, "crypto", "not an age X25519 recipient: \"%s\"", shown);
+        pv_err_set(err, "crypto", "not an age X25519 recipient: %s", shown);
     } else {
         memcpy(pub, data, AGE_KEY_LEN);
         return 0;

@@ -1,11 +1,14 @@
 /*
  * child_stage.c: pg_dump, pg_restore and psql as pipeline stages. A source
  * streams the child's stdout downstream; a sink feeds the child's stdin.
- * Either way the child's stderr is read as it comes, line by line: each
- * line goes to the log (redacted), the first error and the last lines are
- * kept for the failure message, and pg_dump's collation-version WARNING is
- * recognised. A child that fails or is killed fails the pipeline.
+ * Either way the child's diagnostics are read as they come and put
+ * together into messages (a line and its DETAIL:, HINT: ... lines), each
+ * logged once as one line of sentences (redacted): the first error is
+ * kept for the failure message, the warnings for the report, where the
+ * workflow decides what they mean. A child that fails or is killed fails
+ * the pipeline.
  */
+#include "../pg/message.h"
 #include "dump.h"
 
 #include <errno.h>
@@ -23,36 +26,45 @@
 #define MAX_ARGV 128
 #define TAIL_LINES 6
 #define LINE_MAX_LEN 1024
+#define MAX_WARNINGS 32
 
+enum { MSG_NONE, MSG_OTHER, MSG_WARNING, MSG_ERROR };
+
+/* One message of the child: its first line and what continues it
+ * (libpq's DETAIL: and HINT: lines, CONTEXT:, LINE n:, pg_restore's
+ * "Command was:"), put together before it is logged or kept. */
 typedef struct {
+    int kind;
+    char head[LINE_MAX_LEN]; /* without the program's and severity's prefixes */
+    char detail[LINE_MAX_LEN], hint[LINE_MAX_LEN];
+    char more[LINE_MAX_LEN]; /* other continuation lines, the first two */
+    int nmore;
+} child_msg;
+
+struct dump_stage {
     pv_stage base;
     int mode;
     char program[32];
     dump_bin bin;
     char *argv[MAX_ARGV + 1];
-    char *env[3];
+    int argc;
+    pg_child_conn conn; /* the conninfo on argv, the secrets for the environment */
+    bool log_warnings;  /* false: warnings go to the report only (and the debug log) */
     pv_child child;
     bool spawned, waited;
     int status;
     uint8_t *buf;
-    /* stderr, split into lines */
+    /* diagnostics, split into lines and then messages */
     char line[LINE_MAX_LEN];
     size_t linelen;
     char tail[TAIL_LINES][LINE_MAX_LEN];
     int ntail;
+    child_msg msg;
     char first_error[LINE_MAX_LEN * 2];
-    int error_lines; /* continuation lines still to add to first_error */
-    bool in_error;   /* the lines being read continue an error */
-    bool in_notice;  /* ... or the collation WARNING */
-    int warnings;
-    bool collation_mismatch;
+    char *warnings[MAX_WARNINGS]; /* each a whole message, malloc'd */
+    int nwarnings, warnings_dropped;
     int pipe_size; /* of the child's stdin (a sink), 0 if unknown */
-} dump_stage;
-
-static bool has(const char *s, const char *needle)
-{
-    return strcasestr(s, needle) != NULL;
-}
+};
 
 static void append(char *dst, size_t dstsz, const char *sep, const char *src)
 {
@@ -62,15 +74,106 @@ static void append(char *dst, size_t dstsz, const char *sep, const char *src)
     if (n + 1 < dstsz) snprintf(dst + n, dstsz - n, "%s", src);
 }
 
-/* Strips "pg_dump: error: " and libpq's "FATAL:  " doubled spaces. */
-static const char *message_part(const dump_stage *d, const char *line)
+static const char *skip_spaces(const char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    return s;
+}
+
+/* Skips "pg_dump: ", psql's "psql:FILE:LINE: " and the like. */
+static const char *after_program(const dump_stage *d, const char *line)
 {
     size_t pl = strlen(d->program);
-    if (strncmp(line, d->program, pl) == 0 && line[pl] == ':') line += pl + 1;
-    while (*line == ' ')
-        line++;
-    if (strncasecmp(line, "error: ", 7) == 0) line += 7;
-    return line;
+    if (strncmp(line, d->program, pl) != 0 || line[pl] != ':') return line;
+    line += pl + 1;
+    /* psql:<stdin>:3: names where in the script */
+    const char *loc = line, *colon = strchr(loc, ':');
+    if (*loc != ' ' && colon && colon[1] && strspn(colon + 1, "0123456789") > 0) {
+        const char *after = colon + 1 + strspn(colon + 1, "0123456789");
+        if (*after == ':') line = after + 1;
+    }
+    return skip_spaces(line);
+}
+
+/* The severity a line starts with, and where its text begins. pg_dump's
+ * own messages say "error: " and "warning: "; the server's, relayed by
+ * libpq, "ERROR:  " and "WARNING:  ". */
+static int severity_of(const char *s, const char **text)
+{
+    static const struct {
+        const char *prefix;
+        int kind;
+    } prefixes[] = {{"error:", MSG_ERROR}, {"ERROR:", MSG_ERROR},     {"FATAL:", MSG_ERROR},
+                    {"PANIC:", MSG_ERROR}, {"warning:", MSG_WARNING}, {"WARNING:", MSG_WARNING},
+                    {NULL, MSG_OTHER}};
+    int i = 0;
+    while (prefixes[i].prefix && strncmp(s, prefixes[i].prefix, strlen(prefixes[i].prefix)) != 0)
+        i++;
+    *text = prefixes[i].prefix ? skip_spaces(s + strlen(prefixes[i].prefix)) : s;
+    return prefixes[i].kind;
+}
+
+/* A line that continues the message before it: where it goes, or NULL. */
+static char *continuation(dump_stage *d, const char *line, const char **text)
+{
+    child_msg *m = &d->msg;
+    const char *s = after_program(d, line);
+    static const char *const details[] = {"DETAIL:", "detail:", NULL};
+    static const char *const hints[] = {"HINT:", "hint:", NULL};
+    for (int i = 0; details[i]; i++) {
+        if (strncmp(s, details[i], strlen(details[i])) == 0) {
+            *text = skip_spaces(s + strlen(details[i]));
+            return m->detail;
+        }
+        if (strncmp(s, hints[i], strlen(hints[i])) == 0) {
+            *text = skip_spaces(s + strlen(hints[i]));
+            return m->hint;
+        }
+    }
+    static const char *const others[] = {"CONTEXT:", "QUERY:", "LINE ", "Command was:", NULL};
+    bool other = line[0] == ' ' || line[0] == '\t';
+    for (int i = 0; others[i] && !other; i++)
+        other = strncmp(s, others[i], strlen(others[i])) == 0;
+    *text = skip_spaces(s);
+    return other ? m->more : NULL;
+}
+
+static void keep_warning(dump_stage *d, const char *text)
+{
+    if (d->nwarnings == MAX_WARNINGS) {
+        d->warnings_dropped++;
+        return;
+    }
+    char *copy = strdup(text);
+    if (copy)
+        d->warnings[d->nwarnings++] = copy;
+    else
+        d->warnings_dropped++;
+}
+
+/* The message read so far is complete: logged once, as one line of
+ * sentences, and kept when it is the first error or a warning. */
+static void finish_message(dump_stage *d)
+{
+    child_msg *m = &d->msg;
+    if (m->kind == MSG_NONE) return;
+    char text[LINE_MAX_LEN * 2];
+    pg_sentences(text, sizeof text, m->head, m->detail, m->hint);
+    if (m->more[0]) append(text, sizeof text, " ", m->more);
+    int level = PV_LOG_INFO;
+    if (m->kind == MSG_ERROR && !d->first_error[0]) {
+        snprintf(d->first_error, sizeof d->first_error, "%s", text);
+        level = PV_LOG_DEBUG; /* it will be in the error message */
+    } else if (m->kind == MSG_ERROR) {
+        level = PV_LOG_WARN;
+    } else if (m->kind == MSG_WARNING) {
+        keep_warning(d, text);
+        level = d->log_warnings ? PV_LOG_WARN : PV_LOG_DEBUG;
+    }
+    pv_log(level, "%s: %s%s", d->program,
+           m->kind == MSG_WARNING ? "warning: " : (m->kind == MSG_ERROR ? "error: " : ""), text);
+    memset(m, 0, sizeof *m);
 }
 
 static void stderr_line(dump_stage *d, char *line)
@@ -85,47 +188,16 @@ static void stderr_line(dump_stage *d, char *line)
     }
     snprintf(d->tail[d->ntail++], LINE_MAX_LEN, "%s", line);
 
-    int level = PV_LOG_INFO;
-    bool is_error = has(line, "error:") || has(line, "FATAL:") || has(line, "PANIC:");
-    bool continuation = line[0] == ' ' || line[0] == '\t' || has(line, "DETAIL:") ||
-                        has(line, "HINT:") || has(line, "detail:") || has(line, "hint:") ||
-                        has(line, "LINE ") || has(line, "Command was:");
-    if (has(line, "warning:") || has(line, "WARNING:")) {
-        d->warnings++;
-        level = PV_LOG_WARN;
+    const char *text;
+    char *into = d->msg.kind != MSG_NONE ? continuation(d, line, &text) : NULL;
+    if (into == d->msg.more && d->msg.nmore++ >= 2) return;
+    if (into) {
+        append(into, LINE_MAX_LEN, " ", text);
+        return;
     }
-    /* The caller surfaces this one once (the report says it was seen);
-     * the server's own text stays in the debug log. */
-    if (has(line, "collation version mismatch")) {
-        d->collation_mismatch = true;
-        d->in_notice = true;
-        level = PV_LOG_DEBUG;
-    } else if (continuation && d->in_notice) {
-        level = PV_LOG_DEBUG;
-    } else if (!continuation) {
-        d->in_notice = false;
-    }
-    if (is_error && !d->first_error[0]) {
-        snprintf(d->first_error, sizeof d->first_error, "%s", message_part(d, line));
-        d->error_lines = 2;
-        d->in_error = true;
-        level = PV_LOG_DEBUG; /* it will be in the error message */
-    } else if (continuation && d->in_error) {
-        if (d->error_lines > 0) {
-            append(d->first_error, sizeof d->first_error, " ", message_part(d, line));
-            d->error_lines--;
-        }
-        level = PV_LOG_DEBUG;
-    } else if (!continuation) {
-        d->error_lines = 0;
-        d->in_error = false;
-    }
-    if (level == PV_LOG_INFO && is_error) level = PV_LOG_WARN;
-    /* pg_dump and pg_restore prefix their own name; psql and libpq may not. */
-    if (strncmp(line, d->program, strlen(d->program)) == 0)
-        pv_log(level, "%s", line);
-    else
-        pv_log(level, "%s: %s", d->program, line);
+    finish_message(d);
+    d->msg.kind = severity_of(after_program(d, line), &text);
+    snprintf(d->msg.head, sizeof d->msg.head, "%s", text);
 }
 
 /* Reads what the child wrote on its error pipe; returns 0, or 1 at EOF. */
@@ -140,6 +212,7 @@ static int drain_stderr(dump_stage *d, int fd)
             stderr_line(d, d->line);
             d->linelen = 0;
         }
+        finish_message(d);
         return 1;
     }
     for (ssize_t i = 0; i < n; i++) {
@@ -190,7 +263,7 @@ static int wait_child(dump_stage *d, pv_err *err)
         snprintf(why, sizeof why, "%s", d->first_error);
     } else {
         for (int i = d->ntail > 2 ? d->ntail - 2 : 0; i < d->ntail; i++)
-            append(why, sizeof why, " ", message_part(d, d->tail[i]));
+            append(why, sizeof why, " ", after_program(d, d->tail[i]));
     }
     pv_err_set(err, "child", "%s %s%s%s", d->program, how, why[0] ? ": " : "", why);
     pv_err_str(err, "program", d->program);
@@ -211,8 +284,8 @@ static int stage_start(pv_stage *s, pv_err *err)
     int flags = d->mode == DUMP_SOURCE ? (PV_PIPE_OUT | PV_PIPE_ERR | PV_NULL_IN)
                                        : (PV_PIPE_IN | PV_PIPE_OUT | PV_ERR_TO_OUT);
     d->argv[0] = d->bin.path;
-    if (pv_child_spawn(&d->child, (const char *const *)d->argv, (const char *const *)d->env, NULL,
-                       flags, err) < 0)
+    if (pv_child_spawn(&d->child, (const char *const *)d->argv, (const char *const *)d->conn.env,
+                       NULL, flags, err) < 0)
         return -1;
     d->spawned = true;
     pv_log(PV_LOG_DEBUG, "started %s %s (pid %d)", d->bin.path, d->bin.version, (int)d->child.pid);
@@ -339,46 +412,40 @@ static void stage_release(pv_stage *s)
     stage_abort(s);
     free(d->buf);
     d->buf = NULL;
-    for (int i = 1; d->argv[i]; i++) {
+    for (int i = 1; i < d->argc; i++) {
         free(d->argv[i]);
         d->argv[i] = NULL;
     }
-    for (int i = 0; d->env[i]; i++) {
-        explicit_bzero(d->env[i], strlen(d->env[i]));
-        free(d->env[i]);
-        d->env[i] = NULL;
+    d->argc = 0;
+    pg_child_conn_free(&d->conn);
+    for (int i = 0; i < d->nwarnings; i++) {
+        free(d->warnings[i]);
+        d->warnings[i] = NULL;
     }
+    d->nwarnings = 0;
 }
 
+/* {program, path, version, major, bytes, pid, exit_status | signal,
+ * warnings = {text, ...}, warnings_dropped, stderr = last lines} */
 static int stage_report(pv_stage *s, lua_State *L)
 {
     dump_stage *d = (dump_stage *)s;
-    lua_createtable(L, 0, 10);
-    lua_pushstring(L, d->program);
-    lua_setfield(L, -2, "program");
-    lua_pushstring(L, d->bin.path);
-    lua_setfield(L, -2, "path");
-    lua_pushstring(L, d->bin.version);
-    lua_setfield(L, -2, "version");
-    lua_pushinteger(L, d->bin.major);
-    lua_setfield(L, -2, "major");
-    lua_pushinteger(L, (lua_Integer)(d->mode == DUMP_SOURCE ? s->bytes_out : s->bytes_in));
-    lua_setfield(L, -2, "bytes");
-    if (d->spawned) {
-        lua_pushinteger(L, d->child.pid);
-        lua_setfield(L, -2, "pid");
+    lua_createtable(L, 0, 11);
+    pv_set_str(L, "program", d->program);
+    pv_set_str(L, "path", d->bin.path);
+    pv_set_str(L, "version", d->bin.version);
+    pv_set_int(L, "major", d->bin.major);
+    pv_set_int(L, "bytes", (lua_Integer)(d->mode == DUMP_SOURCE ? s->bytes_out : s->bytes_in));
+    if (d->spawned) pv_set_int(L, "pid", d->child.pid);
+    if (d->waited && WIFEXITED(d->status)) pv_set_int(L, "exit_status", WEXITSTATUS(d->status));
+    if (d->waited && WIFSIGNALED(d->status)) pv_set_int(L, "signal", WTERMSIG(d->status));
+    lua_createtable(L, d->nwarnings, 0);
+    for (int i = 0; i < d->nwarnings; i++) {
+        lua_pushstring(L, d->warnings[i]);
+        lua_rawseti(L, -2, i + 1);
     }
-    if (d->waited && WIFEXITED(d->status)) {
-        lua_pushinteger(L, WEXITSTATUS(d->status));
-        lua_setfield(L, -2, "exit_status");
-    } else if (d->waited && WIFSIGNALED(d->status)) {
-        lua_pushinteger(L, WTERMSIG(d->status));
-        lua_setfield(L, -2, "signal");
-    }
-    lua_pushinteger(L, d->warnings);
     lua_setfield(L, -2, "warnings");
-    lua_pushboolean(L, d->collation_mismatch);
-    lua_setfield(L, -2, "collation_mismatch");
+    if (d->warnings_dropped) pv_set_int(L, "warnings_dropped", d->warnings_dropped);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     for (int i = 0; i < d->ntail; i++) {
@@ -390,30 +457,18 @@ static int stage_report(pv_stage *s, lua_State *L)
     return 1;
 }
 
-static const pv_stage_ops source_ops = {.name = "pg_dump",
+/* Every client program has the same hooks; the report's key is the
+ * program's name (set when the stage is made). A source's stdout feeds
+ * the pipeline (pg_restore reading a file emits nothing); a sink reads
+ * the pipeline on stdin. */
+static const pv_stage_ops source_ops = {.name = "client",
                                         .start = stage_start,
                                         .run = source_run,
                                         .abort = stage_abort,
                                         .report = stage_report,
                                         .release = stage_release};
 
-/* pg_restore reading a file (parallel restores): a source with no output. */
-static const pv_stage_ops restore_source_ops = {.name = "pg_restore",
-                                                .start = stage_start,
-                                                .run = source_run,
-                                                .abort = stage_abort,
-                                                .report = stage_report,
-                                                .release = stage_release};
-
-static const pv_stage_ops restore_ops = {.name = "pg_restore",
-                                         .start = stage_start,
-                                         .write = sink_write,
-                                         .finish = sink_finish,
-                                         .abort = stage_abort,
-                                         .report = stage_report,
-                                         .release = stage_release};
-
-static const pv_stage_ops psql_ops = {.name = "psql",
+static const pv_stage_ops sink_ops = {.name = "client",
                                       .start = stage_start,
                                       .write = sink_write,
                                       .finish = sink_finish,
@@ -421,28 +476,34 @@ static const pv_stage_ops psql_ops = {.name = "psql",
                                       .report = stage_report,
                                       .release = stage_release};
 
-void dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin *bin,
-                     const char *const *argv, const char *password, int mode)
+dump_stage *dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin *bin,
+                            int mode)
 {
-    bool restore = strcmp(program, "pg_restore") == 0;
-    const pv_stage_ops *ops = mode == DUMP_SOURCE ? (restore ? &restore_source_ops : &source_ops)
-                              : restore           ? &restore_ops
-                                                  : &psql_ops;
-    dump_stage *d = pv_stage_new(L, ops, sizeof *d, opts);
+    dump_stage *d = pv_stage_new(L, mode == DUMP_SOURCE ? &source_ops : &sink_ops, sizeof *d, opts);
+    if (strcmp(d->base.label, source_ops.name) == 0)
+        snprintf(d->base.label, sizeof d->base.label, "%s", program);
+    d->log_warnings = pv_opt_bool(L, opts, "log_warnings", true);
     d->mode = mode;
     d->child.in_fd = d->child.out_fd = d->child.err_fd = -1;
     snprintf(d->program, sizeof d->program, "%s", program);
     d->bin = *bin;
-    bool oom = false;
-    for (int i = 1; argv[i] && i < MAX_ARGV && !oom; i++)
-        if (!(d->argv[i] = strdup(argv[i]))) oom = true;
-    if (password && !oom) {
-        size_t n = strlen(password) + sizeof "PGPASSWORD=";
-        d->env[0] = malloc(n);
-        if (d->env[0])
-            snprintf(d->env[0], n, "PGPASSWORD=%s", password);
-        else
-            oom = true;
-    }
-    if (oom) luaL_error(L, "out of memory"); /* the userdata's __gc frees the rest */
+    d->argc = 1; /* argv[0] is the binary's path, set when it starts */
+    return d;
+}
+
+void dump_stage_arg(lua_State *L, dump_stage *d, const char *arg)
+{
+    if (d->argc >= MAX_ARGV) luaL_error(L, "too many arguments for %s", d->program);
+    if (!(d->argv[d->argc] = strdup(arg))) luaL_error(L, "out of memory");
+    d->argc++;
+}
+
+void dump_stage_connect(lua_State *L, dump_stage *d, const pg_conninfo *ci)
+{
+    pv_err err;
+    pv_err_clear(&err);
+    pg_child_conn_free(&d->conn);
+    if (pg_child_conn_make(ci, &d->conn, &err) < 0) pv_err_raise(L, &err);
+    dump_stage_arg(L, d, "-d");
+    dump_stage_arg(L, d, d->conn.conninfo);
 }

@@ -1,6 +1,6 @@
 /*
- * dump.h: what the files of pgvault.dump share: connection strings without
- * their password, the server probe, client binary discovery and the stage
+ * dump.h: what the files of pgvault.dump share: connection strings (read
+ * by pg/conninfo.c), the server probe, client binary discovery and the stage
  * that runs pg_dump / pg_restore / psql as a pipeline source or sink.
  */
 #ifndef PGVAULT_DUMP_H
@@ -8,27 +8,20 @@
 
 #include "pgvault.h"
 
+#include "../pg/conninfo.h"
+
 #define DUMP_PATH_MAX 4096
 
 /* ---- conn.c ---- */
 
-/* A connection string split into a password-free conninfo (safe for a
- * command line) and the password (for the child's environment). */
-typedef struct dump_conn {
-    char *conninfo; /* key='value' ... without password; malloc'd */
-    char *password; /* NULL when none; malloc'd */
-    char *dbname;   /* NULL when not given; malloc'd */
-} dump_conn;
-
-/* Parses a URL or conninfo string; `dbname` (may be NULL) replaces the
- * database. Registers the password as a log secret. */
-int dump_conn_parse(const char *url, const char *dbname, dump_conn *out, pv_err *err);
-void dump_conn_free(dump_conn *c);
-/* The conninfo string, with the password when asked; malloc'd. */
-char *dump_conn_string(const dump_conn *c, bool with_password);
-/* Connects with libpq (notices kept away from stderr), returns the
- * server's version number (150018) or -1 with err set. */
-int dump_server_version(const char *url, pv_err *err);
+/* Parses `url` (dbname, when not NULL, replaces the database) into a
+ * pg_conninfo in a userdata pushed on the stack and freed with it; raises
+ * on a malformed string. With `program` (the client that will connect), a
+ * Neon pooled host becomes the direct one, with a warning once per host. */
+pg_conninfo *dump_conn_push(lua_State *L, const char *url, const char *dbname, const char *program);
+/* Connects (notices kept away from stderr) and returns the server's
+ * version number (150018), or -1 with err set. */
+int dump_server_version(const pg_conninfo *ci, pv_err *err);
 
 /* ---- bins.c ---- */
 
@@ -48,11 +41,19 @@ int dump_find_bin(const char *program, const char *pg_bin, int min_major, dump_b
 
 enum { DUMP_SOURCE, DUMP_SINK };
 
-/* Creates the stage userdata (pushed on the stack) for `bin` run with
- * `argv` (argv[0] ignored: bin->path is used) and the connection's password
- * in its environment. `mode` is DUMP_SOURCE (its stdout feeds the pipeline)
- * or DUMP_SINK (the pipeline feeds its stdin). Copies what it keeps. */
-void dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin *bin,
-                     const char *const *argv, const char *password, int mode);
+typedef struct dump_stage dump_stage;
+
+/* Creates the stage userdata (pushed on the stack) that runs `bin` as
+ * `program`. `mode` is DUMP_SOURCE (its stdout feeds the pipeline) or
+ * DUMP_SINK (the pipeline feeds its stdin). Arguments and the connection
+ * are added next; the stage owns everything it is given. */
+dump_stage *dump_stage_push(lua_State *L, int opts, const char *program, const dump_bin *bin,
+                            int mode);
+/* Appends a command-line argument (copied). Raises when there are too many. */
+void dump_stage_arg(lua_State *L, dump_stage *d, const char *arg);
+/* Appends "-d CONNINFO" without any secret, and gives the child the
+ * secrets through its environment (PGPASSWORD, a private service file).
+ * Raises on failure. */
+void dump_stage_connect(lua_State *L, dump_stage *d, const pg_conninfo *ci);
 
 #endif

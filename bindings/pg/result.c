@@ -3,6 +3,7 @@
  * objects: rows with typed values, errors with their SQLSTATE and fields,
  * and the notices a connection collects.
  */
+#include "message.h"
 #include "pg_internal.h"
 
 #include <stdlib.h>
@@ -99,16 +100,6 @@ void pg_push_rows(lua_State *L, const PGresult *r, int null_idx)
 /* Errors                                                              */
 /* ------------------------------------------------------------------ */
 
-static void flatten(const char *in, char *out, size_t outsz)
-{
-    size_t o = 0;
-    for (const char *p = in; *p && o + 1 < outsz; p++)
-        out[o++] = (*p == '\n' || *p == '\t' || *p == '\r') ? ' ' : *p;
-    while (o > 0 && out[o - 1] == ' ')
-        o--;
-    out[o] = '\0';
-}
-
 static const char *field(const PGresult *r, int code)
 {
     return r ? PQresultErrorField(r, code) : NULL;
@@ -125,13 +116,13 @@ void pg_result_err(pv_err *err, const PGresult *r, const pg_conn *c)
     bool lost = PQstatus(c->conn) == CONNECTION_BAD;
 
     char msg[600], det[300], hin[300];
-    flatten(primary ? primary
-                    : (r && PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r)
-                                                       : PQerrorMessage(c->conn)),
-            msg, sizeof msg);
+    pg_one_line(primary ? primary
+                        : (r && PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r)
+                                                           : PQerrorMessage(c->conn)),
+                msg, sizeof msg);
     if (!msg[0]) snprintf(msg, sizeof msg, "the server returned no result");
-    flatten(detail ? detail : "", det, sizeof det);
-    flatten(hint ? hint : "", hin, sizeof hin);
+    pg_one_line(detail ? detail : "", det, sizeof det);
+    pg_one_line(hint ? hint : "", hin, sizeof hin);
     pv_err_set(err, "pg", "%s%s%s%s%s%s%s%s%s", lost ? "lost the connection to " : "",
                lost ? c->desc : "", lost ? ": " : "", msg, sqlstate ? " (SQLSTATE " : "",
                sqlstate ? sqlstate : "", sqlstate ? ")" : "", det[0] ? "; " : "", det);
@@ -199,9 +190,10 @@ void pg_notice_receiver(void *arg, const PGresult *res)
     const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
     const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
 
-    pv_log(c->quiet ? PV_LOG_DEBUG : log_level_of(severity), "server %s on database %s: %s%s%s%s%s",
-           severity, c->conn ? PQdb(c->conn) : "?", message, detail ? " " : "",
-           detail ? detail : "", hint ? " Hint: " : "", hint ? hint : "");
+    char text[2048];
+    pg_sentences(text, sizeof text, message, detail, hint);
+    pv_log(c->quiet ? PV_LOG_DEBUG : log_level_of(severity), "server %s on database %s: %s",
+           severity, c->conn ? PQdb(c->conn) : "?", text);
 
     if (c->nnotices == PG_MAX_NOTICES) {
         notice_free(&c->notices[0]);
@@ -227,28 +219,21 @@ void pg_notice_receiver(void *arg, const PGresult *res)
     n->hint = dup_or_null(hint);
 }
 
-static void set_opt(lua_State *L, const char *key, const char *value)
-{
-    if (!value) return;
-    lua_pushstring(L, value);
-    lua_setfield(L, -2, key);
-}
-
 void pg_push_notices(lua_State *L, const pg_conn *c)
 {
     lua_createtable(L, c->nnotices, 1);
     for (int i = 0; i < c->nnotices; i++) {
         const pg_notice *n = &c->notices[i];
-        lua_createtable(L, 0, 5);
-        set_opt(L, "severity", n->severity);
-        set_opt(L, "sqlstate", n->sqlstate);
-        set_opt(L, "message", n->message);
-        set_opt(L, "detail", n->detail);
-        set_opt(L, "hint", n->hint);
+        lua_createtable(L, 0, 6);
+        pv_set_str(L, "severity", n->severity);
+        pv_set_str(L, "sqlstate", n->sqlstate);
+        pv_set_str(L, "message", n->message);
+        pv_set_str(L, "detail", n->detail);
+        pv_set_str(L, "hint", n->hint);
+        char text[2048];
+        pg_sentences(text, sizeof text, n->message ? n->message : "", n->detail, n->hint);
+        pv_set_str(L, "text", text);
         lua_rawseti(L, -2, i + 1);
     }
-    if (c->dropped) {
-        lua_pushinteger(L, c->dropped);
-        lua_setfield(L, -2, "dropped");
-    }
+    if (c->dropped) pv_set_int(L, "dropped", c->dropped);
 }

@@ -8,11 +8,32 @@
 
 #include "pgvault.h"
 
+/* Bytes a source hands downstream at a time. */
+#define PV_STREAM_CHUNK (256 * 1024)
+
+/* memory.c: stream.string(s), stream.buffer{max=}, stream.discard() */
+int pv_stream_string(lua_State *L);
+int pv_stream_buffer(lua_State *L);
+int pv_stream_discard(lua_State *L);
+/* files.c: stream.file_reader(path), stream.stdin(), stream.stdout(),
+ * stream.file_writer(path, {mode=, no_clobber=}) */
+int pv_stream_file_reader(lua_State *L);
+int pv_stream_stdin(lua_State *L);
+int pv_stream_stdout(lua_State *L);
+int pv_stream_file_writer(lua_State *L);
+/* taps.c: stream.sha256(), stream.counter() */
+int pv_stream_sha256(lua_State *L);
+int pv_stream_counter(lua_State *L);
 /* stream.zstd{level=3, threads=0, checksum=true}: compress filter. */
 int pv_stream_zstd(lua_State *L);
 /* stream.unzstd{}: decompress filter (concatenated frames allowed). */
 int pv_stream_unzstd(lua_State *L);
 /* stream.progress{label=..., tty=?, interval=?}: meter tap on stderr. */
 int pv_stream_progress(lua_State *L);
+
+/* stream.block_digests{block_size=}: tap, SHA-256 of each block (blocks.c). */
+int pv_stream_block_digests(lua_State *L);
+/* stream.verify_blocks{block_size=, blocks=}: filter releasing checked blocks only. */
+int pv_stream_verify_blocks(lua_State *L);
 
 #endif

@@ -12,6 +12,7 @@ local fs = require "pgvault.fs"
 local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
+local collation = require "lib.collation"
 local manifest = require "lib.manifest"
 local naming = require "lib.naming"
 
@@ -28,15 +29,11 @@ end
 -- What the database says about itself, over one short connection. The
 -- collation WARNING, if any, arrives here as a notice.
 local function inspect(db)
-  local c <close> = pg.connect(db)
+  local c <close> = pg.connect(db, { log_notices = false })
   local rows = c:query([[SELECT current_database() AS name, current_setting('server_version') AS version,
     current_setting('server_version_num')::int AS version_num]])
   local info = rows[1]
-  info.collation_mismatch = false
-  for _, n in ipairs(c:notices()) do
-    local text = type(n) == "table" and (n.message or n.text or "") or tostring(n)
-    if tostring(text):find("collation version mismatch", 1, true) then info.collation_mismatch = true end
-  end
+  info.notices = c:notices() -- said with pg_dump's, once (lib.collation.log_warnings)
   return info
 end
 
@@ -77,7 +74,7 @@ end
 function backup.stages(o, server_version_num, path)
   local stages = {
     dump.pg_dump { db = o.db, compress = o.compress == "pg" and o.level or 0,
-      server_version = server_version_num, pg_bin = o.pg_bin },
+      server_version = server_version_num, pg_bin = o.pg_bin, log_warnings = false },
     stream.sha256 { label = "plain" },
   }
   -- The archive verifier reads the dump as it passes: a malformed or cut
@@ -153,6 +150,8 @@ function backup.run(opts)
     bin.version, path)
 
   local ok, r = pcall(stream.run, backup.stages(o, info.version_num, path))
+  local seen = ok and r or (type(r) == "table" and r.result) or {}
+  collation.log_warnings(info.notices, seen.pg_dump and seen.pg_dump.warnings)
   if not ok then
     local e = r
     if pgvault.is_error(e) then
@@ -160,10 +159,6 @@ function backup.run(opts)
       error(e, 0)
     end
     error(e, 0)
-  end
-  if info.collation_mismatch or r.pg_dump.collation_mismatch then
-    log.warn("database %s has a collation version mismatch: run 'pgvault collation-check --db URL' "
-      .. "(and 'pgvault collation-fix') to find and rebuild the affected indexes", info.name)
   end
 
   local m = manifest.new {

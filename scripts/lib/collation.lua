@@ -9,6 +9,7 @@
 -- bt_index_check. The fix needs ownership of the tables whose indexes it
 -- rebuilds, ownership of the database (ALTER DATABASE ... REFRESH COLLATION
 -- VERSION) and of each collation it refreshes; a superuser has all of them.
+local dump = require "pgvault.dump"
 local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
@@ -25,18 +26,10 @@ end
 
 -- Connection string for another database on the same server, keeping
 -- every other setting of `url` (host, user, password, sslmode ...).
-function M.url_for(url, dbname)
-  local parts = pg.parse_conninfo(url)
-  parts.dbname = dbname
-  local keys = {}
-  for k in pairs(parts) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local out = {}
-  for _, k in ipairs(keys) do
-    out[#out + 1] = k .. "='" .. parts[k]:gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
-  end
-  return table.concat(out, " ")
+local function url_for(url, dbname)
+  return (dump.conninfo(url, { dbname = dbname, password = true }))
 end
+M.url_for = url_for
 
 local function is_null(v)
   return v == nil or v == pg.null
@@ -188,11 +181,63 @@ function M.indexes(conn, oids, default, all_versioned)
   return out
 end
 
+-- The server's warning that a collation's version changed, for the
+-- database's default collation ('database "app" has a collation version
+-- mismatch') or one collation ('collation "x" has version mismatch'). `w`
+-- is a connection's notice (c:notices()) or a client program's warning
+-- (the text of a pgvault.dump stage's report.warnings).
+function M.is_mismatch(w)
+  local text = type(w) == "table" and (w.message or w.text) or w
+  if type(text) ~= "string" then return false end
+  return text:find("^database \".*\" has a collation version mismatch") ~= nil
+    or text:find("^collation \".*\" has version mismatch") ~= nil
+end
+
+-- What to do about it, said instead of the server's hint (which suggests
+-- only refreshing the version: that silences the warning and leaves the
+-- indexes wrong).
+M.ADVICE = "Run 'pgvault collation-check --db URL' to list the indexes at risk, then 'pgvault collation-fix "
+  .. "--db URL' to rebuild them and refresh the version."
+
+-- A warning's text without the server's hint.
+local function without_hint(w)
+  local text = type(w) == "table" and (w.text or w.message) or tostring(w)
+  local at = text:find(" Hint: ", 1, true)
+  return at and text:sub(1, at - 1) or text
+end
+
+-- Logs the warnings several connections to one database received (each
+-- one once: every connection gets the start-up warning), a collation
+-- version mismatch with what to do about it. Each argument is a list of
+-- notices or client warnings (nil is an empty one). Returns true when a
+-- collation version mismatch was among them.
+function M.log_warnings(...)
+  local seen, found = {}, false
+  for i = 1, select("#", ...) do
+    for _, w in ipairs(select(i, ...) or {}) do
+      local key = without_hint(w)
+      if not seen[key] then
+        seen[key] = true
+        local severity = type(w) == "table" and w.severity or "WARNING"
+        if M.is_mismatch(w) then
+          found = true
+          log.warn("%s %s", key, M.ADVICE)
+        elseif severity == "WARNING" then
+          log.warn("%s", type(w) == "table" and (w.text or w.message) or w)
+        else
+          log.info("%s", type(w) == "table" and (w.text or w.message) or w)
+        end
+      end
+    end
+  end
+  return found
+end
+
 -- The start-up notices that report a collation mismatch.
 local function startup_warnings(conn)
   local out = {}
   for _, n in ipairs(conn:notices()) do
-    if n.message and n.message:find("collation version mismatch", 1, true) then
+    if M.is_mismatch(n) then
       out[#out + 1] = { severity = n.severity, sqlstate = n.sqlstate, message = n.message, detail = n.detail }
     end
   end
@@ -355,6 +400,26 @@ function M.missing_privileges(report)
   return out
 end
 
+-- The statements that fix `report`, in order: each index rebuilt, then
+-- the versions refreshed (of unused collations, those this user owns).
+local function refresh_database_sql(name)
+  return "ALTER DATABASE " .. pg.quote_ident(name) .. " REFRESH COLLATION VERSION"
+end
+local function refresh_collation_sql(qualified)
+  return "ALTER COLLATION " .. qualified .. " REFRESH VERSION"
+end
+
+function M.plan(report)
+  local plan = {}
+  for _, ix in ipairs(report.indexes) do plan[#plan + 1] = "REINDEX INDEX " .. ix.qualified end
+  if report.database.mismatch then plan[#plan + 1] = refresh_database_sql(report.database.name) end
+  for _, c in ipairs(report.collations) do plan[#plan + 1] = refresh_collation_sql(c.qualified) end
+  for _, c in ipairs(report.unused_collations) do
+    if c.owned then plan[#plan + 1] = refresh_collation_sql(c.qualified) end
+  end
+  return plan
+end
+
 -- Rebuilds the indexes of `report` one by one (each REINDEX commits on
 -- its own, outside any transaction), then refreshes the version of the
 -- database and of each collation whose dependent indexes all rebuilt.
@@ -400,16 +465,15 @@ function M.fix(conn, report)
   end
 
   if report.database.mismatch then
-    refresh("database " .. report.database.name,
-      "ALTER DATABASE " .. pg.quote_ident(report.database.name) .. " REFRESH COLLATION VERSION", failed_default)
+    refresh("database " .. report.database.name, refresh_database_sql(report.database.name), failed_default)
   end
   for _, c in ipairs(report.collations) do
-    refresh("collation " .. c.qualified, "ALTER COLLATION " .. c.qualified .. " REFRESH VERSION", failed_coll[c.oid])
+    refresh("collation " .. c.qualified, refresh_collation_sql(c.qualified), failed_coll[c.oid])
   end
   result.unused_skipped = 0
   for _, c in ipairs(report.unused_collations) do
     if c.owned then
-      refresh("collation " .. c.qualified, "ALTER COLLATION " .. c.qualified .. " REFRESH VERSION")
+      refresh("collation " .. c.qualified, refresh_collation_sql(c.qualified))
     else
       result.unused_skipped = result.unused_skipped + 1
     end
@@ -427,7 +491,7 @@ function M.targets(url, all)
   local out = {}
   for _, d in ipairs(M.databases(conn)) do
     if d.allow_connections then
-      local t = { name = d.name, url = M.url_for(url, d.name) }
+      local t = { name = d.name, url = url_for(url, d.name) }
       if d.current then
         t.url, t.conn = url, conn
         table.insert(out, 1, t)
@@ -491,6 +555,29 @@ function M.describe(report)
   for _, o in ipairs(report.other_databases) do
     add("database %s on the same server also has a mismatch: recorded %s, the operating system provides %s",
       o.name, o.recorded, o.actual)
+  end
+  return lines
+end
+
+-- What collation.fix did, as lines (`user`: who ran it).
+function M.describe_fix(result, user)
+  local lines = {}
+  local function add(fmt, ...) lines[#lines + 1] = string.format(fmt, ...) end
+  for _, r in ipairs(result.rebuilt) do add("rebuilt %s on %s (%.1fs)", r.index, r.table, r.seconds) end
+  for _, f in ipairs(result.failed) do
+    add("FAILED to rebuild %s on %s: %s", f.index, f.table, f.error)
+    if f.duplicates and #f.duplicates > 0 then
+      add("  keys that are now equal (key: rows), resolve them and run collation-fix again:")
+      for _, d in ipairs(f.duplicates) do add("    %s: %d rows", d.key, d.rows) end
+    elseif f.duplicates_error then
+      add("  (could not list the duplicate keys: %s)", f.duplicates_error)
+    end
+  end
+  for _, r in ipairs(result.refreshed) do add("refreshed %s", r.object) end
+  for _, r in ipairs(result.not_refreshed) do add("NOT refreshed %s: %s", r.object, r.reason) end
+  if result.unused_skipped > 0 then
+    add("left %d unused collation%s with a stale version alone (not owned by %s; harmless)", result.unused_skipped,
+      result.unused_skipped == 1 and "" or "s", user)
   end
   return lines
 end

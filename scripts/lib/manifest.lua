@@ -30,17 +30,18 @@ manifest.FIELDS = {
   format = "integer", tool = "string", created_at = "string", environment = "string", database = "string",
   server_version = "string", server_version_num = "integer", pg_dump_version = "string",
   compression = { method = "string", level = "integer" },
-  stored = { name = "string", bytes = "size", sha256 = "sha256" },
+  stored = { name = "string", bytes = "size", sha256 = "sha256", block_size = "size", blocks = { "sha256" } },
   plain = { bytes = "size", sha256 = "sha256" },
   encryption = { method = "string", recipients = { "string" } },
   archive = "table",
   tables = { { schema = "string", name = "string", rows = "size" } },
+  private = "string", -- lib.trust: an encrypted backup's schema-revealing fields, age-encrypted
 }
 
 -- The order keys are written in; others follow alphabetically.
 local ORDER = { "format", "tool", "created_at", "environment", "database", "server_version",
   "server_version_num", "pg_dump_version", "compression", "stored", "plain", "encryption", "properties",
-  "archive", "tables" }
+  "archive", "tables", "private" }
 
 local function type_name(v)
   if math.type(v) then return math.type(v) == "integer" and "an integer" or "a number" end

@@ -58,7 +58,7 @@ t.test("pg_dump streams a custom-format archive; pg_restore reads it back", func
   t.eq(r.pg_dump.exit_status, 0)
   t.eq(r.pg_dump.major, 15)
   t.eq(r.pg_dump.bytes, #r.buffer.data)
-  t.eq(r.pg_dump.collation_mismatch, false)
+  t.eq(r.pg_dump.warnings, {})
   local target = h.createdb("dump_binding_copy")
   local back = stream.run { stream.string(r.buffer.data),
     dump.pg_restore { db = target, args = { "--exit-on-error" } } }
@@ -130,28 +130,6 @@ t.test("misuse is an argument error", function()
   t.raises(function() dump.pg_restore { db = url, jobs = 4 } end, "needs file=")
 end)
 
-t.test("the password is in the child's environment, never on its command line", function()
-  local release = children.lock_table(DB, "t")
-  local d = h.tmpdir()
-  local handle, output = children.pgvault({ "-e", [[
-    local dump, stream = require "pgvault.dump", require "pgvault.stream"
-    stream.run { dump.pg_dump { db = os.getenv("PGV_URL") }, stream.file_writer(os.getenv("PGV_OUT")) }]] },
-    { PGV_URL = url, PGV_OUT = d .. "/out.backup" })
-  local pid = children.find(handle:pid(), "pg_dump", "dbname=")
-  local cmdline = pid and children.cmdline(pid)
-  local environ = pid and children.environ(pid)
-  release()
-  local code = handle:wait(60)
-  handle:close()
-  t.ok(pid, "pg_dump started")
-  t.no_match(cmdline, PG.password, "password on the command line")
-  t.match(cmdline, "dbname='" .. DB .. "'", "the database is on it")
-  t.match(environ, "PGPASSWORD=" .. PG.password, "the password travels in the environment")
-  local _, stderr = output()
-  t.eq(code, 0, stderr)
-  t.eq(h.read(d .. "/out.backup"):sub(1, 5), "PGDMP")
-end)
-
 t.test("a killed pg_dump fails the pipeline and leaves no file", function()
   local release = children.lock_table(DB, "t")
   local d = h.tmpdir()
@@ -172,6 +150,29 @@ t.test("a killed pg_dump fails the pipeline and leaves no file", function()
   t.eq(#fs.listdir(d), 0, "no file, no partial file")
 end)
 
+t.test("a child's warnings: one line each with their sentences, in the report; the caller may log them", function()
+  local script = [[DO $$ BEGIN
+    RAISE WARNING 'first careful' USING DETAIL = 'Some detail.', HINT = 'Some hint.';
+    RAISE WARNING 'second';
+    RAISE NOTICE 'just so';
+  END $$;]]
+  local code = [[local dump, stream = require "pgvault.dump", require "pgvault.stream"
+    local r = stream.run { stream.string(os.getenv("SQL")),
+      dump.psql { db = os.getenv("PGV_URL"), log_warnings = os.getenv("QUIET") == nil } }
+    for _, w in ipairs(r.psql.warnings) do print(w) end]]
+  local r = h.pgvault({ "-e", code }, { env = { PGV_URL = url, SQL = script } })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(r.stdout, "first careful. Some detail. Hint: Some hint.\nsecond\n", "the report keeps each whole")
+  t.match(r.stderr, "pgvault: warning: psql: warning: first careful%. Some detail%. Hint: Some hint%.\n")
+  t.match(r.stderr, "pgvault: warning: psql: warning: second\n")
+  t.match(r.stderr, "pgvault: info: psql: NOTICE:  just so\n")
+  t.eq(select(2, r.stderr:gsub("first careful", "")), 1, "said once")
+  r = h.pgvault({ "-e", code }, { env = { PGV_URL = url, SQL = script, QUIET = "1" } })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(r.stdout, "first careful. Some detail. Hint: Some hint.\nsecond\n")
+  t.no_match(r.stderr, "careful", "log_warnings = false: the caller says them")
+end)
+
 t.test("child stderr is forwarded to the log, redacted, and the error is too", function()
   local code = [[local dump, stream = require "pgvault.dump", require "pgvault.stream"
     local url, pw = os.getenv("PGV_URL"), os.getenv("PGV_PW")
@@ -179,7 +180,40 @@ t.test("child stderr is forwarded to the log, redacted, and the error is too", f
       .. "SELECT 'again " .. pw .. "'::int;"), dump.psql { db = url } }]]
   local r = h.pgvault({ "-e", code }, { env = { PGV_URL = url, PGV_PW = PG.password } })
   t.eq(r.code, 1)
-  t.match(r.stderr, "pgvault: warning: psql:.*WARNING:  leaked %*%*%*", "the warning is logged, masked")
+  t.match(r.stderr, "pgvault: warning: psql: warning: leaked %*%*%*\n", "the warning is logged, masked")
   t.match(r.stderr, "psql exited with status 3: .*invalid input syntax for type integer: \"again %*%*%*\"")
   t.no_match(r.stderr, PG.password, "the password appears nowhere")
+end)
+
+-- Neon's pooled host is PgBouncer in transaction mode, which pg_dump,
+-- pg_restore and psql cannot work through: they get the direct host.
+-- hostaddr stands in for Neon's DNS (both names lead to its proxy, which
+-- routes by name).
+t.test("a Neon pooled host: the client programs connect to the direct host, said once, every setting kept", function()
+  local pooled = string.format("postgresql://%s@ep-cool-dawn-123456-pooler.us-east-2.aws.neon.tech:%d/%s"
+    .. "?hostaddr=127.0.0.1&sslmode=disable&application_name=vault", PG.user, math.tointeger(PG.port), DB)
+  local release = children.lock_table(DB, "t")
+  local handle, output = children.pgvault({ "-e", [[
+    local dump, stream = require "pgvault.dump", require "pgvault.stream"
+    local url = os.getenv("PGV_URL")
+    assert(dump.conninfo(url):find("-pooler", 1, true), "dump.conninfo leaves the host alone")
+    stream.run { dump.pg_dump { db = url }, stream.discard() }
+    stream.run { stream.string("SELECT 1;"), dump.psql { db = url } }]] },
+    { PGV_URL = pooled, PGPASSWORD = PG.password })
+  local pid = children.find(handle:pid(), "pg_dump", "dbname=")
+  local cmdline = pid and children.cmdline(pid) or ""
+  release()
+  local code = handle:wait(60)
+  handle:close()
+  local _, stderr = output()
+  t.eq(code, 0, stderr)
+  t.match(cmdline, "host='ep%-cool%-dawn%-123456%.us%-east%-2%.aws%.neon%.tech'")
+  t.no_match(cmdline, "%-pooler")
+  for _, kept in ipairs({ "hostaddr='127.0.0.1'", "sslmode='disable'", "application_name='vault'",
+    "dbname='" .. DB .. "'", "user='" .. PG.user .. "'" }) do
+    t.ok(cmdline:find(kept, 1, true), kept .. " kept: " .. cmdline)
+  end
+  local _, warnings = stderr:gsub("connects to Neon's direct host ep%-cool%-dawn%-123456%.us%-east%-2%.aws%.neon%.tech "
+    .. "instead of the pooled ep%-cool%-dawn%-123456%-pooler%.us%-east%-2%.aws%.neon%.tech", "")
+  t.eq(warnings, 1, "one warning for the run: " .. stderr)
 end)

@@ -43,12 +43,13 @@ end
 t.test("GET: query sorted and encoded, default and request headers sent, JSON answer decoded", function()
   local s = fresh()
   s:routes({ { method = "GET", path = "/api/v2/projects/p1", responses = {
-    { status = 200, json = { project = { id = "p1", n = 3 } }, headers = { ["X-Thing"] = "yes" } } } } })
+    { status = 200, json = { project = { id = "p1", n = 3, f = 1.5 } }, headers = { ["X-Thing"] = "yes" } } } } })
   local c <close> = client({ headers = { ["X-Default"] = "d", ["X-Both"] = "client" } })
   local r = c:request { path = "/projects/p1", query = { z = "last one", a = "é&=", list = { "1", "2" }, b = true },
     headers = { ["X-Both"] = "request" } }
   t.eq(r.status, 200, "status")
-  t.eq(r.json.project, { id = "p1", n = 3 }, "decoded JSON")
+  t.eq(r.json.project, { id = "p1", n = 3, f = 1.5 }, "decoded JSON")
+  t.eq(math.type(r.json.project.n), "integer", "whole numbers are integers")
   t.eq(r.headers["x-thing"], "yes", "response headers by lower-case name")
   t.eq(r.attempts, 1, "one attempt")
   local req = s:requests()[1]

@@ -244,9 +244,13 @@ t.test("missing database and role", function()
 end)
 
 t.test("a malformed URL is one clear error", function()
-  local e = t.raises(function() pg.connect("postgresql://u:pw@h:notaport/db?bogus=1") end, "cannot connect")
+  local e = t.raises(function() pg.connect("postgresql://u:pw@h:5432/db?bogus=1") end,
+    "^invalid connection string: invalid URI query parameter: \"bogus\"")
+  t.eq(e.kind, "usage")
+  e = t.raises(function() pg.connect("postgresql://u:pw@h:notaport/db") end,
+    "cannot connect to database db as user u on h port notaport: invalid integer value \"notaport\"")
   t.eq(e.kind, "pg")
-  t.match(e.message, "check the URL")
+  t.match(e.message, "check the connection settings")
 end)
 
 t.test("notices are collected with their fields and forwarded to the log", function()
@@ -258,9 +262,9 @@ t.test("notices are collected with their fields and forwarded to the log", funct
   END $$]])
   local n = c:notices()
   t.eq(#n, 2)
-  t.eq(n[1], { severity = "NOTICE", sqlstate = "00000", message = "hello 42" })
+  t.eq(n[1], { severity = "NOTICE", sqlstate = "00000", message = "hello 42", text = "hello 42" })
   t.eq(n[2], { severity = "WARNING", sqlstate = "01000", message = "careful", detail = "some detail",
-    hint = "some hint" })
+    hint = "some hint", text = "careful. some detail Hint: some hint" })
   c:clear_notices()
   t.eq(#c:notices(), 0)
   local r = child([[
@@ -298,8 +302,9 @@ t.test("the collation WARNING of start-up is captured as a notice, never printed
   local r = child("require('pgvault.pg').connect(os.getenv('C')):close()", { C = curl })
   t.eq(r.code, 0)
   t.match(r.stderr, "^pgvault: warning: server WARNING on database " .. name ..
-    ": database \"" .. name .. "\" has a collation version mismatch The database was created using " ..
-    "collation version 0%.1")
+    ": database \"" .. name .. "\" has a collation version mismatch%. The database was created using " ..
+    "collation version 0%.1, but the operating system provides version [%d.]+%. Hint: Rebuild all objects")
+  t.eq(n[1].text, n[1].message .. ". " .. n[1].detail .. " Hint: " .. n[1].hint, "the sentences kept")
   t.no_match(r.stderr, "\nWARNING:", "libpq's own printing is replaced")
   t.eq(select(2, r.stderr:gsub("\n", "")), 1, "one log line")
   c:close()
@@ -411,6 +416,40 @@ t.test("parse_conninfo reads URLs and key=value strings", function()
   t.eq(pg.parse_conninfo("host=h dbname=d"), { host = "h", dbname = "d" })
   local e = t.raises(function() pg.parse_conninfo("postgresql://h/db?bogus=1") end, "invalid connection string")
   t.eq(e.kind, "usage")
+end)
+
+t.test("parse_conninfo: a bare word is a database name, secrets are registered", function()
+  t.eq(pg.parse_conninfo("shop"), { dbname = "shop" })
+  t.eq(pg.parse_conninfo(""), {})
+  t.eq(pg.parse_conninfo("host=h sslpassword=KeyPass99q").sslpassword, "KeyPass99q")
+  t.eq(pgvault.redact("key KeyPass99q"), "key ***", "sslpassword is a secret too")
+  local r = child("local c = require('pgvault.pg').connect(os.getenv('DBNAME')); io.write(c:db())",
+    { DBNAME = DB, PGHOST = "127.0.0.1", PGPORT = string.format("%d", PORT), PGUSER = PG.user,
+      PGPASSWORD = PG.password })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(r.stdout, DB, "pg.connect(NAME) connects to database NAME, as psql -d NAME does")
+end)
+
+t.test("direct_url: a Neon pooled host becomes the direct one, the rest as written", function()
+  local neon = "postgresql://neondb_owner:npg_Secr3t@ep-cool-dawn-123456-pooler.us-east-2.aws.neon.tech/neondb"
+    .. "?sslmode=require&channel_binding=require"
+  local u, from, to = pg.direct_url(neon)
+  t.eq(u, (neon:gsub("%-pooler", "")))
+  t.eq(from, "ep-cool-dawn-123456-pooler.us-east-2.aws.neon.tech")
+  t.eq(to, "ep-cool-dawn-123456.us-east-2.aws.neon.tech")
+  t.eq(pg.parse_conninfo(u).channel_binding, "require")
+  -- key=value strings, Azure regions, host lists
+  t.eq(pg.direct_url("host=ep-a-1-pooler.eastus2.azure.neon.tech dbname=x"),
+    "host=ep-a-1.eastus2.azure.neon.tech dbname=x")
+  t.eq(pg.direct_url("postgresql://u@ep-a-1-pooler.c-2.us-east-1.aws.neon.tech,backup.example/x"),
+    "postgresql://u@ep-a-1.c-2.us-east-1.aws.neon.tech,backup.example/x")
+  -- not Neon's pooler: unchanged, nothing reported
+  for _, other in ipairs({ "postgresql://u@ep-a-1.us-east-2.aws.neon.tech/x", "postgresql://u@my-pooler.example/x",
+    "postgresql://u@ep-a-1-pooler.example.com/x", "host=/tmp dbname=x", "" }) do
+    local same, f = pg.direct_url(other)
+    t.eq(same, other)
+    t.eq(f, nil)
+  end
 end)
 
 t.test("in the REPL: pgvault.pg is preloaded, Ctrl-C cancels a query, the connection stays usable", function()

@@ -143,7 +143,7 @@ t.test("a wrong database version: the WARNING, the check, a dry run, the fix, th
   h.write(blocker, "x")
   r = run({ "collation-fix", "--db", url_of(name), "--to", blocker .. "/sub" })
   t.eq(r.code, 1)
-  t.match(r.stderr, "\npgvault: collation%-fix: [^\n]*" .. blocker:gsub("%p", "%%%0"))
+  t.match(r.stderr, "^pgvault: collation%-fix: [^\n]*" .. blocker:gsub("%p", "%%%0") .. "[^\n]*\n$")
   t.eq(db_version(name), "0.1|" .. actual, "nothing changed")
   t.eq(relfilenodes(url), nodes, "no index rebuilt")
 
