@@ -1,5 +1,6 @@
 -- restore a backup into a new Neon database, swap it in, point the Fly app at it
 local cli = require "lib.cli"
+local config = require "lib.config"
 local envfile = require "lib.envfile"
 local fly = require "lib.fly"
 local fs = require "pgvault.fs"
@@ -12,37 +13,59 @@ local proc = require "pgvault.proc"
 local restore = require "lib.restore"
 local s3cli = require "lib.s3cli"
 
-local o = cli.parse(arg, {
-  usage = "pgvault neon-restore SRC --project ID --database NAME [--branch NAME|ID] [--role NAME] [--fly-app APP]\n"
-    .. "       [--env-file FILE] [--swap|--no-swap] [--drop-old] [--stage] [--dry-run] [--jobs N] [-i KEY]\n"
+local options = {
+  config.option("neon_project", { "project" }),
+  config.option("neon_branch", { "branch" }),
+  config.option("neon_database", { "database" }),
+  config.option("neon_role", { "role" }),
+  config.option("neon_api_host"),
+  config.option("fly_app"),
+  config.option("flaps_base_url"),
+  config.option("env_file"),
+  config.option("to", { short = false, [4] = "the backups (default SRC: its newest complete backup, s3://…/latest)" }),
+  { "swap", nil, false, "rename the new database to <db> (the default)" },
+  { "no-swap", nil, false, "keep the new database's name and point the app at it" },
+  { "drop-old", nil, false, "delete the previous database at the end (or later, with --resume)" },
+  { "stage", nil, false, "set the secret but do not deploy it to the machines" },
+  { "dry-run", nil, false, "print the plan and the API calls it would make; change nothing" },
+  { "resume", nil, false, "finish the newest run that stopped (from .pgvault/)" },
+  { "rollback", nil, false, "undo the newest run: old database and secret back" },
+  { "jobs", "j", "N", "parallel pg_restore jobs" },
+  { "lease-wait", nil, "SECONDS", "how long to wait for a Fly machine leased by someone else (default 60)" },
+  { "count-rows", nil, false, "check row counts with count(*) on every table" },
+}
+for _, k in ipairs({ "identity", "endpoint_url", "region", "profile", "ca_bundle", "part_size", "parallel",
+  "retries" }) do
+  options[#options + 1] = config.option(k)
+end
+local spec = {
+  usage = "pgvault neon-restore [--env NAME] [SRC] --project ID --database NAME [--branch NAME|ID] [--role NAME]\n"
+    .. "       [--fly-app APP] [--env-file FILE] [--swap|--no-swap] [--drop-old] [--stage] [--dry-run] [--jobs N]\n"
+    .. "       [-i KEY]\n"
     .. "       pgvault neon-restore --resume [--drop-old] | --rollback",
   summary = "Restores SRC into a NEW database <db>_restore_<stamp> on the Neon branch (created through the Neon\n"
     .. "API with the same owner), checks it as 'restore' does, swaps names through the API (the live database\n"
     .. "becomes <db>_old_<stamp>), sets the Fly app's DATABASE_URL secret to the pooled URL and deploys it to\n"
     .. "its machines as 'fly secrets deploy' does, and rewrites DATABASE_URL in the env file. Each step is\n"
     .. "recorded in .pgvault/neon-restore-<stamp>.json (no secrets): --resume finishes a run that stopped,\n"
-    .. "--rollback puts the old database and secret back. Credentials: NEON_API_KEY, FLY_API_TOKEN.",
-  options = s3cli.with_options({
-    { "project", nil, "ID", "Neon project id (NEON_PROJECT_ID)" },
-    { "branch", nil, "NAME|ID", "branch (default: the project's default branch)" },
-    { "database", nil, "NAME", "the database to replace" },
-    { "role", nil, "NAME", "role in the app's URL (default: the database's owner)" },
-    { "fly-app", nil, "APP", "Fly.io app whose DATABASE_URL secret to update (FLY_APP)" },
-    { "env-file", nil, "FILE", "also rewrite DATABASE_URL in FILE (e.g. .env.production)" },
-    { "swap", nil, false, "rename the new database to <db> (the default)" },
-    { "no-swap", nil, false, "keep the new database's name and point the app at it" },
-    { "drop-old", nil, false, "delete the previous database at the end (or later, with --resume)" },
-    { "stage", nil, false, "set the secret but do not deploy it to the machines" },
-    { "dry-run", nil, false, "print the plan and the API calls it would make; change nothing" },
-    { "resume", nil, false, "finish the newest run that stopped (from .pgvault/)" },
-    { "rollback", nil, false, "undo the newest run: old database and secret back" },
-    { "jobs", "j", "N", "parallel pg_restore jobs" },
-    { "lease-wait", nil, "SECONDS", "how long to wait for a Fly machine leased by someone else (default 60)" },
-    { "count-rows", nil, false, "check row counts with count(*) on every table" },
-    { "identity", "i", "FILE", "age identity file for an encrypted backup", multi = true },
-  }),
+    .. "--rollback puts the old database and secret back. Credentials: NEON_API_KEY and FLY_API_TOKEN (or\n"
+    .. "neon_api_key and fly_api_token in the configuration file; never on the command line).",
+  options = config.with_options(options),
   positionals = { { "SRC", "the backup: a file, or s3://BUCKET/PREFIX/NAME (…/latest)", optional = true } },
-})
+}
+local o = config.apply(cli.parse(arg, spec), spec)
+
+-- The API keys: from the environment's settings, else the vendors' own
+-- variables (lib.neon, lib.fly); never a flag, which any user could read.
+local env_settings = o.settings.env and config.selected(o)
+local function secret_setting(key)
+  local entry = env_settings and env_settings.values[key]
+  if not entry then return nil end
+  local v = config.resolve(entry, key, env_settings.path)
+  log.secret(v)
+  return v
+end
+local keys = { neon = secret_setting("neon_api_key"), fly = secret_setting("fly_api_token") }
 
 local STATE_DIR = ".pgvault"
 
@@ -85,10 +108,15 @@ end
 
 -- What the steps need ---------------------------------------------------------
 
+local function neon_client(project)
+  return neon.client{ project = project, api_key = keys.neon, api_host = o.neon_api_host }
+end
+local function fly_client(app)
+  return fly.client{ app = app, token = keys.fly, base_url = o.flaps_base_url }
+end
+
 local function clients(r)
-  local n = neon.client{ project = r.project }
-  local f = r.fly_app and fly.client{ app = r.fly_app } or nil
-  return n, f
+  return neon_client(r.project), r.fly_app and fly_client(r.fly_app) or nil
 end
 
 -- The backup as restore opens it (a bucket object streams, or with --jobs
@@ -153,11 +181,13 @@ end
 
 -- 1. Resolve project, branch, database, owner, endpoint, backup.
 local function resolve()
-  if not o.SRC then pgvault.raise("usage", "missing SRC (see 'pgvault neon-restore --help')") end
+  local src = o.SRC
+  if not src and s3cli.is_s3(o.to) then src = o.to:gsub("/*$", "/") .. "latest" end
+  if not src then pgvault.raise("usage", "missing SRC, and no s3:// destination (--to) to take the latest from") end
   local project = o.project or os.getenv("NEON_PROJECT_ID")
   if not o.database then pgvault.raise("usage", "missing --database NAME (the database to replace)") end
   if o.swap and o.no_swap then pgvault.raise("usage", "--swap and --no-swap exclude each other") end
-  local n = neon.client{ project = project }
+  local n = neon_client(project)
   local branch = n:branch(o.branch)
   local endpoint = n:endpoint(branch.id)
   local db = n:database(branch.id, o.database)
@@ -168,13 +198,13 @@ local function resolve()
   local fly_app = o.fly_app or os.getenv("FLY_APP")
   local had_secret
   if fly_app then
-    local f <close> = fly.client{ app = fly_app }
+    local f <close> = fly_client(fly_app)
     had_secret = false
     for _, sec in ipairs(f:secrets()) do had_secret = had_secret or sec.name == "DATABASE_URL" end
   end
   local stamp = naming.stamp()
   local r = {
-    format = 1, stamp = stamp, src = o.SRC, project = project, branch_id = branch.id, branch = branch.name,
+    format = 1, stamp = stamp, src = src, project = project, branch_id = branch.id, branch = branch.name,
     endpoint_id = endpoint.id, host = endpoint.host, database = db.name, owner = db.owner_name,
     role = o.role or db.owner_name, new_db = naming.db_with_suffix(db.name, "_restore_" .. stamp),
     old_db = naming.db_with_suffix(db.name, "_old_" .. stamp), swap = not o.no_swap, drop_old = o.drop_old,
@@ -263,7 +293,7 @@ end
 -- put back under its name if it was moved), everything is as it was.
 local function undo_before_swap(st)
   local r = st.record
-  local n <close> = neon.client{ project = r.project }
+  local n <close> = neon_client(r.project)
   if r.steps.swap_out == "done" then
     local ok, err = pcall(rename, n, r, r.old_db, r.database)
     if not ok then

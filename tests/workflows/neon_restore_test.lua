@@ -87,6 +87,24 @@ t.test("end to end: restore, swap, Fly secret deployed, env file rewritten", fun
   env:check_spec()
 end)
 
+t.test("settings and keys from the configuration file (--env), never from a flag", function()
+  local s = scenario()
+  h.write(s.dir .. "/pgvault.conf.lua", table.concat({
+    'environment "prod" {',
+    '  neon_project = "' .. env.project .. '", neon_database = "' .. s.db .. '",',
+    '  fly_app = "' .. env.app .. '", env_file = ".env.production",',
+    '  neon_api_key = env "MY_NEON_KEY", fly_api_token = env "MY_FLY_TOKEN",',
+    "}", "" }, "\n"))
+  local r = env:pgvault({ "neon-restore", "--env", "prod", s.src }, { cwd = s.dir, env = {
+    NEON_API_KEY = false, FLY_API_TOKEN = false, MY_NEON_KEY = env.neon_key, MY_FLY_TOKEN = env.fly_token } })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(rows(s.db), "3\n")
+  t.eq(env:fly_state().secrets.DATABASE_URL, env:pooled_url(s.db))
+  t.match(h.read(s.envfile), "export DATABASE_URL=")
+  r = env:pgvault({ "neon-restore", "--neon-api-key", "x" }, { cwd = s.dir })
+  t.eq(r.code, 2, "no flag for the API key")
+end)
+
 t.test("--dry-run prints the plan and makes no write call", function()
   local s = scenario()
   local r = run(s, { "--dry-run" })
