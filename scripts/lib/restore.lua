@@ -238,8 +238,8 @@ function restore.options(o)
   return r
 end
 
--- Returns {database=, old=, new=, row_counts_checked=, result=}.
-function restore.run(opts)
+-- The options checked, the backup's kind and its manifest (nil if none).
+local function prepare(opts)
   local o = restore.options(opts)
   -- o.source/o.head/o.manifest: a backup streamed from elsewhere (its
   -- source stage, first bytes and manifest); single job only.
@@ -251,6 +251,12 @@ function restore.run(opts)
   local m, why = o.manifest, "none given"
   if not o.source then m, why = manifest.for_archive(o.src) end
   if not m then log.info("restoring without a manifest (%s): checksum and row counts not checked", why) end
+  return o, kind, m
+end
+
+-- Returns {database=, old=, new=, row_counts_checked=, result=}.
+function restore.run(opts)
+  local o, kind, m = prepare(opts)
 
   local admin <close> = restore.admin_connect(o.db)
   local props = db_properties(admin, o.target)
@@ -356,14 +362,7 @@ end
 -- opts as run's (o.db is a URL of the server; its database name is not
 -- used). Returns {row_counts_checked=, result=, manifest=}.
 function restore.load_into(opts, dbname)
-  local o = restore.options(opts)
-  if o.source and o.jobs > 1 then fail("usage", "a streamed source restores with one job only") end
-  local kind = o.head and restore.kind_of(o.head, o.src) or restore.sniff(o.src)
-  if kind == "age" and #(o.identities or {}) == 0 then
-    fail("usage", "%s is encrypted (age): give the identity file that opens it with -i FILE", o.src)
-  end
-  local m = o.manifest
-  if not o.source then m = manifest.for_archive(o.src) end
+  local o, kind, m = prepare(opts)
   local res = load_archive(o, kind, dbname, m)
   local counts = manifest.row_counts(m)
   local checked = counts and check_row_counts(o.db, dbname, counts, o.count_rows) or 0
