@@ -93,10 +93,14 @@ local function mark(st, step, status)
 end
 
 -- Runs `fn` as step `name` unless it was done; records the outcome.
+-- fn(before) gets the step's earlier status: "running" after a crash in
+-- it, "failed" after an error, nil the first time.
 local function step(st, name, fn)
   if done(st, name) then return end
+  local before = st.record.steps[name]
   st.record.current = name
-  local ok, err = pcall(fn)
+  mark(st, name, "running")
+  local ok, err = pcall(fn, before)
   if not ok then
     st.record.error = pgvault.is_error(err) and err.message or tostring(err)
     mark(st, name, "failed")
@@ -135,6 +139,7 @@ end
 -- the role; Neon refuses to rename a database that is in use).
 local function end_sessions(n, r, db)
   local url = n:connection_uri(r.branch_id, r.endpoint_id, db, r.role, false)
+  neon.protect(url)
   local c <close> = pg.connect(url)
   local rows = c:query([[SELECT pid, usename, application_name FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid()]])
@@ -145,7 +150,13 @@ local function end_sessions(n, r, db)
   end
 end
 
+-- Renames through the API; a rename already made (a run stopped before
+-- it could record it) is taken as done.
 local function rename(n, r, from, to)
+  if not n:database(r.branch_id, from) and n:database(r.branch_id, to) then
+    log.info("database %s is already named %s", from, to)
+    return
+  end
   for attempt = 1, 5 do
     end_sessions(n, r, from)
     local ok, err = pcall(n.rename_database, n, r.branch_id, from, to)
@@ -243,9 +254,19 @@ end
 local function run_steps(st)
   local r = st.record
   local n <close>, f = clients(r)
-  step(st, "create", function() n:create_database(r.branch_id, r.new_db, r.owner) end)
-  step(st, "restore", function()
+  step(st, "create", function()
+    -- a database of this run's name is this run's (created before a crash)
+    if n:database(r.branch_id, r.new_db) then return end
+    n:create_database(r.branch_id, r.new_db, r.owner)
+  end)
+  step(st, "restore", function(before)
+    if before then
+      log.info("restoring again into a fresh %s (the previous attempt did not finish)", r.new_db)
+      n:delete_database(r.branch_id, r.new_db)
+      n:create_database(r.branch_id, r.new_db, r.owner)
+    end
     local direct = n:connection_uri(r.branch_id, r.endpoint_id, r.new_db, r.role, false)
+    neon.protect(direct)
     local src, cleanup = open_backup(r.src, r.jobs)
     src.db, src.jobs, src.count_rows = direct, r.jobs, o.count_rows
     src.identities = {}
@@ -270,8 +291,8 @@ local function run_steps(st)
     end)
   end
   local pooled = n:connection_uri(r.branch_id, r.endpoint_id, app_db(r), r.role, true)
-  log.secret(pooled:match("^%w+://[^:/@]*:([^@]*)@") or pooled)
-  r.app_url = neon.redact(pooled)
+  r.app_url = neon.protect(pooled)
+  r.direct_url = neon.protect(n:connection_uri(r.branch_id, r.endpoint_id, app_db(r), r.role, false))
   if f then
     step(st, "secret", function() r.secrets_version = f:set_secrets{ DATABASE_URL = pooled } end)
     if not r.stage then
@@ -323,9 +344,10 @@ local function rollback(st)
   r.steps.swap_in, r.steps.swap_out = nil, nil
   save(st)
   local url = n:connection_uri(r.branch_id, r.endpoint_id, r.database, r.role, true)
-  log.secret(url:match("^%w+://[^:/@]*:([^@]*)@") or url)
+  neon.protect(url)
   if f and r.steps.secret == "done" then
-    local v = f:set_secrets{ DATABASE_URL = url }
+    -- an app that had no DATABASE_URL before gets none again
+    local v = f:set_secrets{ DATABASE_URL = r.had_secret ~= false and url }
     if not r.stage then f:deploy(v) end
     r.steps.secret, r.steps.deploy = nil, nil
   end
@@ -343,6 +365,7 @@ local function summary(r)
   if r.swap and not r.drop_old then print("  previous database kept as " .. r.old_db
     .. " (delete it with: pgvault neon-restore --resume --drop-old)") end
   print("  app URL (pooled): " .. r.app_url)
+  print("  direct URL (pg_dump, pg_restore, psql): " .. r.direct_url)
   if r.fly_app then
     print(string.format("  Fly app %s: DATABASE_URL set (secrets version %d)%s", r.fly_app, r.secrets_version,
       r.stage and ", staged (deploy with 'fly secrets deploy')" or string.format(", deployed to %d machine(s)",

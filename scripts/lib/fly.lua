@@ -27,7 +27,7 @@ end
 -- The Authorization header for a token as a user may paste it: an optional
 -- "Bearer "/"FlyV1 " scheme (even twice), comma-separated tokens.
 function fly.authorization(token)
-  token = token:gsub("^%s+", ""):gsub("%s+$", "")
+  token = token:gsub("^%s+", "") .. " "
   repeat
     local before = token
     token = token:gsub("^[Bb][Ee][Aa][Rr][Ee][Rr]%s+", ""):gsub("^[Ff][Ll][Yy][Vv]1%s+", "")

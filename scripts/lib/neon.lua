@@ -218,4 +218,16 @@ function neon.redact(url)
   return (url:gsub("^(%w+://[^:/@]*):[^@]*@", "%1:****@"))
 end
 
+-- Registers the URL's password (as written and percent-decoded) with the
+-- log's redaction; returns the redacted URL.
+function neon.protect(url)
+  local pw = url:match("^%w+://[^:/@]*:([^@]*)@")
+  if pw and pw ~= "" then
+    log.secret(pw)
+    local plain = pw:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    if plain ~= pw then log.secret(plain) end
+  end
+  return neon.redact(url)
+end
+
 return neon

@@ -142,6 +142,17 @@ t.test("--no-swap points the app at the new database and keeps the live one", fu
   env:check_spec()
 end)
 
+t.test("an app with no machines keeps the secret staged, and says so; -v shows no password", function()
+  local s = scenario{ machines = {} }
+  local args = { "-v", "neon-restore", s.src, "--project", env.project, "--database", s.db, "--fly-app", env.app }
+  local r = env:pgvault(args, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stderr, "no machines")
+  t.match(r.stdout, "deployed to 0 machine")
+  t.no_match(r.stdout .. r.stderr, pg.password, "no password, even with -v")
+  t.eq(env:fly_state().secrets.DATABASE_URL, env:pooled_url(s.db))
+end)
+
 t.test("--stage sets the secret without touching the machines", function()
   local s = scenario()
   local r = run(s, { "--stage" })
@@ -243,6 +254,18 @@ t.test("Fly 5xx on setting the secret after the swap: says where things are; --r
   assert_resumes(s)
 end)
 
+t.test("a run that died between a rename and its record resumes without renaming twice", function()
+  local s = scenario()
+  env:fly_faults{ { method = "POST", path = "/secrets$", times = 10, action = { status = 500 } } }
+  t.eq(run(s).code, 1)
+  env:fly_faults({})
+  local st, path = state_file(s)
+  st.steps.swap_in = "running"
+  h.write(path, cjson.encode(st))
+  assert_resumes(s)
+  t.eq(rows(st.old_db), "4\n")
+end)
+
 t.test("a Fly lease held by someone else: the deploy fails, --resume finishes it", function()
   local s = scenario()
   env:fly_faults{ { method = "POST", path = "/m2/lease$", times = 1000, action = "lease_held" } }
@@ -273,6 +296,17 @@ t.test("--rollback puts the old database and the secret back", function()
   r = env:pgvault({ "neon-restore", "--resume" }, { cwd = s.dir })
   t.eq(r.code, 2, "a rolled-back run is not resumed")
   t.match(r.stderr, "rolled back")
+end)
+
+t.test("--rollback of an app that had no DATABASE_URL removes it again", function()
+  local s = scenario()
+  env:control("fly", "reset", { secrets = { OTHER = "x" }, machines = { { id = "m1", state = "started" } } })
+  t.eq(run(s).code, 0)
+  t.eq(env:fly_state().secrets.DATABASE_URL, env:pooled_url(s.db))
+  local r = env:pgvault({ "neon-restore", "--rollback" }, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(env:fly_state().secrets.DATABASE_URL, nil)
+  t.eq(env:fly_state().secrets.OTHER, "x")
 end)
 
 t.test("--rollback after a swap renames both back", function()
