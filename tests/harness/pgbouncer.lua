@@ -39,12 +39,14 @@ function pgbouncer.start()
     "server_reset_query =",
     "logfile = " .. dir .. "/pgbouncer.log",
     "", }, "\n"))
-  local argv = { BIN, "-q", ini }
+  -- setpriv --pdeathsig: PgBouncer dies with the test process, even a killed one.
+  local argv = { "setpriv", "--pdeathsig", "KILL", BIN, "-q", ini }
   if is_root then
     local r = proc.run({ "chown", "-R", "postgres:postgres", dir })
     if r.code ~= 0 then error("chown for pgbouncer failed: " .. r.stderr, 2) end
     fs.chmod(users, 384)
-    argv = { "setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", BIN, "-q", ini }
+    argv = { "setpriv", "--pdeathsig", "KILL", "--reuid=postgres", "--regid=postgres", "--init-groups", BIN, "-q",
+      ini }
   end
   argv.stdout, argv.stderr = "pipe", "inherit"
   local handle = proc.spawn(argv)

@@ -1,8 +1,9 @@
 -- The fake Neon and Fly.io of the neon-restore tests, per test file:
---   local env <close> = saas.start{ databases = { "shop" }, machines = { ... } }
+--   local env = saas.start{ databases = { "shop" }, machines = { ... } }
 -- starts tests/harness/fake_neon.js (validating against the pinned OpenAPI
 -- spec), tests/harness/fake_fly.js and a PgBouncer for the "-pooler" host,
--- and stops them all when `env` goes out of scope, whatever happens.
+-- and stops them all when `env` is closed or collected (at the latest when
+-- the test process ends; they die with it even when it is killed).
 -- env:pgvault(args, opts) runs bin/pgvault against them: in a private mount
 -- namespace whose /etc/hosts names the fake endpoint hosts (direct:
 -- 127.0.0.1, pooler: 127.0.0.2), with NEON_API_KEY/NEON_API_HOST and
@@ -20,7 +21,9 @@ Env.__index = Env
 local function spawn_fake(script, cfg, dir)
   local path = dir .. "/" .. script .. ".json"
   fs.write_file(path, cjson.encode(cfg), { mode = 384 })
-  local handle = proc.spawn({ "node", h.root .. "/tests/harness/" .. script .. ".js", path,
+  -- setpriv --pdeathsig: the fake dies with the test process, even a killed one.
+  local handle = proc.spawn({ "setpriv", "--pdeathsig", "KILL", "node", h.root .. "/tests/harness/" .. script .. ".js",
+    path,
     env = { NODE_PATH = h.root .. "/node_modules" }, stdout = "pipe", stderr = "inherit" })
   local line = handle:read_line(60)
   local port = line and line:match("^ready (%d+)")
