@@ -376,10 +376,27 @@ end
 
 -- main ------------------------------------------------------------------------
 
-if o.rollback then return rollback(newest_state()) end
+-- What a recorded run did, for --dry-run with --resume or --rollback.
+local function recorded(st)
+  local names = {}
+  for _, name in ipairs({ "create", "restore", "swap_out", "swap_in", "secret", "deploy", "env_file", "drop_old" }) do
+    if st.record.steps[name] then names[#names + 1] = name .. " " .. st.record.steps[name] end
+  end
+  return st.path .. ": " .. (#names > 0 and table.concat(names, ", ") or "no step recorded")
+end
+
+if o.rollback then
+  local st = newest_state()
+  if o.dry_run then return print(recorded(st) .. "\n--rollback would undo the swap and the secret of this run") end
+  return rollback(st)
+end
 local st
 if o.resume then
   st = newest_state()
+  if o.dry_run then
+    print(recorded(st))
+    return print(plan(st.record))
+  end
   if st.record.rolled_back then
     pgvault.raise("usage", st.path .. " was rolled back: start a new run instead of --resume")
   end

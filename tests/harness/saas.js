@@ -70,6 +70,10 @@ function serve({ name, handler, control, errorBody }) {
           return send(200, { ok: true });
         }
         if (what === 'fired') return send(200, faults.fired);
+        if (what === 'clear') {
+          calls.length = 0;
+          return send(200, { ok: true });
+        }
         if (what === 'reset') {
           calls.length = 0;
           faults.set([]);

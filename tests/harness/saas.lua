@@ -6,7 +6,7 @@
 -- the test process ends; they die with it even when it is killed).
 -- env:pgvault(args, opts) runs bin/pgvault against them: in a private mount
 -- namespace whose /etc/hosts names the fake endpoint hosts (direct:
--- 127.0.0.1, pooler: 127.0.0.2), with NEON_API_KEY/NEON_API_HOST and
+-- 127.0.0.1, pooler: PgBouncer's own loopback address), with NEON_API_KEY/NEON_API_HOST and
 -- FLY_API_TOKEN/FLAPS_BASE_URL pointing at the fakes.
 local cjson = require "cjson"
 local fs = require "pgvault.fs"

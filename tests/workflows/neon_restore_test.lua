@@ -114,6 +114,18 @@ t.test("--dry-run prints the plan and makes no write call", function()
   t.eq(env:writes(), {}, "no POST/PATCH/DELETE reached either API")
   t.eq(rows(s.db), "4\n")
   t.eq(fs.exists(s.dir .. "/.pgvault"), false)
+  -- with --resume and --rollback too
+  env:fly_faults{ { method = "POST", path = "/secrets$", times = 10, action = { status = 500 } } }
+  t.eq(run(s).code, 1)
+  env:fly_faults({})
+  env:control("neon", "clear")
+  env:control("fly", "clear")
+  for _, flag in ipairs({ "--resume", "--rollback" }) do
+    r = env:pgvault({ "neon-restore", flag, "--dry-run" }, { cwd = s.dir })
+    t.eq(r.code, 0, r.stderr)
+    t.match(r.stdout, "swap_in done")
+    t.eq(env:writes(), {}, flag .. " --dry-run makes no write call")
+  end
 end)
 
 t.test("a read-only env file or a refused Fly token stops it before anything changes", function()
