@@ -87,6 +87,9 @@ function Client:write(method, path, body, look, what)
     if okcall and r.status < 300 then
       return r.json
     elseif okcall then
+      -- the server's own Retry-After (seconds) when it gives one, within reason
+      local after = tonumber(r.headers and r.headers["retry-after"] or "")
+      if after and after >= 0 and after <= 60 then pause = math.max(pause, after) end
       log.info("Neon answered %d to %s (%s): trying again in %.1f s", r.status, what,
         r.status == 423 and "another operation is running" or "busy", pause)
     elseif pgvault.is_error(r) and r.kind == "http" and r.http_status == nil then

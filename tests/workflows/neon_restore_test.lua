@@ -199,12 +199,13 @@ t.test("Neon 500 on creating the database: nothing changed, resumable", function
   assert_resumes(s)
 end)
 
-t.test("423 Locked then success: waited for, no failure", function()
+t.test("423 Locked and 503 then success: waited for, no failure", function()
   local s = scenario()
   env:neon_faults{ { method = "POST", path = "/databases$", times = 2, action = { status = 423 } },
-    { method = "PATCH", times = 1, action = { status = 423 } } }
+    { method = "PATCH", times = 1, action = { status = 503, headers = { ["retry-after"] = "1" } } } }
   local r = run(s)
   t.eq(r.code, 0, r.stderr)
+  t.match(r.stderr, "answered 503 to renaming database [^\n]*trying again in 1%.0 s", "Retry-After honoured")
   t.eq(rows(s.db), "3\n")
   env:check_spec()
 end)
