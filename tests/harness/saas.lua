@@ -168,4 +168,25 @@ function Env:pooled_url(db)
     self.pooler_host, self.pg.port, db)
 end
 
+
+-- A fresh application database `db` with 3 customers, backed up (3 rows in
+-- the manifest), then changed (a 4th customer) as production goes on; the
+-- fakes reset to know it (Fly: DATABASE_URL = its pooled URL, OTHER = "x",
+-- opts.machines or a started m1 and a stopped m2). Returns { db, dir, src }.
+function Env:app_database(db, opts)
+  opts = opts or {}
+  local pg = self.pg
+  h.createdb(db)
+  h.psql(pg.url(db), "CREATE TABLE customers(id int PRIMARY KEY, name text);"
+    .. "INSERT INTO customers SELECT i, 'c' || i FROM generate_series(1, 3) i;")
+  local dir = h.tmpdir()
+  local b = h.pgvault({ "backup", "--db", pg.url(db), "--to", dir .. "/backups" })
+  if b.code ~= 0 then error("backup of " .. db .. " failed: " .. b.stderr, 2) end
+  h.psql(pg.url(db), "INSERT INTO customers VALUES (4, 'after the backup');")
+  self:control("neon", "reset", { databases = { { name = db, owner = pg.user } } })
+  self:control("fly", "reset", { secrets = { DATABASE_URL = self:pooled_url(db), OTHER = "x" },
+    machines = opts.machines or { { id = "m1", state = "started" }, { id = "m2", state = "stopped" } } })
+  return { db = db, dir = dir, src = b.stdout:match("([^\n]+)\n?$") }
+end
+
 return saas

@@ -2,23 +2,17 @@
 -- API key, the Fly token and the database password never reach a log line
 -- (even with -v), an error, the state file or a command line; a token the
 -- API refuses is not echoed back.
-local t = require "harness.testing"
-local h = require "harness.env"
 local fs = require "pgvault.fs"
+local h = require "harness.env"
 local saas = require "harness.saas"
+local t = require "harness.testing"
 
 local env = saas.start{}
-local pg = h.pg()
+local pg = env.pg
 
 local function app_db()
-  h.createdb("sec_shop")
-  h.psql(pg.url("sec_shop"), "CREATE TABLE t(i int); INSERT INTO t VALUES (1);")
-  local dir = h.tmpdir()
-  local b = h.pgvault({ "backup", "--db", pg.url("sec_shop"), "--to", dir .. "/b" })
-  assert(b.code == 0, b.stderr)
-  env:control("neon", "reset", { databases = { { name = "sec_shop", owner = pg.user } } })
-  env:control("fly", "reset", { secrets = { DATABASE_URL = "x" }, machines = { { id = "m1", state = "started" } } })
-  return dir, b.stdout:match("([^\n]+)\n?$")
+  local s = env:app_database("sec_shop")
+  return s.dir, s.src
 end
 
 local function no_secret(text, what)

@@ -11,27 +11,14 @@ local env = saas.start{}
 local pg = h.pg()
 local n = 0
 
--- A fresh application database `db` with 3 customers, backed up (3 rows in
--- the manifest), then changed (a 4th customer) as production goes on.
+-- A fresh application database (see saas.app_database) and its env file.
 local function scenario(opts)
-  opts = opts or {}
   n = n + 1
-  local db = "shop" .. n
-  h.createdb(db)
-  h.psql(pg.url(db), "CREATE TABLE customers(id int PRIMARY KEY, name text);"
-    .. "INSERT INTO customers SELECT i, 'c' || i FROM generate_series(1, 3) i;")
-  local dir = h.tmpdir()
-  local b = h.pgvault({ "backup", "--db", pg.url(db), "--to", dir .. "/backups" })
-  assert(b.code == 0, b.stderr)
-  h.psql(pg.url(db), "INSERT INTO customers VALUES (4, 'after the backup');")
-  env:control("neon", "reset", { databases = { { name = db, owner = pg.user } } })
-  env:control("fly", "reset", { secrets = { DATABASE_URL = env:pooled_url(db), OTHER = "x" },
-    machines = opts.machines or { { id = "m1", state = "started" }, { id = "m2", state = "stopped" } } })
-  env:neon_faults({})
-  env:fly_faults({})
-  h.write(dir .. "/.env.production", "# prod\nexport DATABASE_URL=\"" .. env:pooled_url(db) .. "\"\nSECRET=1\n")
-  fs.chmod(dir .. "/.env.production", 384)
-  return { db = db, dir = dir, src = b.stdout:match("([^\n]+)\n?$"), envfile = dir .. "/.env.production" }
+  local s = env:app_database("shop" .. n, opts)
+  s.envfile = s.dir .. "/.env.production"
+  h.write(s.envfile, "# prod\nexport DATABASE_URL=\"" .. env:pooled_url(s.db) .. "\"\nSECRET=1\n")
+  fs.chmod(s.envfile, 384)
+  return s
 end
 
 local function run(s, extra, opts)
