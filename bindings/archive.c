@@ -144,10 +144,8 @@ static int verifier_report(pv_stage *s, lua_State *L)
         return 1;
     }
     lua_createtable(L, 0, 2);
-    lua_pushinteger(L, (lua_Integer)s->bytes_in);
-    lua_setfield(L, -2, "bytes");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "complete");
+    pv_set_int(L, "bytes", (lua_Integer)s->bytes_in);
+    pv_set_bool(L, "complete", false);
     return 1;
 }
 
@@ -181,6 +179,7 @@ int luaopen_pgvault_archive(lua_State *L)
     static const luaL_Reg funcs[] = {{"read", archive_read},
                                      {"verifier", archive_verifier},
                                      {"fill_offsets", archive_fill_offsets},
+                                     {"restorer", ar_restorer_new},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;

@@ -14,6 +14,7 @@
 #include "http/http.h"
 
 #include <ctype.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -602,7 +603,7 @@ static int raise_refusal(lua_State *L, call_ud *cu)
     const char *location = http_resp_header(c, "location");
     if (c->status >= 300 && c->status < 400 && location) {
         char *to = http_mask_url(location, 0);
-        pv_err_set(&e, "http", "%s %s was redirected (%s) to %s; use that address", c->method,
+        pv_err_set(&e, "http", "%s %s was redirected (%s): use the new address, %s", c->method,
                    c->shown, what, to);
         free(to);
     } else if (c->retryable && ra > c->retry_cap && c->attempts < c->max_attempts) {
@@ -724,6 +725,25 @@ static int http_mask_lua(lua_State *L)
     return 1;
 }
 
+/* http.hmac_sha256(key, data): lower-case hex of HMAC-SHA256 (webhook
+ * signatures). */
+static int http_hmac_sha256(lua_State *L)
+{
+    size_t klen, dlen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    const char *data = luaL_checklstring(L, 2, &dlen);
+    crypto_auth_hmacsha256_state st;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)key, klen);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)data, dlen);
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_memzero(&st, sizeof st);
+    char hex[2 * sizeof mac + 1];
+    pv_hex(mac, sizeof mac, hex);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
 /* http._retry_after(value): seconds a Retry-After value asks for, or nil
  * (for the tests). */
 static int http_retry_after_lua(lua_State *L)
@@ -765,6 +785,7 @@ int luaopen_pgvault_http(lua_State *L)
                                      {"request", http_request},
                                      {"escape", http_escape_lua},
                                      {"mask_url", http_mask_lua},
+                                     {"hmac_sha256", http_hmac_sha256},
                                      {"_retry_after", http_retry_after_lua},
                                      {NULL, NULL}};
     luaL_newlib(L, funcs);

@@ -28,6 +28,7 @@ int luaopen_pgvault_stream(lua_State *L)
                                      {"zstd", pv_stream_zstd},
                                      {"unzstd", pv_stream_unzstd},
                                      {"progress", pv_stream_progress},
+                                     {"handoff", pv_stream_handoff},
                                      {"block_digests", pv_stream_block_digests},
                                      {"verify_blocks", pv_stream_verify_blocks},
                                      {"is_stage", stream_is_stage},

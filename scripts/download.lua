@@ -56,6 +56,6 @@ if manifest then
 end
 stages[#stages + 1] = sink
 local r = stream.run(stages)
-io.stderr:write(string.format("downloaded %s from %s in %s%s\n", cli.bytes(r.bytes), o.SOURCE,
-  cli.duration(r.seconds), manifest and " (matches its manifest)" or ""))
+log.info("downloaded %s from %s in %s%s", cli.bytes(r.bytes), o.SOURCE, cli.duration(r.seconds),
+  manifest and " (matches its manifest)" or "")
 if out ~= "-" then print(out) end

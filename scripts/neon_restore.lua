@@ -1,13 +1,13 @@
 -- restore a backup into a new Neon database, swap it in, point the Fly app at it
 local cli = require "lib.cli"
 local config = require "lib.config"
+local database = require "lib.database"
 local envfile = require "lib.envfile"
 local fly = require "lib.fly"
 local fs = require "pgvault.fs"
 local json = require "lib.json"
 local naming = require "lib.naming"
 local neon = require "lib.neon"
-local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
 local restore = require "lib.restore"
@@ -123,31 +123,14 @@ local function clients(r)
   return neon_client(r.project), r.fly_app and fly_client(r.fly_app) or nil
 end
 
--- The backup as restore opens it (a bucket object streams, or with --jobs
--- is fetched first); returns restore options and a clean-up function.
-local function open_backup(src, jobs)
-  if not s3cli.is_s3(src) then return { src = src }, function() end end
-  if jobs and tonumber(jobs) > 1 then
-    local path, dir = require("lib.s3backups").fetch(src, s3cli.opts(o))
-    return { src = path }, function() pcall(fs.remove_tree, dir) end
-  end
-  local s = require("lib.s3backups").open(src, s3cli.opts(o))
-  return { src = s.url, source = s.source, head = s.head, manifest = s.manifest }, function() end
-end
-
--- Ends the other sessions on database `db` (connected to it directly as
--- the role; Neon refuses to rename a database that is in use).
-local function end_sessions(n, r, db)
+-- Ends the other sessions on database `db` (lib.database, each logged):
+-- Neon refuses to rename a database that is in use. Connected to it as the
+-- role, since the maintenance database may not be open to it.
+local function end_sessions(n, r, db, seen)
   local url = n:connection_uri(r.branch_id, r.endpoint_id, db, r.role, false)
   neon.protect(url)
-  local c <close> = pg.connect(url)
-  local rows = c:query([[SELECT pid, usename, application_name FROM pg_stat_activity
-    WHERE datname = current_database() AND pid <> pg_backend_pid()]])
-  for _, s in ipairs(rows) do
-    local ok = pcall(c.query, c, "SELECT pg_terminate_backend($1)", s.pid)
-    log.warn("terminating session %d (user %s, %s) on %s for the rename%s", s.pid, tostring(s.usename),
-      s.application_name ~= "" and s.application_name or "no application name", db, ok and "" or " (refused)")
-  end
+  local c <close> = database.connect(url)
+  database.terminate_sessions(c, db, seen)
 end
 
 -- Renames through the API; a rename already made (a run stopped before
@@ -157,8 +140,9 @@ local function rename(n, r, from, to)
     log.info("database %s is already named %s", from, to)
     return
   end
+  local seen = {}
   for attempt = 1, 5 do
-    end_sessions(n, r, from)
+    end_sessions(n, r, from, seen)
     local ok, err = pcall(n.rename_database, n, r.branch_id, from, to)
     if ok then return end
     if attempt == 5 or not tostring(err):find("accessed by other users", 1, true) then error(err, 0) end
@@ -267,20 +251,14 @@ local function run_steps(st)
     end
     local direct = n:connection_uri(r.branch_id, r.endpoint_id, r.new_db, r.role, false)
     neon.protect(direct)
-    local src, cleanup = open_backup(r.src, r.jobs)
-    src.db, src.jobs, src.count_rows = direct, r.jobs, o.count_rows
-    src.identities = {}
-    for _, file in ipairs(o.identity) do
-      for _, id in ipairs(require("pgvault.crypto").read_identities(file)) do
-        src.identities[#src.identities + 1] = id
-      end
-    end
-    local ok, res = pcall(restore.load_into, src, r.new_db)
-    cleanup()
-    if not ok then error(res, 0) end
-    r.row_counts_checked = res.row_counts_checked
-    log.info("restored %s into %s; row counts of %d tables match the manifest", r.src, r.new_db,
-      res.row_counts_checked)
+    -- restore's own steps (lib.restore), into the database Neon created
+    local job <close> = restore.plan { src = r.src, db = direct, database = r.database, jobs = r.jobs,
+      count_rows = o.count_rows, identity = o.identity, s3 = s3cli.opts(o) }
+    local src <close> = restore.open(job)
+    local db = restore.into(job, src, r.new_db)
+    restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src), restore.progress(),
+      restore.pg_restore(job, src, db) })
+    r.row_counts_checked = restore.check_rows(job, src, db)
   end)
   if r.swap then
     -- A Ctrl-C waits for the two renames: stopping between them would leave

@@ -46,20 +46,19 @@ function bench.psql(pg, db, sql)
   return r.stdout
 end
 
--- Creates database `db` with about `mb` megabytes of rows that look like an
--- application's: random text, numbers, timestamps, a few indexes. Random
--- hex and mixed words keep it from compressing the way pgbench's filler does.
-function bench.dataset(pg, db, mb)
-  bench.admin_psql(pg, string.format("DROP DATABASE IF EXISTS %s WITH (FORCE);\n" ..
-    "CREATE DATABASE %s OWNER %s TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'en_US.UTF-8' " ..
-    "LC_CTYPE 'en_US.UTF-8';", db, db, pg.user))
-  -- about 330 bytes of table data per event row
-  local events = math.floor(mb * 1024 * 1024 / 330)
-  local customers = math.max(1000, events // 20)
-  bench.psql(pg, db, string.format([[
+-- The tables of the dataset: customers and events, the data of an
+-- application: random text, numbers, timestamps, a few indexes. Random hex
+-- and mixed words keep it from compressing the way pgbench's filler does.
+local DATASET_SCHEMA = [[
 CREATE TABLE customers (
   id bigint PRIMARY KEY, name text NOT NULL, email text NOT NULL, city text,
   created_at timestamptz NOT NULL, balance numeric(14,2), notes text);
+CREATE TABLE events (
+  id bigint PRIMARY KEY, customer_id bigint NOT NULL, kind text NOT NULL, amount numeric(12,2),
+  happened_at timestamptz NOT NULL, ip inet, payload text NOT NULL);
+]]
+
+local CUSTOMERS = [[
 INSERT INTO customers
 SELECT g, initcap(substr(md5(g::text), 1, 6)) || ' ' || initcap(substr(md5((g*7)::text), 3, 9)),
        substr(md5((g*3)::text), 1, 10) || '@example.' || (ARRAY['com','org','net','io'])[1 + g %% 4],
@@ -68,9 +67,9 @@ SELECT g, initcap(substr(md5(g::text), 1, 6)) || ' ' || initcap(substr(md5((g*7)
        round((random() * 100000)::numeric, 2),
        CASE WHEN g %% 5 = 0 THEN NULL ELSE md5(random()::text) || ' ' || md5(random()::text) END
 FROM generate_series(1, %d) g;
-CREATE TABLE events (
-  id bigint PRIMARY KEY, customer_id bigint NOT NULL, kind text NOT NULL, amount numeric(12,2),
-  happened_at timestamptz NOT NULL, ip inet, payload text NOT NULL);
+]]
+
+local EVENTS = [[
 INSERT INTO events
 SELECT g, 1 + (random() * %d)::bigint,
        (ARRAY['login','purchase','refund','view','logout','signup'])[1 + (random() * 5)::int],
@@ -79,11 +78,26 @@ SELECT g, 1 + (random() * %d)::bigint,
        ('10.' || (random()*255)::int || '.' || (random()*255)::int || '.' || (random()*255)::int)::inet,
        md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) ||
        md5(random()::text) || md5(random()::text) || ' ' || repeat(chr(97 + (random()*25)::int), (random()*40)::int)
-FROM generate_series(1, %d) g;
-CREATE INDEX events_customer ON events (customer_id);
-CREATE INDEX events_time ON events (happened_at);
-VACUUM (ANALYZE);
-]], customers, customers, events))
+FROM generate_series(%d, %d) g;
+]]
+
+-- Creates database `db` with about `mb` megabytes of rows that look like an
+-- application's (about 330 bytes of table data per event row), events
+-- inserted in batches of at most 2 million rows so a large dataset never
+-- needs one huge transaction. Returns the database size in bytes.
+function bench.dataset(pg, db, mb)
+  bench.admin_psql(pg, string.format("DROP DATABASE IF EXISTS %s WITH (FORCE);\n" ..
+    "CREATE DATABASE %s OWNER %s TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'en_US.UTF-8' " ..
+    "LC_CTYPE 'en_US.UTF-8';", db, db, pg.user))
+  local events = math.floor(mb * 1024 * 1024 / 330)
+  local customers = math.max(1000, events // 20)
+  bench.psql(pg, db, DATASET_SCHEMA .. string.format(CUSTOMERS, customers))
+  local batch = 2000000
+  for lo = 1, events, batch do
+    bench.psql(pg, db, string.format(EVENTS, customers, lo, math.min(events, lo + batch - 1)))
+  end
+  bench.psql(pg, db, "CREATE INDEX events_customer ON events (customer_id);\n" ..
+    "CREATE INDEX events_time ON events (happened_at);\nVACUUM (ANALYZE);")
   local size = bench.psql(pg, db, "SELECT pg_database_size(current_database());")
   bench.settle(pg)
   return tonumber(size)
@@ -112,6 +126,33 @@ function bench.measure(argv, opts)
     stdout = r.stdout, stderr = r.stderr:gsub("@@time [^\n]*\n?", "") }
 end
 
+-- Runs argv (a pgvault command) and samples the peak RSS of that process
+-- alone (VmHWM, every 20 ms), not of its children (pg_dump, pg_restore) as
+-- /usr/bin/time would; stdout goes to a file (a pipe could fill up).
+-- Returns {seconds, rss_kb, code, stdout}.
+function bench.measure_self(argv, opts)
+  opts = opts or {}
+  local out = os.tmpname()
+  local spec = { "sh", "-c", 'exec "$@" > "$0"', out }
+  for _, a in ipairs(argv) do spec[#spec + 1] = a end
+  spec.env, spec.cwd, spec.stdout, spec.stderr = opts.env, opts.cwd, "inherit", "inherit"
+  local t0 = proc.now()
+  local h = proc.spawn(spec)
+  local status, hwm = "/proc/" .. h:pid() .. "/status", 0
+  while h:running() do
+    local f = io.open(status, "r")
+    local text = f and f:read("a") or ""
+    if f then f:close() end
+    hwm = math.max(hwm, tonumber(text:match("VmHWM:%s*(%d+)")) or 0)
+    proc.sleep(0.02)
+  end
+  local code = h:wait()
+  local seconds = proc.now() - t0
+  local stdout = fs.exists(out) and fs.read_file(out) or ""
+  os.remove(out)
+  return { seconds = seconds, rss_kb = hwm, code = code, stdout = stdout, stderr = "" }
+end
+
 -- Runs a shell pipeline (for peers like `pg_dump | zstd`), measured as a whole.
 function bench.measure_sh(script, opts)
   return bench.measure({ "sh", "-c", script }, opts)
@@ -125,6 +166,34 @@ end
 function bench.size(path)
   local st = fs.stat(path)
   return st and st.size or 0
+end
+
+-- Runs each function of `runs` `rounds` times, interleaved and rotating
+-- (round k starts with run k), so that a burst of load from another job
+-- on the machine falls on every contender alike; each run function keeps
+-- its own best.
+function bench.rounds(runs, rounds)
+  for round = 0, rounds - 1 do
+    for k = 1, #runs do runs[(k + round - 1) % #runs + 1]() end
+  end
+end
+
+-- Keeps the best (fastest) of the measurements given under each name.
+function bench.best()
+  local best = {}
+  return best, function(name, r)
+    if not best[name] or r.seconds < best[name].seconds then best[name] = r end
+    return r
+  end
+end
+
+-- The machine's load averages (1, 5, 15 minutes), to print with each run:
+-- the machine is shared, so absolute times are noisy.
+function bench.load()
+  local f = io.open("/proc/loadavg", "r")
+  local line = f and f:read("l") or ""
+  if f then f:close() end
+  return line:match("^(%S+ %S+ %S+)") or "?"
 end
 
 -- Prints one comparison row and returns the ratio.

@@ -42,6 +42,8 @@ typedef struct ar_entry {
     int32_t section;
     int32_t relkind;
     char *tag, *desc, *ns, *owner; /* NULL when the archive stores NULL */
+    char *sql;                     /* with keep_sql: the COPY statement of table data, the SQL of
+                                      the ENCODING, STDSTRINGS and SEARCHPATH entries */
     int32_t *deps;
     int ndeps;
     int off_flag;
@@ -85,9 +87,15 @@ typedef struct ar_toc {
     ar_read_mode read;
 } ar_toc;
 
+/* Where decoded data goes besides the counters: a restorer's hook (-1
+ * stops the stream, the hook having recorded why). */
+typedef int (*ar_data_fn)(void *ctx, const uint8_t *data, size_t len);
+
 typedef struct ar_decoder {
     int algo;
     bool active, ended;
+    ar_data_fn data;
+    void *data_ctx;
     struct inflate_state *isal; /* zlib streams: ISA-L's inflate, 2-3x zlib's speed */
     LZ4F_dctx *lz4;
     ZSTD_DCtx *zstd;
@@ -120,8 +128,25 @@ typedef struct ar_rows {
     int64_t tuples;      /* row constructors of this statement */
 } ar_rows;
 
+/* What a consumer of the archive (archive.restorer) is told as it passes,
+ * on the parser's thread; each returns 0, or -1 having recorded an error
+ * (which stops the stream). The data of a block reaches `data` decoded:
+ * COPY text or INSERT statements, or a large object's bytes between
+ * lo_begin and lo_end. */
+typedef struct ar_hooks {
+    void *ctx;
+    int (*toc_done)(void *ctx, ar_toc *toc);
+    int (*block_begin)(void *ctx, ar_entry *e);
+    int (*lo_begin)(void *ctx, ar_entry *e, uint32_t oid);
+    ar_data_fn data;
+    int (*lo_end)(void *ctx, ar_entry *e);
+    int (*block_end)(void *ctx, ar_entry *e);
+} ar_hooks;
+
 typedef struct ar_parser {
     ar_toc *toc;
+    const ar_hooks *hooks; /* NULL: a verifier, nothing to tell */
+    bool keep_sql;         /* keep entry->sql (a restorer needs it) */
     bool owns_toc;
     int phase;          /* AR_PH_* */
     int state;          /* field being read */
@@ -210,5 +235,8 @@ int ar_read_file(const char *path, int threads, bool fill_offsets, ar_toc **out,
  * (or the same) position. Makes a pipe-written archive seekable. */
 int ar_fill_positions(const char *path, int off_size, int n, const uint64_t *field,
                       const uint64_t *pos, pv_err *err);
+
+/* restorer.c: archive.restorer{...}, the constructor. */
+int ar_restorer_new(lua_State *L);
 
 #endif

@@ -67,6 +67,8 @@ static int begin_stream(ar_parser *p)
 {
     char msg[200];
     if (ar_dec_begin(&p->dec, p->toc->algo, msg, sizeof msg) < 0) return ar_fail(p, "%s", msg);
+    p->dec.data = p->hooks ? p->hooks->data : NULL;
+    p->dec.data_ctx = p->hooks ? p->hooks->ctx : NULL;
     ar_expect(p, D_CHUNKLEN);
     return AR_CHOSEN;
 }
@@ -89,6 +91,8 @@ int ar_on_block_id(ar_parser *p, ar_entry *unused, int64_t id)
                           (unsigned long long)e->off_pos, (unsigned long long)start);
     p->block_entry = want;
     e->block_pos = start;
+    if (p->hooks && p->hooks->block_begin && p->hooks->block_begin(p->hooks->ctx, e) < 0)
+        return ar_hook_failed(p);
     if (blobs) {
         p->lo_active = false;
         ar_expect(p, L_OID);
@@ -103,6 +107,8 @@ int ar_on_block_id(ar_parser *p, ar_entry *unused, int64_t id)
 
 static int end_block(ar_parser *p, ar_entry *e)
 {
+    if (p->hooks && p->hooks->block_end && p->hooks->block_end(p->hooks->ctx, e) < 0)
+        return ar_hook_failed(p);
     e->seen = true;
     e->block_end = p->pos;
     p->next_data++;
@@ -121,6 +127,8 @@ static int end_stream(ar_parser *p, ar_entry *e)
     if (p->lo_active) {
         e->lo_count++;
         p->lo_active = false;
+        if (p->hooks && p->hooks->lo_end && p->hooks->lo_end(p->hooks->ctx, e) < 0)
+            return ar_hook_failed(p);
         ar_expect(p, L_OID);
         return AR_CHOSEN;
     }
@@ -147,6 +155,8 @@ int ar_on_lo_oid(ar_parser *p, ar_entry *unused, int64_t oid)
     if (oid == 0) return end_block(p, e);
     p->lo_oid = (uint32_t)oid;
     p->lo_active = true;
+    if (p->hooks && p->hooks->lo_begin && p->hooks->lo_begin(p->hooks->ctx, e, p->lo_oid) < 0)
+        return ar_hook_failed(p);
     return begin_stream(p);
 }
 

@@ -24,10 +24,17 @@ const char *ar_algo_name(int algo)
     }
 }
 
-static void count(ar_entry *e, ar_rows *rows, const uint8_t *out, size_t n)
+static int count(ar_decoder *d, ar_entry *e, ar_rows *rows, const uint8_t *out, size_t n)
 {
     e->raw_bytes += n;
     if (rows) ar_rows_feed(rows, e, out, n);
+    return d->data ? d->data(d->data_ctx, out, n) : 0;
+}
+
+static int stopped(char *msg, size_t msgsz)
+{
+    snprintf(msg, msgsz, "the data's consumer stopped");
+    return -1;
 }
 
 int ar_dec_begin(ar_decoder *d, int algo, char *msg, size_t msgsz)
@@ -120,7 +127,7 @@ static int feed_gzip(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, 
             st->avail_out = AR_DEC_OUT;
             int rc = isal_inflate(st);
             size_t got = AR_DEC_OUT - st->avail_out;
-            if (got) count(e, c, d->out, got);
+            if (got && count(d, e, c, d->out, got) < 0) return stopped(msg, msgsz);
             if (rc < 0 || rc == ISAL_NEED_DICT) {
                 snprintf(msg, msgsz, "gzip data is corrupt: %s", isal_error(rc));
                 return -1;
@@ -148,7 +155,7 @@ static int feed_lz4(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, a
             snprintf(msg, msgsz, "lz4 data is corrupt: %s", LZ4F_getErrorName(r));
             return -1;
         }
-        if (dst) count(e, c, d->out, dst);
+        if (dst && count(d, e, c, d->out, dst) < 0) return stopped(msg, msgsz);
         in += src;
         len -= src;
         if (r == 0) {
@@ -173,7 +180,7 @@ static int feed_zstd(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, 
             snprintf(msg, msgsz, "zstd data is corrupt: %s", ZSTD_getErrorName(r));
             return -1;
         }
-        if (ob.pos) count(e, c, d->out, ob.pos);
+        if (ob.pos && count(d, e, c, d->out, ob.pos) < 0) return stopped(msg, msgsz);
         if (r == 0) {
             d->ended = true;
             if (ib.pos < ib.size) return trailing(d, msg, msgsz);
@@ -190,8 +197,7 @@ int ar_dec_feed(ar_decoder *d, const uint8_t *in, size_t len, ar_entry *e, ar_ro
     if (d->ended) return trailing(d, msg, msgsz);
     switch (d->algo) {
     case AR_ALGO_NONE:
-        count(e, c, in, len);
-        return 0;
+        return count(d, e, c, in, len) < 0 ? stopped(msg, msgsz) : 0;
     case AR_ALGO_GZIP:
         return feed_gzip(d, in, len, e, c, msg, msgsz);
     case AR_ALGO_LZ4:

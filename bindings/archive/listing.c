@@ -140,49 +140,34 @@ void ar_list(lua_State *L, const ar_toc *t, bool verbose)
     luaL_pushresult(&b);
 }
 
-static void set_int(lua_State *L, const char *k, long long v)
-{
-    lua_pushinteger(L, (lua_Integer)v);
-    lua_setfield(L, -2, k);
-}
-
-static void set_str(lua_State *L, const char *k, const char *v)
-{
-    if (!v) return;
-    lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
-}
-
 /* The header's fields and what the reader saw of the file as a whole. */
 static void set_header(lua_State *L, const ar_toc *t, uint64_t bytes, bool complete)
 {
     char s[64];
     snprintf(s, sizeof s, "%d.%d", t->vmaj, t->vmin);
-    set_str(L, "version", s);
-    set_str(L, "format", "custom");
-    set_str(L, "compression", ar_algo_name(t->algo));
-    if (t->vmin < 15) set_int(L, "compression_level", t->level);
-    set_str(L, "dbname", t->dbname);
-    set_str(L, "server_version", t->server_version);
-    set_str(L, "dump_version", t->dump_version);
+    pv_set_str(L, "version", s);
+    pv_set_str(L, "format", "custom");
+    pv_set_str(L, "compression", ar_algo_name(t->algo));
+    if (t->vmin < 15) pv_set_int(L, "compression_level", (lua_Integer)t->level);
+    pv_set_str(L, "dbname", t->dbname);
+    pv_set_str(L, "server_version", t->server_version);
+    pv_set_str(L, "dump_version", t->dump_version);
     snprintf(s, sizeof s, "%04d-%02d-%02d %02d:%02d:%02d", t->tm[5] + 1900, t->tm[4] + 1, t->tm[3],
              t->tm[2], t->tm[1], t->tm[0]);
-    set_str(L, "created", s);
-    set_int(L, "int_size", t->int_size);
-    set_int(L, "offset_size", t->off_size);
-    set_int(L, "toc_entries", t->toc_count);
-    set_int(L, "toc_bytes", (long long)t->toc_end);
-    set_int(L, "bytes", (long long)bytes);
-    lua_pushboolean(L, t->all_offsets);
-    lua_setfield(L, -2, "offsets");
-    lua_pushboolean(L, complete);
-    lua_setfield(L, -2, "complete");
+    pv_set_str(L, "created", s);
+    pv_set_int(L, "int_size", (lua_Integer)t->int_size);
+    pv_set_int(L, "offset_size", (lua_Integer)t->off_size);
+    pv_set_int(L, "toc_entries", (lua_Integer)t->toc_count);
+    pv_set_int(L, "toc_bytes", (lua_Integer)(long long)t->toc_end);
+    pv_set_int(L, "bytes", (lua_Integer)(long long)bytes);
+    pv_set_bool(L, "offsets", t->all_offsets);
+    pv_set_bool(L, "complete", complete);
     if (t->read.mode) {
         lua_createtable(L, 0, 4);
-        set_str(L, "mode", t->read.mode);
-        set_int(L, "threads", t->read.threads);
-        set_int(L, "ranges", t->read.ranges);
-        set_str(L, "reason", t->read.reason);
+        pv_set_str(L, "mode", t->read.mode);
+        pv_set_int(L, "threads", (lua_Integer)t->read.threads);
+        pv_set_int(L, "ranges", (lua_Integer)t->read.ranges);
+        pv_set_str(L, "reason", t->read.reason);
         lua_setfield(L, -2, "read");
     }
 }
@@ -190,19 +175,18 @@ static void set_header(lua_State *L, const ar_toc *t, uint64_t bytes, bool compl
 static void push_table(lua_State *L, const ar_entry *e)
 {
     lua_createtable(L, 0, 8);
-    set_int(L, "dump_id", e->dump_id);
-    set_str(L, "kind", e->desc);
-    set_str(L, "schema", e->ns);
-    set_str(L, "name", e->tag);
-    set_int(L, "compressed", (long long)e->comp_bytes);
-    set_int(L, "uncompressed", (long long)e->raw_bytes);
+    pv_set_int(L, "dump_id", (lua_Integer)e->dump_id);
+    pv_set_str(L, "kind", e->desc);
+    pv_set_str(L, "schema", e->ns);
+    pv_set_str(L, "name", e->tag);
+    pv_set_int(L, "compressed", (lua_Integer)(long long)e->comp_bytes);
+    pv_set_int(L, "uncompressed", (lua_Integer)(long long)e->raw_bytes);
     if (e->seen) {
-        set_int(L, "offset", (long long)e->block_pos);
-        set_int(L, "block_bytes", (long long)(e->block_end - e->block_pos));
+        pv_set_int(L, "offset", (lua_Integer)(long long)e->block_pos);
+        pv_set_int(L, "block_bytes", (lua_Integer)(long long)(e->block_end - e->block_pos));
     }
-    if (e->rows_known) set_int(L, "rows", e->rows);
-    lua_pushboolean(L, e->seen);
-    lua_setfield(L, -2, "verified");
+    if (e->rows_known) pv_set_int(L, "rows", (lua_Integer)e->rows);
+    pv_set_bool(L, "verified", e->seen);
 }
 
 /* Per-table sizes and rows (large objects are summed instead), then the
@@ -229,17 +213,17 @@ static void set_tables(lua_State *L, const ar_toc *t)
     }
     lua_setfield(L, -2, "tables");
     lua_createtable(L, 0, 4);
-    set_int(L, "count", lo_n);
-    set_int(L, "blocks", nblobs);
-    set_int(L, "compressed", lo_comp);
-    set_int(L, "uncompressed", lo_raw);
+    pv_set_int(L, "count", (lua_Integer)lo_n);
+    pv_set_int(L, "blocks", (lua_Integer)nblobs);
+    pv_set_int(L, "compressed", (lua_Integer)lo_comp);
+    pv_set_int(L, "uncompressed", (lua_Integer)lo_raw);
     lua_setfield(L, -2, "large_objects");
     lua_createtable(L, 0, 5);
-    set_int(L, "data_entries", t->ndata);
-    set_int(L, "tables", ntables);
-    set_int(L, "rows", rows);
-    set_int(L, "compressed", comp);
-    set_int(L, "uncompressed", raw);
+    pv_set_int(L, "data_entries", (lua_Integer)t->ndata);
+    pv_set_int(L, "tables", (lua_Integer)ntables);
+    pv_set_int(L, "rows", (lua_Integer)rows);
+    pv_set_int(L, "compressed", (lua_Integer)comp);
+    pv_set_int(L, "uncompressed", (lua_Integer)raw);
     lua_setfield(L, -2, "totals");
 }
 
@@ -253,10 +237,10 @@ static void set_blocks(lua_State *L, const ar_toc *t)
         const ar_entry *e = &t->entries[t->data_idx[i]];
         if (!e->seen) continue;
         lua_createtable(L, 0, 4);
-        set_int(L, "dump_id", e->dump_id);
-        set_int(L, "offset", (long long)e->block_pos);
-        set_int(L, "field", (long long)e->off_field_pos);
-        set_int(L, "flag", e->off_flag);
+        pv_set_int(L, "dump_id", (lua_Integer)e->dump_id);
+        pv_set_int(L, "offset", (lua_Integer)(long long)e->block_pos);
+        pv_set_int(L, "field", (lua_Integer)(long long)e->off_field_pos);
+        pv_set_int(L, "flag", (lua_Integer)e->off_flag);
         lua_rawseti(L, -2, ++nb);
     }
     lua_setfield(L, -2, "blocks");

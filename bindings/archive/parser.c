@@ -178,6 +178,7 @@ void ar_toc_free(ar_toc *toc)
         free(e->desc);
         free(e->ns);
         free(e->owner);
+        free(e->sql);
         free(e->deps);
     }
     free(toc->entries);
@@ -204,6 +205,14 @@ bool ar_account(ar_parser *p, size_t n)
     if (p->toc->memory + n > AR_MAX_TOC_MEMORY) return false;
     p->toc->memory += n;
     return true;
+}
+
+int ar_hook_failed(ar_parser *p)
+{
+    p->failed = true;
+    if (!p->err->set)
+        pv_err_set(p->err, "internal", "the archive's consumer stopped without a reason");
+    return -1;
 }
 
 char *ar_take_str(ar_parser *p)
@@ -268,6 +277,17 @@ static int str_done(ar_parser *p)
     return handle(p, p->str_null ? -1 : (int64_t)p->str_len);
 }
 
+/* The SQL a restorer needs: COPY statements, and the settings a session
+ * restoring the data must have (encoding, standard strings, search path). */
+static bool keeps_sql(const ar_parser *p)
+{
+    if (!p->keep_sql || p->phase != AR_PH_TOC) return false;
+    const char *d = p->toc->entries[p->cur].desc;
+    return p->state == E_COPY || (p->state == E_DEFN && d &&
+                                  (strcmp(d, "ENCODING") == 0 || strcmp(d, "STDSTRINGS") == 0 ||
+                                   strcmp(d, "SEARCHPATH") == 0));
+}
+
 static int str_begin(ar_parser *p, int64_t len)
 {
     const ar_field *f = &ar_fields[p->state];
@@ -276,7 +296,7 @@ static int str_begin(ar_parser *p, int64_t len)
     p->str_head_len = 0;
     if (len < -1) return ar_fail(p, "string length %lld is negative", (long long)len);
     if (len < 0 && (f->flags & F_NOT_NULL)) return ar_fail(p, "%s is NULL", f->what);
-    p->str_keep = (f->flags & F_KEEP) != 0;
+    p->str_keep = (f->flags & F_KEEP) != 0 || keeps_sql(p);
     if (p->str_keep && len >= 0) {
         if (len > AR_MAX_KEPT_STR)
             return ar_fail(p, "%s is %lld bytes long, more than the %d allowed", f->what,

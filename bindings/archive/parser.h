@@ -95,6 +95,8 @@ int ar_fail_at(ar_parser *p, bool truncated, uint64_t at, const ar_entry *e, con
 bool ar_account(ar_parser *p, size_t n);
 /* Takes the kept string from the parser (the caller frees it). */
 char *ar_take_str(ar_parser *p);
+/* A hook returned -1: the parser stops with the error the hook recorded. */
+int ar_hook_failed(ar_parser *p);
 
 /* toc.c: entered from H_TOCCOUNT and E_OFFSET. */
 int ar_start_toc(ar_parser *p);

@@ -167,13 +167,14 @@ static int on_defn(ar_parser *p, ar_entry *e, int64_t len)
     static const char root[] = "-- load via partition root ";
     size_t n = sizeof root - 1;
     e->defn_schema = len > 0 && !(p->str_head_len >= n && memcmp(p->str_head, root, n) == 0);
+    if (p->str) e->sql = ar_take_str(p); /* kept for a restorer */
     return AR_NEXT;
 }
 
 static int on_copy(ar_parser *p, ar_entry *e, int64_t len)
 {
-    (void)p;
     e->has_copy = len > 0;
+    if (p->str) e->sql = ar_take_str(p); /* kept for a restorer */
     return AR_NEXT;
 }
 
@@ -344,6 +345,8 @@ static int end_toc(ar_parser *p)
     p->next_data = 0;
     p->last_data = t->ndata - 1;
     ar_expect(p, B_TYPE);
+    if (p->hooks && p->hooks->toc_done && p->hooks->toc_done(p->hooks->ctx, t) < 0)
+        return ar_hook_failed(p);
     return AR_CHOSEN;
 }
 

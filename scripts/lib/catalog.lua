@@ -23,6 +23,25 @@ function catalog.newest_first(list)
   return list
 end
 
+-- The newest complete backup (status ok) in `list` (newest first) of
+-- `database` (any when nil), and the names of the databases the complete
+-- backups are of, for a message when there is none.
+function catalog.latest(list, database)
+  local seen, names = {}, {}
+  for _, b in ipairs(list) do
+    if b.status == "ok" then
+      local db = b.manifest.database
+      if not database or db == database then return b, names end
+      if db and not seen[db] then
+        seen[db] = true
+        names[#names + 1] = db
+      end
+    end
+  end
+  table.sort(names)
+  return nil, names
+end
+
 function catalog.scan(dir)
   local st = fs.stat(dir)
   if not st then pgvault.raise("io", "cannot list " .. dir .. ": no such directory") end

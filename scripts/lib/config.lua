@@ -5,7 +5,7 @@
 --   environment "prod" {
 --     db = env "PROD_DATABASE_URL",                   -- secrets by reference, never in the file
 --     to = "s3://backups/prod/", region = "us-west-004",
---     ping = file "/run/secrets/hc_ping_url",
+--     ping = file "/run/secrets/hc_ping_url",      -- or credential "NAME" (systemd LoadCredential=)
 --   }
 --
 -- Found as --config FILE, $PGVAULT_CONFIG, ./pgvault.conf.lua or
@@ -49,6 +49,8 @@ config.KEYS = {
   { "part_size", "integer", "multipart part size in MiB (default 8, at least 5)", arg = "MiB", min = 5 },
   { "parallel", "integer", "S3 parts in flight at once (default 4)", arg = "N", min = 1 },
   { "retries", "integer", "attempts per S3 request before giving up (default 6)", arg = "N", min = 1 },
+  { "timeout", "integer", "seconds an S3 request may stall before it is retried (default 60)", arg = "SECONDS",
+    min = 1 },
   -- encryption and signatures
   { "recipient", "list", "encrypt to this age recipient", arg = "RECIPIENT", short = "r" },
   { "recipients_file", "list", "encrypt to every age recipient listed in FILE", arg = "FILE", short = "R" },
@@ -207,7 +209,7 @@ end
 -- Loading, in a sandbox
 -- ------------------------------------------------------------------------
 
-local MAX_INSTRUCTIONS = 50 * 1000 * 1000
+local MAX_INSTRUCTIONS = 10 * 1000 * 1000
 
 local function not_available(what)
   return function(_, k)
@@ -294,6 +296,12 @@ function config.load_text(text, shown)
   function api.file(path)
     if type(path) ~= "string" or path == "" then error("file needs a path, as file \"/run/secrets/NAME\"", 2) end
     return setmetatable({ kind = "file", name = path, line = here(2) }, REF)
+  end
+  function api.credential(name)
+    if type(name) ~= "string" or not name:match("^[%w_.%-]+$") or name:match("^%.+$") then
+      error("credential needs the name of a systemd credential, as credential \"db_url\"", 2)
+    end
+    return setmetatable({ kind = "credential", name = name, line = here(2) }, REF)
   end
   function api.environment(name)
     local line = here(2)
@@ -424,13 +432,22 @@ local function deref(r, key, where)
     end
     return v
   end
-  local ok, text = pcall(fs.read_file, r.name)
+  local path, what = r.name, "the file " .. r.name
+  if r.kind == "credential" then
+    local dir = os.getenv("CREDENTIALS_DIRECTORY")
+    if not dir or dir == "" then
+      fail("%s: %s comes from the systemd credential %s, but $CREDENTIALS_DIRECTORY is not set: run under systemd "
+        .. "with LoadCredential=%s:FILE (or set it to a directory holding %s)", where, key, r.name, r.name, r.name)
+    end
+    path, what = dir .. "/" .. r.name, "the systemd credential " .. r.name
+  end
+  local ok, text = pcall(fs.read_file, path)
   if not ok then
-    fail("%s: %s comes from the file %s, which cannot be read (%s)", where, key, r.name,
+    fail("%s: %s comes from %s, which cannot be read (%s)", where, key, what,
       tostring(type(text) == "table" and text.message or text))
   end
   text = text:gsub("\r?\n$", "")
-  if text == "" then fail("%s: %s comes from the file %s, which is empty", where, key, r.name) end
+  if text == "" then fail("%s: %s comes from %s, which is empty", where, key, what) end
   return text
 end
 

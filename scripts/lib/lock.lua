@@ -98,9 +98,10 @@ function BucketStore:client()
 end
 function BucketStore:create(text)
   local c = self:client()
-  -- The HEAD spares a write when the lock is plainly taken; the conditional
-  -- PUT decides a race between two runs.
-  if c:head(self.path) then return false end
+  -- The read spares a write when the lock is plainly taken (a GET rather
+  -- than a HEAD: a refusal then says why, e.g. SignatureDoesNotMatch); the
+  -- conditional PUT decides a race between two runs.
+  if self:read() then return false end
   local ok, err = pcall(c.put, c, self.path, text, { content_type = "application/json", if_none_match = true })
   if ok then return true end
   if pgvault.is_error(err) and (err.kind == "exists" or err.http_status == 412) then return false end

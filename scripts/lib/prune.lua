@@ -24,6 +24,7 @@ local retention = require "lib.retention"
 local prune = {}
 
 prune.DEFAULT_GRACE = "24h"
+prune.BATCH = 250
 local SIG_SUFFIX = naming.MANIFEST_SUFFIX .. ".minisig"
 
 local function is_s3(dest) return type(dest) == "string" and dest:sub(1, 5) == "s3://" end
@@ -56,7 +57,7 @@ local function list_dir(dir)
 end
 
 -- Entries of a bucket prefix (one level), and its multipart uploads.
-local function list_bucket(client, dest)
+local function list_bucket(client, dest, uploads_opts)
   local s3 = require "pgvault.s3"
   local bucket, prefix = s3.parse_url(dest)
   if prefix ~= "" and prefix:sub(-1) ~= "/" then prefix = prefix .. "/" end
@@ -69,11 +70,15 @@ local function list_bucket(client, dest)
         mtime = iso_time(obj.last_modified) }
     end
   end
+  -- Cleaning up unfinished uploads is a chore, not the prune: a server
+  -- that cannot list them (s3rver answers 501) or a failure here is a
+  -- warning, with few retries, and the prune goes on.
   local uploads = {}
-  local ok, listed = pcall(client.uploads, client, base .. prefix)
+  local lister <close> = require("pgvault.s3").client(uploads_opts)
+  local ok, listed = pcall(lister.uploads, lister, base .. prefix)
   if not ok then
-    if not (pgvault.is_error(listed) and listed.http_status == 501) then error(listed, 0) end
-    log.warn("%s cannot list unfinished multipart uploads (NotImplemented): stale uploads are not cleaned", dest)
+    log.warn("cannot list the unfinished multipart uploads of %s (%s): stale uploads are not cleaned this time",
+      dest, pgvault.is_error(listed) and listed.message or tostring(listed))
     listed = {}
   end
   for _, u in ipairs(listed) do
@@ -92,9 +97,12 @@ end
 local function classify(entries)
   local by_name, backups, strays, temporaries, reservations = {}, {}, {}, {}, {}
   for _, e in ipairs(entries) do by_name[e.name] = e end
+  local globals = require "lib.globals"
   for _, e in ipairs(entries) do
-    local b = naming.parse(e.name)
+    local b = naming.parse(e.name) or globals.parse(e.name)
     if b then
+      -- The roles of a run are a group of their own, pruned by the same rules.
+      if b.globals then b.database = "(roles and grants)" end
       b.path, b.size, b.mtime, b.key = e.path, e.size, e.mtime, e.key
       b.manifest_entry = by_name[e.name .. naming.MANIFEST_SUFFIX]
       b.signature_entry = by_name[e.name .. SIG_SUFFIX]
@@ -119,7 +127,9 @@ function prune.inventory(dest, s3opts)
   local entries
   if inv.remote then
     inv.client = require("pgvault.s3").client(s3opts)
-    entries, inv.uploads, inv.base = list_bucket(inv.client, dest)
+    local uploads_opts = { max_attempts = 2 }
+    for k, v in pairs(s3opts or {}) do if k ~= "max_attempts" then uploads_opts[k] = v end end
+    entries, inv.uploads, inv.base = list_bucket(inv.client, dest, uploads_opts)
   else
     inv.dir = dest:gsub("^file://", ""):gsub("/+$", "")
     if inv.dir == "" then inv.dir = "/" end
@@ -179,7 +189,7 @@ function prune.plan(inv, policy, opts)
   local complete = {}
   for _, b in ipairs(inv.backups) do
     local age = now - (b.mtime or now)
-    local stem = b.name:match("^(.-)%.backup")
+    local stem = b.name:match("^(.-)%.backup") or b.name:match("^(.-)_globals%.sql")
     if b.manifest_entry then
       complete[#complete + 1] = b
     elseif reserved[stem] or age <= grace then
@@ -213,8 +223,9 @@ function prune.plan(inv, policy, opts)
     local seen = {}
     for _, k in ipairs(keep) do
       local b = k.backup
-      if not seen[b.env] then
-        seen[b.env] = true
+      local group = tostring(b.database) .. "\0" .. b.env
+      if not seen[group] then
+        seen[group] = true
         if not b.checked then
           local m, why = read_manifest(inv, b)
           b.checked = true
@@ -244,9 +255,13 @@ end
 local function delete_paths(inv, paths)
   if #paths == 0 then return end
   if inv.remote then
-    local keys = {}
-    for i, p in ipairs(paths) do keys[i] = p:sub(#inv.base + 1) end
-    inv.client:delete_many(inv.base, keys)
+    -- Batches of prune.BATCH keys: a server deletes 1000 (S3's limit) slowly
+    -- enough that a loaded one times the request out.
+    for first = 1, #paths, prune.BATCH do
+      local keys = {}
+      for i = first, math.min(#paths, first + prune.BATCH - 1) do keys[#keys + 1] = paths[i]:sub(#inv.base + 1) end
+      inv.client:delete_many(inv.base, keys)
+    end
   else
     for _, p in ipairs(paths) do
       local ok, err = os.remove(p)

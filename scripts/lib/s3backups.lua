@@ -19,9 +19,15 @@ local function prefix_url(url)
   return bucket, prefix
 end
 
+-- A manifest, or nil and why when it is gone or not a valid one. A server
+-- that fails to answer is an error, not a backup without a manifest: a
+-- passing outage must not make 'latest' an older backup, or none.
 local function read_manifest(client, url)
   local ok, text = pcall(client.get, client, url)
-  if not ok then return nil, "cannot read " .. url .. ": " .. tostring(text) end
+  if not ok then
+    if pgvault.is_error(text) and text.http_status == 404 then return nil, url .. " is gone" end
+    error(text, 0)
+  end
   local dok, m = pcall(manifest.decode, text, url)
   if not dok then return nil, tostring(m) end
   return m

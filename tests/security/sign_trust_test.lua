@@ -1,3 +1,4 @@
+-- covers: scripts/lib/trust.lua bindings/crypto/signing.c
 -- lib.trust, the decision itself: a manifest is accepted only with a good
 -- signature by a trusted key, naming this very object, with every digest
 -- recorded, and the object matching them block by block. Each refusal is
@@ -148,8 +149,14 @@ t.test("seal and open: an encrypted backup's manifest keeps the schema private, 
     encryption = { method = "age", recipients = { crypto.fingerprint(a.recipient) } } }
   trust.seal(m, { a.recipient })
   local text = manifest.encode(m)
-  for _, word in ipairs({ "secret_app", "salaries", "hr", string.rep("b", 64) }) do
-    t.no_match(text, word, "the public part does not show " .. word)
+  local public = manifest.decode(text, "m")
+  for _, field in ipairs({ "database", "tables", "archive", "plain" }) do
+    t.eq(public[field], nil, "the public part has no " .. field)
+  end
+  public.private = nil
+  local rest = manifest.encode(public)
+  for _, word in ipairs({ "secret_app", "salaries", "\"hr\"", string.rep("b", 64) }) do
+    t.no_match(rest, word, "the public part does not show " .. word)
   end
   t.match(m.private, "^%-%-%-%-%-BEGIN AGE ENCRYPTED FILE%-%-%-%-%-\n")
   local back = trust.open(manifest.decode(text, "m"), { a.identity })

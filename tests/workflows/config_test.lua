@@ -1,3 +1,4 @@
+-- covers: scripts/config.lua scripts/lib/config.lua
 -- pgvault config check: where the file is found (--config, $PGVAULT_CONFIG,
 -- ./pgvault.conf.lua, ~/.config/pgvault/config.lua), the resolved settings
 -- with secrets masked and their sources, every problem with file and line,

@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/restore.lua scripts/lib/layers.lua
 -- Encrypted backups end to end: backup -r/-R (age, as the archive streams;
 -- names ….backup.zst.age and ….backup.age; fingerprints, never secrets, in
 -- the manifest; the age CLI opens them), restore -i (streaming and --jobs),
@@ -9,7 +10,6 @@ local fixture = require "harness.dbfixture"
 local cjson = require "cjson"
 local crypto = require "pgvault.crypto"
 local fs = require "pgvault.fs"
-local proc = require "pgvault.proc"
 
 local SRC_DB = "age_backup_source_test"
 local src_url = fixture.create(SRC_DB)
@@ -31,7 +31,6 @@ local function backup(dir, args)
   local argv = { "backup", "--db", src_url, "--to", dir }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   local r = h.pgvault(argv)
-  proc.sleep(1.05) -- the next backup gets another name
   return r, r.stdout:match("([^\n]*)\n?$")
 end
 
@@ -127,8 +126,11 @@ t.test("a tampered or truncated encrypted backup aborts the restore and drops th
       if target[1] == "age_fresh_test" then h.dropdb("age_fresh_test") end
       local r = h.pgvault({ "restore", copy, "--db", target[2], "-i", KEY1 })
       t.eq(r.code, 1, c[1] .. ": " .. r.stderr)
-      t.match(r.stderr, "restore into " .. target[1] .. " failed %(database " .. target[1] .. " left as it was%)")
-      t.match(r.stderr, c[3])
+      -- "left as it was" only for a database that existed (it said so for both)
+      local state = target[1] == "age_fresh_test" and "was not created" or "left as it was"
+      t.match(r.stderr, "restore into " .. target[1] .. " failed %(database " .. target[1] .. " " .. state .. "%)")
+      -- the stored digest (checked as the bytes pass) or the age layer finds it first
+      t.ok(r.stderr:find(c[3]) or r.stderr:find("has [^:]* but its manifest says"), r.stderr)
       t.eq(#databases(target[1] .. "_restore_"), 0, c[1] .. ": the new database was dropped")
     end
     t.eq(#databases("age_fresh_test"), 0, c[1] .. ": no database was created")

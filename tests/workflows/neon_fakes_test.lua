@@ -1,3 +1,4 @@
+-- covers: tests/harness/
 -- The fakes neon-restore is tested against must themselves behave as the
 -- real services do: the fake Neon checks requests and its own responses
 -- against the pinned OpenAPI spec, locks changes while an operation runs and

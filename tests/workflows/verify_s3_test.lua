@@ -1,3 +1,4 @@
+-- covers: scripts/verify.lua scripts/lib/s3backups.lua
 -- pgvault verify s3://…: a backup in the bucket (plain, zstd, age) streams
 -- (no temporary file) through the same layer peeling into the archive
 -- verifier and is compared with the manifest beside it; …/latest resolves
@@ -7,12 +8,9 @@ local t = require "harness.testing"
 local h = require "harness.env"
 local cjson = require "cjson"
 local s3 = require "pgvault.s3"
+local s3h = require "harness.s3"
 
-local function direct()
-  local c = h.s3()
-  return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-end
+local direct = s3h.direct
 
 local BUCKET = "verify-s3"
 s3.create_bucket("s3://" .. BUCKET, direct())
@@ -79,7 +77,7 @@ t.test("a good backup in the bucket verifies: plain, zstd, age with -i", functio
   -- an encrypted backup without the identity: one clear line
   local r = verify({ urls.age })
   t.eq(r.code, 2, r.stderr)
-  t.match(r.stderr, "give an identity file with %-i FILE")
+  t.match(r.stderr, "give the identity file that opens it with %-i FILE")
   t.ok(one_line(r.stderr), r.stderr)
 end)
 
@@ -168,4 +166,4 @@ t.test("a missing object, a wrong key: one clear line", function()
   t.match(r.stderr, "refused: HTTP 403 %(access key id %S+ from environment, endpoint http")
 end)
 
-t.test("cleanup", function() h.dropdb("verify_s3_source_test") end)
+t.teardown(function() h.dropdb("verify_s3_source_test") end)

@@ -1,3 +1,4 @@
+-- covers: scripts/verify.lua scripts/lib/drill.lua scripts/lib/layers.lua scripts/lib/manifest.lua
 -- pgvault verify: whole archives pass, --list is pg_restore --list byte for
 -- byte, damaged or incomplete archives fail with one line naming the entry
 -- and the byte, a manifest beside the archive is checked, layers are
@@ -170,7 +171,7 @@ t.test("age and zstd layers are peeled as the bytes stream, and checked against 
   t.match(v.stdout, "matches")
   v = verify({ "verify", path })
   t.eq(v.code, 2, "no identity")
-  t.match(v.stderr, "give an identity file with %-i FILE")
+  t.match(v.stderr, "give the identity file that opens it with %-i FILE")
   local other = dir .. "/other.txt"
   crypto.keygen().identity:save(other)
   v = verify({ "verify", "-i", other, path })
@@ -242,7 +243,7 @@ t.test("bad input: not an archive, missing file, directory, s3, unsupported opti
   fs.write_file(junk, "just some text\n")
   local r = verify({ "verify", junk })
   t.eq(r.code, 1)
-  t.match(r.stderr, "is not a pg_dump custom%-format archive")
+  t.match(r.stderr, "is not a backup: its first bytes are none of a pg_dump custom%-format archive")
   r = verify({ "verify", dir .. "/nope" })
   t.eq(r.code, 1)
   t.match(r.stderr, "no such file")
@@ -259,5 +260,3 @@ t.test("bad input: not an archive, missing file, directory, s3, unsupported opti
   r = verify({ "verify", empty })
   t.eq(r.code, 1)
 end)
-
-t.test("cleanup", function() h.dropdb("verify_test") end)

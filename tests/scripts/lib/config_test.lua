@@ -1,3 +1,4 @@
+-- covers: scripts/lib/config.lua
 -- lib.config: the configuration file's vocabulary (environment, defaults,
 -- env and file references), the sandbox it runs in, unknown keys and wrong
 -- types reported with file and line (a typo never silently drops a
@@ -181,6 +182,10 @@ environment "nofile" {
   t.raises(function() run({ "--env", "nofile" }, path) end, ":4: db comes from the file .*/missing, which cannot "
     .. "be read")
   t.eq(run({ "--env", "novar", "--db", "given" }, path).db, "given", "a flag spares the reference")
+  local p2 = write_conf('environment "sd" {\n  db = credential "db_url",\n}\n')
+  t.raises(function() run({ "--env", "sd" }, p2) end, ":2: db comes from the systemd credential db_url, but "
+    .. "%$CREDENTIALS_DIRECTORY is not set")
+  t.raises(function() load("environment 'p' { db = credential '../x' }") end, "credential needs the name")
 end)
 
 t.test("the file must be a regular file nobody else may write", function()

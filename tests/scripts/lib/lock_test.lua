@@ -1,3 +1,4 @@
+-- covers: scripts/lib/lock.lua
 -- lib.lock: one run per environment, in a directory and in a bucket. A
 -- second run is refused naming the holder or waits; a holder that crashed
 -- on this machine (its pid gone or reused) or whose lock expired is taken
@@ -11,14 +12,9 @@ local s3 = require "pgvault.s3"
 local json = require "lib.json"
 local lock = require "lib.lock"
 
-local function s3opts()
-  local c = h.s3()
-  return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-end
+local s3opts = require("harness.s3").direct
 
-local BUCKET = "locks"
-s3.create_bucket("s3://" .. BUCKET, s3opts())
+local BUCKET = require("harness.s3").make_bucket("locks")
 
 -- A destination of each kind, fresh for each test.
 local n = 0
