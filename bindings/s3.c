@@ -319,7 +319,7 @@ static const struct {
 } shorthands[] = {
     {"head", 2},          {"get", 2},         {"put", 3},          {"delete", 2},
     {"list", 2},          {"uploads", 2},     {"abort_upload", 3}, {"create_bucket", 2},
-    {"create_upload", 2}, {"delete_many", 3},
+    {"create_upload", 2}, {"delete_many", 3}, {"get_many", 2},
 };
 
 static lua_CFunction request_method(const char *name)

@@ -6,9 +6,13 @@
 -- "Customising a workflow" lists what each step offers.
 local backup = require "lib.backup"
 local cli = require "lib.cli"
+local config = require "lib.config"
 
--- The options (--help shows them; add your own with cli.with_options).
-local o = cli.parse(arg, backup.CLI)
+-- The options (--help shows them; add your own with cli.with_options); with
+-- --env NAME, the environment's settings in pgvault.conf.lua fill in what
+-- the flags leave out.
+local spec = config.cli(backup.CLI)
+local o = config.apply(cli.parse(arg, spec), spec)
 
 -- Check the options, ask the database who it is, find a pg_dump for it.
 local job = backup.plan(o)

@@ -5,7 +5,7 @@ local json = require "lib.json"
 local naming = require "lib.naming"
 local s3cli = require "lib.s3cli"
 
-local o = cli.parse(arg, {
+local spec = require("lib.config").cli({
   usage = "pgvault list [--from DIR] [--database NAME] [--json] [-i FILE]...",
   summary = "Lists the backups in DIR (default db_backups), newest first: time (UTC), environment,\n"
     .. "size, manifest status, database and path. Status 'ok' means the manifest is there and\n"
@@ -20,6 +20,9 @@ local o = cli.parse(arg, {
       .. "only the header is read)", multi = true },
   }),
 })
+-- With --env NAME the environment's destination (its key "to" feeds --from)
+-- and S3 settings fill in what the flags leave out.
+local o = require("lib.config").apply(cli.parse(arg, spec), spec, { from = "to" })
 
 local s3opts = s3cli.opts(o) -- checked whether a bucket is listed or not
 

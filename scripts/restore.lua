@@ -8,7 +8,10 @@ local cli = require "lib.cli"
 local restore = require "lib.restore"
 
 -- The options (--help shows them; add your own with cli.with_options).
-local o = cli.parse(arg, restore.CLI)
+-- With --env NAME the environment's settings (keys, S3, pg_bin) fill in
+-- what the flags leave out; never the database: a restore names it.
+local spec = require("lib.config").cli(restore.CLI)
+local o = require("lib.config").apply(cli.parse(arg, spec), spec, { db = false })
 
 -- Check the options, find pg_restore, reach the server and lock the target
 -- database against a second restore. Nothing is created yet.

@@ -8,7 +8,10 @@ local cli = require "lib.cli"
 local verify = require "lib.verify"
 
 -- The options (--help shows them; add your own with cli.with_options).
-local o = cli.parse(arg, verify.CLI)
+-- With --env NAME the environment's settings (identity, S3) fill in what
+-- the flags leave out.
+local spec = require("lib.config").cli(verify.CLI)
+local o = require("lib.config").apply(cli.parse(arg, spec), spec)
 local job = verify.plan(o)
 
 -- The backup: a file, '-' or a pipe (read once), DIR/latest or s3://…; its

@@ -282,10 +282,12 @@ static int str_done(ar_parser *p)
 static bool keeps_sql(const ar_parser *p)
 {
     if (!p->keep_sql || p->phase != AR_PH_TOC) return false;
-    const char *d = p->toc->entries[p->cur].desc;
-    return p->state == E_COPY || (p->state == E_DEFN && d &&
-                                  (strcmp(d, "ENCODING") == 0 || strcmp(d, "STDSTRINGS") == 0 ||
-                                   strcmp(d, "SEARCHPATH") == 0));
+    const ar_entry *e = &p->toc->entries[p->cur];
+    const char *d = e->desc;
+    if (p->state == E_COPY) return e->had_dumper;
+    return p->state == E_DEFN && d &&
+           (strcmp(d, "ENCODING") == 0 || strcmp(d, "STDSTRINGS") == 0 ||
+            strcmp(d, "SEARCHPATH") == 0);
 }
 
 static int str_begin(ar_parser *p, int64_t len)

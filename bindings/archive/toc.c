@@ -167,14 +167,20 @@ static int on_defn(ar_parser *p, ar_entry *e, int64_t len)
     static const char root[] = "-- load via partition root ";
     size_t n = sizeof root - 1;
     e->defn_schema = len > 0 && !(p->str_head_len >= n && memcmp(p->str_head, root, n) == 0);
-    if (p->str) e->sql = ar_take_str(p); /* kept for a restorer */
+    if (p->str) { /* kept for a restorer (a crafted entry may have both) */
+        free(e->sql);
+        e->sql = ar_take_str(p);
+    }
     return AR_NEXT;
 }
 
 static int on_copy(ar_parser *p, ar_entry *e, int64_t len)
 {
     e->has_copy = len > 0;
-    if (p->str) e->sql = ar_take_str(p); /* kept for a restorer */
+    if (p->str) { /* kept for a restorer (a crafted entry may have both) */
+        free(e->sql);
+        e->sql = ar_take_str(p);
+    }
     return AR_NEXT;
 }
 

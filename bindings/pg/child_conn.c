@@ -3,8 +3,10 @@
  * without a secret on their command line or in their environment: the
  * conninfo minus its secrets goes on the command line, the password into
  * a passfile and the other secrets (sslpassword, which no libpq variable
- * carries) into a service file, both in a private directory that lives as
- * long as the child stage (see conninfo.h).
+ * carries) into a service file. Both files are anonymous memory (memfd):
+ * the child inherits them and libpq opens /proc/self/fd/N, so no secret
+ * touches a disk or outlives pgvault, and no TMPDIR is needed (see
+ * conninfo.h).
  */
 #include "conninfo.h"
 
@@ -13,10 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define CHILD_SERVICE "pgvault"
-/* libpq reads service and passfile lines into fixed buffers. */
+/* libpq reads service file lines into a fixed buffer. */
 #define MAX_FILE_VALUE 200
 
 void pg_child_conn_free(pg_child_conn *c)
@@ -24,10 +28,18 @@ void pg_child_conn_free(pg_child_conn *c)
     pg_conninfo_free_string(c->conninfo);
     for (int i = 0; c->env[i]; i++)
         pg_conninfo_free_string(c->env[i]);
-    if (c->passfile[0]) unlink(c->passfile);
-    if (c->service[0]) unlink(c->service);
-    if (c->dir[0]) rmdir(c->dir);
+    /* 0..2 are never ours (stdio stays open), even in a zeroed struct. */
+    if (c->passfd > 2) close(c->passfd);
+    if (c->servicefd > 2) close(c->servicefd);
     memset(c, 0, sizeof *c);
+    c->passfd = c->servicefd = -1;
+}
+
+void pg_child_conn_inherit(const pg_child_conn *c, bool inherit)
+{
+    int fds[] = {c->passfd, c->servicefd};
+    for (int i = 0; i < 2; i++)
+        if (fds[i] > 2) fcntl(fds[i], F_SETFD, inherit ? 0 : FD_CLOEXEC);
 }
 
 static int oom(pv_err *err)
@@ -59,38 +71,26 @@ static bool fits_a_line(const char *v)
            v[n - 1] != ' ' && v[n - 1] != '\t';
 }
 
-static int make_dir(pg_child_conn *c, pv_err *err)
+/* An anonymous 0600 file holding `text`, named to the child by `var` as
+ * /proc/self/fd/N (close-on-exec until pg_child_conn_inherit). */
+static int memory_file(pg_child_conn *c, int *fd, const char *var, const char *text, pv_err *err)
 {
-    if (c->dir[0]) return 0;
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp) tmp = "/tmp";
-    snprintf(c->dir, sizeof c->dir, "%s/pgvault-conn-XXXXXX", tmp);
-    if (mkdtemp(c->dir)) return 0;
-    c->dir[0] = '\0';
-    pv_err_errno(err, errno, "cannot create a private directory in %s for a client's secrets", tmp);
-    return -1;
-}
-
-/* Creates dir/name (0600, never an existing file) holding `text`. */
-static int write_private(pg_child_conn *c, char *path, size_t pathsz, const char *name,
-                         const char *text, pv_err *err)
-{
-    if (make_dir(c, err) < 0) return -1;
-    snprintf(path, pathsz, "%s/%s", c->dir, name);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        pv_err_errno(err, errno, "cannot create %s", path);
-        path[0] = '\0';
+    *fd = memfd_create(var, MFD_CLOEXEC);
+    if (*fd < 0) {
+        pv_err_errno(err, errno, "cannot make the file that gives a client its %s", var);
         return -1;
     }
-    int rc = pv_write_all(fd, text, strlen(text));
-    if (close(fd) < 0) rc = -1;
-    if (rc < 0) pv_err_errno(err, errno, "cannot write %s", path);
-    return rc;
+    if (fchmod(*fd, 0600) < 0 || pv_write_all(*fd, text, strlen(text)) < 0) {
+        pv_err_errno(err, errno, "cannot write the file that gives a client its %s", var);
+        return -1;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", *fd);
+    return add_env(c, var, path, err);
 }
 
 /* *:*:*:*:password, with ':' and '\' escaped as the passfile wants. */
-static int write_passfile(pg_child_conn *c, const char *pw, pv_err *err)
+static int passfile(pg_child_conn *c, const char *pw, pv_err *err)
 {
     size_t n = strlen(pw);
     char *line = malloc(2 * n + 16);
@@ -101,9 +101,8 @@ static int write_passfile(pg_child_conn *c, const char *pw, pv_err *err)
         *o++ = *p;
     }
     strcpy(o, "\n");
-    int rc = write_private(c, c->passfile, sizeof c->passfile, "pgpass", line, err);
+    int rc = memory_file(c, &c->passfd, "PGPASSFILE", line, err);
     pg_conninfo_free_string(line);
-    if (rc == 0) rc = add_env(c, "PGPASSFILE", c->passfile, err);
     return rc == 0 ? add_env(c, "PGPASSWORD", NULL, err) : -1;
 }
 
@@ -113,7 +112,7 @@ static bool other_secret(const char *key)
 }
 
 /* The secrets but the password, in a service file the child is pointed at. */
-static int write_service_file(const pg_conninfo *ci, pg_child_conn *c, pv_err *err)
+static int service_file(const pg_conninfo *ci, pg_child_conn *c, pv_err *err)
 {
     const char *service = pg_conninfo_get(ci, "service");
     size_t len = sizeof "[" CHILD_SERVICE "]\n";
@@ -142,9 +141,9 @@ static int write_service_file(const pg_conninfo *ci, pg_child_conn *c, pv_err *e
     o += sprintf(o, "[" CHILD_SERVICE "]\n");
     for (int i = 0; i < ci->n; i++)
         if (other_secret(ci->keys[i])) o += sprintf(o, "%s=%s\n", ci->keys[i], ci->vals[i]);
-    int rc = write_private(c, c->service, sizeof c->service, "pg_service.conf", text, err);
+    int rc = memory_file(c, &c->servicefd, "PGSERVICEFILE", text, err);
     pg_conninfo_free_string(text);
-    return rc < 0 ? -1 : add_env(c, "PGSERVICEFILE", c->service, err);
+    return rc;
 }
 
 /* The conninfo for the command line: no secret, and no passfile setting
@@ -170,17 +169,18 @@ static char *command_line_conninfo(const pg_conninfo *ci, bool own_passfile, boo
 int pg_child_conn_make(const pg_conninfo *ci, pg_child_conn *out, pv_err *err)
 {
     memset(out, 0, sizeof *out);
+    out->passfd = out->servicefd = -1;
     bool others = false;
     for (int i = 0; i < ci->n; i++)
         others = others || other_secret(ci->keys[i]);
     const char *pw = pg_conninfo_get(ci, "password");
     if (!pw) pw = getenv("PGPASSWORD"); /* the child's environment does not pass it on */
     /* A password no passfile line can hold travels as PGPASSWORD. */
-    bool passfile = pw && *pw && !strpbrk(pw, "\r\n");
-    int rc = (out->conninfo = command_line_conninfo(ci, passfile, others)) ? 0 : oom(err);
-    if (rc == 0 && passfile) rc = write_passfile(out, pw, err);
-    if (rc == 0 && pw && *pw && !passfile) rc = add_env(out, "PGPASSWORD", pw, err);
-    if (rc == 0 && others) rc = write_service_file(ci, out, err);
+    bool own_passfile = pw && *pw && !strpbrk(pw, "\r\n");
+    int rc = (out->conninfo = command_line_conninfo(ci, own_passfile, others)) ? 0 : oom(err);
+    if (rc == 0 && own_passfile) rc = passfile(out, pw, err);
+    if (rc == 0 && pw && *pw && !own_passfile) rc = add_env(out, "PGPASSWORD", pw, err);
+    if (rc == 0 && others) rc = service_file(ci, out, err);
     if (rc < 0) pg_child_conn_free(out);
     return rc;
 }

@@ -61,24 +61,27 @@ bool pg_neon_direct_host(const char *host, char *out, size_t outsz);
 /* ---- child_conn.c ---- */
 
 /* What a child program gets to connect: a conninfo without any secret
- * (for its command line), and files that carry the secrets, in a private
- * directory (0700, files 0600) removed with it: the password in a passfile
- * (PGPASSFILE), the secrets libpq reads from no file of that kind or
- * variable (sslpassword) in a service file (PGSERVICEFILE, and
- * service=pgvault on the command line). Nothing secret is left in the
+ * (for its command line), and files that carry the secrets: the password
+ * in a passfile (PGPASSFILE), the secrets libpq reads from no variable
+ * (sslpassword) in a service file (PGSERVICEFILE, service=pgvault on the
+ * command line). The files are anonymous memory (memfd, 0600) that the
+ * child inherits and opens as /proc/self/fd/N: nothing is written to disk,
+ * nothing is left behind if pgvault dies, and nothing secret is in the
  * child's environment. */
 typedef struct pg_child_conn {
     char *conninfo;
-    char *env[4];       /* "KEY=value", NULL-terminated */
-    char dir[256];      /* the private directory, "" when none */
-    char passfile[300]; /* "" when none */
-    char service[300];  /* "" when none */
+    char *env[4];  /* "KEY=value" (or "KEY": removed), NULL-terminated */
+    int passfd;    /* -1 when none */
+    int servicefd; /* -1 when none */
 } pg_child_conn;
 
 /* The password, when the string has none, is the one libpq would take
  * from this process's PGPASSWORD. */
 int pg_child_conn_make(const pg_conninfo *ci, pg_child_conn *out, pv_err *err);
-/* Removes the files and zeroes the secrets. Idempotent. */
+/* Lets the next child started inherit the files (true), or no other child
+ * (false): call around pv_child_spawn. */
+void pg_child_conn_inherit(const pg_child_conn *c, bool inherit);
+/* Closes the files and zeroes the secrets. Idempotent. */
 void pg_child_conn_free(pg_child_conn *c);
 
 /* ---- connect.c ---- */

@@ -1,7 +1,7 @@
 /*
  * methods.c: the request methods of a client object (head, get, put,
  * delete, delete_many, list, uploads, abort_upload, create_upload,
- * create_bucket). What a method allocates (the URL's parts, the request,
+ * create_bucket, get_many). What a method allocates (the URL's parts, the request,
  * a parsed answer, a body) lives in a box: a userdata marked to be closed
  * with lua_toclose, whose __close and __gc free it, so a method raises
  * wherever it fails and nothing leaks (lauxlib's box pattern).
@@ -44,19 +44,27 @@ static int box_close(lua_State *L)
  * raises; the URL at `url_idx` parsed into it (a usage error when it is
  * not s3://BUCKET/...; an argument error when an object is needed and the
  * key is empty). */
-static s3_box *new_box(lua_State *L, int url_idx, bool object)
+/* A zeroed userdata of `size` on the top of the stack whose __gc and
+ * __close are `close`, marked to be closed when the method ends. */
+static void *closing_userdata(lua_State *L, size_t size, const char *mt, lua_CFunction close)
 {
-    const char *url = luaL_checkstring(L, url_idx);
-    s3_box *b = lua_newuserdatauv(L, sizeof *b, 0);
-    memset(b, 0, sizeof *b);
-    if (luaL_newmetatable(L, BOX_MT)) {
-        lua_pushcfunction(L, box_close);
+    void *p = lua_newuserdatauv(L, size, 0);
+    memset(p, 0, size);
+    if (luaL_newmetatable(L, mt)) {
+        lua_pushcfunction(L, close);
         lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, box_close);
+        lua_pushcfunction(L, close);
         lua_setfield(L, -2, "__close");
     }
     lua_setmetatable(L, -2);
     lua_toclose(L, -1);
+    return p;
+}
+
+static s3_box *new_box(lua_State *L, int url_idx, bool object)
+{
+    const char *url = luaL_checkstring(L, url_idx);
+    s3_box *b = closing_userdata(L, sizeof *b, BOX_MT, box_close);
     pv_err err;
     pv_err_clear(&err);
     if (s3_parse_url(url, &b->bucket, &b->key, &err) < 0) pv_err_raise(L, &err);
@@ -414,7 +422,92 @@ static int client_delete_many(lua_State *L)
     return 1;
 }
 
-const luaL_Reg s3_request_methods[] = {{"head", client_head},
+/* The requests of one get_many call: freed by the box's __close too. */
+typedef struct {
+    s3_req **reqs;
+    int n;
+} req_set;
+
+#define SET_MT "pgvault.s3.request_set"
+
+static int set_close(lua_State *L)
+{
+    req_set *rs = luaL_checkudata(L, 1, SET_MT);
+    for (int i = 0; i < rs->n; i++)
+        s3_req_free(rs->reqs[i]);
+    free(rs->reqs);
+    rs->reqs = NULL;
+    rs->n = 0;
+    return 0;
+}
+
+static req_set *new_set(lua_State *L, int n)
+{
+    req_set *rs = closing_userdata(L, sizeof *rs, SET_MT, set_close);
+    rs->reqs = calloc((size_t)(n > 0 ? n : 1), sizeof *rs->reqs);
+    if (!rs->reqs) abort();
+    rs->n = n;
+    return rs;
+}
+
+/* get_many({url, ...}, {parallel=16}) -> {[i] = body or error object}: the
+ * objects read at once, at most `parallel` requests in flight; one that
+ * fails does not stop the others (its error object takes its place). */
+static int client_get_many(lua_State *L)
+{
+    s3_client *c = s3_client_of(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer parallel = lua_istable(L, 3) ? pv_opt_int(L, 3, "parallel", 16) : 16;
+    if (parallel < 1 || parallel > 64) return luaL_argerror(L, 3, "parallel must be 1 to 64");
+    int n = (int)luaL_len(L, 2);
+    req_set *rs = new_set(L, n);
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, 2, i + 1);
+        const char *url = lua_tostring(L, -1);
+        char *bucket = NULL, *key = NULL;
+        pv_err err;
+        pv_err_clear(&err);
+        if (!url || s3_parse_url(url, &bucket, &key, &err) < 0 || !key[0]) {
+            free(bucket);
+            free(key);
+            return luaL_argerror(L, 2, "every entry must be an s3://bucket/key url");
+        }
+        rs->reqs[i] = s3_req_new("GET", "GetObject", bucket, key, NULL);
+        free(bucket);
+        free(key);
+        lua_pop(L, 1);
+    }
+    lua_createtable(L, n, 0);
+    int next = 0, pending = 0;
+    while (next < n || pending > 0) {
+        while (next < n && pending < parallel) {
+            s3_submit(c, rs->reqs[next++]);
+            pending++;
+        }
+        pv_err err;
+        pv_err_clear(&err);
+        s3_req *r = s3_wait(c, true, &err);
+        if (!r) {
+            s3_cancel_all(c);
+            return pv_err_raise(L, &err); /* interrupted */
+        }
+        pending--;
+        int i = 0;
+        while (i < n && rs->reqs[i] != r)
+            i++;
+        if (r->err.set)
+            pv_err_push(L, &r->err);
+        else
+            lua_pushlstring(L, r->resp.p ? r->resp.p : "", r->resp.len);
+        lua_rawseti(L, -2, i + 1);
+        s3_req_free(r);
+        rs->reqs[i] = NULL;
+    }
+    return 1;
+}
+
+const luaL_Reg s3_request_methods[] = {{"get_many", client_get_many},
+                                       {"head", client_head},
                                        {"get", client_get},
                                        {"put", client_put},
                                        {"delete", client_delete},

@@ -9,18 +9,12 @@
  */
 #include "s3int.h"
 
+#include "../http/net.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-
-static double jitter(void)
-{
-    uint32_t r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = (uint32_t)rand();
-    return (double)r / 4294967296.0;
-}
 
 static const char *describe_url(const s3_req *r, char *out, size_t outsz)
 {
@@ -155,15 +149,9 @@ static bool skewed(const s3_client *c, const s3_req *r, const char *code, double
 
 static void schedule_retry(s3_client *c, s3_req *r, const char *why)
 {
-    double delay = c->set->cfg.retry_base;
-    for (int i = 1; i < r->attempt && delay < 20; i++)
-        delay *= 2;
-    if (delay > 20) delay = 20;
-    delay = delay / 2 + jitter() * delay / 2;
-    if (r->retry_after[0]) {
-        double ra = strtod(r->retry_after, NULL);
-        if (ra > delay) delay = ra > 60 ? 60 : ra;
-    }
+    double delay = net_backoff(c->set->cfg.retry_base, r->attempt, 20);
+    double asked = net_retry_after(r->retry_after[0] ? r->retry_after : NULL);
+    if (asked > delay) delay = asked > 60 ? 60 : asked;
     char where[1200];
     pv_log(PV_LOG_INFO, "s3: %s %s: %s; retrying in %.1fs (attempt %d of %d)", r->op,
            describe_url(r, where, sizeof where), why, delay, r->attempt + 1,
@@ -178,16 +166,11 @@ static bool transport_failure(s3_client *c, s3_req *r, CURLcode rc, char *why, s
     /* libcurl's detail ("SSL certificate problem: certificate has expired")
      * says more than the code's name */
     const char *msg = r->curl_error[0] ? r->curl_error : curl_easy_strerror(rc);
-    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
-        rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CONNECT_ERROR ||
-        rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT) {
+    if (net_tls_failure(rc)) {
         char where[1200];
         pv_err_set(&r->err, "s3", "%s %s: cannot connect securely to %s: %s%s", r->op,
                    describe_url(r, where, sizeof where), c->set->cfg.endpoint, msg,
-                   rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE
-                       ? "; if the server uses a private CA, pass --ca-bundle FILE or set "
-                         "AWS_CA_BUNDLE"
-                       : "");
+                   net_tls_hint(rc));
         pv_err_bool(&r->err, "retryable", false);
         return false;
     }

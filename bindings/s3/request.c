@@ -7,6 +7,8 @@
  */
 #include "s3int.h"
 
+#include "../http/net.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,21 +258,15 @@ static void set_transfer_options(CURL *e, const s3_config *cfg, s3_req *r, const
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     r->curl_error[0] = '\0';
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_error);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    net_secure(e, cfg->ca_bundle, 15L); /* the rules pgvault.http follows too */
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 15L);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, cfg->timeout > 0 ? cfg->timeout : 60L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (cfg->ca_bundle[0]) curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_bundle);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
     curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 1024L * 1024);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "pgvault/" PGVAULT_VERSION);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     set_method(e, r);
 }
 

@@ -131,7 +131,6 @@ local function is_ref(v) return getmetatable(v) == REF end
 local EXPECTED = {
   string = "a string", integer = "a whole number", count = "a whole number or \"unlimited\"",
   boolean = "true or false", list = "a string or a list of strings", duration = "a duration like 7d, 12h or 1y6m",
-  enum = "one of",
 }
 
 -- Checks one value against key k; returns the normalised value or nil and
@@ -140,7 +139,9 @@ function config.check_value(k, v)
   local t = k.type
   local function bad()
     local want = EXPECTED[t]
-    if t == "enum" then want = want .. " " .. table.concat(k.values, ", ") end
+    if t == "enum" then
+      want = table.concat(k.values, ", ", 1, #k.values - 1) .. " or " .. k.values[#k.values]
+    end
     if (t == "integer" or t == "count") and k.min then want = want .. " (at least " .. k.min .. ")" end
     local shown = type(v) == "string" and string.format("%q", v) or (is_ref(v) and tostring(v) or tostring(v))
     return nil, string.format("%s must be %s, not %s", k.name, want, shown)
@@ -277,31 +278,29 @@ local function check_block(block, lines, shown, problems, what)
   block.values = values
 end
 
--- Loads configuration text; `shown` names it in messages. Returns
--- { path =, environments = { NAME = { name=, line=, values = { KEY = {value=, line=} } } },
---   order = { NAME, ... }, defaults = {...} }, or raises kind "config"
--- naming file and line (the first problem, and how many more there are).
-function config.load_text(text, shown)
-  local lines = split_lines(text)
-  local state = { environments = {}, order = {}, defaults = nil }
-  local problems = {}
+-- The words a configuration file is written with: environment, defaults,
+-- env, file, credential; they record into `state`.
+local function vocabulary(state)
   local function here(level) return debug.getinfo(level + 1, "l").currentline or 0 end
+  local function ref(kind, name, valid, hint)
+    if type(name) ~= "string" or not valid(name) then error(hint, 3) end
+    return setmetatable({ kind = kind, name = name, line = here(3) }, REF)
+  end
   local api = {}
+  -- (No tail calls below: `here` and `error` count the frames up to the file's.)
   function api.env(name)
-    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
-      error("env needs the name of an environment variable, as env \"NAME\"", 2)
-    end
-    return setmetatable({ kind = "env", name = name, line = here(2) }, REF)
+    local r = ref("env", name, function(n) return n:match("^[%a_][%w_]*$") end,
+      "env needs the name of an environment variable, as env \"NAME\"")
+    return r
   end
   function api.file(path)
-    if type(path) ~= "string" or path == "" then error("file needs a path, as file \"/run/secrets/NAME\"", 2) end
-    return setmetatable({ kind = "file", name = path, line = here(2) }, REF)
+    local r = ref("file", path, function(n) return n ~= "" end, "file needs a path, as file \"/run/secrets/NAME\"")
+    return r
   end
   function api.credential(name)
-    if type(name) ~= "string" or not name:match("^[%w_.%-]+$") or name:match("^%.+$") then
-      error("credential needs the name of a systemd credential, as credential \"db_url\"", 2)
-    end
-    return setmetatable({ kind = "credential", name = name, line = here(2) }, REF)
+    local r = ref("credential", name, function(n) return n:match("^[%w_.%-]+$") and not n:match("^%.+$") end,
+      "credential needs the name of a systemd credential, as credential \"db_url\"")
+    return r
   end
   function api.environment(name)
     local line = here(2)
@@ -323,15 +322,11 @@ function config.load_text(text, shown)
     if state.defaults then error("defaults are given twice (first on line " .. state.defaults.line .. ")", 2) end
     state.defaults = { line = here(2), raw = t }
   end
-  local safe = safe_globals()
-  local missing = not_available("")
-  local sandbox = setmetatable({}, { __index = function(t, k)
-    if api[k] then return api[k] end
-    if safe[k] ~= nil then return safe[k] end
-    return missing(t, k)
-  end })
-  local chunk, err = load(text, "=" .. shown, "t", sandbox)
-  if not chunk then fail("%s", err) end
+  return api
+end
+
+-- Runs the chunk in a coroutine whose hook stops it after MAX_INSTRUCTIONS.
+local function run_limited(chunk, shown)
   local co = coroutine.create(chunk)
   local steps = 0
   debug.sethook(co, function()
@@ -341,6 +336,35 @@ function config.load_text(text, shown)
   local ok, cerr = coroutine.resume(co)
   if not ok then fail("%s", tostring(cerr)) end
   if coroutine.status(co) ~= "dead" then fail("%s: the configuration must not yield", shown) end
+end
+
+local function raise_problems(problems)
+  table.sort(problems, function(a, b)
+    local la, lb = tonumber(a:match(":(%d+):")) or 0, tonumber(b:match(":(%d+):")) or 0
+    if la ~= lb then return la < lb end
+    return a < b
+  end)
+  error(pgvault.error("config", problems[1] .. (#problems > 1 and string.format(
+    " (and %d more problem%s: run 'pgvault config check')", #problems - 1, #problems > 2 and "s" or "") or ""),
+    { problems = problems }), 0)
+end
+
+-- Loads configuration text; `shown` names it in messages. Returns
+-- { path =, environments = { NAME = { name=, line=, values = { KEY = {value=, line=} } } },
+--   order = { NAME, ... }, defaults = {...} }, or raises kind "config"
+-- naming file and line (the first problem, and how many more there are).
+function config.load_text(text, shown)
+  local state = { environments = {}, order = {}, defaults = nil }
+  local api, safe, missing = vocabulary(state), safe_globals(), not_available("")
+  local sandbox = setmetatable({}, { __index = function(t, k)
+    if api[k] then return api[k] end
+    if safe[k] ~= nil then return safe[k] end
+    return missing(t, k)
+  end })
+  local chunk, err = load(text, "=" .. shown, "t", sandbox)
+  if not chunk then fail("%s", err) end
+  run_limited(chunk, shown)
+  local lines, problems = split_lines(text), {}
   if state.defaults then check_block(state.defaults, lines, shown, problems, "defaults") end
   for _, name in ipairs(state.order) do
     check_block(state.environments[name], lines, shown, problems, "environment " .. name)
@@ -348,17 +372,7 @@ function config.load_text(text, shown)
   if #state.order == 0 then
     problems[#problems + 1] = shown .. ": no environment defined (environment \"prod\" { db = ..., to = ... })"
   end
-  if #problems > 0 then
-    table.sort(problems, function(a, b)
-      local la, lb = tonumber(a:match(":(%d+):")) or 0, tonumber(b:match(":(%d+):")) or 0
-      if la ~= lb then return la < lb end
-      return a < b
-    end)
-    local e = pgvault.error("config", problems[1] .. (#problems > 1 and string.format(
-      " (and %d more problem%s: run 'pgvault config check')", #problems - 1, #problems > 2 and "s" or "") or ""),
-      { problems = problems })
-    error(e, 0)
-  end
+  if #problems > 0 then raise_problems(problems) end
   state.path = shown
   return state
 end
@@ -509,6 +523,14 @@ config.ENV_OPTIONS = {
     .. "~/.config/pgvault/config.lua)" },
 }
 
+-- A copy of a workflow's cli.parse spec with --env and --config added.
+function config.cli(spec)
+  local out = {}
+  for k, v in pairs(spec) do out[k] = v end
+  out.options = config.with_options(spec.options or {})
+  return out
+end
+
 -- Appends --env and --config to a cli.parse option list.
 function config.with_options(options)
   local out = {}
@@ -523,7 +545,7 @@ local function from_flag(k, opt, v)
     v = v == "unlimited" and v or (math.tointeger(tonumber(v)) or v)
   end
   local value, complaint = config.check_value(k, v)
-  if value == nil then usage("--%s: %s", opt[1], complaint:gsub("^[%w_]+ ", "it ", 1)) end
+  if value == nil then usage("--%s %s", opt[1], (complaint:gsub("^[%w_]+ ", "", 1))) end
   return value
 end
 
@@ -545,11 +567,15 @@ end
 -- the flag, the environment's setting, the key's default. Values come out
 -- typed (integers, lists, booleans); o.settings = { env =, path =,
 -- sources = { KEY = "--keep-daily" | "pgvault.conf.lua:12" | "default" } }.
-function config.apply(o, spec)
+-- keys: option name -> the key that feeds it (list's --from is fed by
+-- "to"), or false for an option the file must not fill (restore's --db).
+function config.apply(o, spec, keys)
   local env = config.selected(o)
   local sources = {}
   for _, opt in ipairs(spec.options or {}) do
-    local k = config.BY_NAME[opt.key or field(opt)]
+    local name = opt.key or field(opt)
+    if keys and keys[name] ~= nil then name = keys[name] end
+    local k = name and config.BY_NAME[name]
     if k then
       local f, value, source = field(opt), nil, nil
       local flag = o[f]

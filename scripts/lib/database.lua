@@ -146,9 +146,21 @@ function database.create(c, name, p)
   if not ok then error(err, 0) end
 end
 
--- Drops database `name` if it exists, ending its sessions (WITH FORCE).
-function database.drop(c, name)
-  c:exec("DROP DATABASE IF EXISTS " .. q(c, name) .. " WITH (FORCE)")
+-- Drops database `name` if it exists. A plain DROP makes autovacuum
+-- workers leave by themselves (WITH (FORCE) would try to terminate them
+-- too, which only a superuser may); client sessions still on it are ended
+-- (each logged once) and the DROP tried again; WITH (FORCE) is the last try.
+function database.drop(c, name, seen)
+  local sql = "DROP DATABASE IF EXISTS " .. q(c, name)
+  local err
+  for _ = 1, 3 do
+    local ok, e = pcall(c.exec, c, sql)
+    if ok then return end
+    err = e
+    if type(e) ~= "table" or e.sqlstate ~= "55006" then error(e, 0) end
+    database.terminate_sessions(c, name, seen)
+  end
+  if not pcall(c.exec, c, sql .. " WITH (FORCE)") then error(err, 0) end
 end
 
 -- Ends the other sessions on `name`, saying whose, once per session

@@ -170,21 +170,16 @@ local function age_text(seconds)
   return string.format("%dd", seconds // 86400)
 end
 
--- opts: grace (seconds), now. Returns
--- { keep = {{backup, reasons}}, remove = {backup}, damaged = {backup},
---   orphans = {entry, why}, young = {entry, why}, uploads = {upload, why} }.
-function prune.plan(inv, policy, opts)
-  local now = opts.now or os.time()
-  local grace = opts.grace or prune.grace_seconds(nil, now)
+-- What is not a complete backup: incomplete archives, strays, temporaries,
+-- reservations and uploads, into plan.orphans (past the grace period) or
+-- plan.young (left alone). Returns the complete backups.
+local function sort_leftovers(inv, plan, grace, now)
   local reserved = {}
-  local plan = { keep = {}, remove = {}, damaged = {}, orphans = {}, young = {}, uploads = {}, policy = policy }
+  local function put(list, entry, why) list[#list + 1] = { entry = entry, why = why } end
   for _, r in ipairs(inv.reservations) do
     local age = now - (r.mtime or now)
-    if age > grace then
-      plan.orphans[#plan.orphans + 1] = { entry = r, why = "stale reservation, " .. age_text(age) .. " old" }
-    else
-      reserved[r.stem] = true
-    end
+    if age > grace then put(plan.orphans, r, "stale reservation, " .. age_text(age) .. " old") else
+      reserved[r.stem] = true end
   end
   local complete = {}
   for _, b in ipairs(inv.backups) do
@@ -193,30 +188,32 @@ function prune.plan(inv, policy, opts)
     if b.manifest_entry then
       complete[#complete + 1] = b
     elseif reserved[stem] or age <= grace then
-      plan.young[#plan.young + 1] = { entry = b, why = string.format("no manifest, %s old: an upload may be "
-        .. "in flight", age_text(age)) }
+      put(plan.young, b, string.format("no manifest, %s old: an upload may be in flight", age_text(age)))
     else
-      plan.orphans[#plan.orphans + 1] = { entry = b, why = "no manifest, " .. age_text(age) .. " old" }
-      if b.signature_entry then
-        plan.orphans[#plan.orphans + 1] = { entry = b.signature_entry, why = "signature of an incomplete backup" }
-      end
+      put(plan.orphans, b, "no manifest, " .. age_text(age) .. " old")
+      if b.signature_entry then put(plan.orphans, b.signature_entry, "signature of an incomplete backup") end
     end
   end
   for _, list in ipairs({ inv.strays, inv.temporaries }) do
     for _, e in ipairs(list) do
       local age = now - (e.mtime or now)
       local what = e.name:match("%.partial$") and "temporary file" or "without its archive"
-      if age > grace then plan.orphans[#plan.orphans + 1] = { entry = e, why = what .. ", " .. age_text(age) .. " old" }
-      else plan.young[#plan.young + 1] = { entry = e, why = what .. ", " .. age_text(age) .. " old" } end
+      put(age > grace and plan.orphans or plan.young, e, what .. ", " .. age_text(age) .. " old")
     end
   end
   for _, u in ipairs(inv.uploads) do
     local age = now - (u.mtime or now)
-    if age > grace then plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload started "
-      .. age_text(age) .. " ago" } end
+    if age > grace then
+      plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload started " .. age_text(age) .. " ago" }
+    end
   end
-  -- The rules, and a check that each group's newest is really a backup:
-  -- a damaged manifest is left alone and the group planned again.
+  return complete
+end
+
+-- The rules over the complete backups, and a check that each group's
+-- newest is really a backup: a damaged manifest is left alone (plan.damaged)
+-- and the group planned again.
+local function apply_rules(inv, plan, complete, policy, now)
   while true do
     local keep, remove = retention.plan(complete, policy, now)
     local bad
@@ -240,11 +237,22 @@ function prune.plan(inv, policy, opts)
     end
     if not bad then
       plan.keep, plan.remove = keep, remove
-      break
+      return
     end
     plan.damaged[#plan.damaged + 1] = bad
     for i, b in ipairs(complete) do if b == bad then table.remove(complete, i) break end end
   end
+end
+
+-- opts: grace (seconds), now. Returns
+-- { keep = {{backup, reasons}}, remove = {backup}, damaged = {backup},
+--   orphans = {entry, why}, young = {entry, why}, uploads = {upload, why} }.
+function prune.plan(inv, policy, opts)
+  local now = opts.now or os.time()
+  local grace = opts.grace or prune.grace_seconds(nil, now)
+  local plan = { keep = {}, remove = {}, damaged = {}, orphans = {}, young = {}, uploads = {}, policy = policy }
+  local complete = sort_leftovers(inv, plan, grace, now)
+  apply_rules(inv, plan, complete, policy, now)
   return plan
 end
 

@@ -183,6 +183,26 @@ t.test("a session's failure names the table and stops the stream", function()
   t.match(tostring(e), "COPY customers, line 17")
 end)
 
+-- Every fuzz input through the restorer as through archive.read: the same
+-- verdict (no database: a pre-data that does nothing, sessions that
+-- discard), with small pieces and spill so every path runs.
+t.test("the archive fuzz corpus replays through the restorer", function()
+  local cdir = "tests/fuzz/archive_corpus"
+  local names = fs.listdir(cdir)
+  t.ok(#names >= 10, "corpus present")
+  for i, name in ipairs(names) do
+    local data = fs.read_file(cdir .. "/" .. name)
+    local ok = pcall(archive.read, cdir .. "/" .. name)
+    local toc = dir .. "/replay" .. i .. ".toc"
+    local ok2, e = pcall(stream.run, { stream.string(data), archive.restorer { toc_file = toc,
+      predata = stream.string(""), workers = { stream.discard(), stream.discard() }, spill = 2 << 20,
+      split = 65536 } })
+    t.eq(ok2, ok, name .. ": the restorer agrees with archive.read")
+    if not ok2 then t.eq(e.kind, "archive", name .. ": " .. tostring(e)) end
+    os.remove(toc)
+  end
+end)
+
 t.test("misuse", function()
   t.raises(function() archive.restorer {} end, "toc_file")
   t.raises(function() archive.restorer { toc_file = dir .. "/x", predata = stream.discard(), workers = {} } end,

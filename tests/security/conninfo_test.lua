@@ -95,21 +95,24 @@ local function watch_pg_dump(db, env, dbname)
   -- The URL reaches pgvault in a file: an environment variable of the test
   -- would be inherited by pg_dump and look like a leak.
   fs.write_file(d .. "/url", db, { mode = 384 })
-  local e = { PGV_URL_FILE = d .. "/url", PGV_OUT = d .. "/out.backup" }
+  local tmp = h.tmpdir()
+  local e = { PGV_URL_FILE = d .. "/url", PGV_OUT = d .. "/out.backup", TMPDIR = tmp }
   for k, v in pairs(env or {}) do e[k] = v end
   local handle, output = children.pgvault({ "-e", [[
     local dump, stream, fs = require "pgvault.dump", require "pgvault.stream", require "pgvault.fs"
     local db = fs.read_file(os.getenv("PGV_URL_FILE"))
     stream.run { dump.pg_dump { db = db }, stream.file_writer(os.getenv("PGV_OUT")) }]] }, e)
-  local seen = { pid = children.find(handle:pid(), "pg_dump", "dbname=") }
+  local seen = { pid = children.find(handle:pid(), "pg_dump", "dbname="), tmp = tmp }
   seen.cmdline = seen.pid and children.cmdline(seen.pid) or ""
   seen.environ = seen.pid and children.environ(seen.pid) or ""
   seen.files = {}
   for name in ("PGPASSFILE PGSERVICEFILE"):gmatch("%S+") do
     local path = seen.environ:match("\n" .. name .. "=([^\n]+)") or seen.environ:match("^" .. name .. "=([^\n]+)")
     if path then
-      seen.files[name] = { path = path, mode = mode(path), dir_mode = mode(path:match("^(.*)/[^/]+$")),
-        content = fs.read_file(path) }
+      -- /proc/self/fd/N of pg_dump's: read through its pid from here
+      local theirs = path:gsub("^/proc/self/", "/proc/" .. seen.pid .. "/")
+      seen.files[name] = { path = path, mode = mode(theirs), content = fs.read_file(theirs),
+ }
     end
   end
   release()
@@ -120,8 +123,9 @@ local function watch_pg_dump(db, env, dbname)
 end
 
 -- The password and sslpassword (which no libpq variable carries) reach
--- pg_dump through private files, never its command line or environment.
-t.test("no secret on a client's command line or in its environment: password and sslpassword travel in files",
+-- pg_dump through files in memory it inherits, never its command line or
+-- environment, and nothing touches the disk.
+t.test("no secret on a client's command line or in its environment: password and sslpassword travel in memory files",
   function()
   local secret = "KeyPassw0rd9z"
   local seen = watch_pg_dump(url .. "?sslpassword=" .. secret .. "&sslmode=disable")
@@ -138,10 +142,10 @@ t.test("no secret on a client's command line or in its environment: password and
   t.eq(pass.content, "*:*:*:*:" .. PG.password .. "\n")
   t.eq(svc.content, "[pgvault]\nsslpassword=" .. secret .. "\n")
   for _, f in ipairs({ pass, svc }) do
+    t.match(f.path, "^/proc/self/fd/%d+$", "a file in memory, no file on disk")
     t.eq(f.mode, 384, f.path .. " is 0600")
-    t.eq(f.dir_mode, 448, "in a 0700 directory")
-    t.ok(not fs.exists(f.path), "removed once pg_dump has run")
   end
+  t.eq(fs.listdir(seen.tmp), {}, "nothing written to TMPDIR")
   t.no_match(seen.stderr, secret, "nothing logged")
 end)
 

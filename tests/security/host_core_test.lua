@@ -39,7 +39,9 @@ t.test("core dumps are off: core size 0 and not dumpable", function()
 end)
 
 t.test("PGVAULT_CORE_DUMPS=1 leaves them on, for debugging", function()
-  local limits, owner = observe({ PGVAULT_CORE_DUMPS = "1" })
+  -- (AddressSanitizer turns core dumps off on its own unless told not to)
+  local asan = (os.getenv("ASAN_OPTIONS") or "") .. ":disable_coredump=0"
+  local limits, owner = observe({ PGVAULT_CORE_DUMPS = "1", ASAN_OPTIONS = asan })
   t.ok(not limits:match("^Max core file size%s+0%s"), "RLIMIT_CORE left as it was: " .. limits)
   t.eq(owner, 65534, "dumpable")
 end)

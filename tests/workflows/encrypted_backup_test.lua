@@ -66,8 +66,8 @@ t.test("backup -r/-R encrypts as it streams: .zst.age, fingerprints in the manif
   local plain = h.run({ "sh", "-c", string.format("age -d -i %s %s | head -c 5", KEY1, RAW_AGE) })
   t.eq(plain.stdout, "PGDMP")
   local bad = h.pgvault({ "backup", "--db", src_url, "--to", backups, "-r", "age1nope" })
-  t.eq(bad.code, 1)
-  t.match(bad.stderr, "malformed age recipient")
+  t.eq(bad.code, 2, "a usage error, naming the option")
+  t.match(bad.stderr, "%-r/%-%-recipient: malformed age recipient")
 end)
 
 t.test("restore -i streams an encrypted backup into a new database; --jobs too", function()
