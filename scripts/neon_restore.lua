@@ -33,6 +33,7 @@ local options = {
   { "jobs", "j", "N", "parallel pg_restore jobs" },
   { "lease-wait", nil, "SECONDS", "how long to wait for a Fly machine leased by someone else (default 60)" },
   { "count-rows", nil, false, "check row counts with count(*) on every table" },
+  config.option("pg_bin"),
 }
 for _, k in ipairs({ "identity", "endpoint_url", "region", "profile", "ca_bundle", "part_size", "parallel",
   "retries" }) do
@@ -253,7 +254,7 @@ local function run_steps(st)
     neon.protect(direct)
     -- restore's own steps (lib.restore), into the database Neon created
     local job <close> = restore.plan { src = r.src, db = direct, database = r.database, jobs = r.jobs,
-      count_rows = o.count_rows, identity = o.identity, s3 = s3cli.opts(o) }
+      count_rows = o.count_rows, identity = o.identity, s3 = s3cli.opts(o), pg_bin = o.pg_bin }
     local src <close> = restore.open(job)
     local db = restore.into(job, src, r.new_db)
     restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src), restore.progress(),
