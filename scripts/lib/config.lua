@@ -87,6 +87,21 @@ config.KEYS = {
   { "drill_db", "string", "scratch database URL for the restore drill (created and dropped; default: "
     .. "pgvault_drill_<db> on the backed-up server)", arg = "URL", secret = "password" },
   { "lock_ttl", "duration", "a bucket lock older than this is taken as abandoned (default 6h)", arg = "DURATION" },
+  -- neon-restore (the API keys are read from the file or the environment, never from a flag)
+  { "neon_project", "string", "Neon project id (the Console's project Settings)", arg = "ID" },
+  { "neon_branch", "string", "Neon branch name or id (default: the project's default branch)", arg = "NAME|ID" },
+  { "neon_database", "string", "the Neon database neon-restore replaces", arg = "NAME" },
+  { "neon_role", "string", "role in the app's database URL (default: the database's owner)", arg = "NAME" },
+  { "neon_api_key", "string", "Neon API key (default: $NEON_API_KEY)", arg = "KEY", secret = "all" },
+  { "neon_api_host", "string", "Neon API base URL (default: $NEON_API_HOST, else https://console.neon.tech/api/v2)",
+    arg = "URL" },
+  { "fly_app", "string", "Fly.io app whose DATABASE_URL secret neon-restore sets and deploys", arg = "APP" },
+  { "fly_api_token", "string", "Fly.io token (default: $FLY_ACCESS_TOKEN, then $FLY_API_TOKEN)", arg = "TOKEN",
+    secret = "all" },
+  { "flaps_base_url", "string", "Fly Machines API base URL (default: $FLY_FLAPS_BASE_URL or $FLAPS_BASE_URL, else "
+    .. "https://api.machines.dev)", arg = "URL" },
+  { "env_file", "string", "dotenv file whose DATABASE_URL neon-restore rewrites (e.g. .env.production)",
+    arg = "FILE" },
 }
 
 config.BY_NAME = {}
