@@ -37,7 +37,7 @@ end
 function source.resolve_latest(place, opts)
   local list = is_s3(place) and require("lib.s3backups").scan(place .. "/", opts.s3)
     or catalog.scan(place)
-  local b, others = catalog.latest(list, opts.database)
+  local b, others = catalog.latest(list, opts.database, opts.identities)
   if b then return b.path end
   if opts.database and #others > 0 then
     pgvault.raise("io", string.format("no complete backup of database %s in %s (it holds backups of %s): "
@@ -99,7 +99,8 @@ local function open_bucket(self, spec, opts)
   if not self.manifest then self.why = want == "skip" and "not read" or ("no manifest " .. b.manifest_url) end
 end
 
--- opts: s3 (options of pgvault.s3), manifest ("required", "optional" or
+-- opts: identities (open encrypted manifests' private parts for …/latest),
+-- s3 (options of pgvault.s3), manifest ("required", "optional" or
 -- "skip"), database (…/latest picks a backup of this database).
 function source.open(spec, opts)
   opts = opts or {}

@@ -209,8 +209,10 @@ end
 function verify.run(opts)
   local job = verify.plan(opts)
   local src <close> = verify.open(job)
-  local r = verify.read_file(job, src) or verify.read(job, src, { src:reader(), verify.digest("stored"),
-    verify.unwrap(job, src), verify.digest("plain"), verify.archive(job), verify.discard() })
+  local trust = require "lib.trust"
+  trust.authenticate(job, src)
+  local r = verify.read_file(job, src) or verify.read(job, src, { src:reader(), trust.verifier(src),
+    verify.digest("stored"), verify.unwrap(job, src), verify.digest("plain"), verify.archive(job), verify.discard() })
   verify.compare(job, src, r)
   verify.drill(job, src, r)
   local out = { archive = r.archive, stored = r.stored, plain = r.plain, manifest = src.manifest,

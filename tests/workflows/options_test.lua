@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/restore.lua scripts/verify.lua scripts/list.lua
 -- Every documented option of backup, restore, verify and list takes effect
 -- (issue 12's audit), in particular the S3 options given only as flags: no
 -- AWS_* setting in the environment but the keys (the suite's other tests

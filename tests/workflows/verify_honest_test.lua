@@ -1,3 +1,4 @@
+-- covers: scripts/verify.lua scripts/lib/verify.lua scripts/lib/source.lua
 -- verify says only what is so (issue 12): "matches <manifest>" only when
 -- the manifest check passed (it was printed before the check failed); a
 -- pipe, a FIFO, <(…) or '-' is read once (a good backup was reported
