@@ -17,7 +17,7 @@ SRCS    := $(sort $(wildcard host/*.c) $(wildcard bindings/*.c) $(wildcard bindi
 SCRIPTS := $(sort $(shell find scripts -name '*.lua'))
 OBJS    := $(SRCS:%.c=$(B)/%.o) $(B)/gen/embedded.o $(B)/gen/modules.o
 
-.PHONY: all deps test asan valgrind lint demo install clean format fuzz bench
+.PHONY: all deps test faults asan valgrind coverage lint demo install clean format fuzz bench
 
 all: $(BIN)
 
@@ -59,6 +59,10 @@ deps:
 test: deps all
 	$(BIN) run tests/run.lua $(T)
 
+# The whole fault matrix (tests/faults/*_rows.lua); make test runs its short form.
+faults: deps all
+	PGVAULT_FAULTS=full $(BIN) run tests/run.lua tests/faults/
+
 # AddressSanitizer and UndefinedBehaviorSanitizer build, then the suite on it.
 asan: deps
 	$(MAKE) B=build-asan BIN=bin/pgvault-asan \
@@ -69,6 +73,20 @@ asan: deps
 # The suite with every pgvault process under valgrind's memcheck.
 valgrind: deps all
 	PGVAULT_VALGRIND=1 $(BIN) run tests/run.lua $(T)
+
+# Line coverage of host/ and bindings/: a --coverage build in build-cov, the
+# suite on it (T= works), lcov, then tools/coverage.lua's report (least
+# covered first, and the source files no test declares it covers). HTML in
+# build-cov/html. (-O0 makes gcc see warnings the real builds do not: they
+# stay warnings here.)
+coverage: deps
+	find build-cov -name '*.gcda' -delete 2>/dev/null || true
+	$(MAKE) B=build-cov BIN=bin/pgvault-cov OPT="-O0 -g --coverage" EXTRA_CFLAGS=-Wno-error
+	-PGVAULT_BIN=bin/pgvault-cov bin/pgvault-cov run tests/run.lua $(T)
+	lcov --quiet --capture --directory build-cov --base-directory $(CURDIR) --output-file build-cov/all.info
+	lcov --quiet --extract build-cov/all.info '$(CURDIR)/host/*' '$(CURDIR)/bindings/*' --output-file build-cov/pgvault.info
+	genhtml --quiet --output-directory build-cov/html build-cov/pgvault.info
+	bin/pgvault-cov run tools/coverage.lua build-cov/pgvault.info
 
 lint:
 	clang-format --dry-run --Werror $(SRCS) $(wildcard host/*.h bindings/*.h bindings/*/*.h) tools/embed.c
@@ -98,4 +116,4 @@ build-fuzz/%_fuzz: tests/fuzz/%_fuzz.c
 	clang $(CFLAGS_ALL) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJS) $(LIBS)
 
 clean:
-	rm -rf build build-asan build-fuzz bin
+	rm -rf build build-asan build-cov build-fuzz bin

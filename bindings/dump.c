@@ -1,9 +1,9 @@
 /*
  * dump.c: module pgvault.dump, PostgreSQL's client programs in pipelines:
- * dump.pg_dump (a source), dump.pg_restore and dump.psql (sinks), the
- * choice of client binaries by server version (dump.find_bin), and
- * connection strings without their password (dump.conninfo). Passwords
- * reach children through PGPASSWORD, never their command line.
+ * dump.pg_dump and dump.pg_dumpall (sources), dump.pg_restore and
+ * dump.psql (sinks), the choice of client binaries by server version
+ * (dump.find_bin), and connection strings (dump.conninfo). Secrets reach
+ * children in private files, never their command line (pg/child_conn.c).
  */
 #include "dump/dump.h"
 
@@ -13,6 +13,8 @@
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
+
+#define STAGE_OPTIONS "db", "dbname", "args", "pg_bin", "label", "log_warnings"
 
 static const char *opt_pg_bin(lua_State *L, int t)
 {
@@ -127,32 +129,54 @@ static void compress_flag(lua_State *L, const dump_bin *bin, const char *method,
                  bin->version, method);
 }
 
-/* dump.pg_dump{db=, compress=0|"gzip:6"|"none", format="custom"|"plain"|"tar",
- *              args={...}, pg_bin=DIR, server_version=?, label=?} */
-static int dump_pg_dump(lua_State *L)
+/* pg_dump or pg_dumpall as a source: a client at least as new as the
+ * server; pg_dump's own options (format, compression) when `dump_options`. */
+static int dump_source(lua_State *L, const char *program, bool dump_options)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     static const char *const formats[] = {"custom", "plain", "tar", NULL};
     static const char *const fflags[] = {"-Fc", "-Fp", "-Ft"};
-    lua_getfield(L, 1, "format");
-    int format = luaL_checkoption(L, -1, "custom", formats);
-    lua_pop(L, 1);
-    char method[8];
-    long level;
-    opt_compress(L, 1, method, sizeof method, &level);
-    const pg_conninfo *ci = opt_conn(L, 1, "pg_dump");
+    static const char *const pg_dump_options[] = {STAGE_OPTIONS, "server_version", "compress",
+                                                  "format", NULL};
+    static const char *const pg_dumpall_options[] = {STAGE_OPTIONS, "server_version", NULL};
+    pv_opt_only(L, 1, dump_options ? pg_dump_options : pg_dumpall_options);
+    int format = 0;
+    char method[8] = "";
+    long level = -1;
+    if (dump_options) {
+        lua_getfield(L, 1, "format");
+        format = luaL_checkoption(L, -1, "custom", formats);
+        lua_pop(L, 1);
+        opt_compress(L, 1, method, sizeof method, &level);
+    }
+    const pg_conninfo *ci = opt_conn(L, 1, program);
     dump_bin bin;
-    find_or_raise(L, "pg_dump", opt_pg_bin(L, 1), server_major(L, 1, ci), &bin);
+    find_or_raise(L, program, opt_pg_bin(L, 1), server_major(L, 1, ci), &bin);
     char zflag[64] = "";
     if (method[0]) compress_flag(L, &bin, method, level, zflag, sizeof zflag);
 
-    dump_stage *d = dump_stage_push(L, 1, "pg_dump", &bin, DUMP_SOURCE);
-    dump_stage_arg(L, d, fflags[format]);
+    dump_stage *d = dump_stage_push(L, 1, program, &bin, DUMP_SOURCE);
+    if (dump_options) dump_stage_arg(L, d, fflags[format]);
     if (zflag[0]) dump_stage_arg(L, d, zflag);
     push_user_args(L, 1, d);
     dump_stage_connect(L, d, ci);
     return 1;
+}
+
+/* dump.pg_dump{db=, compress=0|"gzip:6"|"none", format="custom"|"plain"|"tar",
+ *              args={...}, pg_bin=DIR, server_version=?, label=?} */
+static int dump_pg_dump(lua_State *L)
+{
+    return dump_source(L, "pg_dump", true);
+}
+
+/* dump.pg_dumpall{db=, args={...}, pg_bin=DIR, server_version=?, label=?}:
+ * pg_dumpall's plain SQL (roles, tablespaces, with args such as
+ * --globals-only) as a source. */
+static int dump_pg_dumpall(lua_State *L)
+{
+    return dump_source(L, "pg_dumpall", false);
 }
 
 /* dump.pg_restore{db=, args={...}, pg_bin=DIR, file=?, jobs=?, label=?}: a
@@ -164,6 +188,8 @@ static int dump_pg_restore(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
+    static const char *const options[] = {STAGE_OPTIONS, "file", "jobs", "min_major", NULL};
+    pv_opt_only(L, 1, options);
     const char *file = pv_opt_str(L, 1, "file", NULL);
     lua_Integer jobs = pv_opt_int(L, 1, "jobs", 1);
     if (jobs < 1 || jobs > 64) return luaL_argerror(L, 1, "jobs must be 1..64");
@@ -189,6 +215,8 @@ static int dump_psql(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
+    static const char *const options[] = {STAGE_OPTIONS, "min_major", NULL};
+    pv_opt_only(L, 1, options);
     const pg_conninfo *ci = opt_conn(L, 1, "psql");
     dump_bin bin;
     find_or_raise(L, "psql", opt_pg_bin(L, 1), (int)pv_opt_int(L, 1, "min_major", 0), &bin);
@@ -214,7 +242,10 @@ static int dump_find(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    static const char *const programs[] = {"pg_dump", "pg_restore", "psql", NULL};
+    static const char *const options[] = {"program",   "server_version", "db",
+                                          "min_major", "pg_bin",         NULL};
+    pv_opt_only(L, 1, options);
+    static const char *const programs[] = {"pg_dump", "pg_dumpall", "pg_restore", "psql", NULL};
     lua_getfield(L, 1, "program");
     const char *program = programs[luaL_checkoption(L, -1, "pg_dump", programs)];
     lua_pop(L, 1);
@@ -254,6 +285,9 @@ static int dump_conninfo(lua_State *L)
 {
     const char *url = luaL_checkstring(L, 1);
     int opts = lua_istable(L, 2) ? 2 : 0;
+    static const char *const options[] = {"dbname", "password", NULL};
+    if (opts) pv_opt_only(L, opts, options);
+    if (!opts && !lua_isnoneornil(L, 2)) luaL_typeerror(L, 2, "table");
     const char *dbname = pv_opt_str(L, opts, "dbname", NULL);
     bool with_password = pv_opt_bool(L, opts, "password", false);
     const pg_conninfo *ci = dump_conn_push(L, url, dbname, NULL);
@@ -272,13 +306,11 @@ static int dump_conninfo(lua_State *L)
 
 int luaopen_pgvault_dump(lua_State *L)
 {
-    static const luaL_Reg funcs[] = {{"pg_dump", dump_pg_dump},
-                                     {"pg_restore", dump_pg_restore},
-                                     {"psql", dump_psql},
-                                     {"find_bin", dump_find},
-                                     {"server_version", dump_server_version_l},
-                                     {"conninfo", dump_conninfo},
-                                     {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"pg_dump", dump_pg_dump},       {"pg_dumpall", dump_pg_dumpall},
+        {"pg_restore", dump_pg_restore}, {"psql", dump_psql},
+        {"find_bin", dump_find},         {"server_version", dump_server_version_l},
+        {"conninfo", dump_conninfo},     {NULL, NULL}};
     luaL_newlib(L, funcs);
     return 1;
 }

@@ -1,9 +1,10 @@
 /*
  * fs.c: module pgvault.fs, the file-system operations scripts need:
  * stat, directories, atomic small-file writes, temporary directories,
- * renames that never replace anything but a regular file.
+ * renames that never replace anything but a regular file, and locks
+ * (fs/lock.c).
  */
-#include "pgvault.h"
+#include "fs/lock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -209,6 +210,8 @@ static int fs_write_file(lua_State *L)
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
     int opts = lua_isnoneornil(L, 3) ? 0 : 3;
+    static const char *const known[] = {"mode", "no_clobber", NULL};
+    pv_opt_only(L, opts, known);
     mode_t mode = (mode_t)pv_opt_int(L, opts, "mode", 0644);
     bool no_clobber = pv_opt_bool(L, opts, "no_clobber", false);
     pv_file f;
@@ -298,7 +301,9 @@ int luaopen_pgvault_fs(lua_State *L)
                                      {"getcwd", fs_getcwd},
                                      {"free_space", fs_free_space},
                                      {"writable", fs_writable},
+                                     {"lock", pv_fs_lock},
                                      {NULL, NULL}};
+    pv_fs_lock_open(L);
     luaL_newlib(L, funcs);
     return 1;
 }

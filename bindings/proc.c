@@ -200,6 +200,8 @@ static int proc_run(lua_State *L)
 {
     proc_spec sp;
     spec_read(L, 1, &sp);
+    static const char *const known[] = {"stdin", "env", "cwd", "timeout", "merge_stderr", NULL};
+    pv_opt_only(L, 1, known);
     run_state r = {.input = pv_opt_str(L, 1, "stdin", NULL)};
     if (r.input) {
         lua_getfield(L, 1, "stdin");
@@ -385,6 +387,8 @@ static int proc_spawn(lua_State *L)
 {
     proc_spec sp;
     spec_read(L, 1, &sp);
+    static const char *const known[] = {"env", "cwd", "stdout", "stderr", "detach", NULL};
+    pv_opt_only(L, 1, known);
     const char *cwd = pv_opt_str(L, 1, "cwd", NULL);
     static const char *const modes[] = {"pipe", "inherit", NULL};
     lua_getfield(L, 1, "stdout");

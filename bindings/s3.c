@@ -1,8 +1,11 @@
 /*
- * s3.c: module pgvault.s3, an S3-compatible client (Backblaze B2 first):
- * client handles and their requests (head, list, get, put, delete,
- * multipart uploads listing and abort), the writer and reader stages, and
- * the SigV4 signer exposed for the tests. The pieces live in bindings/s3/.
+ * s3.c: module pgvault.s3, an S3-compatible client (Backblaze B2 first).
+ * A client object holds settings (shared with every stage made from it)
+ * and a transfer engine for its own requests (bindings/s3/methods.c);
+ * client:reader{} and client:writer{} are stages on the client's settings,
+ * and the module-level s3.reader{}, s3.writer{} and s3.head(url, opts) ...
+ * build a client and take the same path. Also the SigV4 signer and the XML
+ * parser exposed for the tests. The pieces live in bindings/s3/.
  */
 #include "s3/s3int.h"
 
@@ -27,6 +30,11 @@ static client_ud *check_client(lua_State *L, int idx)
     return u;
 }
 
+s3_client *s3_client_of(lua_State *L, int idx)
+{
+    return &check_client(L, idx)->c;
+}
+
 static int client_close(lua_State *L)
 {
     client_ud *u = luaL_checkudata(L, 1, CLIENT_MT);
@@ -41,8 +49,8 @@ static int client_tostring(lua_State *L)
 {
     client_ud *u = luaL_checkudata(L, 1, CLIENT_MT);
     if (u->open)
-        lua_pushfstring(L, "pgvault s3 client (%s, key %s)", u->c.cfg.endpoint,
-                        u->c.cfg.access_key);
+        lua_pushfstring(L, "pgvault s3 client (%s, key %s)", u->c.set->cfg.endpoint,
+                        u->c.set->cfg.access_key);
     else
         lua_pushliteral(L, "pgvault s3 client (closed)");
     return 1;
@@ -53,19 +61,16 @@ static client_ud *new_client(lua_State *L, int opts)
 {
     if (opts && lua_isnoneornil(L, opts)) opts = 0;
     if (opts) luaL_checktype(L, opts, LUA_TTABLE);
+    pv_err err;
+    pv_err_clear(&err);
+    s3_settings *set = s3_settings_load(L, opts, &err);
+    if (!set) return pv_err_raise(L, &err), NULL;
     client_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
     luaL_setmetatable(L, CLIENT_MT);
-    pv_err err;
-    pv_err_clear(&err);
-    if (s3_config_load(L, opts, &u->c.cfg, &err) < 0) {
-        s3_config_free(&u->c.cfg);
-        pv_err_raise(L, &err);
-    }
-    if (s3_client_init(&u->c, &err) < 0) {
-        s3_config_free(&u->c.cfg);
-        pv_err_raise(L, &err);
-    }
+    int rc = s3_client_init(&u->c, set, &err);
+    s3_settings_unref(set); /* the client holds its own reference now */
+    if (rc < 0) pv_err_raise(L, &err);
     u->open = true;
     return u;
 }
@@ -76,452 +81,70 @@ static int s3_client_new(lua_State *L)
     return 1;
 }
 
-/* Parses the s3:// URL at idx; raises a usage error on a bad one. */
-static void check_url(lua_State *L, int idx, char **bucket, char **key)
-{
-    const char *url = luaL_checkstring(L, idx);
-    pv_err err;
-    pv_err_clear(&err);
-    if (s3_parse_url(url, bucket, key, &err) < 0) pv_err_raise(L, &err);
-}
-
-/* Same, for calls that act on one object: the key must not be empty. */
-static void check_object_url(lua_State *L, int idx, char **bucket, char **key)
-{
-    check_url(L, idx, bucket, key);
-    if (!(*key)[0]) {
-        free(*bucket);
-        free(*key);
-        luaL_argerror(L, idx, "the url must name an object: s3://bucket/key");
-    }
-}
-
-/* Runs a request; frees it (and the URL parts) before raising. */
-static void run_or_raise(lua_State *L, client_ud *u, s3_req *r, char *bucket, char *key)
-{
-    pv_err err;
-    pv_err_clear(&err);
-    if (s3_exec(&u->c, r, &err) < 0) {
-        s3_req_free(r);
-        free(bucket);
-        free(key);
-        pv_err_raise(L, &err);
-    }
-}
-
-static void push_etag(lua_State *L, const char *etag)
-{
-    size_t n = strlen(etag);
-    if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"')
-        lua_pushlstring(L, etag + 1, n - 2);
-    else
-        lua_pushstring(L, etag);
-}
-
-static int client_head(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    char *bucket, *key;
-    check_url(L, 2, &bucket, &key);
-    s3_req *r = s3_req_new("HEAD", "HeadObject", bucket, key, NULL);
-    r->ok_status[0] = 404;
-    run_or_raise(L, u, r, bucket, key);
-    if (r->status == 404) {
-        lua_pushnil(L);
-    } else {
-        lua_createtable(L, 0, 5);
-        lua_pushinteger(L, r->content_length);
-        lua_setfield(L, -2, "size");
-        push_etag(L, r->etag);
-        lua_setfield(L, -2, "etag");
-        lua_pushstring(L, r->last_modified);
-        lua_setfield(L, -2, "last_modified");
-        lua_pushstring(L, r->content_type);
-        lua_setfield(L, -2, "content_type");
-    }
-    s3_req_free(r);
-    free(bucket);
-    free(key);
-    return 1;
-}
-
-static int client_get(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    char *bucket, *key;
-    check_url(L, 2, &bucket, &key);
-    const char *range = lua_istable(L, 3) ? pv_opt_str(L, 3, "range", NULL) : NULL;
-    s3_req *r = s3_req_new("GET", "GetObject", bucket, key, NULL);
-    if (range) s3_headers_add(&r->extra, "Range", range);
-    run_or_raise(L, u, r, bucket, key);
-    lua_pushlstring(L, r->resp.p ? r->resp.p : "", r->resp.len);
-    s3_req_free(r);
-    free(bucket);
-    free(key);
-    return 1;
-}
-
-static int client_put(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    size_t len;
-    const char *data = luaL_checklstring(L, 3, &len);
-    const char *ctype = lua_istable(L, 4) ? pv_opt_str(L, 4, "content_type", NULL) : NULL;
-    char *bucket, *key;
-    check_object_url(L, 2, &bucket, &key);
-    s3_req *r = s3_req_new("PUT", "PutObject", bucket, key, NULL);
-    if (ctype) s3_headers_add(&r->extra, "Content-Type", ctype);
-    s3_req_body(r, (const uint8_t *)data, len, true);
-    run_or_raise(L, u, r, bucket, key);
-    lua_createtable(L, 0, 2);
-    push_etag(L, r->etag);
-    lua_setfield(L, -2, "etag");
-    lua_pushinteger(L, (lua_Integer)len);
-    lua_setfield(L, -2, "size");
-    s3_req_free(r);
-    free(bucket);
-    free(key);
-    return 1;
-}
-
-static int client_delete(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    char *bucket, *key;
-    check_object_url(L, 2, &bucket, &key);
-    s3_req *r = s3_req_new("DELETE", "DeleteObject", bucket, key, NULL);
-    r->ok_status[0] = 404;
-    run_or_raise(L, u, r, bucket, key);
-    s3_req_free(r);
-    free(bucket);
-    free(key);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* create_bucket(url) -> true when created, false when we already own it */
-static int client_create_bucket(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    char *bucket, *key;
-    check_url(L, 2, &bucket, &key);
-    s3_buf body = {0};
-    if (strcmp(u->c.cfg.region, "us-east-1") != 0)
-        s3_buf_addf(&body,
-                    "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
-                    "<LocationConstraint>%s</LocationConstraint></CreateBucketConfiguration>",
-                    u->c.cfg.region);
-    s3_req *r = s3_req_new("PUT", "CreateBucket", bucket, NULL, NULL);
-    s3_req_body(r, (const uint8_t *)body.p, body.len, false);
-    r->ok_status[0] = 409;
-    pv_err err;
-    pv_err_clear(&err);
-    int rc = s3_exec(&u->c, r, &err);
-    bool created = r->status < 300;
-    bool owned = false;
-    if (rc == 0 && r->status == 409) {
-        s3_xml *x = s3_xml_parse(r->resp.p ? r->resp.p : "", r->resp.len, &err);
-        const char *code = x ? s3_xml_text(x, "Code") : NULL;
-        owned = code && strcmp(code, "BucketAlreadyOwnedByYou") == 0;
-        if (!owned && code && strcmp(code, "BucketAlreadyExists") == 0) {
-            /* Some servers say so to the owner too: ours if we can reach it. */
-            s3_req *hb = s3_req_new("HEAD", "HeadBucket", bucket, NULL, NULL);
-            pv_err herr;
-            pv_err_clear(&herr);
-            owned = s3_exec(&u->c, hb, &herr) == 0;
-            s3_req_free(hb);
-        }
-        if (!owned)
-            pv_err_set(&err, "s3", "cannot create bucket '%s': %s (another account owns the name)",
-                       bucket, code ? code : "HTTP 409");
-        s3_xml_free(x);
-    }
-    s3_req_free(r);
-    s3_buf_free(&body);
-    free(bucket);
-    free(key);
-    if (rc < 0 || (!created && !owned)) return pv_err_raise(L, &err);
-    lua_pushboolean(L, created);
-    return 1;
-}
-
-/* Runs a bucket-level request whose answer is XML; returns the tree. */
-static s3_xml *xml_request(lua_State *L, client_ud *u, s3_req *r, char *bucket, char *key)
-{
-    run_or_raise(L, u, r, bucket, key);
-    pv_err err;
-    pv_err_clear(&err);
-    s3_xml *x = s3_xml_parse(r->resp.p ? r->resp.p : "", r->resp.len, &err);
-    s3_req_free(r);
-    if (!x) {
-        free(bucket);
-        free(key);
-        pv_err_raise(L, &err);
-    }
-    return x;
-}
-
-static void set_str(lua_State *L, const s3_xml *x, const char *name, const char *field)
-{
-    const char *v = s3_xml_text(x, name);
-    if (!v) return;
-    if (strcmp(name, "ETag") == 0)
-        push_etag(L, v);
-    else
-        lua_pushstring(L, v);
-    lua_setfield(L, -2, field);
-}
-
-/* list(url, {delimiter=, max=, start_after=, page_size=}) -> objects, prefixes */
-static int client_list(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    int opts = lua_istable(L, 3) ? 3 : 0;
-    const char *delimiter = pv_opt_str(L, opts, "delimiter", NULL);
-    const char *start_after = pv_opt_str(L, opts, "start_after", NULL);
-    lua_Integer max = pv_opt_int(L, opts, "max", 0);
-    lua_Integer page = pv_opt_int(L, opts, "page_size", 1000);
-    if (page < 1 || page > 1000) return luaL_argerror(L, 3, "page_size must be 1 to 1000");
-    char *bucket, *prefix;
-    check_url(L, 2, &bucket, &prefix);
-    lua_newtable(L); /* objects */
-    lua_newtable(L); /* common prefixes */
-    int nobj = 0, npre = 0;
-    char *token = NULL;
-    for (;;) {
-        const char *names[6], *values[6];
-        int n = 0;
-        names[n] = "list-type", values[n++] = "2";
-        if (prefix[0]) names[n] = "prefix", values[n++] = prefix;
-        if (delimiter) names[n] = "delimiter", values[n++] = delimiter;
-        if (token)
-            names[n] = "continuation-token", values[n++] = token;
-        else if (start_after)
-            names[n] = "start-after", values[n++] = start_after;
-        char maxkeys[32];
-        lua_Integer want = max > 0 && max - nobj < page ? max - nobj : page;
-        if (want < 1000) {
-            snprintf(maxkeys, sizeof maxkeys, "%lld", (long long)want);
-            names[n] = "max-keys", values[n++] = maxkeys;
-        }
-        s3_buf q = {0};
-        s3_canonical_query(&q, names, values, n);
-        s3_req *r = s3_req_new("GET", "ListObjectsV2", bucket, NULL, s3_buf_str(&q));
-        s3_buf_free(&q);
-        free(token);
-        token = NULL;
-        s3_xml *x = xml_request(L, u, r, bucket, prefix);
-        for (s3_xml *c = x->child; c; c = c->next) {
-            if (strcmp(c->name, "Contents") == 0) {
-                lua_createtable(L, 0, 4);
-                set_str(L, c, "Key", "key");
-                const char *size = s3_xml_text(c, "Size");
-                lua_pushinteger(L, size ? strtoll(size, NULL, 10) : 0);
-                lua_setfield(L, -2, "size");
-                set_str(L, c, "ETag", "etag");
-                set_str(L, c, "LastModified", "last_modified");
-                set_str(L, c, "StorageClass", "storage_class");
-                lua_rawseti(L, -3, ++nobj);
-            } else if (strcmp(c->name, "CommonPrefixes") == 0) {
-                const char *p = s3_xml_text(c, "Prefix");
-                if (p) {
-                    lua_pushstring(L, p);
-                    lua_rawseti(L, -2, ++npre);
-                }
-            }
-        }
-        const char *trunc = s3_xml_text(x, "IsTruncated");
-        const char *next = s3_xml_text(x, "NextContinuationToken");
-        if (trunc && strcmp(trunc, "true") == 0 && next && *next && (max <= 0 || nobj < max))
-            token = s3_xstrdup(next);
-        s3_xml_free(x);
-        if (!token) break;
-    }
-    free(bucket);
-    free(prefix);
-    return 2;
-}
-
-/* uploads(url, {page_size=}) -> { {key=, upload_id=, initiated=}, ... } under the URL's prefix */
-static int client_uploads(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    char *bucket, *prefix;
-    lua_Integer page = lua_istable(L, 3) ? pv_opt_int(L, 3, "page_size", 1000) : 1000;
-    if (page < 1 || page > 1000) return luaL_argerror(L, 3, "page_size must be 1 to 1000");
-    char pagestr[32];
-    snprintf(pagestr, sizeof pagestr, "%lld", (long long)page);
-    check_url(L, 2, &bucket, &prefix);
-    lua_newtable(L);
-    int n = 0;
-    char *key_marker = NULL, *id_marker = NULL;
-    for (;;) {
-        const char *names[5], *values[5];
-        int k = 0;
-        names[k] = "uploads", values[k++] = "";
-        if (page < 1000) names[k] = "max-uploads", values[k++] = pagestr;
-        if (prefix[0]) names[k] = "prefix", values[k++] = prefix;
-        if (key_marker) names[k] = "key-marker", values[k++] = key_marker;
-        if (id_marker) names[k] = "upload-id-marker", values[k++] = id_marker;
-        s3_buf q = {0};
-        s3_canonical_query(&q, names, values, k);
-        s3_req *r = s3_req_new("GET", "ListMultipartUploads", bucket, NULL, s3_buf_str(&q));
-        s3_buf_free(&q);
-        free(key_marker);
-        free(id_marker);
-        key_marker = id_marker = NULL;
-        s3_xml *x = xml_request(L, u, r, bucket, prefix);
-        for (s3_xml *c = x->child; c; c = c->next) {
-            if (strcmp(c->name, "Upload") != 0) continue;
-            lua_createtable(L, 0, 3);
-            set_str(L, c, "Key", "key");
-            set_str(L, c, "UploadId", "upload_id");
-            set_str(L, c, "Initiated", "initiated");
-            lua_rawseti(L, -2, ++n);
-        }
-        const char *trunc = s3_xml_text(x, "IsTruncated");
-        const char *nk = s3_xml_text(x, "NextKeyMarker");
-        const char *ni = s3_xml_text(x, "NextUploadIdMarker");
-        if (trunc && strcmp(trunc, "true") == 0 && nk && *nk) {
-            key_marker = s3_xstrdup(nk);
-            id_marker = s3_xstrdup(ni ? ni : "");
-        }
-        s3_xml_free(x);
-        if (!key_marker) break;
-    }
-    free(bucket);
-    free(prefix);
-    return 1;
-}
-
-static int client_abort_upload(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    const char *id = luaL_checkstring(L, 3);
-    char *bucket, *key;
-    check_url(L, 2, &bucket, &key);
-    s3_buf e = {0}, q = {0};
-    s3_uri_encode(&e, id, strlen(id), false);
-    s3_buf_addf(&q, "uploadId=%s", s3_buf_str(&e));
-    s3_req *r = s3_req_new("DELETE", "AbortMultipartUpload", bucket, key, s3_buf_str(&q));
-    s3_buf_free(&e);
-    s3_buf_free(&q);
-    r->ok_status[0] = 404;
-    run_or_raise(L, u, r, bucket, key);
-    lua_pushboolean(L, r->status != 404);
-    s3_req_free(r);
-    free(bucket);
-    free(key);
-    return 1;
-}
-
-/* create_upload(url) -> upload id of a new multipart upload (for callers
- * that send parts themselves; s3.writer does all of it) */
-static int client_create_upload(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    char *bucket, *key;
-    check_object_url(L, 2, &bucket, &key);
-    s3_req *r = s3_req_new("POST", "CreateMultipartUpload", bucket, key, "uploads=");
-    s3_xml *x = xml_request(L, u, r, bucket, key);
-    const char *id = s3_xml_text(x, "UploadId");
-    if (!id || !*id) {
-        s3_xml_free(x);
-        free(bucket);
-        free(key);
-        return pv_raise(L, "s3", "CreateMultipartUpload answered without an UploadId");
-    }
-    lua_pushstring(L, id);
-    s3_xml_free(x);
-    free(bucket);
-    free(key);
-    return 1;
-}
-
-/* delete_many(url_of_bucket, {key, ...}) -> number deleted; raises on the first error */
-static int client_delete_many(lua_State *L)
-{
-    client_ud *u = check_client(L, 1);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    lua_Integer total = luaL_len(L, 3);
-    for (lua_Integer i = 1; i <= total; i++) {
-        lua_geti(L, 3, i);
-        if (!lua_isstring(L, -1)) return luaL_argerror(L, 3, "keys must be strings");
-        lua_pop(L, 1);
-    }
-    char *bucket, *unused;
-    check_url(L, 2, &bucket, &unused);
-    for (lua_Integer from = 1; from <= total; from += 1000) {
-        s3_buf body = {0};
-        s3_buf_adds(&body, "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true"
-                           "</Quiet>");
-        for (lua_Integer i = from; i <= total && i < from + 1000; i++) {
-            lua_geti(L, 3, i);
-            s3_buf_adds(&body, "<Object><Key>");
-            s3_xml_escape(&body, lua_tostring(L, -1));
-            s3_buf_adds(&body, "</Key></Object>");
-            lua_pop(L, 1);
-        }
-        s3_buf_adds(&body, "</Delete>");
-        s3_req *r = s3_req_new("POST", "DeleteObjects", bucket, NULL, "delete=");
-        s3_headers_add(&r->extra, "Content-Type", "application/xml");
-        s3_req_body(r, (const uint8_t *)body.p, body.len, true);
-        pv_err err;
-        pv_err_clear(&err);
-        int rc = s3_exec(&u->c, r, &err);
-        s3_xml *x = NULL;
-        if (rc == 0) {
-            x = s3_xml_parse(r->resp.p ? r->resp.p : "", r->resp.len, &err);
-            if (!x) rc = -1;
-        }
-        s3_xml *bad = x ? s3_xml_child(x, "Error") : NULL;
-        if (bad) {
-            const char *k = s3_xml_text(bad, "Key"), *code = s3_xml_text(bad, "Code"),
-                       *msg = s3_xml_text(bad, "Message");
-            pv_err_set(&err, "s3", "DeleteObjects s3://%s/%s failed: %s%s%s%s", bucket, k ? k : "",
-                       code ? code : "error", msg ? ": " : "", msg ? msg : "",
-                       code && strcmp(code, "AccessDenied") == 0
-                           ? "; on Backblaze B2 the application key needs 'deleteFiles'"
-                           : "");
-            rc = -1;
-        }
-        s3_xml_free(x);
-        s3_req_free(r);
-        s3_buf_free(&body);
-        if (rc < 0) {
-            free(bucket);
-            free(unused);
-            return pv_err_raise(L, &err);
-        }
-    }
-    free(bucket);
-    free(unused);
-    lua_pushinteger(L, total);
-    return 1;
-}
-
 static int client_info(lua_State *L)
 {
-    client_ud *u = check_client(L, 1);
-    const s3_config *c = &u->c.cfg;
-    lua_createtable(L, 0, 7);
-    lua_pushstring(L, c->access_key);
-    lua_setfield(L, -2, "access_key_id");
-    lua_pushstring(L, c->cred_source);
-    lua_setfield(L, -2, "credentials_from");
-    lua_pushstring(L, c->endpoint);
-    lua_setfield(L, -2, "endpoint");
-    lua_pushstring(L, c->region);
-    lua_setfield(L, -2, "region");
-    lua_pushstring(L, c->profile);
-    lua_setfield(L, -2, "profile");
-    lua_pushboolean(L, c->path_style);
-    lua_setfield(L, -2, "path_style");
-    lua_pushstring(L, c->ca_bundle);
-    lua_setfield(L, -2, "ca_bundle");
-    lua_pushboolean(L, c->session_token != NULL);
-    lua_setfield(L, -2, "session_token");
+    const s3_config *c = &check_client(L, 1)->c.set->cfg;
+    lua_createtable(L, 0, 8);
+    pv_set_str(L, "access_key_id", c->access_key);
+    pv_set_str(L, "credentials_from", c->cred_source);
+    pv_set_str(L, "endpoint", c->endpoint);
+    pv_set_str(L, "region", c->region);
+    pv_set_str(L, "profile", c->profile);
+    pv_set_bool(L, "path_style", c->path_style);
+    pv_set_str(L, "ca_bundle", c->ca_bundle);
+    pv_set_bool(L, "session_token", c->session_token != NULL);
     return 1;
+}
+
+/* A stage made from the client at 1 with the stage options at 2. Settings
+ * in those options would be ignored, so they are refused: they belong on
+ * s3.client{}. */
+static int stage_of_client(lua_State *L, int (*push)(lua_State *, s3_settings *))
+{
+    client_ud *u = check_client(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    for (int i = 0; s3_setting_names[i]; i++) {
+        if (lua_getfield(L, 2, s3_setting_names[i]) != LUA_TNIL)
+            luaL_error(L,
+                       "bad argument #1 to '%s' (field '%s' is a setting of the client: pass it "
+                       "to s3.client{})",
+                       lua_tostring(L, lua_upvalueindex(1)), s3_setting_names[i]);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 2);
+    lua_remove(L, 1);
+    return push(L, u->c.set);
+}
+
+static int client_writer(lua_State *L)
+{
+    return stage_of_client(L, s3_push_writer);
+}
+
+static int client_reader(lua_State *L)
+{
+    return stage_of_client(L, s3_push_reader);
+}
+
+/* s3.writer{...} / s3.reader{...}: a client from the same table, then the
+ * client's stage (which keeps the settings when the client is collected). */
+static int module_stage(lua_State *L, int (*push)(lua_State *, s3_settings *))
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    client_ud *u = new_client(L, 1);
+    lua_pop(L, 1);
+    return push(L, u->c.set);
+}
+
+static int module_writer(lua_State *L)
+{
+    return module_stage(L, s3_push_writer);
+}
+
+static int module_reader(lua_State *L)
+{
+    return module_stage(L, s3_push_reader);
 }
 
 /* Module-level shorthands: s3.head(url, opts) makes a client from opts,
@@ -652,10 +275,36 @@ static int s3_part_size(lua_State *L)
     return 1;
 }
 
+/* s3._ini(text, section) -> {found=, {key, value}, ...}. For the tests and
+ * the fuzz corpus replay. */
+static int s3_ini_for_test(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    const char *section = luaL_checkstring(L, 2);
+    s3_ini_section sec;
+    s3_ini_parse(text, len, section, &sec);
+    lua_createtable(L, sec.n, 1);
+    pv_set_bool(L, "found", sec.found);
+    for (int i = 0; i < sec.n; i++) {
+        lua_createtable(L, 2, 0);
+        lua_pushstring(L, sec.v[i].key);
+        lua_rawseti(L, -2, 1);
+        lua_pushstring(L, sec.v[i].value);
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, i + 1);
+    }
+    s3_ini_free(&sec);
+    return 1;
+}
+
 static int s3_parse(lua_State *L)
 {
+    const char *url = luaL_checkstring(L, 1);
     char *bucket, *key;
-    check_url(L, 1, &bucket, &key);
+    pv_err err;
+    pv_err_clear(&err);
+    if (s3_parse_url(url, &bucket, &key, &err) < 0) return pv_err_raise(L, &err);
     lua_pushstring(L, bucket);
     lua_pushstring(L, key);
     free(bucket);
@@ -663,74 +312,56 @@ static int s3_parse(lua_State *L)
     return 2;
 }
 
-static int client_writer(lua_State *L)
-{
-    check_client(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_remove(L, 1);
-    return s3_push_writer(L);
-}
-
-static int client_reader(lua_State *L)
-{
-    check_client(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_remove(L, 1);
-    return s3_push_reader(L);
-}
-
+/* The index of the options table in each module-level shorthand. */
 static const struct {
     const char *name;
-    lua_CFunction fn;
     int opts;
 } shorthands[] = {
-    /* index of the options table in the module-level call */
-    {"head", client_head, 2},
-    {"get", client_get, 2},
-    {"put", client_put, 3},
-    {"delete", client_delete, 2},
-    {"list", client_list, 2},
-    {"uploads", client_uploads, 2},
-    {"abort_upload", client_abort_upload, 3},
-    {"create_bucket", client_create_bucket, 2},
-    {"create_upload", client_create_upload, 2},
-    {"delete_many", client_delete_many, 3},
+    {"head", 2},          {"get", 2},         {"put", 3},          {"delete", 2},
+    {"list", 2},          {"uploads", 2},     {"abort_upload", 3}, {"create_bucket", 2},
+    {"create_upload", 2}, {"delete_many", 3}, {"get_many", 2},
 };
 
-int luaopen_pgvault_s3(lua_State *L)
+static lua_CFunction request_method(const char *name)
 {
-    static const luaL_Reg methods[] = {{"head", client_head},
-                                       {"get", client_get},
-                                       {"put", client_put},
-                                       {"delete", client_delete},
-                                       {"delete_many", client_delete_many},
-                                       {"list", client_list},
-                                       {"uploads", client_uploads},
-                                       {"abort_upload", client_abort_upload},
-                                       {"info", client_info},
-                                       {"create_bucket", client_create_bucket},
-                                       {"create_upload", client_create_upload},
-                                       {"writer", client_writer},
-                                       {"reader", client_reader},
-                                       {"close", client_close},
-                                       {NULL, NULL}};
+    for (const luaL_Reg *m = s3_request_methods; m->name; m++)
+        if (strcmp(m->name, name) == 0) return m->func;
+    return NULL;
+}
+
+static void register_client(lua_State *L)
+{
+    static const luaL_Reg own[] = {{"info", client_info}, {"close", client_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", client_close},
                                     {"__close", client_close},
                                     {"__tostring", client_tostring},
                                     {NULL, NULL}};
     luaL_newmetatable(L, CLIENT_MT);
     luaL_setfuncs(L, meta, 0);
-    luaL_newlib(L, methods);
+    lua_newtable(L);
+    luaL_setfuncs(L, s3_request_methods, 0);
+    luaL_setfuncs(L, own, 0);
+    lua_pushliteral(L, "writer");
+    lua_pushcclosure(L, client_writer, 1);
+    lua_setfield(L, -2, "writer");
+    lua_pushliteral(L, "reader");
+    lua_pushcclosure(L, client_reader, 1);
+    lua_setfield(L, -2, "reader");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
+}
 
-    static const luaL_Reg funcs[] = {
-        {"client", s3_client_new},   {"writer", s3_push_writer}, {"reader", s3_push_reader},
-        {"expect", s3_push_expect},  {"parse_url", s3_parse},    {"part_size", s3_part_size},
-        {"_sign", s3_sign_for_test}, {"_xml", s3_xml_for_test},  {NULL, NULL}};
+int luaopen_pgvault_s3(lua_State *L)
+{
+    register_client(L);
+    static const luaL_Reg funcs[] = {{"client", s3_client_new},   {"writer", module_writer},
+                                     {"reader", module_reader},   {"expect", s3_push_expect},
+                                     {"parse_url", s3_parse},     {"part_size", s3_part_size},
+                                     {"_sign", s3_sign_for_test}, {"_xml", s3_xml_for_test},
+                                     {"_ini", s3_ini_for_test},   {NULL, NULL}};
     luaL_newlib(L, funcs);
     for (size_t i = 0; i < sizeof shorthands / sizeof shorthands[0]; i++) {
-        lua_pushcfunction(L, shorthands[i].fn);
+        lua_pushcfunction(L, request_method(shorthands[i].name));
         lua_pushinteger(L, shorthands[i].opts);
         lua_pushcclosure(L, module_call, 2);
         lua_setfield(L, -2, shorthands[i].name);

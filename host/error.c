@@ -278,10 +278,12 @@ void pv_runtime_report(lua_State *L, const char *context)
     }
     char clean[4096];
     pv_redact(msg ? msg : "unknown error", clean, sizeof clean);
+    char where[512];
+    pv_redact(context, where, sizeof where); /* a mistyped command can be a URL */
     if (kind && strcmp(kind, "interrupted") == 0)
-        fprintf(stderr, "pgvault: %s: interrupted\n", context);
+        fprintf(stderr, "pgvault: %s: interrupted\n", where);
     else
-        fprintf(stderr, "pgvault: %s: %s\n", context, clean);
+        fprintf(stderr, "pgvault: %s: %s\n", where, clean);
     if (trace && pv_verbose) {
         size_t tn = strlen(trace) + 256;
         char *t = malloc(tn);

@@ -1,26 +1,22 @@
 /*
- * log.c: leveled logging to stderr for C and Lua, and the redaction every
- * log line and error message passes through: passwords in URLs and
- * conninfo strings, key=value secrets, age secret keys, authorization
- * headers and every literal secret registered at run time.
+ * log.c: leveled logging to stderr for C and Lua (the `log` table), every
+ * line redacted (redact.c) before it is written; optionally the last N
+ * lines written are kept (log.capture / log.tail) for a failure report.
  */
 #include "runtime.h"
 
-#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
-
-#define MASK "***"
-#define MAX_SECRETS 64
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static int log_level = PV_LOG_INFO;
-static char *secrets[MAX_SECRETS];
-static int nsecrets;
+
+/* The last `tail_cap` lines written (redacted), oldest at tail_first. */
+static char **tail_lines;
+static size_t tail_cap, tail_count, tail_first;
 
 int pv_log_level(void)
 {
@@ -32,186 +28,36 @@ void pv_log_set_level(int level)
     log_level = level;
 }
 
-void pv_log_add_secret(const char *secret)
+static void tail_free(void)
 {
-    /* Very short strings would mask ordinary words. */
-    if (!secret || strlen(secret) < 4) return;
+    for (size_t i = 0; i < tail_count; i++)
+        free(tail_lines[(tail_first + i) % tail_cap]);
+    free(tail_lines);
+    tail_lines = NULL;
+    tail_cap = tail_count = tail_first = 0;
+}
+
+/* Called with log_lock held. */
+static void tail_add(const char *line, size_t len)
+{
+    if (tail_cap == 0) return;
+    char *copy = strndup(line, len);
+    if (!copy) return;
+    if (tail_count == tail_cap) {
+        free(tail_lines[tail_first]);
+        tail_lines[tail_first] = copy;
+        tail_first = (tail_first + 1) % tail_cap;
+    } else {
+        tail_lines[(tail_first + tail_count++) % tail_cap] = copy;
+    }
+}
+
+void pv_log_capture(size_t n)
+{
     pthread_mutex_lock(&log_lock);
-    bool known = false;
-    for (int i = 0; i < nsecrets; i++)
-        if (strcmp(secrets[i], secret) == 0) known = true;
-    if (!known && nsecrets < MAX_SECRETS) {
-        char *copy = strdup(secret);
-        if (copy) secrets[nsecrets++] = copy;
-    }
+    tail_free();
+    if (n > 0 && (tail_lines = calloc(n, sizeof *tail_lines)) != NULL) tail_cap = n;
     pthread_mutex_unlock(&log_lock);
-}
-
-/* An output buffer that silently truncates. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-} outbuf;
-
-static void put(outbuf *o, const char *s, size_t n)
-{
-    while (n-- > 0 && o->len + 1 < o->cap)
-        o->p[o->len++] = *s++;
-    o->p[o->len] = '\0';
-}
-
-static bool is_key_char(char c)
-{
-    return isalnum((unsigned char)c) || c == '_' || c == '-';
-}
-
-/* Key names whose value is a secret in key=value, key: value and JSON:
- * a component (split at _ and -) that names one, or a name ending in one
- * ("PGPASSWORD"). Prose such as "secrets: ..." is left alone. */
-static bool secret_key(const char *k, size_t n)
-{
-    static const char *const words[] = {"password", "passwd",     "pwd",         "secret", "token",
-                                        "apikey",   "passphrase", "credentials", NULL};
-    char low[64];
-    if (n == 0 || n >= sizeof low) return false;
-    for (size_t i = 0; i < n; i++)
-        low[i] = (char)tolower((unsigned char)k[i]);
-    low[n] = '\0';
-    if (strstr(low, "api_key") || strstr(low, "api-key")) return true;
-    size_t len = n;
-    if (len >= 8 && strcmp(low + len - 8, "password") == 0) return true;
-    char *save = NULL;
-    for (char *part = strtok_r(low, "_-", &save); part; part = strtok_r(NULL, "_-", &save))
-        for (int i = 0; words[i]; i++)
-            if (strcmp(part, words[i]) == 0) return true;
-    return false;
-}
-
-/* Length of a value starting at s: quoted or up to whitespace / , ; & */
-static size_t value_len(const char *s)
-{
-    if (*s == '\'' || *s == '"') {
-        char q = *s;
-        size_t i = 1;
-        while (s[i] && s[i] != q) {
-            if (s[i] == '\\' && s[i + 1]) i++;
-            i++;
-        }
-        return s[i] ? i + 1 : i;
-    }
-    size_t i = 0;
-    while (s[i] && !isspace((unsigned char)s[i]) && s[i] != ',' && s[i] != ';' && s[i] != '&' &&
-           s[i] != '}')
-        i++;
-    return i;
-}
-
-/* Tries the structural rules at position i; returns bytes consumed or 0. */
-static size_t redact_at(const char *in, size_t i, outbuf *o)
-{
-    const char *s = in + i;
-
-    /* scheme://user:password@host */
-    if (s[0] == ':' && s[1] == '/' && s[2] == '/') {
-        size_t j = 3;
-        size_t colon = 0;
-        while (s[j] && s[j] != '@' && s[j] != '/' && !isspace((unsigned char)s[j])) {
-            if (s[j] == ':' && !colon) colon = j;
-            j++;
-        }
-        if (s[j] == '@' && colon) {
-            put(o, s, colon + 1);
-            put(o, MASK, strlen(MASK));
-            put(o, "@", 1);
-            return j + 1;
-        }
-        return 0;
-    }
-
-    /* AGE-SECRET-KEY-1... */
-    if (strncmp(s, "AGE-SECRET-KEY-1", 16) == 0) {
-        size_t j = 16;
-        while (isalnum((unsigned char)s[j]))
-            j++;
-        put(o, s, 16);
-        put(o, MASK, strlen(MASK));
-        return j;
-    }
-
-    /* Authorization headers and bearer-style tokens. */
-    static const char *const schemes[] = {"Bearer ", "FlyV1 ", "Basic ", NULL};
-    for (int k = 0; schemes[k]; k++) {
-        size_t n = strlen(schemes[k]);
-        if (strncasecmp(s, schemes[k], n) == 0 && (i == 0 || !isalnum((unsigned char)s[-1]))) {
-            size_t j = n;
-            while (s[j] && !isspace((unsigned char)s[j]) && s[j] != '"' && s[j] != '\'')
-                j++;
-            if (j == n) return 0;
-            put(o, s, n);
-            put(o, MASK, strlen(MASK));
-            return j;
-        }
-    }
-
-    /* key=value, key: value, "key":"value" where key names a secret. */
-    if (is_key_char(s[0]) && (i == 0 || !is_key_char(s[-1]))) {
-        size_t k = 0;
-        while (is_key_char(s[k]))
-            k++;
-        size_t j = k;
-        if (s[j] == '"') j++;
-        while (s[j] == ' ')
-            j++;
-        if (s[j] != '=' && s[j] != ':') return 0;
-        if (s[j] == ':' && s[j + 1] == '/') return 0; /* a URL scheme */
-        j++;
-        while (s[j] == ' ')
-            j++;
-        if (!secret_key(s, k)) return 0;
-        size_t v = value_len(s + j);
-        if (v == 0) return 0;
-        put(o, s, j);
-        put(o, MASK, strlen(MASK));
-        return j + v;
-    }
-    return 0;
-}
-
-void pv_redact(const char *in, char *out, size_t outsz)
-{
-    if (outsz == 0) return;
-    outbuf o = {out, 0, outsz};
-    out[0] = '\0';
-    size_t n = strlen(in);
-    /* Literal secrets first, into a scratch copy. */
-    char *work = malloc(n + 1);
-    if (!work) {
-        snprintf(out, outsz, "(message withheld: out of memory)");
-        return;
-    }
-    memcpy(work, in, n + 1);
-    pthread_mutex_lock(&log_lock);
-    for (int k = 0; k < nsecrets; k++) {
-        size_t sl = strlen(secrets[k]);
-        char *from = work, *hit;
-        while ((hit = strstr(from, secrets[k])) != NULL) {
-            /* Replace in place: the mask is never longer than a secret. */
-            memcpy(hit, MASK, strlen(MASK));
-            memmove(hit + strlen(MASK), hit + sl, strlen(hit + sl) + 1);
-            from = hit + strlen(MASK);
-        }
-    }
-    pthread_mutex_unlock(&log_lock);
-    for (size_t i = 0; work[i];) {
-        size_t used = redact_at(work, i, &o);
-        if (used) {
-            i += used;
-        } else {
-            put(&o, work + i, 1);
-            i++;
-        }
-    }
-    free(work);
 }
 
 static const char *level_name(int level)
@@ -243,6 +89,7 @@ void pv_logv(int level, const char *fmt, va_list ap)
     if ((size_t)n >= sizeof line) n = (int)sizeof line - 1;
     pthread_mutex_lock(&log_lock);
     pv_write_all(STDERR_FILENO, line, (size_t)n);
+    tail_add(line, (size_t)n - 1);
     pthread_mutex_unlock(&log_lock);
 }
 
@@ -319,15 +166,43 @@ static int lua_log_level(lua_State *L)
     return 1;
 }
 
+/* log.capture(n): keep the last n lines written from now on (0 stops). */
+static int lua_log_capture(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0 && n <= 100000, 1, "between 0 and 100000 lines");
+    pv_log_capture((size_t)n);
+    return 0;
+}
+
+/* log.tail() -> { "pgvault: info: ...", ... }, oldest first. */
+static int lua_log_tail(lua_State *L)
+{
+    lua_newtable(L);
+    pthread_mutex_lock(&log_lock);
+    size_t n = tail_count;
+    char **copy = n ? calloc(n, sizeof *copy) : NULL;
+    for (size_t i = 0; copy && i < n; i++)
+        copy[i] = strdup(tail_lines[(tail_first + i) % tail_cap]);
+    pthread_mutex_unlock(&log_lock);
+    for (size_t i = 0; copy && i < n; i++) {
+        if (copy[i]) {
+            lua_pushstring(L, copy[i]);
+            lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        }
+    }
+    for (size_t i = 0; copy && i < n; i++)
+        free(copy[i]);
+    free(copy);
+    return 1;
+}
+
 void pv_log_push_table(lua_State *L)
 {
-    static const luaL_Reg funcs[] = {{"debug", lua_log_debug},
-                                     {"info", lua_log_info},
-                                     {"warn", lua_log_warn},
-                                     {"error", lua_log_error},
-                                     {"secret", lua_log_secret},
-                                     {"level", lua_log_level},
-                                     {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"debug", lua_log_debug},     {"info", lua_log_info},     {"warn", lua_log_warn},
+        {"error", lua_log_error},     {"secret", lua_log_secret}, {"level", lua_log_level},
+        {"capture", lua_log_capture}, {"tail", lua_log_tail},     {NULL, NULL}};
     luaL_newlib(L, funcs);
 }
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -55,107 +56,125 @@ static void print_version(void)
 
 typedef struct cli {
     int argc;
-    char **argv;
-    int cmd; /* index of the command word in argv, argc if none */
+    char **argv; /* our copies: the process's own argv is scrubbed */
+    int cmd;     /* index of the command word in argv, argc if none */
     const char *dirs[MAX_SCRIPT_DIRS];
     int ndirs;
     char *path_copy; /* PGVAULT_PATH, split in place */
+    int level;
 } cli;
 
-/* Pushes the arg table (arg[0] = script, arg[1..] = args) and the args. */
-static int push_args(lua_State *L, char **argv, int first, int argc, const char *script)
+/* Sets the global arg (arg[0] = script, arg[1..] = args) and pushes the
+ * args; returns how many. */
+static int push_args(lua_State *L, const cli *c, int first, const char *script)
 {
-    lua_createtable(L, argc - first, 1);
+    int n = first < c->argc ? c->argc - first : 0;
+    lua_createtable(L, n, 1);
     lua_pushstring(L, script);
     lua_rawseti(L, -2, 0);
-    for (int i = first; i < argc; i++) {
-        lua_pushstring(L, argv[i]);
-        lua_rawseti(L, -2, i - first + 1);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, c->argv[first + i]);
+        lua_rawseti(L, -2, i + 1);
     }
     lua_setglobal(L, "arg");
-    luaL_checkstack(L, argc - first + 5, "too many arguments");
-    for (int i = first; i < argc; i++)
-        lua_pushstring(L, argv[i]);
-    return argc - first;
+    luaL_checkstack(L, n + 5, "too many arguments");
+    for (int i = 0; i < n; i++)
+        lua_pushstring(L, c->argv[first + i]);
+    return n;
 }
 
-static void print_results(lua_State *L, int base)
+/* -e CODE [ARGS]: compiled as the REPL compiles a line (an expression
+ * first), run, and what it returns printed as the REPL prints it. */
+static int run_chunk(lua_State *L, const cli *c, int rest)
 {
-    int n = lua_gettop(L) - base;
-    if (n <= 0) return;
-    lua_getglobal(L, "print");
-    lua_insert(L, base + 1);
-    lua_call(L, n, 0);
+    if (rest >= c->argc) return pv_raise(L, "usage", "-e needs a chunk of Lua code");
+    const char *code = c->argv[rest];
+    if (pv_runtime_compile(L, code, "=(command line)") != LUA_OK)
+        return pv_raise(L, "usage", "%s", lua_tostring(L, -1));
+    int base = lua_gettop(L) - 1;
+    int nargs = push_args(L, c, rest + 1, "-e");
+    lua_call(L, nargs, LUA_MULTRET);
+    pv_runtime_print(L, base);
+    return 0;
 }
 
-/* The whole program, in protected mode. Upvalue: the cli struct. */
+/* run FILE [ARGS], run - [ARGS], - [ARGS]: a script, as lua runs one. */
+static int run_file(lua_State *L, const cli *c, const char *cmd, int rest)
+{
+    const char *file = NULL;
+    int first = rest;
+    if (strcmp(cmd, "run") == 0) {
+        if (rest >= c->argc) return pv_raise(L, "usage", "run needs a FILE (or - for stdin)");
+        file = c->argv[rest];
+        first = rest + 1;
+        if (strcmp(file, "-") == 0) file = NULL;
+    }
+    if (luaL_loadfilex(L, file, "bt") != LUA_OK)
+        return pv_raise(L, "io", "%s", lua_tostring(L, -1));
+    int nargs = push_args(L, c, first, file ? file : "-");
+    lua_call(L, nargs, 0);
+    return 0;
+}
+
+/* The whole program, in protected mode. Argument: the cli struct. */
 static int pmain(lua_State *L)
 {
     cli *c = lua_touserdata(L, 1);
     lua_settop(L, 0);
+    pv_runtime_globals(L); /* the same globals in every way of running Lua */
     const char *cmd = c->cmd < c->argc ? c->argv[c->cmd] : NULL;
     int rest = c->cmd + 1;
-
     if (!cmd) {
         if (isatty(STDIN_FILENO)) {
+            push_args(L, c, c->argc, c->argv[0]);
             lua_pushinteger(L, pv_repl(L));
             return 1;
         }
         cmd = "-";
     }
-    if (strcmp(cmd, "-e") == 0) {
-        if (rest >= c->argc) return pv_raise(L, "usage", "-e needs a chunk of Lua code");
-        const char *code = c->argv[rest];
-        if (luaL_loadbuffer(L, code, strlen(code), "=(command line)") != LUA_OK) {
-            return pv_raise(L, "usage", "%s", lua_tostring(L, -1));
-        }
-        int nargs = push_args(L, c->argv, rest + 1, c->argc, "-e");
-        lua_call(L, nargs, LUA_MULTRET);
-        print_results(L, 0);
-        return 0;
-    }
-    if (strcmp(cmd, "-") == 0 || strcmp(cmd, "run") == 0) {
-        const char *file = NULL;
-        int first = rest;
-        if (strcmp(cmd, "run") == 0) {
-            if (rest >= c->argc) return pv_raise(L, "usage", "run needs a FILE (or - for stdin)");
-            file = c->argv[rest];
-            first = rest + 1;
-            if (strcmp(file, "-") == 0) file = NULL;
-        }
-        if (luaL_loadfilex(L, file, "bt") != LUA_OK)
-            return pv_raise(L, "io", "%s", lua_tostring(L, -1));
-        int nargs = push_args(L, c->argv, first, c->argc, file ? file : "-");
-        lua_call(L, nargs, 0);
-        return 0;
-    }
+    if (strcmp(cmd, "-e") == 0) return run_chunk(L, c, rest);
+    if (strcmp(cmd, "-") == 0 || strcmp(cmd, "run") == 0) return run_file(L, c, cmd, rest);
     if (!pv_runtime_load_workflow(L, cmd)) {
         const char *msg = lua_tostring(L, -1);
         return pv_raise(L, "usage", "%s", msg ? msg : "cannot load workflow");
     }
-    int nargs = push_args(L, c->argv, rest, c->argc, cmd);
+    int nargs = push_args(L, c, rest, cmd);
     lua_call(L, nargs, 0);
     return 0;
 }
 
 static int usage_error(const char *msg, const char *arg)
 {
-    fprintf(stderr, "pgvault: %s%s\nTry 'pgvault --help'.\n", msg, arg ? arg : "");
+    char clean[512];
+    pv_redact(arg ? arg : "", clean, sizeof clean);
+    fprintf(stderr, "pgvault: %s%s\nTry 'pgvault --help'.\n", msg, clean);
     return 2;
 }
 
-int main(int argc, char **argv)
+/* --scripts DIR: a directory that exists, or a usage error. */
+static int add_scripts_dir(cli *c, const char *dir)
 {
-    cli c = {.argc = argc, .argv = argv, .cmd = argc};
-    int level = PV_LOG_INFO;
+    if (!dir || !*dir) return usage_error("--scripts needs a directory", NULL);
+    if (c->ndirs >= MAX_SCRIPT_DIRS) return usage_error("too many --scripts", NULL);
+    struct stat sb;
+    if (stat(dir, &sb) < 0) return usage_error("--scripts: no such directory: ", dir);
+    if (!S_ISDIR(sb.st_mode)) return usage_error("--scripts: not a directory: ", dir);
+    c->dirs[c->ndirs++] = dir;
+    return -1;
+}
+
+/* The global options before the command. Returns -1 to go on, or the
+ * exit code (--help, --version, a usage error). */
+static int parse_options(cli *c)
+{
     int i = 1;
-    for (; i < argc; i++) {
-        const char *a = argv[i];
+    for (; i < c->argc; i++) {
+        const char *a = c->argv[i];
         if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
             pv_verbose = true;
-            level = PV_LOG_DEBUG;
+            c->level = PV_LOG_DEBUG;
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
-            level = PV_LOG_WARN;
+            c->level = PV_LOG_WARN;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage_text, stdout);
             return 0;
@@ -163,51 +182,48 @@ int main(int argc, char **argv)
             print_version();
             return 0;
         } else if (strcmp(a, "--scripts") == 0 || strncmp(a, "--scripts=", 10) == 0) {
-            const char *dir = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!dir || !*dir) return usage_error("--scripts needs a directory", NULL);
-            if (c.ndirs >= MAX_SCRIPT_DIRS) return usage_error("too many --scripts", NULL);
-            c.dirs[c.ndirs++] = dir;
+            const char *dir = a[9] == '=' ? a + 10 : (i + 1 < c->argc ? c->argv[++i] : NULL);
+            int rc = add_scripts_dir(c, dir);
+            if (rc >= 0) return rc;
         } else if (strcmp(a, "--") == 0) {
             i++;
             break;
-        } else if (a[0] == '-' && a[1] == '-') {
-            return usage_error("unknown option ", a);
         } else if (a[0] == '-' && a[1] != '\0' && strcmp(a, "-e") != 0) {
             return usage_error("unknown option ", a);
         } else {
             break;
         }
     }
-    c.cmd = i;
+    c->cmd = i;
+    return -1;
+}
+
+/* PGVAULT_PATH's directories, searched after --scripts. */
+static void add_path_dirs(cli *c)
+{
     const char *env_path = getenv("PGVAULT_PATH");
-    if (env_path && *env_path) {
-        c.path_copy = strdup(env_path);
-        char *save = NULL;
-        for (char *d = c.path_copy ? strtok_r(c.path_copy, ":", &save) : NULL; d;
-             d = strtok_r(NULL, ":", &save))
-            if (c.ndirs < MAX_SCRIPT_DIRS) c.dirs[c.ndirs++] = d;
-    }
-    pv_log_set_level(level);
+    if (!env_path || !*env_path) return;
+    c->path_copy = strdup(env_path);
+    char *save = NULL;
+    for (char *d = c->path_copy ? strtok_r(c->path_copy, ":", &save) : NULL; d;
+         d = strtok_r(NULL, ":", &save))
+        if (c->ndirs < MAX_SCRIPT_DIRS) c->dirs[c->ndirs++] = d;
+}
 
-    if (sodium_init() < 0) {
-        fprintf(stderr, "pgvault: cannot initialise libsodium\n");
-        return 1;
-    }
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-
-    pv_runtime_opts opts = {.script_dirs = c.dirs, .nscript_dirs = c.ndirs};
+/* Creates the Lua state and runs pmain in it; returns the exit code. */
+static int run(cli *c)
+{
+    pv_runtime_opts opts = {.script_dirs = c->dirs, .nscript_dirs = c->ndirs};
     lua_State *L = pv_runtime_new(&opts);
     if (!L) {
         fprintf(stderr, "pgvault: cannot create the Lua state: out of memory\n");
         return 1;
     }
     pv_signals_install(L);
-
-    const char *context = c.cmd < argc ? argv[c.cmd] : "repl";
-    if (strcmp(context, "run") == 0 && c.cmd + 1 < argc) context = argv[c.cmd + 1];
-
+    const char *context = c->cmd < c->argc ? c->argv[c->cmd] : "repl";
+    if (strcmp(context, "run") == 0 && c->cmd + 1 < c->argc) context = c->argv[c->cmd + 1];
     lua_pushcfunction(L, pmain);
-    lua_pushlightuserdata(L, &c);
+    lua_pushlightuserdata(L, c);
     int status = pv_runtime_pcall(L, 1, 1);
     int code = 0;
     if (status != LUA_OK) {
@@ -218,7 +234,32 @@ int main(int argc, char **argv)
     }
     if (code == 0 && pv_interrupted()) code = 130;
     pv_runtime_close(L);
-    curl_global_cleanup();
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    pv_secrets_harden();
+    cli c = {.argc = argc, .argv = pv_argv_capture(argc, argv), .cmd = argc, .level = PV_LOG_INFO};
+    if (!c.argv) {
+        fprintf(stderr, "pgvault: out of memory\n");
+        return 1;
+    }
+    pv_argv_scrub(); /* from here on only our copies hold the arguments */
+    int code = parse_options(&c);
+    if (code < 0) {
+        add_path_dirs(&c);
+        pv_log_set_level(c.level);
+        if (sodium_init() < 0) {
+            fprintf(stderr, "pgvault: cannot initialise libsodium\n");
+            code = 1;
+        } else {
+            curl_global_init(CURL_GLOBAL_DEFAULT);
+            code = run(&c);
+            curl_global_cleanup();
+        }
+    }
     free(c.path_copy);
+    pv_argv_release();
     return code;
 }

@@ -5,6 +5,8 @@
  */
 #include "pgvault.h"
 
+#include <string.h>
+
 /* Pushes field `key` of the options table at idx; false (nothing pushed)
  * when there is no table. */
 static bool opt_field(lua_State *L, int idx, const char *key)
@@ -73,6 +75,39 @@ bool pv_opt_bool(lua_State *L, int idx, const char *key, bool dflt)
     bool v = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
+}
+
+void pv_opt_only(lua_State *L, int idx, const char *const *known)
+{
+    if (idx == 0) return;
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE) return;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        bool ok = false;
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -1);
+            for (int i = 0; known[i] && !ok; i++)
+                ok = strcmp(known[i], k) == 0;
+        } else {
+            ok = lua_isinteger(L, -1); /* an array part: argv, stages */
+        }
+        if (ok) continue;
+        const char *name = luaL_tolstring(L, -1, NULL);
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        luaL_addstring(&b, "unknown option '");
+        luaL_addstring(&b, name);
+        luaL_addstring(&b, "' (known:");
+        for (int i = 0; known[i]; i++) {
+            luaL_addstring(&b, i ? ", " : " ");
+            luaL_addstring(&b, known[i]);
+        }
+        luaL_addstring(&b, ")");
+        luaL_pushresult(&b);
+        luaL_argerror(L, idx, lua_tostring(L, -1));
+    }
 }
 
 void pv_set_int(lua_State *L, const char *key, lua_Integer value)

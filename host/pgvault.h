@@ -136,8 +136,14 @@ void pv_log_set_level(int level);
 /* Registers a literal secret (a password, a key): it is masked wherever
  * it appears in a log line or an error message from then on. */
 void pv_log_add_secret(const char *secret);
-/* Writes a redacted copy of `in` into `out` (always NUL-terminated). */
+/* Writes a redacted copy of `in` into `out` (always NUL-terminated):
+ * registered secrets, URL passwords, age identities, authorization
+ * headers and tokens, key=value secrets (see host/redact.c). */
 void pv_redact(const char *in, char *out, size_t outsz);
+/* Whether redaction would mask anything in `in`. */
+bool pv_redacts(const char *in);
+/* Keeps the last n lines written (redacted) for log.tail(); 0 stops. */
+void pv_log_capture(size_t n);
 
 /* ------------------------------------------------------------------ */
 /* Interruption                                                        */
@@ -231,12 +237,17 @@ typedef struct pv_child {
     bool reaped;
 } pv_child;
 
-/* Starts argv[0] (looked up on PATH) with the current environment plus
- * `env` ("KEY=VALUE" entries, NULL-terminated, may be NULL; "KEY=" with an
- * empty value and no '=' removes KEY). Pipes per `flags`; all pipe ends in
- * the parent are close-on-exec. Never puts secrets in argv: use env. */
+/* Starts argv[0] (looked up on PATH). Its environment is the allowed part
+ * of ours (pv_child_env_allowed: PATH, HOME, locale, TZ, TMPDIR, TERM,
+ * libpq's PG* settings but PGPASSWORD ...) plus `env` ("KEY=VALUE"
+ * entries, NULL-terminated, may be NULL; "KEY" without '=' removes KEY):
+ * a credential reaches a child only when its caller passes it. Pipes per
+ * `flags`; all pipe ends in the parent are close-on-exec. Never put
+ * secrets in argv: use env. */
 int pv_child_spawn(pv_child *c, const char *const *argv, const char *const *env, const char *cwd,
                    int flags, pv_err *err);
+/* Whether a child inherits the variable named by name[0..len). */
+bool pv_child_env_allowed(const char *name, size_t len);
 /* Waits for the child; returns the raw status (also in c->status). */
 int pv_child_wait(pv_child *c);
 /* SIGTERM, then SIGKILL after `grace_ms`; reaps it. Safe on a reaped child. */
@@ -272,6 +283,10 @@ lua_Integer pv_opt_int(lua_State *L, int idx, const char *key, lua_Integer dflt)
 lua_Number pv_opt_num(lua_State *L, int idx, const char *key, lua_Number dflt);
 const char *pv_opt_str(lua_State *L, int idx, const char *key, const char *dflt);
 bool pv_opt_bool(lua_State *L, int idx, const char *key, bool dflt);
+/* A key of the options table at idx not in `known` (NULL-terminated) is an
+ * argument error: "unknown option 'levle' (known: level, threads ...)".
+ * Integer keys (an array part) are allowed. */
+void pv_opt_only(lua_State *L, int idx, const char *const *known);
 
 /* Report tables: t[key] = value for the table on top of the stack.
  * pv_set_str sets nothing when value is NULL. */

@@ -58,12 +58,24 @@ static void history_open(void)
     else if (home && *home)
         snprintf(history_path, sizeof history_path, "%s/.pgvault_history", home);
     stifle_history(HISTORY_MAX);
-    if (history_path[0]) read_history(history_path);
+    if (!history_path[0] || read_history(history_path) != 0) return;
+    /* A file written by an older pgvault (or by hand) may hold secrets. */
+    bool purged = false;
+    for (int i = history_length - 1; i >= 0; i--) {
+        HIST_ENTRY *e = history_get(history_base + i);
+        if (e && pv_redacts(e->line)) {
+            free_history_entry(remove_history(i));
+            purged = true;
+        }
+    }
+    if (purged) write_history(history_path);
 }
 
+/* A line that holds anything the redactor would mask (a URL's password,
+ * an age identity, a token, a registered secret) is never stored. */
 static void history_add(const char *chunk)
 {
-    if (!*chunk) return;
+    if (!*chunk || pv_redacts(chunk)) return;
     HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
     if (last && strcmp(last->line, chunk) == 0) return;
     add_history(chunk);
@@ -127,70 +139,56 @@ static int compare_matches(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Walks a.b.c (or a.b:c) without calling anything but plain indexing of
- * tables and metatable __index tables. */
-static char **complete(const char *text, int start, int end)
+/* Replaces the table on top by its field `part`, looked up with rawget or
+ * through a metatable's __index table, never by calling anything. */
+static void index_plainly(lua_State *L, const char *part)
 {
-    (void)start, (void)end;
-    lua_State *L = repl_L;
-    int top = lua_gettop(L);
-    nmatches = 0;
-    matches = NULL;
-    match_cap = 0;
-    rl_attempted_completion_over = 1;
-    rl_completion_suppress_append = 1;
-    const char *sep = NULL;
-    for (const char *p = text; *p; p++)
-        if (*p == '.' || *p == ':') sep = p;
-    lua_pushglobaltable(L);
-    size_t plen = 0;
-    if (sep) {
-        plen = (size_t)(sep - text) + 1;
-        char path[512];
-        if (plen >= sizeof path) goto done;
-        memcpy(path, text, plen - 1);
-        path[plen - 1] = '\0';
-        char *save = NULL;
-        for (char *part = strtok_r(path, ".:", &save); part; part = strtok_r(NULL, ".:", &save)) {
-            if (lua_istable(L, -1)) {
-                lua_pushstring(L, part);
-                lua_rawget(L, -2);
-            } else {
-                lua_pushnil(L);
-            }
-            if (lua_isnil(L, -1) && lua_getmetatable(L, -2)) {
-                lua_getfield(L, -1, "__index");
-                lua_remove(L, -2);
-                if (lua_istable(L, -1)) {
-                    lua_getfield(L, -1, part);
-                    lua_remove(L, -2);
-                }
-                lua_remove(L, -2);
-            }
+    if (lua_istable(L, -1)) {
+        lua_pushstring(L, part);
+        lua_rawget(L, -2);
+    } else {
+        lua_pushnil(L);
+    }
+    if (lua_isnil(L, -1) && lua_getmetatable(L, -2)) {
+        lua_getfield(L, -1, "__index");
+        lua_remove(L, -2);
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, part);
             lua_remove(L, -2);
-            if (lua_isnil(L, -1)) goto done;
         }
+        lua_remove(L, -2);
     }
-    add_keys(L, text, plen, text, 0);
-    if (!sep) {
-        static const char *const keywords[] = {
-            "and",      "break",  "do",   "else", "elseif", "end",   "false", "for",
-            "function", "goto",   "if",   "in",   "local",  "nil",   "not",   "or",
-            "repeat",   "return", "then", "true", "until",  "while", NULL};
-        for (int i = 0; keywords[i]; i++)
-            add_match("", 0, keywords[i], text);
+    lua_remove(L, -2);
+}
+
+/* Walks "a.b." (or "a.b:") from the globals on top; false when nothing
+ * is there. */
+static bool walk_path(lua_State *L, const char *text, size_t plen)
+{
+    char path[512];
+    if (plen >= sizeof path) return false;
+    memcpy(path, text, plen - 1);
+    path[plen - 1] = '\0';
+    char *save = NULL;
+    for (char *part = strtok_r(path, ".:", &save); part; part = strtok_r(NULL, ".:", &save)) {
+        index_plainly(L, part);
+        if (lua_isnil(L, -1)) return false;
     }
-done:
-    lua_settop(L, top);
-    if (nmatches == 0) {
+    return true;
+}
+
+/* Readline wants [common prefix, match1, ..., NULL]; takes the matches. */
+static char **readline_matches(void)
+{
+    qsort(matches, nmatches, sizeof *matches, compare_matches);
+    char **out = malloc((nmatches + 2) * sizeof *out);
+    if (!out) {
+        for (size_t i = 0; i < nmatches; i++)
+            free(matches[i]);
         free(matches);
         matches = NULL;
         return NULL;
     }
-    qsort(matches, nmatches, sizeof *matches, compare_matches);
-    /* Readline wants [common prefix, match1, ..., NULL]. */
-    char **out = malloc((nmatches + 2) * sizeof *out);
-    if (!out) return NULL;
     size_t common = strlen(matches[0]);
     for (size_t i = 1; i < nmatches; i++) {
         size_t k = 0;
@@ -212,6 +210,38 @@ done:
     return out;
 }
 
+/* Completes a global, a field (a.b.c, a.b:c) or a keyword. */
+static char **complete(const char *text, int start, int end)
+{
+    (void)start, (void)end;
+    lua_State *L = repl_L;
+    int top = lua_gettop(L);
+    nmatches = 0;
+    matches = NULL;
+    match_cap = 0;
+    rl_attempted_completion_over = 1;
+    rl_completion_suppress_append = 1;
+    const char *sep = NULL;
+    for (const char *p = text; *p; p++)
+        if (*p == '.' || *p == ':') sep = p;
+    size_t plen = sep ? (size_t)(sep - text) + 1 : 0;
+    lua_pushglobaltable(L);
+    if (!sep || walk_path(L, text, plen)) add_keys(L, text, plen, text, 0);
+    if (!sep) {
+        static const char *const keywords[] = {
+            "and",      "break",  "do",   "else", "elseif", "end",   "false", "for",
+            "function", "goto",   "if",   "in",   "local",  "nil",   "not",   "or",
+            "repeat",   "return", "then", "true", "until",  "while", NULL};
+        for (int i = 0; keywords[i]; i++)
+            add_match("", 0, keywords[i], text);
+    }
+    lua_settop(L, top);
+    if (nmatches > 0) return readline_matches();
+    free(matches);
+    matches = NULL;
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* Evaluation                                                          */
 /* ------------------------------------------------------------------ */
@@ -224,68 +254,36 @@ static bool incomplete(lua_State *L, int status)
     return len >= 5 && strcmp(msg + len - 5, "<eof>") == 0;
 }
 
-/* Compiles `chunk`, first as an expression. Returns a status; the function
- * or the error message is on the stack. */
-static int compile(lua_State *L, const char *chunk)
+/* Appends a continuation line to the chunk being typed; NULL when out of
+ * memory (both are freed). */
+static char *join_lines(char *chunk, char *line)
 {
-    const char *ret = lua_pushfstring(L, "return %s;", chunk);
-    int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
-    lua_remove(L, -2);
-    if (status == LUA_OK) return status;
-    lua_pop(L, 1);
-    return luaL_loadbuffer(L, chunk, strlen(chunk), "=stdin");
+    if (!chunk) return line;
+    size_t n = strlen(chunk) + strlen(line) + 2;
+    char *joined = malloc(n);
+    if (joined) snprintf(joined, n, "%s\n%s", chunk, line);
+    free(chunk);
+    free(line);
+    return joined;
 }
 
-static void print_values(lua_State *L, int base)
+/* Runs a compiled chunk (on top) and prints what it returns, or reports
+ * its error; the REPL goes on either way. */
+static void run_compiled(lua_State *L, int base)
 {
-    int n = lua_gettop(L) - base;
-    if (n <= 0) return;
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "lib.pretty");
-    if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
+    int status = pv_runtime_pcall(L, 0, LUA_MULTRET);
+    lua_sethook(L, NULL, 0, 0);
+    if (status != LUA_OK) {
         pv_runtime_report(L, "repl");
         lua_settop(L, base);
-        return;
     }
-    lua_getfield(L, -1, "print");
-    lua_remove(L, -2);
-    lua_insert(L, base + 1);
-    if (pv_runtime_pcall(L, n, 0) != LUA_OK) pv_runtime_report(L, "repl");
-    lua_settop(L, base);
+    pv_interrupt_clear();
+    if (status == LUA_OK) pv_runtime_print(L, base);
 }
 
-static void preload_modules(lua_State *L)
-{
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "pgvault");
-    lua_call(L, 1, 1);
-    for (const pv_module *m = pv_modules; m->name; m++) {
-        const char *shortname = strrchr(m->name, '.') + 1;
-        lua_getglobal(L, "require");
-        lua_pushstring(L, m->name);
-        if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
-            pv_runtime_report(L, m->name);
-            continue;
-        }
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, shortname);
-        /* Short names too, unless they would hide something. */
-        lua_pushglobaltable(L);
-        lua_pushstring(L, shortname);
-        if (lua_rawget(L, -2) == LUA_TNIL) {
-            lua_pushstring(L, shortname);
-            lua_pushvalue(L, -4);
-            lua_rawset(L, -4);
-        }
-        lua_pop(L, 3);
-    }
-    lua_setglobal(L, "pgvault");
-}
-
-int pv_repl(lua_State *L)
+static void repl_setup(lua_State *L)
 {
     repl_L = L;
-    preload_modules(L);
     rl_readline_name = "pgvault";
     rl_catch_signals = 0;
     rl_getc_function = repl_getc;
@@ -296,7 +294,11 @@ int pv_repl(lua_State *L)
     printf("pgvault %s (%s): Lua with pgvault's modules (pg, stream, s3 ...). Ctrl-D leaves.\n",
            PGVAULT_VERSION, LUA_RELEASE);
     fflush(stdout);
+}
 
+int pv_repl(lua_State *L)
+{
+    repl_setup(L);
     char *chunk = NULL;
     for (;;) {
         line_cancelled = false;
@@ -308,22 +310,9 @@ int pv_repl(lua_State *L)
             continue;
         }
         if (!line) break; /* Ctrl-D */
-        if (chunk) {
-            size_t n = strlen(chunk) + strlen(line) + 2;
-            char *joined = malloc(n);
-            if (!joined) {
-                free(line);
-                break;
-            }
-            snprintf(joined, n, "%s\n%s", chunk, line);
-            free(chunk);
-            free(line);
-            chunk = joined;
-        } else {
-            chunk = line;
-        }
+        if (!(chunk = join_lines(chunk, line))) break;
         int base = lua_gettop(L);
-        int status = compile(L, chunk);
+        int status = pv_runtime_compile(L, chunk, "=stdin");
         if (incomplete(L, status)) {
             lua_settop(L, base);
             continue;
@@ -331,21 +320,12 @@ int pv_repl(lua_State *L)
         history_add(chunk);
         free(chunk);
         chunk = NULL;
-        if (status != LUA_OK) {
+        if (status == LUA_OK) {
+            run_compiled(L, base);
+        } else {
             pv_runtime_report(L, "repl");
             lua_settop(L, base);
-            continue;
         }
-        status = pv_runtime_pcall(L, 0, LUA_MULTRET);
-        lua_sethook(L, NULL, 0, 0);
-        if (status != LUA_OK) {
-            pv_runtime_report(L, "repl");
-            pv_interrupt_clear();
-            lua_settop(L, base);
-            continue;
-        }
-        pv_interrupt_clear();
-        print_values(L, base);
     }
     free(chunk);
     printf("\n");

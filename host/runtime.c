@@ -84,6 +84,7 @@ static int open_base(lua_State *L)
     pv_signals_funcs(L);
     pv_scripts_funcs(L);
     pv_log_funcs(L);
+    pv_secrets_funcs(L);
     pv_set_str(L, "version", PGVAULT_VERSION);
     pv_set_bool(L, "verbose", pv_verbose);
     pv_log_push_table(L);
@@ -156,4 +157,88 @@ int pv_runtime_pcall(lua_State *L, int nargs, int nresults)
     int status = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);
     return status;
+}
+
+/* Compiles `chunk`, first as an expression ("return <chunk>;"), as lua.c's
+ * REPL does. Returns a status; the function or the message is on top. */
+int pv_runtime_compile(lua_State *L, const char *chunk, const char *name)
+{
+    const char *ret = lua_pushfstring(L, "return %s;", chunk);
+    int status = luaL_loadbuffer(L, ret, strlen(ret), name);
+    lua_remove(L, -2);
+    if (status == LUA_OK) return status;
+    lua_pop(L, 1);
+    return luaL_loadbuffer(L, chunk, strlen(chunk), name);
+}
+
+/* Replaces the value at idx by its printed form: strings, numbers,
+ * booleans and nil as print shows them (as lua.c's REPL does), anything
+ * else through lib.pretty's format (a table readably, nested), falling
+ * back to tostring when there is no such function (a user's lib/pretty). */
+static void printed_form(lua_State *L, int idx, int format)
+{
+    bool own_tostring = luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL;
+    if (own_tostring) lua_pop(L, 1); /* an error object prints its message */
+    if (lua_type(L, idx) == LUA_TTABLE && format && !own_tostring) {
+        lua_pushvalue(L, format);
+        lua_pushvalue(L, idx);
+        if (pv_runtime_pcall(L, 1, 1) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+            lua_replace(L, idx);
+            return;
+        }
+        lua_pop(L, 1);
+    }
+    luaL_tolstring(L, idx, NULL);
+    lua_replace(L, idx);
+}
+
+/* Prints the values above `base` as the REPL does and pops them. */
+void pv_runtime_print(lua_State *L, int base)
+{
+    int n = lua_gettop(L) - base;
+    if (n <= 0) return;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lib.pretty");
+    int format = 0;
+    if (pv_runtime_pcall(L, 1, 1) == LUA_OK && lua_istable(L, -1) &&
+        lua_getfield(L, -1, "format") == LUA_TFUNCTION) {
+        format = lua_gettop(L);
+    }
+    for (int i = base + 1; i <= base + n; i++)
+        printed_form(L, i, format);
+    lua_settop(L, base + n);
+    lua_getglobal(L, "print");
+    lua_insert(L, base + 1);
+    if (pv_runtime_pcall(L, n, 0) != LUA_OK) pv_runtime_report(L, "print");
+    lua_settop(L, base);
+}
+
+/* The global `pgvault` (the base module with every binding as a field:
+ * pgvault.stream ...) and each binding under its short name (stream, pg
+ * ...) unless that would hide a global. */
+void pv_runtime_globals(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "pgvault");
+    lua_call(L, 1, 1);
+    for (const pv_module *m = pv_modules; m->name; m++) {
+        const char *shortname = strrchr(m->name, '.') + 1;
+        lua_getglobal(L, "require");
+        lua_pushstring(L, m->name);
+        if (pv_runtime_pcall(L, 1, 1) != LUA_OK) {
+            pv_runtime_report(L, m->name);
+            continue;
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, shortname);
+        lua_pushglobaltable(L);
+        lua_pushstring(L, shortname);
+        if (lua_rawget(L, -2) == LUA_TNIL) {
+            lua_pushstring(L, shortname);
+            lua_pushvalue(L, -4);
+            lua_rawset(L, -4);
+        }
+        lua_pop(L, 3);
+    }
+    lua_setglobal(L, "pgvault");
 }

@@ -37,6 +37,14 @@ void pv_runtime_close(lua_State *L);
  * traceback handler. Returns a LUA_* status; on error the error value is on
  * the stack. */
 int pv_runtime_pcall(lua_State *L, int nargs, int nresults);
+/* Compiles a chunk as the REPL does (an expression first); pushes the
+ * function or the message; returns a LUA_* status. */
+int pv_runtime_compile(lua_State *L, const char *chunk, const char *name);
+/* Prints the values above base as the REPL does (lib.pretty), pops them. */
+void pv_runtime_print(lua_State *L, int base);
+/* Sets the globals every way of running Lua has: pgvault, and the
+ * bindings' short names (stream, pg ...). */
+void pv_runtime_globals(lua_State *L);
 /* Prints one clean error line (traceback with -v) for the value on top. */
 void pv_runtime_report(lua_State *L, const char *context);
 /* Exit code for the error value on top: 130 interrupted, 2 usage, else 1. */
@@ -59,6 +67,16 @@ void pv_error_funcs(lua_State *L);   /* error, raise, is_error, error_kinds */
 void pv_signals_funcs(lua_State *L); /* interrupted, uninterrupted, critical, signalled */
 void pv_scripts_funcs(lua_State *L); /* embedded, embedded_list, script_dirs */
 void pv_log_funcs(lua_State *L);     /* redact */
+void pv_secrets_funcs(lua_State *L); /* hide_arg */
+
+/* Secrets in our own process (secrets.c): core dumps off unless
+ * PGVAULT_CORE_DUMPS=1; argv copied, then scrubbed in place (again after
+ * each pv_argv_hide). */
+void pv_secrets_harden(void);
+char **pv_argv_capture(int argc, char **argv);
+void pv_argv_scrub(void);
+void pv_argv_hide(const char *value);
+void pv_argv_release(void);
 
 /* The error object's metatable (error.c). */
 void pv_error_open(lua_State *L);

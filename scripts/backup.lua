@@ -1,47 +1,58 @@
 -- dump a database into a compressed custom-format archive with a manifest
+--
+-- The procedure, step by step. Copy this file to change it ('pgvault scripts
+-- --copy backup DIR', then 'pgvault --scripts DIR backup …'): reorder, drop
+-- or add a step here; the mechanics are in scripts/lib/backup.lua. README
+-- "Customising a workflow" lists what each step offers.
 local backup = require "lib.backup"
 local cli = require "lib.cli"
-local s3cli = require "lib.s3cli"
+local config = require "lib.config"
+local trust = require "lib.trust"
 
-local o = cli.parse(arg, {
-  usage = "pgvault backup --db URL [--to DIR] [--suffix NAME] [--compress zstd|pg|none] [--level N] "
-    .. "[-r RECIPIENT]... [-R FILE]...",
-  summary = "Dumps the database with pg_dump (custom format) into DIR/YYYYMMDDHHMMSS_<suffix>.backup\n"
-    .. "(UTC) plus <name>.manifest.json, written once the archive is complete. By default pg_dump\n"
-    .. "writes an uncompressed archive that pgvault compresses with zstd on every core into\n"
-    .. "….backup.zst ('zstd -d' gives back a plain archive); --compress pg keeps pg_dump's own\n"
-    .. "gzip in a plain .backup, none stores it raw. Prints the archive's path last on stdout.\n"
-    .. "If pg_dump fails or is killed, nothing is left under the final name.",
-  options = s3cli.with_options({
-    { "db", "d", "URL", "the database (postgresql://user@host:port/db or a conninfo string)" },
-    { "to", "o", "DIR", "where to write: a directory or s3://BUCKET/PREFIX/ (default db_backups)" },
-    { "suffix", "s", "NAME", "environment name in the file name (default local)" },
-    { "compress", "c", "METHOD", "zstd (default), pg or none" },
-    { "level", "l", "N", "compression level (zstd 1-19, default 3; pg 1-9, default 6)" },
-    { "pg-bin", nil, "DIR", "directory of the pg_dump to use (default: the newest that fits the server)" },
-    { "recipient", "r", "RECIPIENT", "encrypt the backup to an age recipient (….backup.zst.age)", multi = true },
-    { "recipients-file", "R", "FILE", "encrypt to every age recipient listed in FILE", multi = true },
-  }),
-  epilog = "The password may be in the URL, PGPASSWORD or ~/.pgpass; it never reaches a command line.",
+-- The options (--help shows them; add your own with cli.with_options); with
+-- --env NAME, the environment's settings in pgvault.conf.lua fill in what
+-- the flags leave out (--sign KEY too: lib.trust's options).
+local spec = config.cli(cli.with_options(backup.CLI, trust.SIGN_OPTIONS))
+local o = config.apply(cli.parse(arg, spec), spec)
+
+-- Check the options, ask the database who it is, find a pg_dump for it.
+local job = backup.plan(o)
+
+-- --sign KEY: the signing key, read now, so that a wrong password fails
+-- before anything is dumped (lib.trust; README "Signed backups").
+local signer <close> = trust.signer(o)
+
+-- Where the backup goes: a directory or s3://BUCKET/PREFIX/. An unfinished
+-- backup is removed when `dest` goes out of scope, whatever stopped it.
+local dest <close> = backup.destination(job)
+
+-- pg_dump's archive flows through these stages, in this order, into the
+-- file or the multipart upload (dest:sink(), always last). The name's
+-- .zst and .age follow the stages that run.
+local r = backup.pipeline(job, dest, {
+  backup.pg_dump(job),     -- pg_dump -Fc (uncompressed unless --compress pg)
+  backup.digest("plain"),  -- SHA-256 of the archive that pg_restore reads
+  backup.verifier(job),    -- parses the archive as it passes: a damaged dump is never committed
+  backup.compressor(job),  -- zstd on every core (--compress zstd, the default)
+  backup.encryptor(job),   -- age, to the recipients of -r/-R
+  backup.digest("stored"), -- SHA-256 of the bytes as stored
+  trust.blocks(job),       -- SHA-256 of each block as stored: a restore checks each before using it
+  backup.progress(),       -- the meter, on a terminal
+  dest:sink(),             -- the archive, under a name no other backup has
 })
-if not o.db then
-  require("pgvault").raise("usage", "missing --db URL (see 'pgvault backup --help')")
-end
--- Encryption (age) as the archive streams: a filter after compression, ".age"
--- on the name, and the recipients' fingerprints (never secrets) in the manifest.
-local crypto = require "pgvault.crypto"
-local recipients = {}
-for _, r in ipairs(o.recipient) do recipients[#recipients + 1] = crypto.check_recipient(r) end
-for _, f in ipairs(o.recipients_file) do
-  for _, r in ipairs(crypto.read_recipients(f)) do recipients[#recipients + 1] = r end
-end
-local filters, extension, encryption
-if #recipients > 0 then
-  local fingerprints = {}
-  for i, r in ipairs(recipients) do fingerprints[i] = crypto.fingerprint(r) end
-  filters, extension = { crypto.encryptor { recipients = recipients } }, ".age"
-  encryption = { method = "age", recipients = fingerprints }
-end
-local b = backup.run { db = o.db, to = o.to, suffix = o.suffix, compress = o.compress, level = o.level,
-  pg_bin = o.pg_bin, filters = filters, extension = extension, encryption = encryption, s3 = s3cli.opts(o) }
-print(b.path)
+
+-- What the manifest records: sizes, digests, tables and row counts, the
+-- database's properties.
+local m = backup.manifest(job, dest, r)
+
+-- The block digests recorded; for an encrypted backup, what reveals the
+-- schema sealed to its recipients; with --sign, NAME.manifest.json.minisig
+-- written beside the archive, before the manifest (change m before this).
+trust.seal_and_sign(job, dest, m, r, signer)
+
+-- The manifest, written only if absent, commits the backup.
+dest:commit(m)
+
+-- The summary line; the path on stdout.
+backup.report(job, dest, r)
+print(dest.path)

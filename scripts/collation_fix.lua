@@ -1,6 +1,8 @@
 -- rebuild the indexes a collation version change put at risk, then refresh the versions
 local cli = require "lib.cli"
 local collation = require "lib.collation"
+local json = require "lib.json"
+local reindex = require "lib.reindex"
 local pgvault = require "pgvault"
 
 local o = cli.parse(arg, {
@@ -16,12 +18,18 @@ local o = cli.parse(arg, {
     { "all-databases", "a", false, "fix every database of that server that accepts connections" },
     { "dry-run", "n", false, "show what would be done; change nothing, take no backup" },
     { "no-backup", nil, false, "skip the backup taken before anything changes" },
-    { "to", nil, "DIR", "where the backup goes (default: db_backups)", default = "db_backups" },
+    { "to", nil, "DIR", "where the backup goes (default: db_backups)" },
     { "json", nil, false, "print the outcome as JSON on stdout" },
   },
   epilog = "Privileges: REINDEX needs ownership of each table, the refresh needs ownership of the database\n"
     .. "and of each collation (or a superuser). The backup needs pg_dump (see 'pgvault backup --help').",
 })
+
+if o.no_backup and o.to then
+  pgvault.raise("usage", "--to names where the backup goes, and --no-backup takes none (see 'pgvault collation-fix "
+    .. "--help')")
+end
+o.to = o.to or "db_backups"
 
 local function say(fmt, ...)
   if not o.json then print(string.format(fmt, ...)) end
@@ -56,12 +64,12 @@ local function fix_database(target)
   end
 
   -- 2. The statements, and whether this user may run them.
-  out.plan = collation.plan(before)
+  out.plan = reindex.plan(before)
   if o.dry_run then
     say("dry run: would back up %s%s, then run:", target.name, o.no_backup and " (no: --no-backup)" or (" to " .. o.to))
     for _, s in ipairs(out.plan) do say("  %s;", s) end
   end
-  local missing = collation.missing_privileges(before)
+  local missing = reindex.missing_privileges(before)
   if #missing > 0 then
     conn:close()
     pgvault.raise("pg", string.format("cannot fix database %s as user %s: it needs ownership of %s; connect as the "
@@ -82,11 +90,11 @@ local function fix_database(target)
   end
 
   -- 4. Rebuild, then refresh what every rebuild allows.
-  local result = collation.fix(conn, before)
+  local result = reindex.fix(conn, before)
   conn:close()
   out.rebuilt, out.failed = result.rebuilt, result.failed
   out.refreshed, out.not_refreshed = result.refreshed, result.not_refreshed
-  say_lines(collation.describe_fix(result, before.user))
+  say_lines(reindex.describe(result, before.user))
 
   -- 5. Check again, on a new connection: the start-up warning must be gone too.
   local conn2 <close> = collation.connect(target.url)
@@ -115,7 +123,7 @@ for _, target in ipairs(collation.targets(o.db or "", o.all_databases)) do
   end
 end
 
-if o.json then print(collation.json({ ok = #failures == 0, databases = results })) end
+if o.json then print(json.encode({ ok = #failures == 0, databases = json.array(results) })) end
 if #failures > 0 then
   pgvault.raise("verify", "collation fix incomplete for " .. table.concat(failures, ", ") ..
     ": see the report above; nothing was refreshed where an index did not rebuild")

@@ -11,7 +11,7 @@ local o = cli.parse(arg, {
     .. "FILE's name). Small files go in one PutObject, larger ones in parallel multipart parts,\n"
     .. "each checked with Content-MD5 and its ETag. On failure or Ctrl-C the multipart upload\n"
     .. "is aborted: nothing appears under KEY. Prints the object's address and SHA-256.",
-  options = s3cli.with_options({}),
+  options = s3cli.with_options({}, { upload = true }),
   positionals = { { "FILE", "the file to upload, or - for standard input" }, { "DEST", "s3://BUCKET/KEY" } },
 })
 
@@ -38,6 +38,6 @@ else
 end
 
 local r = stream.run { source, stream.sha256(), s3.writer(s3cli.opts(o, { url = dest, expected_size = expected })) }
-io.stderr:write(string.format("uploaded %s to s3://%s/%s in %s (%d part%s)\n", cli.bytes(r.bytes), bucket, key,
-  cli.duration(r.seconds), r.s3.parts, r.s3.parts == 1 and "" or "s"))
+log.info("uploaded %s to s3://%s/%s in %s (%d part%s)", cli.bytes(r.bytes), bucket, key, cli.duration(r.seconds),
+  r.s3.parts, r.s3.parts == 1 and "" or "s")
 print(string.format("s3://%s/%s  sha256:%s", bucket, key, r.sha256.sha256))

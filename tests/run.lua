@@ -74,6 +74,8 @@ local function run_files(env_path)
     argv.env = {
       PGVAULT_TEST_ENV = env_path, PGVAULT_TEST_RESULT = result, PGVAULT_TEST_OUT = out,
       PGVAULT_BIN = bin, TMPDIR = tmp, PGVAULT_HISTORY = tmp .. "/history",
+      -- children inherit no other variable of ours (host/child.c's allow-list)
+      PGVAULT_VALGRIND = valgrind or false, PGVAULT_TEST_VERBOSE = os.getenv("PGVAULT_TEST_VERBOSE") or false,
     }
     argv.stdout = "inherit"
     running[#running + 1] = { file = file, handle = proc.spawn(argv), out = out, result = result,

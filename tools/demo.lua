@@ -86,6 +86,8 @@ local function main()
   local conn = pg.connect(string.format("host=127.0.0.1 port=%d user=%s dbname=shop password=%s",
     p.port, p.user, p.password))
   conn:exec([[
+COMMENT ON DATABASE shop IS 'the web shop';
+ALTER DATABASE shop SET statement_timeout = '30s';
 CREATE SCHEMA sales;
 CREATE TABLE customers (id bigserial PRIMARY KEY, name text NOT NULL, email text UNIQUE, city text,
   created_at timestamptz NOT NULL DEFAULT now());
@@ -118,6 +120,19 @@ INSERT INTO sales.orders (customer_id, total, note, placed_at)
   pgvault({ "verify", local_backup })
   pgvault({ "list", "--from", "db_backups" })
 
+  step("Your own procedure: a copied backup.lua with one more step")
+  pgvault({ "scripts", "--copy", "backup", "my-workflows" })
+  local script = fs.read_file(base .. "/my-workflows/backup.lua")
+  local added = '-- my step: NAME.sha256 beside the backup, for sha256sum -c\n'
+    .. 'dest:write_beside(".sha256", r.stored.sha256 .. "  " .. dest.name .. "\\n")\n'
+  local edited, n = script:gsub("\ndest:commit%(m%)\n", function(line) return line .. added end)
+  check(n == 1, "the step goes after dest:commit(m) in my-workflows/backup.lua")
+  fs.write_file(base .. "/my-workflows/backup.lua", edited)
+  r = pgvault({ "--scripts", "my-workflows", "backup", "--db", url, "--to", "db_backups", "--suffix", "mine" })
+  local mine = last_line(r.stdout):match("[^/]+$")
+  local sum = proc.run({ "sha256sum", "-c", mine .. ".sha256", cwd = base .. "/db_backups" })
+  check(sum.code == 0, "sha256sum -c " .. mine .. ".sha256 says " .. (sum.stdout:match("(%S+)%s*$") or "?"))
+
   step("An age key for the off-site copies")
   pgvault({ "keygen", "-o", "backup.key" })
   r = pgvault({ "keygen", "-y", "backup.key" })
@@ -146,6 +161,11 @@ INSERT INTO sales.orders (customer_id, total, note, placed_at)
   check(c2 == c0 and o2 == o0, string.format("shop has %d customers and %d orders again", c2, o2))
   local old = admin:query("SELECT datname FROM pg_database WHERE datname LIKE 'shop_old_%'")
   check(#old == 1, "the damaged copy is kept as " .. tostring(old[1] and old[1].datname))
+  local props = admin:query([[SELECT shobj_description(d.oid, 'pg_database') AS comment,
+    (SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole = 0) AS conf
+    FROM pg_database d WHERE datname = 'shop']])[1]
+  check(props.comment == "the web shop" and props.conf == "statement_timeout=30s",
+    "shop keeps its comment and its settings (" .. tostring(props.conf) .. ")")
   conn:close()
 
   step("The 'collation version mismatch' warning, found and fixed")
@@ -154,6 +174,10 @@ INSERT INTO sales.orders (customer_id, total, note, placed_at)
   pgvault({ "collation-fix", "--db", url, "--to", "db_backups" })
   pgvault({ "collation-check", "--db", url })
   admin:close()
+
+  -- The nightly job with a configuration file (the nightly team's part).
+  dofile(root .. "/tools/demo_nightly.lua") { step = step, pgvault = pgvault, check = check, indent = indent,
+    base = base, env = env, url = url, root = root, recipient = recipient }
 
   io.write("\n\27[1mThe demo ran every step.\27[0m Services and files are removed now.\n")
 end

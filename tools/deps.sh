@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what pgvault needs to build and test, idempotently: Debian
-# packages, the en_US.UTF-8 locale and the npm packages pinned in
-# package-lock.json. A second run only checks and takes seconds.
+# packages (the suite's S3 server is Ceph's RADOS Gateway: ceph-mon,
+# ceph-osd, radosgw), the en_US.UTF-8 locale and the npm packages pinned
+# in package-lock.json. A second run only checks and takes seconds.
 set -eu
 
 PACKAGES="build-essential pkg-config
@@ -11,9 +12,10 @@ libzstd-dev zstd liblz4-dev zlib1g-dev libexpat1-dev libreadline-dev
 postgresql-15 postgresql-client-15 postgresql-contrib
 age awscli python3 locales minisign
 nodejs npm
-clang libclang-rt-14-dev valgrind tmux time procps
+clang libclang-rt-14-dev valgrind tmux time procps curl lcov
 libisal-dev
-pgbouncer curl"
+pgbouncer
+ceph-mon ceph-osd radosgw faketime"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 

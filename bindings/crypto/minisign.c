@@ -133,6 +133,9 @@ int ms_public_parse(ms_public_key *pk, const char *text, size_t len, pv_err *err
         n--;
     if (!only_blank(p, end))
         return public_fail(err, "expected one line of base64 (RW...), or a comment line and that");
+    if (n == SK_B64)
+        return public_fail(err, "this is a secret key (keep it private): give its public key file "
+                                "(FILE.pub, RW...)");
     uint8_t raw[PK_BYTES + 2];
     if (b64_exact(line, n, MS_PUBLIC_B64, raw, PK_BYTES) < 0)
         return public_fail(err, "expected 56 base64 characters starting with RW");

@@ -284,9 +284,11 @@ static int stage_start(pv_stage *s, pv_err *err)
     int flags = d->mode == DUMP_SOURCE ? (PV_PIPE_OUT | PV_PIPE_ERR | PV_NULL_IN)
                                        : (PV_PIPE_IN | PV_PIPE_OUT | PV_ERR_TO_OUT);
     d->argv[0] = d->bin.path;
-    if (pv_child_spawn(&d->child, (const char *const *)d->argv, (const char *const *)d->conn.env,
-                       NULL, flags, err) < 0)
-        return -1;
+    pg_child_conn_inherit(&d->conn, true);
+    int spawned = pv_child_spawn(&d->child, (const char *const *)d->argv,
+                                 (const char *const *)d->conn.env, NULL, flags, err);
+    pg_child_conn_inherit(&d->conn, false);
+    if (spawned < 0) return -1;
     d->spawned = true;
     pv_log(PV_LOG_DEBUG, "started %s %s (pid %d)", d->bin.path, d->bin.version, (int)d->child.pid);
     /* Bigger pipes than the default 64 KiB: fewer wake-ups per megabyte on
@@ -480,6 +482,7 @@ dump_stage *dump_stage_push(lua_State *L, int opts, const char *program, const d
                             int mode)
 {
     dump_stage *d = pv_stage_new(L, mode == DUMP_SOURCE ? &source_ops : &sink_ops, sizeof *d, opts);
+    d->conn.passfd = d->conn.servicefd = -1;
     if (strcmp(d->base.label, source_ops.name) == 0)
         snprintf(d->base.label, sizeof d->base.label, "%s", program);
     d->log_warnings = pv_opt_bool(L, opts, "log_warnings", true);

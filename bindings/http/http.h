@@ -80,4 +80,22 @@ char *http_mask_url(const char *url, size_t secret_path_end);
 /* Registers with the log's redaction what http_mask_url would hide. */
 void http_register_url_secrets(const char *url, size_t secret_path_end);
 
+/* ------------------------------------------------------------------ */
+/* The Lua side (http.c builds calls, answer.c answers them)            */
+/* ------------------------------------------------------------------ */
+
+#define CJSON_KEY "pgvault.http.cjson" /* the module's own lua-cjson instance */
+
+/* A request being built and run: a userdata, so that a Lua error while
+ * reading the options frees everything (its __gc). */
+typedef struct call_ud {
+    http_call call;
+    http_bytes url;
+    char *shown;
+} call_ud;
+void http_call_ud_free(call_ud *cu);
+/* Runs the call (on the client's handle `easy`); pushes the answer table
+ * or frees the call and raises. */
+int http_run_call(lua_State *L, CURL *easy, call_ud *cu);
+
 #endif

@@ -58,20 +58,30 @@ int pg_conninfo_neon_direct(pg_conninfo *ci, char *from, size_t fromsz, char *to
  * not a Neon pooled host. */
 bool pg_neon_direct_host(const char *host, char *out, size_t outsz);
 
+/* ---- child_conn.c ---- */
+
 /* What a child program gets to connect: a conninfo without any secret
- * (for its command line) and the environment entries that carry the
- * secrets: PGPASSWORD, and for secrets libpq reads from no environment
- * variable (sslpassword) a private service file (0600, in a 0700
- * directory) named by PGSERVICEFILE. */
+ * (for its command line), and files that carry the secrets: the password
+ * in a passfile (PGPASSFILE), the secrets libpq reads from no variable
+ * (sslpassword) in a service file (PGSERVICEFILE, service=pgvault on the
+ * command line). The files are anonymous memory (memfd, 0600) that the
+ * child inherits and opens as /proc/self/fd/N: nothing is written to disk,
+ * nothing is left behind if pgvault dies, and nothing secret is in the
+ * child's environment. */
 typedef struct pg_child_conn {
     char *conninfo;
-    char *env[4];   /* "KEY=value", NULL-terminated */
-    char dir[256];  /* the service file's directory, "" when none */
-    char file[300]; /* the service file, "" when none */
+    char *env[4];  /* "KEY=value" (or "KEY": removed), NULL-terminated */
+    int passfd;    /* -1 when none */
+    int servicefd; /* -1 when none */
 } pg_child_conn;
 
+/* The password, when the string has none, is the one libpq would take
+ * from this process's PGPASSWORD. */
 int pg_child_conn_make(const pg_conninfo *ci, pg_child_conn *out, pv_err *err);
-/* Removes the service file and zeroes the secrets. Idempotent. */
+/* Lets the next child started inherit the files (true), or no other child
+ * (false): call around pv_child_spawn. */
+void pg_child_conn_inherit(const pg_child_conn *c, bool inherit);
+/* Closes the files and zeroes the secrets. Idempotent. */
 void pg_child_conn_free(pg_child_conn *c);
 
 /* ---- connect.c ---- */

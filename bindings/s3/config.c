@@ -8,87 +8,9 @@
  */
 #include "s3int.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    char key[64];
-    char value[2048];
-} ini_entry;
-
-typedef struct {
-    ini_entry *v;
-    int n;
-    bool found; /* the section exists */
-} ini_section;
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
-}
-
-/* Reads section `want` of an INI file; nested "parent =" blocks become
- * "parent.key" entries. A missing file is an empty section. */
-static void ini_read(const char *path, const char *want, ini_section *out)
-{
-    memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[4096], parent[64] = "";
-    bool in = false;
-    int cap = 0;
-    while (fgets(line, sizeof line, f)) {
-        bool indented = line[0] == ' ' || line[0] == '\t';
-        char *s = trim(line);
-        if (!*s || *s == '#' || *s == ';') continue;
-        if (*s == '[') {
-            char *end = strchr(s, ']');
-            if (end) *end = '\0';
-            char *name = trim(s + 1);
-            in = strcmp(name, want) == 0;
-            if (in) out->found = true;
-            parent[0] = '\0';
-            continue;
-        }
-        if (!in) continue;
-        char *eq = strchr(s, '=');
-        if (!eq) continue;
-        *eq = '\0';
-        char *k = trim(s), *v = trim(eq + 1);
-        if (!indented) parent[0] = '\0';
-        if (!indented && !*v) {
-            snprintf(parent, sizeof parent, "%s", k);
-            continue;
-        }
-        if (out->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            ini_entry *nv = realloc(out->v, (size_t)cap * sizeof *nv);
-            if (!nv) abort();
-            out->v = nv;
-        }
-        ini_entry *e = &out->v[out->n++];
-        if (indented && parent[0])
-            snprintf(e->key, sizeof e->key, "%.30s.%.32s", parent, k);
-        else
-            snprintf(e->key, sizeof e->key, "%.63s", k);
-        snprintf(e->value, sizeof e->value, "%.2047s", v);
-    }
-    fclose(f);
-}
-
-static const char *ini_get(const ini_section *s, const char *key)
-{
-    for (int i = s->n - 1; i >= 0; i--)
-        if (strcmp(s->v[i].key, key) == 0) return s->v[i].value;
-    return NULL;
-}
 
 static const char *env_nonempty(const char *name)
 {
@@ -121,130 +43,147 @@ static const char *first(const char *a, const char *b)
     return a ? a : b;
 }
 
-int s3_config_load(lua_State *L, int idx, s3_config *cfg, pv_err *err)
+const char *const s3_setting_names[] = {"endpoint_url",  "region",        "profile",
+                                        "ca_bundle",     "access_key_id", "secret_access_key",
+                                        "session_token", "max_attempts",  "retry_base_ms",
+                                        "timeout",       "clock_skew",    NULL};
+
+/* The options table's settings; empty strings count as absent. */
+typedef struct {
+    const char *profile, *region, *endpoint, *ca, *key, *secret, *token;
+} explicit_opts;
+
+static const char *opt_nonempty(lua_State *L, int idx, const char *name)
 {
-    memset(cfg, 0, sizeof *cfg);
-    const char *o_profile = pv_opt_str(L, idx, "profile", NULL);
-    const char *o_region = pv_opt_str(L, idx, "region", NULL);
-    const char *o_endpoint = pv_opt_str(L, idx, "endpoint_url", NULL);
-    const char *o_ca = pv_opt_str(L, idx, "ca_bundle", NULL);
-    const char *o_key = pv_opt_str(L, idx, "access_key_id", NULL);
-    const char *o_secret = pv_opt_str(L, idx, "secret_access_key", NULL);
-    const char *o_token = pv_opt_str(L, idx, "session_token", NULL);
-    if (o_profile && !*o_profile) o_profile = NULL;
-    if (o_region && !*o_region) o_region = NULL;
-    if (o_endpoint && !*o_endpoint) o_endpoint = NULL;
-    if (o_ca && !*o_ca) o_ca = NULL;
+    const char *v = pv_opt_str(L, idx, name, NULL);
+    return v && *v ? v : NULL;
+}
+
+static void read_options(lua_State *L, int idx, s3_config *cfg, explicit_opts *o)
+{
+    o->profile = opt_nonempty(L, idx, "profile");
+    o->region = opt_nonempty(L, idx, "region");
+    o->endpoint = opt_nonempty(L, idx, "endpoint_url");
+    o->ca = opt_nonempty(L, idx, "ca_bundle");
+    o->key = pv_opt_str(L, idx, "access_key_id", NULL);
+    o->secret = pv_opt_str(L, idx, "secret_access_key", NULL);
+    o->token = pv_opt_str(L, idx, "session_token", NULL);
     cfg->max_attempts = (int)pv_opt_int(L, idx, "max_attempts", 6);
     if (cfg->max_attempts < 1) cfg->max_attempts = 1;
     lua_Integer base_ms = pv_opt_int(L, idx, "retry_base_ms", 200);
     cfg->retry_base = (double)(base_ms < 1 ? 1 : base_ms) / 1000.0;
     cfg->timeout = (long)pv_opt_int(L, idx, "timeout", 60);
     cfg->clock_skew = (double)pv_opt_int(L, idx, "clock_skew", 0);
+}
 
-    const char *profile = first(o_profile, env_nonempty("AWS_PROFILE"));
+/* The profile's sections of the shared files. */
+typedef struct {
+    char cred_path[1024], conf_path[1024];
+    s3_ini_section cred, conf;
+} shared_files;
+
+static int read_shared_files(s3_config *cfg, const explicit_opts *o, shared_files *f, pv_err *err)
+{
+    const char *profile = first(o->profile, env_nonempty("AWS_PROFILE"));
     bool named = profile != NULL;
     if (!profile) profile = "default";
     snprintf(cfg->profile, sizeof cfg->profile, "%s", profile);
-
-    char cred_path[1024], conf_path[1024], section[192];
-    home_path(cred_path, sizeof cred_path, "AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
-    home_path(conf_path, sizeof conf_path, "AWS_CONFIG_FILE", ".aws/config");
-    ini_section cred, conf;
-    ini_read(cred_path, profile, &cred);
+    home_path(f->cred_path, sizeof f->cred_path, "AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
+    home_path(f->conf_path, sizeof f->conf_path, "AWS_CONFIG_FILE", ".aws/config");
+    char section[192];
+    s3_ini_read(f->cred_path, profile, &f->cred);
     if (strcmp(profile, "default") == 0)
         snprintf(section, sizeof section, "default");
     else
         snprintf(section, sizeof section, "profile %s", profile);
-    ini_read(conf_path, section, &conf);
-
-    int rc = 0;
-    if (named && !cred.found && !conf.found) {
+    s3_ini_read(f->conf_path, section, &f->conf);
+    if (named && !f->cred.found && !f->conf.found) {
         pv_err_set(err, "config",
                    "AWS profile '%s' not found in %s or %s; create it (aws configure --profile %s) "
                    "or choose another with --profile",
-                   profile, cred_path, conf_path, profile);
+                   profile, f->cred_path, f->conf_path, profile);
         pv_err_str(err, "profile", profile);
-        rc = -1;
-        goto out;
+        return -1;
     }
+    return 0;
+}
 
-    /* Keys: options, then the environment unless a profile was asked for
-     * with --profile (as the aws CLI does), then the profile. */
+/* Keys: options, then the environment unless a profile was asked for
+ * explicitly (as the aws CLI does), then the profile's files. */
+static int pick_credentials(s3_config *cfg, const explicit_opts *o, const shared_files *f,
+                            pv_err *err)
+{
     const char *key = NULL, *secret = NULL, *token = NULL;
-    if (o_key && o_secret) {
-        key = o_key, secret = o_secret, token = o_token;
+    if (o->key && o->secret) {
+        key = o->key, secret = o->secret, token = o->token;
         snprintf(cfg->cred_source, sizeof cfg->cred_source, "options");
     }
-    if (!key && !o_profile && env_nonempty("AWS_ACCESS_KEY_ID") &&
+    if (!key && !o->profile && env_nonempty("AWS_ACCESS_KEY_ID") &&
         env_nonempty("AWS_SECRET_ACCESS_KEY")) {
         key = getenv("AWS_ACCESS_KEY_ID");
         secret = getenv("AWS_SECRET_ACCESS_KEY");
         token = env_nonempty("AWS_SESSION_TOKEN");
         snprintf(cfg->cred_source, sizeof cfg->cred_source, "environment");
     }
-    if (!key) {
-        const ini_section *srcs[2] = {&cred, &conf};
-        const char *paths[2] = {cred_path, conf_path};
-        for (int i = 0; i < 2 && !key; i++) {
-            const char *k = ini_get(srcs[i], "aws_access_key_id");
-            const char *s = ini_get(srcs[i], "aws_secret_access_key");
-            if (k && s) {
-                key = k, secret = s, token = ini_get(srcs[i], "aws_session_token");
-                snprintf(cfg->cred_source, sizeof cfg->cred_source, "profile %s in %.120s", profile,
-                         paths[i]);
-            }
+    const s3_ini_section *srcs[2] = {&f->cred, &f->conf};
+    const char *paths[2] = {f->cred_path, f->conf_path};
+    for (int i = 0; i < 2 && !key; i++) {
+        const char *k = s3_ini_get(srcs[i], "aws_access_key_id");
+        const char *s = s3_ini_get(srcs[i], "aws_secret_access_key");
+        if (k && s) {
+            key = k, secret = s, token = s3_ini_get(srcs[i], "aws_session_token");
+            snprintf(cfg->cred_source, sizeof cfg->cred_source, "profile %.40s in %.100s",
+                     cfg->profile, paths[i]);
         }
     }
     if (!key) {
         pv_err_set(err, "config",
                    "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                    "add profile '%s' to %s",
-                   profile, cred_path);
-        pv_err_str(err, "profile", profile);
-        rc = -1;
-        goto out;
+                   cfg->profile, f->cred_path);
+        pv_err_str(err, "profile", cfg->profile);
+        return -1;
     }
-    if (strlen(key) >= sizeof cfg->access_key || strlen(secret) >= sizeof cfg->secret_key) {
+    if (!copy_setting(cfg->access_key, sizeof cfg->access_key, key) ||
+        !copy_setting(cfg->secret_key, sizeof cfg->secret_key, secret)) {
         pv_err_set(err, "config", "AWS access key id or secret key too long");
-        rc = -1;
-        goto out;
+        return -1;
     }
-    snprintf(cfg->access_key, sizeof cfg->access_key, "%s", key);
-    snprintf(cfg->secret_key, sizeof cfg->secret_key, "%s", secret);
     pv_log_add_secret(cfg->secret_key);
     if (token && *token) {
         cfg->session_token = s3_xstrdup(token);
         pv_log_add_secret(cfg->session_token);
     }
+    return 0;
+}
 
-    const char *region =
-        first(o_region, first(env_nonempty("AWS_REGION"),
-                              first(env_nonempty("AWS_DEFAULT_REGION"),
-                                    first(ini_get(&conf, "s3.region"), ini_get(&conf, "region")))));
+static int pick_endpoint(s3_config *cfg, const explicit_opts *o, const shared_files *f, pv_err *err)
+{
+    const s3_ini_section *conf = &f->conf;
+    const char *region = first(
+        o->region, first(env_nonempty("AWS_REGION"),
+                         first(env_nonempty("AWS_DEFAULT_REGION"),
+                               first(s3_ini_get(conf, "s3.region"), s3_ini_get(conf, "region")))));
     if (!copy_setting(cfg->region, sizeof cfg->region, region ? region : "us-east-1")) {
         pv_err_set(err, "config", "AWS region name too long");
-        rc = -1;
-        goto out;
+        return -1;
     }
-
-    const char *endpoint = first(o_endpoint, first(env_nonempty("AWS_ENDPOINT_URL_S3"),
-                                                   first(env_nonempty("AWS_ENDPOINT_URL"),
-                                                         first(ini_get(&conf, "s3.endpoint_url"),
-                                                               ini_get(&conf, "endpoint_url")))));
+    const char *endpoint = first(
+        o->endpoint,
+        first(env_nonempty("AWS_ENDPOINT_URL_S3"),
+              first(env_nonempty("AWS_ENDPOINT_URL"),
+                    first(s3_ini_get(conf, "s3.endpoint_url"), s3_ini_get(conf, "endpoint_url")))));
     if (endpoint) {
         if (strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0) {
             pv_err_set(err, "config",
                        "endpoint URL '%s' must start with https:// (or http://), e.g. "
                        "https://s3.us-west-004.backblazeb2.com",
                        endpoint);
-            rc = -1;
-            goto out;
+            return -1;
         }
         if (!copy_setting(cfg->endpoint, sizeof cfg->endpoint, endpoint)) {
             pv_err_set(err, "config", "endpoint URL too long");
-            rc = -1;
-            goto out;
+            return -1;
         }
         size_t n = strlen(cfg->endpoint);
         while (n > 0 && cfg->endpoint[n - 1] == '/')
@@ -253,19 +192,90 @@ int s3_config_load(lua_State *L, int idx, s3_config *cfg, pv_err *err)
     } else {
         snprintf(cfg->endpoint, sizeof cfg->endpoint, "https://s3.%s.amazonaws.com", cfg->region);
     }
-    const char *style = ini_get(&conf, "s3.addressing_style");
+    const char *style = s3_ini_get(conf, "s3.addressing_style");
     if (style && strcmp(style, "virtual") == 0) cfg->path_style = false;
     if (style && strcmp(style, "path") == 0) cfg->path_style = true;
-
-    const char *ca = first(o_ca, first(env_nonempty("AWS_CA_BUNDLE"), ini_get(&conf, "ca_bundle")));
+    const char *ca =
+        first(o->ca, first(env_nonempty("AWS_CA_BUNDLE"), s3_ini_get(conf, "ca_bundle")));
     if (ca && !copy_setting(cfg->ca_bundle, sizeof cfg->ca_bundle, ca)) {
         pv_err_set(err, "config", "CA bundle path too long");
-        rc = -1;
+        return -1;
     }
-out:
-    free(cred.v);
-    free(conf.v);
+    return 0;
+}
+
+int s3_config_load(lua_State *L, int idx, s3_config *cfg, pv_err *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    explicit_opts o;
+    read_options(L, idx, cfg, &o);
+    shared_files f;
+    memset(&f, 0, sizeof f);
+    int rc = read_shared_files(cfg, &o, &f, err);
+    if (rc == 0) rc = pick_credentials(cfg, &o, &f, err);
+    if (rc == 0) rc = pick_endpoint(cfg, &o, &f, err);
+    s3_ini_free(&f.cred);
+    s3_ini_free(&f.conf);
     return rc;
+}
+
+/* Plain HTTP to anything but this machine: said once per process, since
+ * the data and the signed requests (access key id included) travel
+ * unencrypted. */
+static void warn_plain_http(const s3_config *cfg)
+{
+    static bool said;
+    if (said || strncmp(cfg->endpoint, "http://", 7) != 0) return;
+    const char *host = cfg->endpoint + 7;
+    size_t n = strcspn(host, ":/");
+    if (host[0] == '[') n = strcspn(host, "]") + 1;
+    if ((n == 9 && strncmp(host, "localhost", 9) == 0) ||
+        (n == 5 && strncmp(host, "[::1]", 5) == 0) ||
+        (strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") == n))
+        return;
+    said = true;
+    pv_log(PV_LOG_WARN,
+           "s3: endpoint %s is plain HTTP: backups and signed requests (access key id %s) cross "
+           "the network unencrypted; use https://",
+           cfg->endpoint, cfg->access_key);
+}
+
+s3_settings *s3_settings_load(lua_State *L, int idx, pv_err *err)
+{
+    /* Loaded on the stack first: reading the options may raise, and only
+     * what follows allocates. */
+    s3_config cfg;
+    if (s3_config_load(L, idx, &cfg, err) < 0) {
+        s3_config_free(&cfg);
+        return NULL;
+    }
+    warn_plain_http(&cfg);
+    s3_settings *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->refs = 1;
+    s->cfg = cfg;
+    memset(&cfg, 0, sizeof cfg);
+    s3_signer *sg = &s->signer;
+    snprintf(sg->access_key, sizeof sg->access_key, "%s", s->cfg.access_key);
+    snprintf(sg->secret_key, sizeof sg->secret_key, "%s", s->cfg.secret_key);
+    snprintf(sg->region, sizeof sg->region, "%s", s->cfg.region);
+    snprintf(sg->service, sizeof sg->service, "s3");
+    sg->session_token = s->cfg.session_token;
+    return s;
+}
+
+s3_settings *s3_settings_ref(s3_settings *s)
+{
+    s->refs++;
+    return s;
+}
+
+void s3_settings_unref(s3_settings *s)
+{
+    if (!s || --s->refs > 0) return;
+    s3_config_free(&s->cfg);
+    memset(&s->signer, 0, sizeof s->signer);
+    free(s);
 }
 
 void s3_config_free(s3_config *cfg)

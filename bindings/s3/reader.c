@@ -74,7 +74,7 @@ static int reader_run(pv_stage *st, pv_err *err)
                 rd->expected = r->content_length + rd->received;
             if (rd->expected >= 0 && rd->received < rd->expected) {
                 /* The body ended early without a transport error: resume. */
-                if (++resumes >= rd->client.cfg.max_attempts) {
+                if (++resumes >= rd->client.set->cfg.max_attempts) {
                     pv_err_set(err, "s3", "s3://%s/%s: the body ended after %lld of %lld bytes",
                                rd->bucket, rd->key, rd->received, rd->expected);
                     rc = -1;
@@ -93,15 +93,13 @@ static int reader_run(pv_stage *st, pv_err *err)
 static int reader_report(pv_stage *st, lua_State *L)
 {
     s3_reader *rd = (s3_reader *)st;
-    lua_createtable(L, 0, 5);
-    lua_pushfstring(L, "s3://%s/%s", rd->bucket, rd->key);
-    lua_setfield(L, -2, "url");
-    lua_pushinteger(L, (lua_Integer)rd->received);
-    lua_setfield(L, -2, "bytes");
-    lua_pushstring(L, rd->etag);
-    lua_setfield(L, -2, "etag");
-    lua_pushnumber(L, rd->seconds);
-    lua_setfield(L, -2, "seconds");
+    lua_createtable(L, 0, 4);
+    char url[1200];
+    snprintf(url, sizeof url, "s3://%s/%s", rd->bucket, rd->key);
+    pv_set_str(L, "url", url);
+    pv_set_int(L, "bytes", (lua_Integer)rd->received);
+    pv_set_str(L, "etag", rd->etag);
+    pv_set_num(L, "seconds", rd->seconds);
     return 1;
 }
 
@@ -118,47 +116,48 @@ static void reader_release(pv_stage *st)
 static const pv_stage_ops reader_ops = {
     .name = "s3", .run = reader_run, .report = reader_report, .release = reader_release};
 
-/* s3.reader{url=, range={first, last} or "bytes=A-B", ...settings} */
-int s3_push_reader(lua_State *L)
+/* Reads range = {first, last} or "bytes=FIRST-LAST" from the options at 1. */
+static void read_range(lua_State *L, long long *first, long long *last)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    const char *url = pv_opt_str(L, 1, "url", NULL);
-    if (!url) return luaL_argerror(L, 1, "url = \"s3://bucket/key\" is required");
-    long long first = -1, last = -1;
+    *first = *last = -1;
     lua_getfield(L, 1, "range");
     if (lua_istable(L, -1)) {
         lua_geti(L, -1, 1);
         lua_geti(L, -2, 2);
-        first = lua_isinteger(L, -2) ? (long long)lua_tointeger(L, -2) : -1;
-        last = lua_isinteger(L, -1) ? (long long)lua_tointeger(L, -1) : -1;
+        *first = lua_isinteger(L, -2) ? (long long)lua_tointeger(L, -2) : -1;
+        *last = lua_isinteger(L, -1) ? (long long)lua_tointeger(L, -1) : -1;
         lua_pop(L, 2);
-        if (first < 0 || (last >= 0 && last < first))
-            return luaL_argerror(L, 1, "range must be {first, last} with 0 <= first <= last");
+        if (*first < 0 || (*last >= 0 && *last < *first))
+            luaL_argerror(L, 1, "range must be {first, last} with 0 <= first <= last");
     } else if (lua_isstring(L, -1)) {
         const char *s = lua_tostring(L, -1);
-        if (sscanf(s, "bytes=%lld-%lld", &first, &last) < 1 || first < 0 ||
-            (last >= 0 && last < first))
-            return luaL_argerror(L, 1, "range must look like \"bytes=FIRST-LAST\"");
+        if (sscanf(s, "bytes=%lld-%lld", first, last) < 1 || *first < 0 ||
+            (*last >= 0 && *last < *first))
+            luaL_argerror(L, 1, "range must look like \"bytes=FIRST-LAST\"");
     } else if (!lua_isnil(L, -1)) {
-        return luaL_argerror(L, 1, "range must be a table {first, last} or a string");
+        luaL_argerror(L, 1, "range must be a table {first, last} or a string");
     }
     lua_pop(L, 1);
+}
+
+/* reader{url=, range={first, last} or "bytes=A-B"} on the settings of a client */
+int s3_push_reader(lua_State *L, s3_settings *set)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *url = pv_opt_str(L, 1, "url", NULL);
+    if (!url) return luaL_argerror(L, 1, "url = \"s3://bucket/key\" is required");
+    long long first, last;
+    read_range(L, &first, &last);
     s3_reader *rd = pv_stage_new(L, &reader_ops, sizeof *rd, 1);
+    pv_err err;
+    pv_err_clear(&err);
+    if (s3_parse_url(url, &rd->bucket, &rd->key, &err) < 0) return pv_err_raise(L, &err);
+    const char *key = rd->key;
     rd->first = first;
     rd->last = last;
     rd->expected = -1;
-    pv_err err;
-    pv_err_clear(&err);
-    char *bucket, *key;
-    if (s3_parse_url(url, &bucket, &key, &err) < 0) return pv_err_raise(L, &err);
-    rd->bucket = bucket;
-    rd->key = key;
     if (!key[0]) return luaL_argerror(L, 1, "the url must name an object: s3://bucket/key");
-    if (s3_config_load(L, 1, &rd->client.cfg, &err) < 0) return pv_err_raise(L, &err);
-    if (s3_client_init(&rd->client, &err) < 0) {
-        s3_config_free(&rd->client.cfg);
-        return pv_err_raise(L, &err);
-    }
+    if (s3_client_init(&rd->client, set, &err) < 0) return pv_err_raise(L, &err);
     rd->client_ready = true;
     return 1;
 }

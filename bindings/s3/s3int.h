@@ -28,7 +28,7 @@ void s3_buf_add(s3_buf *b, const void *data, size_t len);
 void s3_buf_adds(s3_buf *b, const char *s);
 void s3_buf_addf(s3_buf *b, const char *fmt, ...) PV_PRINTF(2, 3);
 void s3_buf_free(s3_buf *b);
-const char *s3_buf_str(s3_buf *b); /* NUL-terminated view, "" when empty */
+const char *s3_buf_str(s3_buf *b); /* NUL-terminated at len, "" when empty */
 void *s3_xmalloc(size_t n);
 char *s3_xstrdup(const char *s);
 
@@ -52,6 +52,7 @@ typedef struct s3_headers {
 
 void s3_headers_add(s3_headers *h, const char *name, const char *value);
 const char *s3_headers_get(const s3_headers *h, const char *name); /* case-insensitive */
+void s3_headers_del(s3_headers *h, const char *name);
 void s3_headers_free(s3_headers *h);
 
 typedef struct s3_signer {
@@ -107,14 +108,58 @@ typedef struct s3_config {
     double clock_skew; /* added to the local clock (tests) */
 } s3_config;
 
+/* The aws CLI's shared files (ini.c): section `want` ("default",
+ * "profile NAME", or a credentials file's "NAME"), nested blocks as
+ * "parent.key". A missing file is an empty section. */
+typedef struct {
+    char key[64];
+    char value[2048];
+} s3_ini_entry;
+
+typedef struct {
+    s3_ini_entry *v;
+    int n;
+    bool found; /* the section exists */
+} s3_ini_section;
+
+void s3_ini_parse(const char *text, size_t len, const char *want, s3_ini_section *out);
+void s3_ini_read(const char *path, const char *want, s3_ini_section *out);
+const char *s3_ini_get(const s3_ini_section *s, const char *key); /* the last one wins */
+void s3_ini_free(s3_ini_section *s);
+
+/* The option names s3_config_load reads (NULL-terminated): a stage made
+ * from a client refuses them, since its client's settings apply. */
+extern const char *const s3_setting_names[];
+
 /* Reads the options table at `idx` (0: none): endpoint_url, region,
  * profile, ca_bundle, access_key_id/secret_access_key/session_token,
- * max_attempts, retry_base, timeout, clock_skew; then the environment,
+ * max_attempts, retry_base_ms, timeout, clock_skew; then the environment,
  * then ~/.aws/config and ~/.aws/credentials. Fails with kind "config". */
 int s3_config_load(lua_State *L, int idx, s3_config *cfg, pv_err *err);
 void s3_config_free(s3_config *cfg);
 /* "access key id AKIA..., endpoint https://..., profile default (environment)". */
 void s3_config_describe(const s3_config *cfg, char *out, size_t outsz);
+
+/*
+ * What a client is: its settings, the signer made from them and the clock
+ * offset learned from the server. Shared (reference counted) by the
+ * client object and every stage made from it, each of which drives its
+ * own transfers (an s3_client below), so a reader and a writer in one
+ * pipeline never share a curl multi handle.
+ */
+typedef struct s3_settings {
+    int refs;
+    s3_config cfg;
+    s3_signer signer;
+    double clock_offset; /* server time minus ours, from a RequestTimeTooSkewed */
+    bool no_conditional; /* the server answered If-None-Match with 501 */
+} s3_settings;
+
+/* Loads settings (s3_config_load) into a new object with one reference;
+ * NULL with err set on failure. */
+s3_settings *s3_settings_load(lua_State *L, int idx, pv_err *err);
+s3_settings *s3_settings_ref(s3_settings *s);
+void s3_settings_unref(s3_settings *s);
 
 /* ------------------------------------------------------------------ */
 /* XML (expat) into a small tree                                       */
@@ -183,23 +228,22 @@ struct s3_req {
     char last_modified[64];
     char content_type[128];
     char request_id[96];
-    char error_code[64]; /* S3 error Code when the answer was an error */
-    pv_err err;          /* set when the request finally failed */
+    char error_code[64];              /* S3 error Code when the answer was an error */
+    char curl_error[CURL_ERROR_SIZE]; /* libcurl's own words on a failed transfer */
+    pv_err err;                       /* set when the request finally failed */
     s3_req *next_done;
 };
 
 struct s3_client {
-    s3_config cfg;
-    s3_signer signer;
+    s3_settings *set; /* one reference, dropped by s3_client_close */
     CURLM *multi;
-    int running;   /* requests submitted and not yet done */
     s3_req *queue; /* done requests not yet collected */
     s3_req **live; /* every submitted, undone request */
     int nlive, caplive;
-    double clock_offset;
 };
 
-int s3_client_init(s3_client *c, pv_err *err); /* after cfg is filled */
+/* Starts a transfer engine on `set`, taking a reference to it. */
+int s3_client_init(s3_client *c, s3_settings *set, pv_err *err);
 void s3_client_close(s3_client *c);
 
 /* A request for bucket/key; op names it for messages. */
@@ -223,6 +267,25 @@ int s3_exec(s3_client *c, s3_req *r, pv_err *err);
 /* Cancels every live request (they are freed by their owners). */
 void s3_cancel_all(s3_client *c);
 
+/*
+ * Writes that never replace an object (conditional.c). s3_final_write
+ * runs a PutObject or CompleteMultipartUpload that must not replace an
+ * existing key: a HEAD first (some servers ignore If-None-Match, RGW on
+ * CompleteMultipartUpload among them), then the request with
+ * If-None-Match: * (without it once the server has answered it with 501).
+ * A taken key fails with kind "exists" (field url). s3_check_free is the
+ * HEAD alone (a writer checks before it uploads anything).
+ */
+int s3_check_free(s3_client *c, const char *bucket, const char *key, pv_err *err);
+int s3_final_write(s3_client *c, s3_req *r, bool if_none_match, pv_err *err);
+
+/* One attempt of a request (request.c): URL, signed headers and curl
+ * options set on r->easy, ready for the multi handle. */
+void s3_attempt_prepare(s3_client *c, s3_req *r);
+/* Sorts a finished attempt (outcome.c): done (answer or final error in
+ * r->err, *retry false) or to be retried (*retry true, r->not_before set). */
+void s3_outcome(s3_client *c, s3_req *r, CURLcode rc, bool *retry);
+
 /* Parses s3://bucket/key into newly allocated strings. */
 int s3_parse_url(const char *url, char **bucket, char **key, pv_err *err);
 
@@ -230,10 +293,16 @@ int s3_parse_url(const char *url, char **bucket, char **key, pv_err *err);
 /* Stages and Lua plumbing                                             */
 /* ------------------------------------------------------------------ */
 
-int s3_push_writer(lua_State *L);
-int s3_push_reader(lua_State *L);
+/* The stages, made from a client's settings: the options table at 1 (the
+ * stage options: url, part_size ...; settings come from `set`). Each takes
+ * its own reference to `set`. */
+int s3_push_writer(lua_State *L, s3_settings *set);
+int s3_push_reader(lua_State *L, s3_settings *set);
 int s3_push_expect(lua_State *L);
-/* Raises err after freeing nothing else: callers clean up first. */
-int s3_raise(lua_State *L, const pv_err *err);
+
+/* The request methods of a client object (methods.c); each takes the
+ * client at 1. s3_client_of checks and returns its transfer engine. */
+extern const luaL_Reg s3_request_methods[];
+s3_client *s3_client_of(lua_State *L, int idx);
 
 #endif

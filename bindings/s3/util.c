@@ -81,7 +81,9 @@ void s3_buf_free(s3_buf *b)
 
 const char *s3_buf_str(s3_buf *b)
 {
-    return b->p ? b->p : "";
+    if (!b->p) return "";
+    b->p[b->len] = '\0'; /* a buffer emptied by len = 0 keeps its old bytes */
+    return b->p;
 }
 
 void s3_uri_encode(s3_buf *out, const char *s, size_t len, bool keep_slash)
@@ -118,6 +120,17 @@ const char *s3_headers_get(const s3_headers *h, const char *name)
     for (int i = 0; i < h->n; i++)
         if (strcasecmp(h->v[i].name, name) == 0) return h->v[i].value;
     return NULL;
+}
+
+void s3_headers_del(s3_headers *h, const char *name)
+{
+    for (int i = 0; i < h->n; i++) {
+        if (strcasecmp(h->v[i].name, name) != 0) continue;
+        free(h->v[i].name);
+        free(h->v[i].value);
+        h->v[i] = h->v[--h->n];
+        i--;
+    }
 }
 
 void s3_headers_free(s3_headers *h)

@@ -4,7 +4,8 @@
  * up to `parallel` parts in flight through the client's curl multi handle,
  * so memory stays at (parallel + 1) x part size. finish() completes the
  * multipart upload (or sends one PutObject for a small object); abort()
- * aborts it, so nothing appears under the final name.
+ * aborts it, so nothing appears under the final name. With if_none_match
+ * an existing object is never replaced (conditional.c).
  */
 #include "s3int.h"
 
@@ -48,6 +49,7 @@ typedef struct {
     part_done *done;
     int ndone, capdone;
     bool completed, single;
+    bool if_none_match; /* never replace an existing object */
     char etag[128];
     double t0, seconds;
 } s3_writer;
@@ -221,9 +223,10 @@ static int writer_start(pv_stage *st, pv_err *err)
     w->filling = &w->slots[0];
     w->next_number = 1;
     w->single = w->expected >= 0 && (unsigned long long)w->expected <= w->part_size;
-    (void)err;
     /* The multipart upload is created when the first part is full: an
-     * object smaller than one part is a single PutObject. */
+     * object smaller than one part is a single PutObject. A taken name
+     * fails now, before anything is sent (and again at the final write). */
+    if (w->if_none_match) return s3_check_free(&w->client, w->bucket, w->key, err);
     return 0;
 }
 
@@ -249,6 +252,9 @@ static int writer_write(pv_stage *st, const uint8_t *data, size_t len, pv_err *e
         len -= n;
         if (s->len == size && !w->single) {
             if (!w->upload_id && create_upload(w, err) < 0) return -1;
+            /* never more than `parallel` parts in flight */
+            while (in_flight(w) >= w->parallel)
+                if (harvest(w, true, err) < 0) return -1;
             s->number = w->next_number++;
             if (send_part(w, s, err) < 0) return -1;
             part_slot *next = free_slot(w, err);
@@ -274,7 +280,7 @@ static int put_single(s3_writer *w, pv_err *err)
     s3_req *r = s3_req_new("PUT", "PutObject", w->bucket, w->key, NULL);
     if (w->content_type) s3_headers_add(&r->extra, "Content-Type", w->content_type);
     s3_req_body(r, s->buf, s->len, true);
-    int rc = s3_exec(&w->client, r, err);
+    int rc = s3_final_write(&w->client, r, w->if_none_match, err);
     if (rc == 0) {
         char want[33];
         pv_hex(r->md5, 16, want);
@@ -308,6 +314,16 @@ static void remove_object(s3_writer *w)
     s3_req_free(r);
 }
 
+/* The ETag of the object under the final name. */
+static int head_etag(s3_writer *w, char *out, size_t outsz, pv_err *err)
+{
+    s3_req *r = s3_req_new("HEAD", "HeadObject", w->bucket, w->key, NULL);
+    int rc = s3_exec(&w->client, r, err);
+    if (rc == 0) snprintf(out, outsz, "%s", r->etag);
+    s3_req_free(r);
+    return rc;
+}
+
 static int complete_upload(s3_writer *w, pv_err *err)
 {
     qsort(w->done, (size_t)w->ndone, sizeof *w->done, compare_parts);
@@ -335,14 +351,20 @@ static int complete_upload(s3_writer *w, pv_err *err)
     s3_req *r = s3_req_new("POST", "CompleteMultipartUpload", w->bucket, w->key, s3_buf_str(&q));
     s3_headers_add(&r->extra, "Content-Type", "application/xml");
     s3_req_body(r, (const uint8_t *)body.p, body.len, true);
-    int rc = s3_exec(&w->client, r, err);
+    int rc = s3_final_write(&w->client, r, w->if_none_match, err);
     if (rc == 0) {
         /* Completed: there is no upload left to abort, whatever follows. */
         free(w->upload_id);
         w->upload_id = NULL;
         s3_xml *x = s3_xml_parse(r->resp.p ? r->resp.p : "", r->resp.len, err);
         const char *etag = x ? s3_xml_text(x, "ETag") : NULL;
+        char stored[128] = "";
         if (!x) rc = -1;
+        if (x && (!etag || !*etag)) {
+            /* RGW answers with an empty ETag; the object's own has it. */
+            if (head_etag(w, stored, sizeof stored, err) < 0) rc = -1;
+            etag = rc == 0 ? stored : NULL;
+        }
         if (etag) {
             snprintf(w->etag, sizeof w->etag, "%s", etag);
             char got[128];
@@ -406,6 +428,8 @@ static int writer_finish(pv_stage *st, pv_err *err)
         if (put_single(w, err) < 0) return -1;
     } else {
         if (s->len > 0) {
+            while (in_flight(w) >= w->parallel)
+                if (harvest(w, true, err) < 0) return -1;
             s->number = w->next_number++;
             if (send_part(w, s, err) < 0) return -1;
             w->filling = NULL;
@@ -438,22 +462,16 @@ static int writer_report(pv_stage *st, lua_State *L)
 {
     s3_writer *w = (s3_writer *)st;
     lua_createtable(L, 0, 8);
-    lua_pushfstring(L, "s3://%s/%s", w->bucket, w->key);
-    lua_setfield(L, -2, "url");
-    lua_pushinteger(L, (lua_Integer)st->bytes_in);
-    lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, w->completed && !w->ndone ? 1 : w->ndone);
-    lua_setfield(L, -2, "parts");
-    lua_pushboolean(L, w->ndone > 0);
-    lua_setfield(L, -2, "multipart");
-    lua_pushinteger(L, (lua_Integer)w->part_size);
-    lua_setfield(L, -2, "part_size");
-    lua_pushstring(L, w->etag);
-    lua_setfield(L, -2, "etag");
-    lua_pushboolean(L, w->completed);
-    lua_setfield(L, -2, "committed");
-    lua_pushnumber(L, w->seconds);
-    lua_setfield(L, -2, "seconds");
+    char url[1200];
+    where(w, url, sizeof url);
+    pv_set_str(L, "url", url);
+    pv_set_int(L, "bytes", (lua_Integer)st->bytes_in);
+    pv_set_int(L, "parts", w->completed && !w->ndone ? 1 : w->ndone);
+    pv_set_bool(L, "multipart", w->ndone > 0);
+    pv_set_int(L, "part_size", (lua_Integer)w->part_size);
+    pv_set_str(L, "etag", w->etag);
+    pv_set_bool(L, "committed", w->completed);
+    pv_set_num(L, "seconds", w->seconds);
     return 1;
 }
 
@@ -487,8 +505,9 @@ static const pv_stage_ops writer_ops = {.name = "s3",
                                         .report = writer_report,
                                         .release = writer_release};
 
-/* s3.writer{url=, part_size=, parallel=, expected_size=, content_type=, ...settings} */
-int s3_push_writer(lua_State *L)
+/* writer{url=, part_size=, parallel=, expected_size=, content_type=,
+ * if_none_match=} on the settings of a client */
+int s3_push_writer(lua_State *L, s3_settings *set)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     const char *url = pv_opt_str(L, 1, "url", NULL);
@@ -500,24 +519,20 @@ int s3_push_writer(lua_State *L)
         return luaL_argerror(L, 1, "part_size must be between 5 MiB and 5 GiB");
     if (parallel < 1 || parallel > 64) return luaL_argerror(L, 1, "parallel must be 1 to 64");
     const char *ctype = pv_opt_str(L, 1, "content_type", NULL);
+    bool if_none_match = pv_opt_bool(L, 1, "if_none_match", false);
     s3_writer *w = pv_stage_new(L, &writer_ops, sizeof *w, 1);
+    w->if_none_match = if_none_match;
     pv_err err;
     pv_err_clear(&err);
-    char *bucket, *key;
-    if (s3_parse_url(url, &bucket, &key, &err) < 0) return pv_err_raise(L, &err);
-    w->bucket = bucket;
-    w->key = key;
+    if (s3_parse_url(url, &w->bucket, &w->key, &err) < 0) return pv_err_raise(L, &err);
+    const char *key = w->key;
     if (!key[0] || key[strlen(key) - 1] == '/')
         return luaL_argerror(L, 1, "the url must name an object: s3://bucket/key");
     w->expected = expected;
     w->part_size = s3_choose_part_size(expected, (size_t)part);
     w->parallel = (int)parallel;
     if (ctype) w->content_type = s3_xstrdup(ctype);
-    if (s3_config_load(L, 1, &w->client.cfg, &err) < 0) return pv_err_raise(L, &err);
-    if (s3_client_init(&w->client, &err) < 0) {
-        s3_config_free(&w->client.cfg);
-        return pv_err_raise(L, &err);
-    }
+    if (s3_client_init(&w->client, set, &err) < 0) return pv_err_raise(L, &err);
     w->client_ready = true;
     return 1;
 }

@@ -20,7 +20,20 @@ typedef struct {
     bool owned; /* we opened it and must close it */
     char path[4096];
     uint8_t *buf;
+    const char *prefix; /* emitted before what the file gives (a head already read) */
+    size_t prefix_len;
 } fd_stage;
+
+/* {prefix = STRING}: kept alive as the stage's user value. */
+static void set_prefix(lua_State *L, fd_stage *f, int opts)
+{
+    static const char *const known[] = {"prefix", "label", NULL};
+    pv_opt_only(L, opts, known);
+    if (!pv_opt_str(L, opts, "prefix", NULL)) return;
+    lua_getfield(L, opts, "prefix");
+    f->prefix = lua_tolstring(L, -1, &f->prefix_len);
+    lua_setiuservalue(L, -2, 1);
+}
 
 static int fd_reader_start(pv_stage *s, pv_err *err)
 {
@@ -51,6 +64,7 @@ static int fd_reader_start(pv_stage *s, pv_err *err)
 static int fd_reader_run(pv_stage *s, pv_err *err)
 {
     fd_stage *f = (fd_stage *)s;
+    if (f->prefix_len && pv_emit(s, (const uint8_t *)f->prefix, f->prefix_len, err) < 0) return -1;
     for (;;) {
         ssize_t n = pv_read_some(f->fd, f->buf, PV_STREAM_CHUNK);
         if (n < 0) {
@@ -82,12 +96,13 @@ static const pv_stage_ops file_reader_ops = {
 int pv_stream_file_reader(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
-    int opts = lua_istable(L, 2) ? 2 : 0;
+    int opts = lua_isnoneornil(L, 2) ? 0 : 2;
     if (strlen(path) >= sizeof(((fd_stage *)0)->path)) return luaL_argerror(L, 1, "path too long");
     fd_stage *f = pv_stage_new(L, &file_reader_ops, sizeof *f, opts);
     f->fd = -1;
     f->owned = true;
     snprintf(f->path, sizeof f->path, "%s", path);
+    set_prefix(L, f, opts);
     return 1;
 }
 
@@ -96,10 +111,11 @@ static const pv_stage_ops stdin_ops = {
 
 int pv_stream_stdin(lua_State *L)
 {
-    int opts = lua_istable(L, 1) ? 1 : 0;
+    int opts = lua_isnoneornil(L, 1) ? 0 : 1;
     fd_stage *f = pv_stage_new(L, &stdin_ops, sizeof *f, opts);
     f->fd = STDIN_FILENO;
     snprintf(f->path, sizeof f->path, "standard input");
+    set_prefix(L, f, opts);
     return 1;
 }
 
@@ -122,7 +138,7 @@ static const pv_stage_ops stdout_ops = {.name = "stdout", .write = fd_writer_wri
 
 int pv_stream_stdout(lua_State *L)
 {
-    int opts = lua_istable(L, 1) ? 1 : 0;
+    int opts = lua_isnoneornil(L, 1) ? 0 : 1;
     fd_stage *f = pv_stage_new(L, &stdout_ops, sizeof *f, opts);
     f->fd = STDOUT_FILENO;
     snprintf(f->path, sizeof f->path, "standard output");
@@ -182,6 +198,8 @@ int pv_stream_file_writer(lua_State *L)
     int opts = lua_isnoneornil(L, 2) ? 0 : 2;
     if (strlen(path) >= sizeof(((file_writer *)0)->path))
         return luaL_argerror(L, 1, "path too long");
+    static const char *const known[] = {"mode", "no_clobber", "label", NULL};
+    pv_opt_only(L, opts, known);
     lua_Integer mode = pv_opt_int(L, opts, "mode", 0600);
     bool no_clobber = pv_opt_bool(L, opts, "no_clobber", false);
     file_writer *w = pv_stage_new(L, &file_writer_ops, sizeof *w, opts);

@@ -88,7 +88,9 @@ static const pv_stage_ops buffer_ops = {
 
 int pv_stream_buffer(lua_State *L)
 {
-    int opts = lua_istable(L, 1) ? 1 : 0;
+    int opts = lua_isnoneornil(L, 1) ? 0 : 1;
+    static const char *const known[] = {"max", "label", NULL};
+    pv_opt_only(L, opts, known);
     lua_Integer max = pv_opt_int(L, opts, "max", 256 * 1024 * 1024);
     buffer_sink *b = pv_stage_new(L, &buffer_ops, sizeof *b, opts);
     b->max = (size_t)max;
@@ -105,7 +107,7 @@ static const pv_stage_ops discard_ops = {.name = "discard", .write = discard_wri
 
 int pv_stream_discard(lua_State *L)
 {
-    int opts = lua_istable(L, 1) ? 1 : 0;
+    int opts = lua_isnoneornil(L, 1) ? 0 : 1;
     pv_stage_new(L, &discard_ops, sizeof(pv_stage), opts);
     return 1;
 }

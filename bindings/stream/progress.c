@@ -112,21 +112,13 @@ static const pv_stage_ops progress_ops = {.name = "progress",
 
 int pv_stream_progress(lua_State *L)
 {
-    int opts = lua_istable(L, 1) ? 1 : 0;
+    int opts = lua_isnoneornil(L, 1) ? 0 : 1;
+    static const char *const known[] = {"label", "interval", "tty", NULL};
+    pv_opt_only(L, opts, known);
     const char *text = pv_opt_str(L, opts, "label", "progress");
-    double interval = 0.25;
-    if (opts) {
-        lua_getfield(L, opts, "interval");
-        if (!lua_isnil(L, -1)) interval = luaL_checknumber(L, -1);
-        lua_pop(L, 1);
-    }
+    double interval = pv_opt_num(L, opts, "interval", 0.25);
     if (interval < 0.05) return luaL_argerror(L, 1, "interval must be at least 0.05 seconds");
-    bool draw = isatty(STDERR_FILENO) != 0;
-    if (opts) {
-        lua_getfield(L, opts, "tty");
-        if (lua_isboolean(L, -1)) draw = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
+    bool draw = pv_opt_bool(L, opts, "tty", isatty(STDERR_FILENO) != 0);
     progress_tap *p = pv_stage_new(L, &progress_ops, sizeof *p, opts);
     p->interval = interval;
     p->draw = draw;

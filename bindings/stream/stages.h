@@ -15,7 +15,8 @@
 int pv_stream_string(lua_State *L);
 int pv_stream_buffer(lua_State *L);
 int pv_stream_discard(lua_State *L);
-/* files.c: stream.file_reader(path), stream.stdin(), stream.stdout(),
+/* files.c: stream.file_reader(path, {prefix=}), stream.stdin{prefix=} (the
+ * prefix, bytes already read from it, is emitted first), stream.stdout(),
  * stream.file_writer(path, {mode=, no_clobber=}) */
 int pv_stream_file_reader(lua_State *L);
 int pv_stream_stdin(lua_State *L);
@@ -24,8 +25,9 @@ int pv_stream_file_writer(lua_State *L);
 /* taps.c: stream.sha256(), stream.counter() */
 int pv_stream_sha256(lua_State *L);
 int pv_stream_counter(lua_State *L);
-/* stream.zstd{level=3, threads=0, checksum=true, frame_size=4 MiB}:
- * compress filter; a new frame every frame_size bytes of input (0: one). */
+/* stream.zstd{level=3, threads=0, checksum=true, job_size=2 MiB,
+ * frame_size=4 jobs per worker, at least 4 MiB (0: one frame)}: compress
+ * filter; its report says how many frames it wrote. */
 int pv_stream_zstd(lua_State *L);
 /* stream.unzstd{threads = 0}: decompress filter (concatenated frames
  * allowed); 0: the CPUs, at most 4; 1: on the caller's thread. */

@@ -1,8 +1,9 @@
 /*
  * zstd.c: the zstd stages of pgvault.stream: a compressing filter on
  * libzstd's multithreaded streaming API (ZSTD_c_nbWorkers, all cores by
- * default) and a decompressing filter that accepts concatenated frames
- * and tells corrupt input from truncated input.
+ * default), in independent frames of frame_size input bytes so that they
+ * can be decompressed in parallel, and a decompressing filter that accepts
+ * concatenated frames and tells corrupt input from truncated input.
  */
 #include "stages.h"
 
@@ -22,7 +23,9 @@ typedef struct {
     int threads; /* workers actually in use (0: compress in this thread) */
     int requested_threads;
     long job_size;
-    size_t frame_size, in_frame; /* input bytes per frame (0: one frame), in this one */
+    long long frame_size; /* input bytes per frame; 0: one frame; -1: default */
+    long long frame_in;   /* input bytes in the current frame */
+    long long frames;     /* frames ended */
     bool checksum;
     uint8_t *out;
     size_t outcap;
@@ -57,6 +60,13 @@ static int zstd_start(pv_stage *s, pv_err *err)
     if (workers > 0 && z->job_size > 0)
         ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_jobSize, (int)z->job_size);
     z->threads = workers;
+    /* Independent frames decode in parallel; each ends with a flush of
+     * every job, so a frame holds several jobs per worker. */
+    if (z->frame_size < 0) {
+        long long jobs =
+            4LL * (workers > 0 ? workers : 1) * (z->job_size > 0 ? z->job_size : 2 << 20);
+        z->frame_size = jobs > (4LL << 20) ? jobs : (4LL << 20);
+    }
     return 0;
 }
 
@@ -75,19 +85,20 @@ static int zstd_pump(zstd_filter *z, ZSTD_inBuffer *in, ZSTD_EndDirective op, pv
     }
 }
 
-/* With frame_size, a frame ends every frame_size bytes of input: the
- * frames decode independently, on several threads (unzstd_mt.c). */
 static int zstd_write(pv_stage *s, const uint8_t *data, size_t len, pv_err *err)
 {
     zstd_filter *z = (zstd_filter *)s;
     while (len > 0) {
-        size_t n =
-            z->frame_size && len > z->frame_size - z->in_frame ? z->frame_size - z->in_frame : len;
+        size_t n = len;
+        bool ends = false;
+        if (z->frame_size > 0 && z->frame_in + (long long)n >= z->frame_size) {
+            n = (size_t)(z->frame_size - z->frame_in);
+            ends = true;
+        }
         ZSTD_inBuffer in = {data, n, 0};
-        z->in_frame += n;
-        bool end = z->frame_size && z->in_frame == z->frame_size;
-        if (zstd_pump(z, &in, end ? ZSTD_e_end : ZSTD_e_continue, err) < 0) return -1;
-        if (end) z->in_frame = 0;
+        if (zstd_pump(z, &in, ends ? ZSTD_e_end : ZSTD_e_continue, err) < 0) return -1;
+        z->frame_in = ends ? 0 : z->frame_in + (long long)n;
+        z->frames += ends;
         data += n;
         len -= n;
     }
@@ -97,9 +108,11 @@ static int zstd_write(pv_stage *s, const uint8_t *data, size_t len, pv_err *err)
 static int zstd_finish(pv_stage *s, pv_err *err)
 {
     zstd_filter *z = (zstd_filter *)s;
-    if (z->frame_size && z->in_frame == 0 && s->bytes_in > 0) return 0; /* the last frame ended */
+    if (s->bytes_in > 0 && z->frame_in == 0) return 0; /* the last frame ended with the input */
     ZSTD_inBuffer in = {NULL, 0, 0};
-    return zstd_pump(z, &in, ZSTD_e_end, err);
+    if (zstd_pump(z, &in, ZSTD_e_end, err) < 0) return -1;
+    z->frames++;
+    return 0;
 }
 
 static void zstd_release(pv_stage *s)
@@ -120,6 +133,8 @@ static int zstd_report(pv_stage *s, lua_State *L)
     pv_set_num(L, "ratio", s->bytes_in ? (double)s->bytes_out / (double)s->bytes_in : 0.0);
     pv_set_int(L, "level", z->level);
     pv_set_int(L, "threads", z->threads);
+    pv_set_int(L, "frames", z->frames);
+    pv_set_int(L, "frame_size", z->frame_size > 0 ? z->frame_size : 0);
     return 1;
 }
 
@@ -132,12 +147,17 @@ static const pv_stage_ops zstd_ops = {.name = "zstd",
 
 int pv_stream_zstd(lua_State *L)
 {
-    int opts = lua_istable(L, 1) ? 1 : 0;
+    int opts = lua_isnoneornil(L, 1) ? 0 : 1;
     lua_Integer level = pv_opt_int(L, opts, "level", 3);
     lua_Integer threads = pv_opt_int(L, opts, "threads", 0);
     bool checksum = pv_opt_bool(L, opts, "checksum", true);
+    static const char *const known[] = {"level",      "threads", "checksum", "job_size",
+                                        "frame_size", "label",   NULL};
+    pv_opt_only(L, opts, known);
     lua_Integer job_size = pv_opt_int(L, opts, "job_size", 2 << 20);
-    lua_Integer frame_size = pv_opt_int(L, opts, "frame_size", 4 << 20);
+    lua_Integer frame_size = pv_opt_int(L, opts, "frame_size", -1);
+    if (frame_size < -1 || (frame_size > 0 && frame_size < (64 << 10)))
+        return luaL_argerror(L, 1, "frame_size must be 0 (one frame) or at least 64 KiB");
     if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
         return luaL_argerror(
             L, 1,
@@ -145,14 +165,12 @@ int pv_stream_zstd(lua_State *L)
     if (threads < 0 || threads > 256) return luaL_argerror(L, 1, "threads must be 0..256");
     if (job_size != 0 && (job_size < (1 << 20) || job_size > (512 << 20)))
         return luaL_argerror(L, 1, "job_size must be 0 (libzstd's default) or 1 MiB..512 MiB");
-    if (frame_size != 0 && (frame_size < (1 << 20) || frame_size > ((lua_Integer)1 << 40)))
-        return luaL_argerror(L, 1, "frame_size must be 0 (one frame) or at least 1 MiB");
     zstd_filter *z = pv_stage_new(L, &zstd_ops, sizeof *z, opts);
-    z->frame_size = (size_t)frame_size;
     z->level = (int)level;
     z->requested_threads = (int)threads;
     z->checksum = checksum;
     z->job_size = (long)job_size;
+    z->frame_size = frame_size;
     return 1;
 }
 
@@ -246,7 +264,7 @@ static const pv_stage_ops unzstd_ops = {.name = "unzstd",
 
 int pv_stream_unzstd(lua_State *L)
 {
-    int opts = lua_istable(L, 1) ? 1 : 0;
+    int opts = lua_isnoneornil(L, 1) ? 0 : 1;
     lua_Integer threads = pv_opt_int(L, opts, "threads", 0);
     if (threads < 0 || threads > 64) return luaL_argerror(L, 1, "threads must be 0..64");
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -55,8 +55,20 @@ local function usage_error(spec, fmt, ...)
   pgvault.raise("usage", string.format(fmt, ...) .. " (see 'pgvault " .. cmd .. " --help')")
 end
 
--- Parses `argv` (an arg table: argv[1..n]) against `spec`.
-function cli.parse(argv, spec)
+-- A copy of `spec` with `options` added (a workflow that adds a step adds
+-- its options this way: cli.parse(arg, cli.with_options(backup.CLI, {...}))).
+function cli.with_options(spec, options)
+  local out = {}
+  for k, v in pairs(spec) do out[k] = v end
+  out.options = {}
+  for _, o in ipairs(spec.options or {}) do out.options[#out.options + 1] = o end
+  for _, o in ipairs(options or {}) do out.options[#out.options + 1] = o end
+  return out
+end
+
+-- The options table before parsing: lists for repeatable options,
+-- defaults, false for flags; and the lookup tables by long and short name.
+local function start(spec)
   local by_long, by_short = {}, {}
   local o = { args = {} }
   for _, opt in ipairs(spec.options or {}) do
@@ -71,19 +83,91 @@ function cli.parse(argv, spec)
       o[k] = false
     end
   end
+  return o, by_long, by_short
+end
 
-  local function set(opt, value, shown)
-    local k = key_of(opt[1])
-    if not opt[3] then
-      if value ~= nil then usage_error(spec, "option %s takes no value", shown) end
-      o[k] = true
-    elseif opt.multi then
-      table.insert(o[k], value)
+local function set(spec, o, opt, value, shown)
+  local k = key_of(opt[1])
+  -- an option declared secret = true: masked in our command line, logs and errors
+  if opt.secret and value then pgvault.hide_arg(value) end
+  if not opt[3] then
+    if value ~= nil then usage_error(spec, "option %s takes no value", shown) end
+    o[k] = true
+  elseif opt.multi then
+    table.insert(o[k], value)
+  else
+    o[k] = value
+  end
+end
+
+-- The argument after argv[i], the value of option `opt` (shown as `shown`).
+local function next_value(spec, argv, i, opt, shown)
+  local value = argv[i + 1]
+  if value == nil then usage_error(spec, "option %s needs a value (%s)", shown, opt[3]) end
+  return value, i + 1
+end
+
+-- "--name", "--name=value"; returns the index of the last argument used.
+local function long_option(spec, o, by_long, argv, i)
+  local a = argv[i]
+  local name, value = a:match("^%-%-([^=]+)=(.*)$")
+  name = name or a:sub(3)
+  local opt = by_long[name]
+  if not opt then usage_error(spec, "unknown option --%s", name) end
+  if opt[3] and value == nil then value, i = next_value(spec, argv, i, opt, "--" .. name) end
+  set(spec, o, opt, value, "--" .. name)
+  return i
+end
+
+-- "-x VALUE", "-xVALUE", or clustered flags "-yq".
+local function short_options(spec, o, by_short, argv, i)
+  local a = argv[i]
+  local letter = a:sub(2, 2)
+  local opt = by_short[letter]
+  if not opt then usage_error(spec, "unknown option -%s", letter) end
+  if opt[3] then
+    local value = a:sub(3)
+    if value == "" then value, i = next_value(spec, argv, i, opt, "-" .. letter) end
+    set(spec, o, opt, value, "-" .. letter)
+    return i
+  end
+  for j = 2, #a do
+    local f = by_short[a:sub(j, j)]
+    if not f or f[3] then usage_error(spec, "unknown option -%s", a:sub(j, j)) end
+    set(spec, o, f, nil, "-" .. a:sub(j, j))
+  end
+  return i
+end
+
+-- The positionals by name (spec.positionals), checking their count.
+local function positionals(spec, o)
+  local list = spec.positionals or {}
+  local k = 1
+  for idx, p in ipairs(list) do
+    if p.rest then
+      local rest = {}
+      for j = k, #o.args do rest[#rest + 1] = o.args[j] end
+      if #rest == 0 and not p.optional then usage_error(spec, "missing %s", p[1]) end
+      o[p[1]] = rest
+      k = #o.args + 1
     else
-      o[k] = value
+      local v = o.args[k]
+      if v == nil and not p.optional then usage_error(spec, "missing %s", p[1]) end
+      o[p[1]] = v
+      k = k + 1
+    end
+    if idx == #list and k <= #o.args and not spec.extra_args then
+      usage_error(spec, "unexpected argument '%s'", o.args[k])
     end
   end
+  if #list == 0 and #o.args > 0 and not spec.extra_args then
+    usage_error(spec, "unexpected argument '%s'", o.args[1])
+  end
+end
 
+-- Parses `argv` (an arg table: argv[1..n]) against `spec`.
+function cli.parse(argv, spec)
+  local o, by_long, by_short = start(spec)
   local i, n = 1, #argv
   local only_positionals = false
   while i <= n do
@@ -97,63 +181,13 @@ function cli.parse(argv, spec)
       io.stdout:flush()
       os.exit(0, true)
     elseif a:sub(1, 2) == "--" then
-      local name, value = a:match("^%-%-([^=]+)=(.*)$")
-      name = name or a:sub(3)
-      local opt = by_long[name]
-      if not opt then usage_error(spec, "unknown option --%s", name) end
-      if opt[3] and value == nil then
-        i = i + 1
-        value = argv[i]
-        if value == nil then usage_error(spec, "option --%s needs a value (%s)", name, opt[3]) end
-      end
-      set(opt, value, "--" .. name)
+      i = long_option(spec, o, by_long, argv, i)
     else
-      local letter = a:sub(2, 2)
-      local opt = by_short[letter]
-      if not opt then usage_error(spec, "unknown option -%s", letter) end
-      local value
-      if opt[3] then
-        value = a:sub(3)
-        if value == "" then
-          i = i + 1
-          value = argv[i]
-          if value == nil then usage_error(spec, "option -%s needs a value (%s)", letter, opt[3]) end
-        end
-        set(opt, value, "-" .. letter)
-      else
-        -- Clustered flags: -yq
-        for j = 2, #a do
-          local f = by_short[a:sub(j, j)]
-          if not f or f[3] then usage_error(spec, "unknown option -%s", a:sub(j, j)) end
-          set(f, nil, "-" .. a:sub(j, j))
-        end
-      end
+      i = short_options(spec, o, by_short, argv, i)
     end
     i = i + 1
   end
-
-  local positionals = spec.positionals or {}
-  local k = 1
-  for idx, p in ipairs(positionals) do
-    if p.rest then
-      local rest = {}
-      for j = k, #o.args do rest[#rest + 1] = o.args[j] end
-      if #rest == 0 and not p.optional then usage_error(spec, "missing %s", p[1]) end
-      o[p[1]] = rest
-      k = #o.args + 1
-    else
-      local v = o.args[k]
-      if v == nil and not p.optional then usage_error(spec, "missing %s", p[1]) end
-      o[p[1]] = v
-      k = k + 1
-    end
-    if idx == #positionals and k <= #o.args and not spec.extra_args then
-      usage_error(spec, "unexpected argument '%s'", o.args[k])
-    end
-  end
-  if #positionals == 0 and #o.args > 0 and not spec.extra_args then
-    usage_error(spec, "unexpected argument '%s'", o.args[1])
-  end
+  positionals(spec, o)
   return o
 end
 

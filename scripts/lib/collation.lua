@@ -1,27 +1,33 @@
--- Collation version checks and fixes shared by collation-check and
--- collation-fix: which databases and collations have a recorded version
--- that differs from what the operating system's library provides now, the
--- indexes that depend on them, amcheck on those indexes, and the rebuild
--- (REINDEX) followed by the version refresh.
+-- Collation version checks shared by collation-check and collation-fix:
+-- which databases and collations have a recorded version that differs
+-- from what the operating system's library provides now, the indexes that
+-- depend on them, amcheck on those indexes, the server's warning about it,
+-- and the report (lines, JSON). The fix itself is lib.reindex.
 --
 -- Privileges: the check needs only a normal connection. --deep needs the
 -- amcheck extension (CREATE EXTENSION is for superusers) and EXECUTE on
--- bt_index_check. The fix needs ownership of the tables whose indexes it
--- rebuilds, ownership of the database (ALTER DATABASE ... REFRESH COLLATION
--- VERSION) and of each collation it refreshes; a superuser has all of them.
+-- bt_index_check.
 local dump = require "pgvault.dump"
 local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
-local proc = require "pgvault.proc"
+local database = require "lib.database"
+local json = require "lib.json"
 
 local M = {}
 
 local DEFAULT_COLLATION = 100 -- the "default" collation's fixed OID
 
--- A connection whose notices are kept for the report rather than logged:
--- the report shows the collation WARNING of start-up itself.
+-- The search path every query of ours runs with (lib.database's): the
+-- database's own setting (ALTER DATABASE ... SET search_path = public,
+-- pg_catalog) could put its owner's functions ahead of the built-in ones we
+-- call, and run them with our rights.
+M.SEARCH_PATH = database.SEARCH_PATH
+
+-- A connection whose notices are kept for the report rather than logged
+-- (the report shows the collation WARNING of start-up itself), with a
+-- search path of built-in objects only.
 function M.connect(url)
-  return pg.connect(url, { log_notices = false })
+  return database.connect(url, { log_notices = false })
 end
 
 -- Connection string for another database on the same server, keeping
@@ -264,20 +270,33 @@ local function index_collation_oids(conn, indexes)
   end
 end
 
+-- Makes sure amcheck is there. collation-check is read-only: it creates
+-- the extension only when asked (create = true), in schema public, and
+-- otherwise says what is missing.
+local function ensure_amcheck(conn, create)
+  if conn:query("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'")[1] then return end
+  local dbname = conn:db()
+  if not create then
+    pgvault.raise("pg", string.format("--deep needs the amcheck extension, which database %s does not have: run "
+      .. "again with --create-amcheck (it creates it; a superuser may), or have a superuser run CREATE EXTENSION "
+      .. "amcheck there, or run without --deep", dbname))
+  end
+  local ok, err = pcall(conn.exec, conn, "CREATE EXTENSION amcheck SCHEMA public")
+  if not ok then
+    if not pgvault.is_error(err) or err.kind ~= "pg" then error(err, 0) end
+    pgvault.raise("pg", string.format("--create-amcheck: this user may not create the amcheck extension in database "
+      .. "%s (%s); ask a superuser to run CREATE EXTENSION amcheck there and GRANT EXECUTE ON FUNCTION "
+      .. "bt_index_check(regclass, boolean) to this user, or run without --deep", dbname, tostring(err)),
+      { sqlstate = err.sqlstate })
+  end
+  log.info("created the amcheck extension in schema public of database %s (--create-amcheck)", dbname)
+end
+
 -- amcheck's bt_index_check on each B-tree index. Returns a summary, or
 -- raises a clear error when amcheck is not available to this user.
-function M.deep_check(conn, indexes)
+function M.deep_check(conn, indexes, create_amcheck)
   local dbname = conn:db()
-  if not conn:query("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'")[1] then
-    local ok, err = pcall(conn.exec, conn, "CREATE EXTENSION IF NOT EXISTS amcheck")
-    if not ok then
-      if not pgvault.is_error(err) or err.kind ~= "pg" then error(err, 0) end
-      pgvault.raise("pg", string.format("--deep needs the amcheck extension in database %s and this user may not "
-        .. "create it (%s); ask a superuser to run CREATE EXTENSION amcheck there and GRANT EXECUTE ON FUNCTION "
-        .. "bt_index_check(regclass, boolean) to this user, or run without --deep", dbname, tostring(err)),
-        { sqlstate = err.sqlstate })
-    end
-  end
+  ensure_amcheck(conn, create_amcheck)
   local schema = conn:query([[SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
                                WHERE e.extname = 'amcheck']])[1].nspname
   local fn = pg.quote_ident(schema) .. ".bt_index_check"
@@ -314,7 +333,8 @@ function M.deep_check(conn, indexes)
 end
 
 -- Everything about the database `conn` is connected to. opts.deep runs
--- amcheck on every index that uses a versioned collation.
+-- amcheck on every index that uses a versioned collation (opts.create_amcheck:
+-- creating the extension when it is missing).
 function M.check(conn, opts)
   opts = opts or {}
   if conn:server_version() < 150000 then
@@ -346,139 +366,11 @@ function M.check(conn, opts)
   index_collation_oids(conn, report.indexes)
   if opts.deep then
     report.deep_indexes = M.indexes(conn, {}, false, true)
-    report.deep = M.deep_check(conn, report.deep_indexes)
+    report.deep = M.deep_check(conn, report.deep_indexes, opts.create_amcheck)
   end
   report.needs_fix = current.mismatch or #report.collations > 0
   report.corrupt = report.deep and (report.deep.corrupt > 0 or report.deep.errors > 0) or false
   return report
-end
-
--- Rows whose keys collide in a unique index that failed to rebuild:
--- grouped under the current collation rules, at most `limit` groups.
-function M.duplicate_keys(conn, ix, limit)
-  local exprs = {}
-  for k = 1, ix.nkeys do
-    exprs[#exprs + 1] = conn:query("SELECT pg_get_indexdef($1::oid, $2, true) AS e", ix.oid, k)[1].e
-  end
-  local where = {}
-  if ix.predicate then where[#where + 1] = "(" .. ix.predicate .. ")" end
-  if not ix.nulls_not_distinct then
-    for _, e in ipairs(exprs) do where[#where + 1] = "(" .. e .. ") IS NOT NULL" end
-  end
-  local list = table.concat(exprs, ", ")
-  local sql = string.format("SELECT ROW(%s)::text AS key, count(*) AS n FROM %s%s GROUP BY %s HAVING count(*) > 1 "
-    .. "ORDER BY 2 DESC, 1 LIMIT %d", list, ix.table, #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or "",
-    list, limit or 20)
-  local ok, rows = pcall(conn.query, conn, sql)
-  if not ok then
-    if not pgvault.is_error(rows) or rows.kind ~= "pg" then error(rows, 0) end
-    return nil, tostring(rows)
-  end
-  local out = {}
-  for _, r in ipairs(rows) do out[#out + 1] = { key = r.key, rows = r.n } end
-  return out
-end
-
--- What this user lacks to fix `report`: one line per object it does not
--- own (REINDEX and the refreshes need ownership, or a superuser).
-function M.missing_privileges(report)
-  local out = {}
-  for _, ix in ipairs(report.indexes) do
-    if not ix.owned then
-      out[#out + 1] = string.format("table %s (owner %s), to rebuild %s", ix.table, ix.owner, ix.qualified)
-    end
-  end
-  if report.database.mismatch and not report.database.owned then
-    out[#out + 1] = string.format("database %s (owner %s), to refresh its collation version", report.database.name,
-      report.database.owner)
-  end
-  for _, c in ipairs(report.collations) do
-    if not c.owned then
-      out[#out + 1] = string.format("collation %s (owner %s), to refresh its version", c.qualified, c.owner)
-    end
-  end
-  return out
-end
-
--- The statements that fix `report`, in order: each index rebuilt, then
--- the versions refreshed (of unused collations, those this user owns).
-local function refresh_database_sql(name)
-  return "ALTER DATABASE " .. pg.quote_ident(name) .. " REFRESH COLLATION VERSION"
-end
-local function refresh_collation_sql(qualified)
-  return "ALTER COLLATION " .. qualified .. " REFRESH VERSION"
-end
-
-function M.plan(report)
-  local plan = {}
-  for _, ix in ipairs(report.indexes) do plan[#plan + 1] = "REINDEX INDEX " .. ix.qualified end
-  if report.database.mismatch then plan[#plan + 1] = refresh_database_sql(report.database.name) end
-  for _, c in ipairs(report.collations) do plan[#plan + 1] = refresh_collation_sql(c.qualified) end
-  for _, c in ipairs(report.unused_collations) do
-    if c.owned then plan[#plan + 1] = refresh_collation_sql(c.qualified) end
-  end
-  return plan
-end
-
--- Rebuilds the indexes of `report` one by one (each REINDEX commits on
--- its own, outside any transaction), then refreshes the version of the
--- database and of each collation whose dependent indexes all rebuilt.
--- Returns { rebuilt = {...}, failed = {...}, refreshed = {...}, not_refreshed = {...} }.
-function M.fix(conn, report)
-  local result = { rebuilt = {}, failed = {}, refreshed = {}, not_refreshed = {} }
-  local failed_default, failed_coll = nil, {}
-  for _, ix in ipairs(report.indexes) do
-    local t0 = proc.now()
-    local ok, err = pcall(conn.exec, conn, "REINDEX INDEX " .. ix.qualified)
-    if ok then
-      result.rebuilt[#result.rebuilt + 1] = { index = ix.qualified, table = ix.table, seconds = proc.now() - t0 }
-    else
-      if not pgvault.is_error(err) or err.kind ~= "pg" then error(err, 0) end
-      local f = { index = ix.qualified, table = ix.table, error = err.message, sqlstate = err.sqlstate,
-        detail = err.detail }
-      if err.sqlstate == "23505" then
-        f.reason = "duplicate keys"
-        f.duplicates, f.duplicates_error = M.duplicate_keys(conn, ix)
-      elseif err.sqlstate == "42501" then
-        f.reason = "permission denied (REINDEX needs ownership of the table)"
-      end
-      result.failed[#result.failed + 1] = f
-      if ix.on_default then failed_default = failed_default or ix.qualified end
-      for _, oid in ipairs(ix.collation_oids) do failed_coll[oid] = ix.qualified end
-    end
-  end
-
-  local function refresh(what, sql, blocked_by)
-    if blocked_by then
-      result.not_refreshed[#result.not_refreshed + 1] = { object = what,
-        reason = "index " .. blocked_by .. " did not rebuild" }
-      return
-    end
-    local ok, err = pcall(conn.exec, conn, sql)
-    if ok then
-      result.refreshed[#result.refreshed + 1] = { object = what, statement = sql }
-    else
-      if not pgvault.is_error(err) or err.kind ~= "pg" then error(err, 0) end
-      result.not_refreshed[#result.not_refreshed + 1] = { object = what, reason = err.message,
-        sqlstate = err.sqlstate }
-    end
-  end
-
-  if report.database.mismatch then
-    refresh("database " .. report.database.name, refresh_database_sql(report.database.name), failed_default)
-  end
-  for _, c in ipairs(report.collations) do
-    refresh("collation " .. c.qualified, refresh_collation_sql(c.qualified), failed_coll[c.oid])
-  end
-  result.unused_skipped = 0
-  for _, c in ipairs(report.unused_collations) do
-    if c.owned then
-      refresh("collation " .. c.qualified, refresh_collation_sql(c.qualified))
-    else
-      result.unused_skipped = result.unused_skipped + 1
-    end
-  end
-  return result
 end
 
 -- The databases to work on: the one `url` names, or with `all` every
@@ -559,40 +451,18 @@ function M.describe(report)
   return lines
 end
 
--- What collation.fix did, as lines (`user`: who ran it).
-function M.describe_fix(result, user)
-  local lines = {}
-  local function add(fmt, ...) lines[#lines + 1] = string.format(fmt, ...) end
-  for _, r in ipairs(result.rebuilt) do add("rebuilt %s on %s (%.1fs)", r.index, r.table, r.seconds) end
-  for _, f in ipairs(result.failed) do
-    add("FAILED to rebuild %s on %s: %s", f.index, f.table, f.error)
-    if f.duplicates and #f.duplicates > 0 then
-      add("  keys that are now equal (key: rows), resolve them and run collation-fix again:")
-      for _, d in ipairs(f.duplicates) do add("    %s: %d rows", d.key, d.rows) end
-    elseif f.duplicates_error then
-      add("  (could not list the duplicate keys: %s)", f.duplicates_error)
-    end
-  end
-  for _, r in ipairs(result.refreshed) do add("refreshed %s", r.object) end
-  for _, r in ipairs(result.not_refreshed) do add("NOT refreshed %s: %s", r.object, r.reason) end
-  if result.unused_skipped > 0 then
-    add("left %d unused collation%s with a stale version alone (not owned by %s; harmless)", result.unused_skipped,
-      result.unused_skipped == 1 and "" or "s", user)
-  end
-  return lines
-end
-
--- The report as plain data for JSON (no internal fields).
+-- The report as plain data for JSON (no internal fields; lists are
+-- arrays, empty or not).
 function M.plain(report)
   local function index_view(ix)
     return { name = ix.qualified, table = ix.table, method = ix.method, unique = ix.unique, primary = ix.primary,
-      collations = ix.collations, bytes = ix.bytes, deep = ix.deep }
+      collations = json.array(ix.collations), bytes = ix.bytes, deep = ix.deep }
   end
   local out = {
-    database = report.database, startup_warnings = report.startup_warnings, collations = {},
-    indexes = {}, other_databases = {}, needs_fix = report.needs_fix, corrupt = report.corrupt,
+    database = report.database, startup_warnings = json.array(report.startup_warnings), collations = json.array(),
+    indexes = json.array(), other_databases = json.array(), unused_collations = json.array(),
+    needs_fix = report.needs_fix, corrupt = report.corrupt,
   }
-  out.unused_collations = {}
   for _, c in ipairs(report.collations) do
     out.collations[#out.collations + 1] = { name = c.qualified, provider = c.provider, locale = c.locale,
       recorded = c.recorded, actual = c.actual, dependents = c.dependents, owner = c.owner }
@@ -607,25 +477,10 @@ function M.plain(report)
   end
   if report.deep then
     out.deep = { checked = report.deep.checked, corrupt = report.deep.corrupt, skipped = report.deep.skipped,
-      errors = report.deep.errors, indexes = {} }
+      errors = report.deep.errors, indexes = json.array() }
     for _, ix in ipairs(report.deep_indexes) do out.deep.indexes[#out.deep.indexes + 1] = index_view(ix) end
   end
   return out
-end
-
--- JSON text of a report. lua-cjson writes an empty table as {}; in these
--- reports every empty table is a list, so it becomes [].
-function M.json(value)
-  local cjson = require "cjson"
-  local EMPTY = "\0[]"
-  local function copy(v)
-    if type(v) ~= "table" then return v end
-    if next(v) == nil then return EMPTY end
-    local out = {}
-    for k, x in pairs(v) do out[k] = copy(x) end
-    return out
-  end
-  return (cjson.encode(copy(value)):gsub('"\\u0000%[%]"', "[]"))
 end
 
 return M

@@ -5,7 +5,7 @@
 --   environment "prod" {
 --     db = env "PROD_DATABASE_URL",                   -- secrets by reference, never in the file
 --     to = "s3://backups/prod/", region = "us-west-004",
---     ping = file "/run/secrets/hc_ping_url",
+--     ping = file "/run/secrets/hc_ping_url",      -- or credential "NAME" (systemd LoadCredential=)
 --   }
 --
 -- Found as --config FILE, $PGVAULT_CONFIG, ./pgvault.conf.lua or
@@ -49,12 +49,15 @@ config.KEYS = {
   { "part_size", "integer", "multipart part size in MiB (default 8, at least 5)", arg = "MiB", min = 5 },
   { "parallel", "integer", "S3 parts in flight at once (default 4)", arg = "N", min = 1 },
   { "retries", "integer", "attempts per S3 request before giving up (default 6)", arg = "N", min = 1 },
+  { "timeout", "integer", "seconds an S3 request may stall before it is retried (default 60)", arg = "SECONDS",
+    min = 1 },
   -- encryption and signatures
   { "recipient", "list", "encrypt to this age recipient", arg = "RECIPIENT", short = "r" },
   { "recipients_file", "list", "encrypt to every age recipient listed in FILE", arg = "FILE", short = "R" },
   { "identity", "list", "age identity file to decrypt with (read-back check, restore drill)", arg = "FILE",
     short = "i" },
   { "sign", "string", "sign each manifest with this minisign secret key file", arg = "KEY" },
+  { "sign_password_file", "string", "file holding the signing key's password (when it has one)", arg = "FILE" },
   { "trust", "list", "trusted minisign public key file", arg = "FILE" },
   -- retention (restic's rules)
   { "keep_last", "count", "keep the newest N backups", arg = "N" },
@@ -84,6 +87,21 @@ config.KEYS = {
   { "drill_db", "string", "scratch database URL for the restore drill (created and dropped; default: "
     .. "pgvault_drill_<db> on the backed-up server)", arg = "URL", secret = "password" },
   { "lock_ttl", "duration", "a bucket lock older than this is taken as abandoned (default 6h)", arg = "DURATION" },
+  -- neon-restore (the API keys are read from the file or the environment, never from a flag)
+  { "neon_project", "string", "Neon project id (the Console's project Settings)", arg = "ID" },
+  { "neon_branch", "string", "Neon branch name or id (default: the project's default branch)", arg = "NAME|ID" },
+  { "neon_database", "string", "the Neon database neon-restore replaces", arg = "NAME" },
+  { "neon_role", "string", "role in the app's database URL (default: the database's owner)", arg = "NAME" },
+  { "neon_api_key", "string", "Neon API key (default: $NEON_API_KEY)", arg = "KEY", secret = "all" },
+  { "neon_api_host", "string", "Neon API base URL (default: $NEON_API_HOST, else https://console.neon.tech/api/v2)",
+    arg = "URL" },
+  { "fly_app", "string", "Fly.io app whose DATABASE_URL secret neon-restore sets and deploys", arg = "APP" },
+  { "fly_api_token", "string", "Fly.io token (default: $FLY_ACCESS_TOKEN, then $FLY_API_TOKEN)", arg = "TOKEN",
+    secret = "all" },
+  { "flaps_base_url", "string", "Fly Machines API base URL (default: $FLY_FLAPS_BASE_URL or $FLAPS_BASE_URL, else "
+    .. "https://api.machines.dev)", arg = "URL" },
+  { "env_file", "string", "dotenv file whose DATABASE_URL neon-restore rewrites (e.g. .env.production)",
+    arg = "FILE" },
 }
 
 config.BY_NAME = {}
@@ -112,9 +130,8 @@ local function is_ref(v) return getmetatable(v) == REF end
 
 -- What a value of type `t` must look like, for messages.
 local EXPECTED = {
-  string = "a string", integer = "a whole number", count = "a whole number or \"unlimited\"",
+  string = "a string", integer = "an integer", count = "an integer or \"unlimited\"",
   boolean = "true or false", list = "a string or a list of strings", duration = "a duration like 7d, 12h or 1y6m",
-  enum = "one of",
 }
 
 -- Checks one value against key k; returns the normalised value or nil and
@@ -123,7 +140,9 @@ function config.check_value(k, v)
   local t = k.type
   local function bad()
     local want = EXPECTED[t]
-    if t == "enum" then want = want .. " " .. table.concat(k.values, ", ") end
+    if t == "enum" then
+      want = table.concat(k.values, ", ", 1, #k.values - 1) .. " or " .. k.values[#k.values]
+    end
     if (t == "integer" or t == "count") and k.min then want = want .. " (at least " .. k.min .. ")" end
     local shown = type(v) == "string" and string.format("%q", v) or (is_ref(v) and tostring(v) or tostring(v))
     return nil, string.format("%s must be %s, not %s", k.name, want, shown)
@@ -192,7 +211,7 @@ end
 -- Loading, in a sandbox
 -- ------------------------------------------------------------------------
 
-local MAX_INSTRUCTIONS = 50 * 1000 * 1000
+local MAX_INSTRUCTIONS = 10 * 1000 * 1000
 
 local function not_available(what)
   return function(_, k)
@@ -260,25 +279,29 @@ local function check_block(block, lines, shown, problems, what)
   block.values = values
 end
 
--- Loads configuration text; `shown` names it in messages. Returns
--- { path =, environments = { NAME = { name=, line=, values = { KEY = {value=, line=} } } },
---   order = { NAME, ... }, defaults = {...} }, or raises kind "config"
--- naming file and line (the first problem, and how many more there are).
-function config.load_text(text, shown)
-  local lines = split_lines(text)
-  local state = { environments = {}, order = {}, defaults = nil }
-  local problems = {}
+-- The words a configuration file is written with: environment, defaults,
+-- env, file, credential; they record into `state`.
+local function vocabulary(state)
   local function here(level) return debug.getinfo(level + 1, "l").currentline or 0 end
+  local function ref(kind, name, valid, hint)
+    if type(name) ~= "string" or not valid(name) then error(hint, 3) end
+    return setmetatable({ kind = kind, name = name, line = here(3) }, REF)
+  end
   local api = {}
+  -- (No tail calls below: `here` and `error` count the frames up to the file's.)
   function api.env(name)
-    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
-      error("env needs the name of an environment variable, as env \"NAME\"", 2)
-    end
-    return setmetatable({ kind = "env", name = name, line = here(2) }, REF)
+    local r = ref("env", name, function(n) return n:match("^[%a_][%w_]*$") end,
+      "env needs the name of an environment variable, as env \"NAME\"")
+    return r
   end
   function api.file(path)
-    if type(path) ~= "string" or path == "" then error("file needs a path, as file \"/run/secrets/NAME\"", 2) end
-    return setmetatable({ kind = "file", name = path, line = here(2) }, REF)
+    local r = ref("file", path, function(n) return n ~= "" end, "file needs a path, as file \"/run/secrets/NAME\"")
+    return r
+  end
+  function api.credential(name)
+    local r = ref("credential", name, function(n) return n:match("^[%w_.%-]+$") and not n:match("^%.+$") end,
+      "credential needs the name of a systemd credential, as credential \"db_url\"")
+    return r
   end
   function api.environment(name)
     local line = here(2)
@@ -300,15 +323,11 @@ function config.load_text(text, shown)
     if state.defaults then error("defaults are given twice (first on line " .. state.defaults.line .. ")", 2) end
     state.defaults = { line = here(2), raw = t }
   end
-  local safe = safe_globals()
-  local missing = not_available("")
-  local sandbox = setmetatable({}, { __index = function(t, k)
-    if api[k] then return api[k] end
-    if safe[k] ~= nil then return safe[k] end
-    return missing(t, k)
-  end })
-  local chunk, err = load(text, "=" .. shown, "t", sandbox)
-  if not chunk then fail("%s", err) end
+  return api
+end
+
+-- Runs the chunk in a coroutine whose hook stops it after MAX_INSTRUCTIONS.
+local function run_limited(chunk, shown)
   local co = coroutine.create(chunk)
   local steps = 0
   debug.sethook(co, function()
@@ -318,6 +337,35 @@ function config.load_text(text, shown)
   local ok, cerr = coroutine.resume(co)
   if not ok then fail("%s", tostring(cerr)) end
   if coroutine.status(co) ~= "dead" then fail("%s: the configuration must not yield", shown) end
+end
+
+local function raise_problems(problems)
+  table.sort(problems, function(a, b)
+    local la, lb = tonumber(a:match(":(%d+):")) or 0, tonumber(b:match(":(%d+):")) or 0
+    if la ~= lb then return la < lb end
+    return a < b
+  end)
+  error(pgvault.error("config", problems[1] .. (#problems > 1 and string.format(
+    " (and %d more problem%s: run 'pgvault config check')", #problems - 1, #problems > 2 and "s" or "") or ""),
+    { problems = problems }), 0)
+end
+
+-- Loads configuration text; `shown` names it in messages. Returns
+-- { path =, environments = { NAME = { name=, line=, values = { KEY = {value=, line=} } } },
+--   order = { NAME, ... }, defaults = {...} }, or raises kind "config"
+-- naming file and line (the first problem, and how many more there are).
+function config.load_text(text, shown)
+  local state = { environments = {}, order = {}, defaults = nil }
+  local api, safe, missing = vocabulary(state), safe_globals(), not_available("")
+  local sandbox = setmetatable({}, { __index = function(t, k)
+    if api[k] then return api[k] end
+    if safe[k] ~= nil then return safe[k] end
+    return missing(t, k)
+  end })
+  local chunk, err = load(text, "=" .. shown, "t", sandbox)
+  if not chunk then fail("%s", err) end
+  run_limited(chunk, shown)
+  local lines, problems = split_lines(text), {}
   if state.defaults then check_block(state.defaults, lines, shown, problems, "defaults") end
   for _, name in ipairs(state.order) do
     check_block(state.environments[name], lines, shown, problems, "environment " .. name)
@@ -325,17 +373,7 @@ function config.load_text(text, shown)
   if #state.order == 0 then
     problems[#problems + 1] = shown .. ": no environment defined (environment \"prod\" { db = ..., to = ... })"
   end
-  if #problems > 0 then
-    table.sort(problems, function(a, b)
-      local la, lb = tonumber(a:match(":(%d+):")) or 0, tonumber(b:match(":(%d+):")) or 0
-      if la ~= lb then return la < lb end
-      return a < b
-    end)
-    local e = pgvault.error("config", problems[1] .. (#problems > 1 and string.format(
-      " (and %d more problem%s: run 'pgvault config check')", #problems - 1, #problems > 2 and "s" or "") or ""),
-      { problems = problems })
-    error(e, 0)
-  end
+  if #problems > 0 then raise_problems(problems) end
   state.path = shown
   return state
 end
@@ -409,13 +447,22 @@ local function deref(r, key, where)
     end
     return v
   end
-  local ok, text = pcall(fs.read_file, r.name)
+  local path, what = r.name, "the file " .. r.name
+  if r.kind == "credential" then
+    local dir = os.getenv("CREDENTIALS_DIRECTORY")
+    if not dir or dir == "" then
+      fail("%s: %s comes from the systemd credential %s, but $CREDENTIALS_DIRECTORY is not set: run under systemd "
+        .. "with LoadCredential=%s:FILE (or set it to a directory holding %s)", where, key, r.name, r.name, r.name)
+    end
+    path, what = dir .. "/" .. r.name, "the systemd credential " .. r.name
+  end
+  local ok, text = pcall(fs.read_file, path)
   if not ok then
-    fail("%s: %s comes from the file %s, which cannot be read (%s)", where, key, r.name,
+    fail("%s: %s comes from %s, which cannot be read (%s)", where, key, what,
       tostring(type(text) == "table" and text.message or text))
   end
   text = text:gsub("\r?\n$", "")
-  if text == "" then fail("%s: %s comes from the file %s, which is empty", where, key, r.name) end
+  if text == "" then fail("%s: %s comes from %s, which is empty", where, key, what) end
   return text
 end
 
@@ -477,6 +524,14 @@ config.ENV_OPTIONS = {
     .. "~/.config/pgvault/config.lua)" },
 }
 
+-- A copy of a workflow's cli.parse spec with --env and --config added.
+function config.cli(spec)
+  local out = {}
+  for k, v in pairs(spec) do out[k] = v end
+  out.options = config.with_options(spec.options or {})
+  return out
+end
+
 -- Appends --env and --config to a cli.parse option list.
 function config.with_options(options)
   local out = {}
@@ -491,7 +546,7 @@ local function from_flag(k, opt, v)
     v = v == "unlimited" and v or (math.tointeger(tonumber(v)) or v)
   end
   local value, complaint = config.check_value(k, v)
-  if value == nil then usage("--%s: %s", opt[1], complaint:gsub("^[%w_]+ ", "it ", 1)) end
+  if value == nil then usage("--%s %s", opt[1], (complaint:gsub("^[%w_]+ ", "", 1))) end
   return value
 end
 
@@ -513,11 +568,15 @@ end
 -- the flag, the environment's setting, the key's default. Values come out
 -- typed (integers, lists, booleans); o.settings = { env =, path =,
 -- sources = { KEY = "--keep-daily" | "pgvault.conf.lua:12" | "default" } }.
-function config.apply(o, spec)
+-- keys: option name -> the key that feeds it (list's --from is fed by
+-- "to"), or false for an option the file must not fill (restore's --db).
+function config.apply(o, spec, keys)
   local env = config.selected(o)
   local sources = {}
   for _, opt in ipairs(spec.options or {}) do
-    local k = config.BY_NAME[opt.key or field(opt)]
+    local name = opt.key or field(opt)
+    if keys and keys[name] ~= nil then name = keys[name] end
+    local k = name and config.BY_NAME[name]
     if k then
       local f, value, source = field(opt), nil, nil
       local flag = o[f]
@@ -528,7 +587,10 @@ function config.apply(o, spec)
       elseif k.type == "list" then
         if type(flag) == "table" and #flag > 0 then value, source = from_flag(k, opt, flag), "--" .. opt[1] end
       elseif flag ~= nil and flag ~= false then
-        value, source = from_flag(k, opt, flag), "--" .. opt[1]
+        -- An option made by config.option is checked and typed here; a
+        -- workflow's own option (backup's --level …) is left as given, for
+        -- the workflow's own checks and messages.
+        value, source = opt.key and from_flag(k, opt, flag) or flag, "--" .. opt[1]
       end
       if value == nil and env and env.values[k.name] then
         value, source = config.resolve(env.values[k.name], k.name, env.path)

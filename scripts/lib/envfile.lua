@@ -129,9 +129,9 @@ function envfile.replace(text, key, value)
   return table.concat(out), { count = count, appended = appended, old = old }
 end
 
--- Rewrites `key` in the file at `path`; returns { changed, appended, count,
--- old }. Raises kind "io" (a missing or read-only file) or "usage".
-function envfile.set(path, key, value)
+-- Checks that the file at `path` can be rewritten (raises as set does);
+-- returns its real path and stat.
+function envfile.check(path, key)
   local real, why = fs.realpath(path)
   if not real then fail("io", "cannot rewrite %s in %s: %s", key, path, why) end
   local st = fs.stat(real)
@@ -141,6 +141,13 @@ function envfile.set(path, key, value)
     fail("io", "cannot rewrite %s in %s: the file is read-only (make it writable, e.g. chmod u+w %s, and "
       .. "run again)", key, path, path)
   end
+  return real, st
+end
+
+-- Rewrites `key` in the file at `path`; returns { changed, appended, count,
+-- old }. Raises kind "io" (a missing or read-only file) or "usage".
+function envfile.set(path, key, value)
+  local real, st = envfile.check(path, key)
   local text = fs.read_file(real)
   local new, r = envfile.replace(text, key, value)
   r.changed = new ~= text

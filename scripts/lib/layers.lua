@@ -1,12 +1,16 @@
--- Layers of a stored backup, recognised by their magic bytes and peeled as
--- the bytes stream: age encryption ("age-encryption.org/v1", or the ASCII
--- armor line), zstd compression (28 B5 2F FD), then the pg_dump archive
--- (PGDMP). What lies under an age layer cannot be seen before decrypting,
--- so the name decides there (NAME.backup.zst.age is zstd inside).
+-- Layers of a stored backup, from the outside in, and the one vocabulary
+-- for them: "age" (encryption: "age-encryption.org/v1" or the ASCII armor
+-- line), "zstd" (28 B5 2F FD), "pgdmp" (the pg_dump custom-format archive).
+-- They are recognised by their first bytes and peeled as the bytes stream.
+-- What lies under an age layer cannot be seen before decrypting: the
+-- manifest says (compression.method), else the name (….zst.age).
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
 
 local layers = {}
+
+-- Enough of the first bytes for layers.sniff.
+layers.HEAD_BYTES = 64
 
 local AGE = "age-encryption.org/v1"
 local ARMOR = "-----BEGIN AGE ENCRYPTED FILE-----"
@@ -21,48 +25,66 @@ function layers.sniff(head)
   return nil
 end
 
--- The layers from the outside in, e.g. {"age", "zstd", "pgdmp"}.
-function layers.detect(head, name)
+-- The layers from the outside in, e.g. {"age", "zstd", "pgdmp"}, or nil
+-- when the first bytes are none of ours. `name` and the manifest `m` (both
+-- optional) say what is under an age layer.
+function layers.detect(head, name, m)
   local outer = layers.sniff(head or "")
   if outer == "pgdmp" then return { "pgdmp" } end
   if outer == "zstd" then return { "zstd", "pgdmp" } end
   if outer == "age" then
-    local inner = (name or ""):gsub("%.age$", "")
-    if inner:match("%.zst$") then return { "age", "zstd", "pgdmp" } end
-    return { "age", "pgdmp" }
+    local inner
+    if type(m) == "table" and type(m.compression) == "table" and m.compression.method then
+      inner = m.compression.method == "zstd"
+    else
+      inner = ((name or ""):gsub("%.age$", "")):match("%.zst$") ~= nil
+    end
+    return inner and { "age", "zstd", "pgdmp" } or { "age", "pgdmp" }
   end
   return nil
 end
 
-local function optional(name)
-  local ok, mod = pcall(require, name)
-  return ok and mod or nil
+-- layers.detect, raising kind "verify" for something that is not a backup.
+function layers.require(head, name, m)
+  local list = layers.detect(head, name, m)
+  if not list then
+    pgvault.raise("verify", string.format("%s is not a backup: its first bytes are none of a pg_dump "
+      .. "custom-format archive (PGDMP), zstd or age", name or "the input"))
+  end
+  return list
+end
+
+-- Whether the list has layer `name`.
+function layers.has(list, name)
+  for _, l in ipairs(list) do if l == name then return true end end
+  return false
+end
+
+-- The identities from age identity files, in order.
+function layers.read_identities(files)
+  local crypto = require "pgvault.crypto"
+  local ids = {}
+  for _, file in ipairs(files or {}) do
+    for _, id in ipairs(crypto.read_identities(file)) do ids[#ids + 1] = id end
+  end
+  return ids
 end
 
 -- Filter stages that peel `list` (from layers.detect) down to the archive,
--- in pipeline order. opts: identity_files (age identity files),
--- passphrase. Raises a clear error when this build cannot peel a layer.
+-- in pipeline order. opts: identities (read already), identity_files,
+-- passphrase, name (of the backup, for messages).
 function layers.stages(list, opts)
   opts = opts or {}
   local out = {}
   for _, layer in ipairs(list) do
     if layer == "age" then
-      local crypto = optional("pgvault.crypto")
-      if not crypto or not crypto.decryptor then
-        pgvault.raise("verify", "the backup is age-encrypted and this build has no decryptor (pgvault.crypto)")
+      local ids = opts.identities or layers.read_identities(opts.identity_files)
+      if #ids == 0 and not opts.passphrase then
+        pgvault.raise("usage", string.format("%s is encrypted (age): give the identity file that opens it with -i FILE",
+          opts.name or "the backup"))
       end
-      if #(opts.identity_files or {}) == 0 and not opts.passphrase then
-        pgvault.raise("usage", "the backup is age-encrypted: give an identity file with -i FILE")
-      end
-      local ids = {}
-      for _, file in ipairs(opts.identity_files or {}) do
-        for _, id in ipairs(crypto.read_identities(file)) do ids[#ids + 1] = id end
-      end
-      out[#out + 1] = crypto.decryptor { identities = ids, passphrase = opts.passphrase }
+      out[#out + 1] = require("pgvault.crypto").decryptor { identities = ids, passphrase = opts.passphrase }
     elseif layer == "zstd" then
-      if not stream.unzstd then
-        pgvault.raise("verify", "the backup is zstd-compressed and this build has no zstd decompressor (stream.unzstd)")
-      end
       out[#out + 1] = stream.unzstd {}
     end
   end

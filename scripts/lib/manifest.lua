@@ -8,8 +8,8 @@
 --   manifest.new(fields) -> m            with format, tool and created_at
 --   manifest.encode(m) -> text           readable JSON, keys in a stable order
 --   manifest.decode(text, where) -> m    raises kind "verify" naming `where`
---   manifest.read(path) -> m             decode of a file (kind "io" if unreadable)
---   manifest.for_archive(path) -> m | nil, why   nil only when there is none
+--   manifest.read(path) -> m, text       decode of a file (kind "io" if unreadable)
+--   manifest.for_archive(path) -> m, text | nil, why   nil only when there is none
 --   manifest.write(archive, m, {no_clobber=true}) -> path of the manifest
 --   manifest.row_counts(m) -> {["schema.table"] = rows} | nil
 local fs = require "pgvault.fs"
@@ -24,7 +24,7 @@ manifest.FORMAT = 1
 manifest.MAX_BYTES = 64 << 20
 
 -- The known fields and their types: "string", "integer", "size" (an
--- integer >= 0), "sha256" (64 lower-case hex digits), "table" (anything),
+-- integer >= 0), "sha256" (64 lower-case hex digits), "boolean", "table",
 -- a table of fields (an object), or { type } (an array of that type).
 manifest.FIELDS = {
   format = "integer", tool = "string", created_at = "string", environment = "string", database = "string",
@@ -33,6 +33,15 @@ manifest.FIELDS = {
   stored = { name = "string", bytes = "size", sha256 = "sha256", block_size = "size", blocks = { "sha256" } },
   plain = { bytes = "size", sha256 = "sha256" },
   encryption = { method = "string", recipients = { "string" } },
+  -- the database's own properties (lib.database.properties), so that a
+  -- restore into a database that does not exist yet creates it like this one
+  properties = { owner = "string", encoding = "string", collate = "string", ctype = "string",
+    locale_provider = "string", locale = "string", icu_rules = "string", tablespace = "string",
+    connection_limit = "integer", is_template = "boolean", allow_connections = "boolean", comment = "string",
+    acl = { { grantee = "string", privilege = "string", grantable = "boolean" } },
+    settings = { { role = "string", setting = "string" } },
+    security_labels = { { provider = "string", label = "string" } } },
+
   archive = "table",
   tables = { { schema = "string", name = "string", rows = "size" } },
   private = "string", -- lib.trust: an encrypted backup's schema-revealing fields, age-encrypted
@@ -56,6 +65,7 @@ local SCALARS = {
   size = { "a whole number >= 0", function(v) return math.type(v) == "integer" and v >= 0 end },
   sha256 = { "64 lower-case hex digits", function(v) return type(v) == "string" and #v == 64 and
     v:match("^[0-9a-f]+$") ~= nil end },
+  boolean = { "true or false", function(v) return type(v) == "boolean" end },
   table = { "an object", function(v) return type(v) == "table" end },
 }
 
@@ -79,6 +89,7 @@ local function check(v, spec, path)
     end
     return nil
   end
+  if #v > 0 then return path .. " must be an object, not an array" end
   for k, sub in pairs(spec) do
     if v[k] ~= nil then
       local why = check(v[k], sub, path .. "." .. k)
@@ -131,25 +142,24 @@ end
 -- (the default) an existing manifest is never replaced (kind "exists").
 function manifest.write(archive_path, m, opts)
   local path = naming.manifest_path(archive_path)
-  if opts and opts.no_clobber == false then
-    fs.write_file(path, manifest.encode(m), { mode = 384 })
-  else
-    naming.claim(path, manifest.encode(m))
-  end
+  local no_clobber = not (opts and opts.no_clobber == false)
+  fs.write_file(path, manifest.encode(m), { mode = 384, no_clobber = no_clobber })
   return path
 end
 
--- Reads and checks the manifest at `path`.
+-- Reads and checks the manifest at `path`; returns it and its exact text
+-- (what a signature covers).
 function manifest.read(path)
   local st = fs.stat(path)
   if st and st.type == "file" and st.size > manifest.MAX_BYTES then
     invalid(path, string.format("larger than %d bytes", manifest.MAX_BYTES))
   end
-  return manifest.decode(fs.read_file(path), path)
+  local text = fs.read_file(path)
+  return manifest.decode(text, path), text
 end
 
--- The manifest next to an archive; nil and why when there is none. One that
--- is there but unusable raises.
+-- The manifest next to an archive and its text; nil and why when there is
+-- none. One that is there but unusable raises.
 function manifest.for_archive(archive_path)
   local path = naming.manifest_path(archive_path)
   if not fs.exists(path) then return nil, "no manifest " .. path end

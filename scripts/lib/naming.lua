@@ -100,11 +100,9 @@ end
 
 -- Creates the file `path` holding `data` (mode 0600) only if the name is
 -- free: written to a temporary file and linked into place, so a name that
--- is taken, even a moment before, raises kind "exists" (or "io" naming the
--- existing file) and is never replaced.
+-- is taken, even a moment before, raises kind "exists" and is never replaced.
 function naming.claim(path, data)
-  local stream = require "pgvault.stream"
-  stream.run { stream.string(data or ""), stream.file_writer(path, { no_clobber = true, mode = 384 }) }
+  require("pgvault.fs").write_file(path, data or "", { mode = 384, no_clobber = true })
   return path
 end
 

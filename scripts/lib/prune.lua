@@ -24,6 +24,7 @@ local retention = require "lib.retention"
 local prune = {}
 
 prune.DEFAULT_GRACE = "24h"
+prune.BATCH = 250
 local SIG_SUFFIX = naming.MANIFEST_SUFFIX .. ".minisig"
 
 local function is_s3(dest) return type(dest) == "string" and dest:sub(1, 5) == "s3://" end
@@ -56,7 +57,7 @@ local function list_dir(dir)
 end
 
 -- Entries of a bucket prefix (one level), and its multipart uploads.
-local function list_bucket(client, dest)
+local function list_bucket(client, dest, uploads_opts)
   local s3 = require "pgvault.s3"
   local bucket, prefix = s3.parse_url(dest)
   if prefix ~= "" and prefix:sub(-1) ~= "/" then prefix = prefix .. "/" end
@@ -69,11 +70,15 @@ local function list_bucket(client, dest)
         mtime = iso_time(obj.last_modified) }
     end
   end
+  -- Cleaning up unfinished uploads is a chore, not the prune: a server
+  -- that cannot list them (s3rver answers 501) or a failure here is a
+  -- warning, with few retries, and the prune goes on.
   local uploads = {}
-  local ok, listed = pcall(client.uploads, client, base .. prefix)
+  local lister <close> = require("pgvault.s3").client(uploads_opts)
+  local ok, listed = pcall(lister.uploads, lister, base .. prefix)
   if not ok then
-    if not (pgvault.is_error(listed) and listed.http_status == 501) then error(listed, 0) end
-    log.warn("%s cannot list unfinished multipart uploads (NotImplemented): stale uploads are not cleaned", dest)
+    log.warn("cannot list the unfinished multipart uploads of %s (%s): stale uploads are not cleaned this time",
+      dest, pgvault.is_error(listed) and listed.message or tostring(listed))
     listed = {}
   end
   for _, u in ipairs(listed) do
@@ -92,9 +97,12 @@ end
 local function classify(entries)
   local by_name, backups, strays, temporaries, reservations = {}, {}, {}, {}, {}
   for _, e in ipairs(entries) do by_name[e.name] = e end
+  local globals = require "lib.globals"
   for _, e in ipairs(entries) do
-    local b = naming.parse(e.name)
+    local b = naming.parse(e.name) or globals.parse(e.name)
     if b then
+      -- The roles of a run are a group of their own, pruned by the same rules.
+      if b.globals then b.database = "(roles and grants)" end
       b.path, b.size, b.mtime, b.key = e.path, e.size, e.mtime, e.key
       b.manifest_entry = by_name[e.name .. naming.MANIFEST_SUFFIX]
       b.signature_entry = by_name[e.name .. SIG_SUFFIX]
@@ -119,7 +127,9 @@ function prune.inventory(dest, s3opts)
   local entries
   if inv.remote then
     inv.client = require("pgvault.s3").client(s3opts)
-    entries, inv.uploads, inv.base = list_bucket(inv.client, dest)
+    local uploads_opts = { max_attempts = 2 }
+    for k, v in pairs(s3opts or {}) do if k ~= "max_attempts" then uploads_opts[k] = v end end
+    entries, inv.uploads, inv.base = list_bucket(inv.client, dest, uploads_opts)
   else
     inv.dir = dest:gsub("^file://", ""):gsub("/+$", "")
     if inv.dir == "" then inv.dir = "/" end
@@ -160,61 +170,59 @@ local function age_text(seconds)
   return string.format("%dd", seconds // 86400)
 end
 
--- opts: grace (seconds), now. Returns
--- { keep = {{backup, reasons}}, remove = {backup}, damaged = {backup},
---   orphans = {entry, why}, young = {entry, why}, uploads = {upload, why} }.
-function prune.plan(inv, policy, opts)
-  local now = opts.now or os.time()
-  local grace = opts.grace or prune.grace_seconds(nil, now)
+-- What is not a complete backup: incomplete archives, strays, temporaries,
+-- reservations and uploads, into plan.orphans (past the grace period) or
+-- plan.young (left alone). Returns the complete backups.
+local function sort_leftovers(inv, plan, grace, now)
   local reserved = {}
-  local plan = { keep = {}, remove = {}, damaged = {}, orphans = {}, young = {}, uploads = {}, policy = policy }
+  local function put(list, entry, why) list[#list + 1] = { entry = entry, why = why } end
   for _, r in ipairs(inv.reservations) do
     local age = now - (r.mtime or now)
-    if age > grace then
-      plan.orphans[#plan.orphans + 1] = { entry = r, why = "stale reservation, " .. age_text(age) .. " old" }
-    else
-      reserved[r.stem] = true
-    end
+    if age > grace then put(plan.orphans, r, "stale reservation, " .. age_text(age) .. " old") else
+      reserved[r.stem] = true end
   end
   local complete = {}
   for _, b in ipairs(inv.backups) do
     local age = now - (b.mtime or now)
-    local stem = b.name:match("^(.-)%.backup")
+    local stem = b.name:match("^(.-)%.backup") or b.name:match("^(.-)_globals%.sql")
     if b.manifest_entry then
       complete[#complete + 1] = b
     elseif reserved[stem] or age <= grace then
-      plan.young[#plan.young + 1] = { entry = b, why = string.format("no manifest, %s old: an upload may be "
-        .. "in flight", age_text(age)) }
+      put(plan.young, b, string.format("no manifest, %s old: an upload may be in flight", age_text(age)))
     else
-      plan.orphans[#plan.orphans + 1] = { entry = b, why = "no manifest, " .. age_text(age) .. " old" }
-      if b.signature_entry then
-        plan.orphans[#plan.orphans + 1] = { entry = b.signature_entry, why = "signature of an incomplete backup" }
-      end
+      put(plan.orphans, b, "no manifest, " .. age_text(age) .. " old")
+      if b.signature_entry then put(plan.orphans, b.signature_entry, "signature of an incomplete backup") end
     end
   end
   for _, list in ipairs({ inv.strays, inv.temporaries }) do
     for _, e in ipairs(list) do
       local age = now - (e.mtime or now)
       local what = e.name:match("%.partial$") and "temporary file" or "without its archive"
-      if age > grace then plan.orphans[#plan.orphans + 1] = { entry = e, why = what .. ", " .. age_text(age) .. " old" }
-      else plan.young[#plan.young + 1] = { entry = e, why = what .. ", " .. age_text(age) .. " old" } end
+      put(age > grace and plan.orphans or plan.young, e, what .. ", " .. age_text(age) .. " old")
     end
   end
   for _, u in ipairs(inv.uploads) do
     local age = now - (u.mtime or now)
-    if age > grace then plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload started "
-      .. age_text(age) .. " ago" } end
+    if age > grace then
+      plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload started " .. age_text(age) .. " ago" }
+    end
   end
-  -- The rules, and a check that each group's newest is really a backup:
-  -- a damaged manifest is left alone and the group planned again.
+  return complete
+end
+
+-- The rules over the complete backups, and a check that each group's
+-- newest is really a backup: a damaged manifest is left alone (plan.damaged)
+-- and the group planned again.
+local function apply_rules(inv, plan, complete, policy, now)
   while true do
     local keep, remove = retention.plan(complete, policy, now)
     local bad
     local seen = {}
     for _, k in ipairs(keep) do
       local b = k.backup
-      if not seen[b.env] then
-        seen[b.env] = true
+      local group = tostring(b.database) .. "\0" .. b.env
+      if not seen[group] then
+        seen[group] = true
         if not b.checked then
           local m, why = read_manifest(inv, b)
           b.checked = true
@@ -229,11 +237,22 @@ function prune.plan(inv, policy, opts)
     end
     if not bad then
       plan.keep, plan.remove = keep, remove
-      break
+      return
     end
     plan.damaged[#plan.damaged + 1] = bad
     for i, b in ipairs(complete) do if b == bad then table.remove(complete, i) break end end
   end
+end
+
+-- opts: grace (seconds), now. Returns
+-- { keep = {{backup, reasons}}, remove = {backup}, damaged = {backup},
+--   orphans = {entry, why}, young = {entry, why}, uploads = {upload, why} }.
+function prune.plan(inv, policy, opts)
+  local now = opts.now or os.time()
+  local grace = opts.grace or prune.grace_seconds(nil, now)
+  local plan = { keep = {}, remove = {}, damaged = {}, orphans = {}, young = {}, uploads = {}, policy = policy }
+  local complete = sort_leftovers(inv, plan, grace, now)
+  apply_rules(inv, plan, complete, policy, now)
   return plan
 end
 
@@ -244,9 +263,13 @@ end
 local function delete_paths(inv, paths)
   if #paths == 0 then return end
   if inv.remote then
-    local keys = {}
-    for i, p in ipairs(paths) do keys[i] = p:sub(#inv.base + 1) end
-    inv.client:delete_many(inv.base, keys)
+    -- Batches of prune.BATCH keys: a server deletes 1000 (S3's limit) slowly
+    -- enough that a loaded one times the request out.
+    for first = 1, #paths, prune.BATCH do
+      local keys = {}
+      for i = first, math.min(#paths, first + prune.BATCH - 1) do keys[#keys + 1] = paths[i]:sub(#inv.base + 1) end
+      inv.client:delete_many(inv.base, keys)
+    end
   else
     for _, p in ipairs(paths) do
       local ok, err = os.remove(p)

@@ -1,352 +1,446 @@
--- The restore procedure, usable from any workflow:
---   require("lib.restore").run{ src = path, db = url, jobs = 1, drop_old = false }
--- restores into a NEW database (created from template0 with the target's
--- owner, encoding and locale), checks it (pg_restore's exit status, the
--- archive's SHA-256 and per-table row counts against the manifest when it
--- has them), and only then swaps names: the old database is kept as
--- <db>_old_<stamp> (dropped with drop_old). A failed restore drops the new
--- database and leaves the live one untouched. in_place = true is the old
--- procedure: drop the database, create it again and restore into it.
+-- The steps of a restore, which scripts/restore.lua calls in order (copy
+-- that file to change the procedure: README "Customising a workflow"):
+--   local job <close> = restore.plan(o)        options checked, pg_restore found, the server reached, the target locked
+--   local src <close> = restore.open(job)      the backup (file, DIR/latest, s3://…), its manifest and layers
+--   restore.precheck(job, src)                 --in-place: what can be read is read before the drop
+--   local db <close> = restore.create(job, src)    the new database; dropped again if a later step fails
+--   restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src),
+--     restore.progress(), restore.pg_restore(job, src, db) })
+--   restore.check_rows(job, src, db)           per-table row counts against the manifest
+--   restore.carry_over(job, db)                the replaced database's ACL, settings, comment, limits
+--   restore.swap(job, db)                      names swapped in a critical section
+-- restore.run(opts) runs these steps, for Lua callers:
+--   require("lib.restore").run{ src = path_or_url, db = url, jobs = 1, drop_old = false }
+-- A restore goes into a NEW database (created like the one it replaces, or
+-- like the backup's source when the manifest records it), is checked, and
+-- only then takes the name; the old database is kept as <db>_old_<stamp>
+-- (dropped with drop_old). in_place = true is the old procedure: drop the
+-- database, create it again and restore into it.
 local archive = require "pgvault.archive"
-local cjson = require "cjson"
 local dump = require "pgvault.dump"
 local fs = require "pgvault.fs"
-local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
 local stream = require "pgvault.stream"
-local manifest = require "lib.manifest"
+local database = require "lib.database"
+local layers = require "lib.layers"
+local manifests = require "lib.manifest"
 local naming = require "lib.naming"
+local pipeline = require "lib.pipeline"
 local rowcheck = require "lib.rowcheck"
+local s3cli = require "lib.s3cli"
+local source = require "lib.source"
 
 local restore = {}
 
-local function fail(kind, fmt, ...)
-  pgvault.raise(kind, string.format(fmt, ...))
-end
+-- The command line of scripts/restore.lua (lib.cli's spec).
+restore.CLI = {
+  usage = "pgvault restore SRC --db URL [--jobs N] [--drop-old] [--in-place --yes] [-i FILE]...",
+  summary = "Restores SRC (a .backup, .backup.zst or .age file, DIR/latest, or an s3:// object, streamed)\n"
+    .. "into a NEW database created from template0 like the one it replaces (owner, encoding,\n"
+    .. "locale; for a database that does not exist yet, like the backup's source when the manifest\n"
+    .. "records it), checks it (pg_restore's exit status, the file's size and SHA-256 and per-table\n"
+    .. "row counts against the manifest when it records them), gives it the replaced database's\n"
+    .. "privileges, settings, comment and connection limit, then swaps names: the database named\n"
+    .. "in URL becomes <db>_old_<YYYYMMDDHHMMSS> (unless --drop-old) and the restored one takes\n"
+    .. "its name. Other sessions on the old database are terminated for the rename (each is\n"
+    .. "logged); connections are refused meanwhile. A failed restore drops the new database and\n"
+    .. "leaves the live one as it was.",
+  options = s3cli.with_options {
+    { "db", "d", "URL", "the database to restore (its name is kept; it need not exist yet)" },
+    { "database", nil, "NAME", "with …/latest: the newest backup of database NAME (default: the one in URL)" },
+    { "jobs", "j", "N", "parallel pg_restore jobs (a .zst, .age or s3:// backup is laid down as a temporary file)" },
+    { "drop-old", nil, false, "drop the previous database after a successful swap" },
+    { "count-rows", nil, false, "check row counts with count(*) on every table (slow on big databases) instead of "
+      .. "the server's count of rows inserted (differences are always re-counted)" },
+    { "in-place", nil, false, "old behaviour: read the whole backup, drop the database, create it again and "
+      .. "restore into it" },
+    { "yes", "y", false, "confirm --in-place" },
+    { "pg-bin", nil, "DIR", "directory of the pg_restore to use (default: the newest here)" },
+    { "identity", "i", "FILE", "age identity file to decrypt an encrypted (.age) backup", multi = true },
+  },
+  positionals = { { "SRC", "the backup: a file, DIR/latest, or s3://BUCKET/PREFIX/NAME (…/latest: the newest "
+    .. "complete backup of the database)" } },
+}
 
--- "zst", "plain" or "age" from the file's first bytes; raises for anything else.
-function restore.sniff(src)
-  local st = fs.stat(src)
-  if not st then fail("io", "cannot read %s: no such file", src) end
-  if st.type ~= "file" then fail("io", "cannot restore %s: it is not a regular file", src) end
-  local f, why = io.open(src, "rb")
-  if not f then fail("io", "cannot read %s: %s", src, why) end
-  local head = f:read(32) or ""
-  f:close()
-  return restore.kind_of(head, src)
-end
+local function usage(fmt, ...) pgvault.raise("usage", string.format(fmt, ...)) end
 
--- The same from the first bytes `head` of the backup named `src`.
-function restore.kind_of(head, src)
-  if head:sub(1, 5) == "PGDMP" then return "plain" end
-  if head:sub(1, 4) == "\x28\xb5\x2f\xfd" then return "zst" end
-  if head:sub(1, 21) == "age-encryption.org/v1" or head:sub(1, 26) == "-----BEGIN AGE ENCRYPTED F" then
-    return "age"
+-- Checks and completes the options; raises "usage" on misuse.
+function restore.options(o)
+  local r = {}
+  for k, v in pairs(o or {}) do r[k] = v end
+  r.src = r.src or r.SRC
+  if type(r.src) ~= "string" or r.src == "" then usage("a backup to restore is required") end
+  if type(r.db) ~= "string" or r.db == "" then usage("missing --db URL (see 'pgvault restore --help')") end
+  r.jobs = math.tointeger(tonumber(r.jobs or 1))
+  if not r.jobs or r.jobs < 1 or r.jobs > 64 then usage("--jobs must be 1..64") end
+  if r.in_place and not r.yes then
+    usage("--in-place drops the current database before restoring; add --yes to confirm")
   end
-  fail("io", "%s is not a backup: neither a pg_dump custom-format archive (PGDMP) nor zstd-compressed one", src)
+  if r.in_place and r.drop_old then usage("--drop-old has no meaning with --in-place") end
+  local _, dbname = dump.conninfo(r.db)
+  if not dbname or dbname == "" then usage("the URL must name the database to restore into") end
+  r.target = dbname
+  r.database = r.database or dbname
+  r.identities = r.identities or layers.read_identities(r.identity)
+  r.s3 = r.s3 or s3cli.opts(r)
+  r.stamp = naming.stamp(r.time)
+  r.seen_sessions = {}
+  return r
 end
 
-local function q(c, ident) return c:quote_ident(ident) end
-local function lit(c, s) return c:quote_literal(s) end
+local Job = {}
+Job.__index = Job
+function Job:close()
+  if self.admin then self.admin:close() end
+  self.admin = nil
+end
+Job.__close = Job.close
 
--- A connection to the server's maintenance database (postgres, else
--- template1). Also used by the restore drill of verify.
-function restore.admin_connect(url)
+-- Step 1: the options checked, a pg_restore found, the server reached (its
+-- maintenance database) and the target locked against a second restore;
+-- what the target database is like, if it exists. Nothing is created yet.
+function restore.plan(opts)
+  local job = setmetatable(restore.options(opts), Job)
+  job.bin = dump.find_bin { program = "pg_restore", pg_bin = job.pg_bin }
+  job.admin = database.admin_connect(job.db)
+  database.lock(job.admin, job.target)
+  job.live = database.properties(job.admin, job.target)
+  return job
+end
+
+-- Step 2: the backup, its manifest (required from a bucket) and layers.
+function restore.open(job)
+  local src = source.open(job.src, { s3 = job.s3, database = job.database, identities = job.identities,
+    manifest = job.src:sub(1, 5) == "s3://" and "required" or "optional" })
+  if layers.has(src.layers, "age") and #job.identities == 0 then
+    src:close()
+    usage("%s is encrypted (age): give the identity file that opens it with -i FILE", src.name)
+  end
+  if job.jobs > 1 and src.remote then src:localize() end
+  if not src.manifest then
+    log.info("restoring without a manifest (%s): size, checksum and row counts are not checked", src.why)
+  end
+  return src
+end
+
+-- Size and SHA-256 checked against the manifest as the bytes pass (the run
+-- fails at its end when they differ); without a manifest, only counted.
+function restore.checksum(src)
+  local st = src.manifest and src.manifest.stored
+  if st and (st.bytes or st.sha256) then
+    return require("pgvault.s3").expect { bytes = st.bytes, sha256 = st.sha256, what = src.name }
+  end
+  return stream.sha256 { label = "stored" }
+end
+
+-- The filters that peel the backup's layers: age decryption (each chunk
+-- authenticated before it passes), zstd decompression.
+function restore.unwrap(job, src)
+  return layers.stages(src.layers, { identities = job.identities, name = src.name })
+end
+
+restore.progress = pipeline.progress
+
+local flatten = pipeline.flatten
+
+-- Reads the first bytes of an object through its layers until the archive
+-- verifier has seen the header and the whole TOC. A failure that does not
+-- move when more is read is damage, not the cut.
+local function probe(job, src)
   local last
-  for _, db in ipairs({ "postgres", "template1" }) do
-    local ok, c = pcall(pg.connect, (dump.conninfo(url, { dbname = db, password = true })))
-    if ok then return c end
-    last = c
-    if type(c) == "table" and c.sqlstate ~= "3D000" then break end
-  end
-  error(last, 0)
-end
-
--- Owner, encoding and locale of a database, or nil when it does not exist.
-local function db_properties(admin, name)
-  local rows = admin:query([[SELECT to_jsonb(d) AS j, pg_get_userbyid(d.datdba) AS owner,
-    pg_encoding_to_char(d.encoding) AS encoding FROM pg_database d WHERE d.datname = $1]], name)
-  if #rows == 0 then return nil end
-  local j = cjson.decode(rows[1].j)
-  return { owner = rows[1].owner, encoding = rows[1].encoding, collate = j.datcollate, ctype = j.datctype,
-    provider = j.datlocprovider, locale = j.datlocale or j.daticulocale }
-end
-
--- CREATE DATABASE from template0 copying `props` (when known).
-local function create_database(admin, name, props)
-  local sql = { "CREATE DATABASE", q(admin, name), "TEMPLATE template0" }
-  if props then
-    sql[#sql + 1] = "OWNER " .. q(admin, props.owner)
-    sql[#sql + 1] = "ENCODING " .. lit(admin, props.encoding)
-    sql[#sql + 1] = "LC_COLLATE " .. lit(admin, props.collate) .. " LC_CTYPE " .. lit(admin, props.ctype)
-    if props.provider == "i" and props.locale and props.locale ~= cjson.null then
-      sql[#sql + 1] = "LOCALE_PROVIDER icu ICU_LOCALE " .. lit(admin, props.locale)
-    elseif props.provider == "b" and props.locale and props.locale ~= cjson.null then
-      sql[#sql + 1] = "LOCALE_PROVIDER builtin BUILTIN_LOCALE " .. lit(admin, props.locale)
-    end
-  end
-  admin:exec(table.concat(sql, " "))
-end
-
--- Drops database `name` if it exists, ending its sessions (WITH FORCE).
-function restore.drop_database(admin, name)
-  admin:exec("DROP DATABASE IF EXISTS " .. q(admin, name) .. " WITH (FORCE)")
-end
-local drop_database = restore.drop_database
-
--- Ends the other sessions on `name`, saying whose (pg_terminate_backend:
--- needs superuser, the same role, or membership in pg_signal_backend).
-local function terminate_sessions(admin, name)
-  local rows = admin:query([[SELECT pid, usename, application_name FROM pg_stat_activity
-    WHERE datname = $1 AND pid <> pg_backend_pid()]], name)
-  for _, r in ipairs(rows) do
-    local ok, e = pcall(admin.query, admin, "SELECT pg_terminate_backend($1)", r.pid)
-    log.warn("terminating session %d (user %s, %s) on database %s%s", r.pid, tostring(r.usename),
-      r.application_name ~= "" and r.application_name or "no application name", name,
-      ok and "" or (": " .. tostring(e)))
-  end
-  return #rows
-end
-
--- Renames, retrying while sessions reconnect (SQLSTATE 55006).
-local function rename_database(admin, from, to)
-  for attempt = 1, 50 do
-    local ok, e = pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, from) .. " RENAME TO " .. q(admin, to))
+  for _, size in ipairs({ 8 << 20, 128 << 20 }) do
+    local head = src:read_head(size)
+    local ok, err = pcall(stream.run, flatten { stream.string(head), restore.unwrap(job, src),
+      archive.verifier { label = "archive" }, stream.discard() })
     if ok then return end
-    if type(e) ~= "table" or e.sqlstate ~= "55006" or attempt == 50 then error(e, 0) end
-    terminate_sessions(admin, from)
-    proc.sleep(0.1)
+    local seen = type(err) == "table" and err.result and err.result.archive
+    if seen and seen.toc_entries and #head == size then return end
+    if #head < size or tostring(err) == last then error(err, 0) end
+    last = tostring(err)
+  end
+  log.warn("%s: its table of contents is larger than 128 MiB; not checked before the drop", src.name)
+end
+
+local function read_whole(job, src)
+  log.info("reading %s whole before the database is dropped", src.name)
+  stream.run(flatten { src:reader(), restore.checksum(src), restore.unwrap(job, src), archive.verifier {},
+    stream.discard() })
+end
+
+-- Before an in-place restore drops anything: a local backup is read whole
+-- (layers, archive, size and digest); a bucket's object up to its TOC.
+function restore.precheck(job, src)
+  if not job.in_place then return end
+  local ok, err = pcall(src.remote and probe or read_whole, job, src)
+  if not ok then
+    if pgvault.is_error(err) then
+      local msg = err.message:gsub("^" .. src.name:gsub("%p", "%%%0") .. ": ", "")
+      err.message = string.format("%s: %s (nothing was dropped)", src.name, msg)
+    end
+    error(err, 0)
   end
 end
 
--- Compares per-table row counts of the restored database with the manifest
--- (see lib.rowcheck: rows inserted as the server counted them, any
--- difference re-counted with count(*); count_rows counts every table).
-local function check_row_counts(url, dbname, counts, count_rows)
-  local c <close> = pg.connect((dump.conninfo(url, { dbname = dbname, password = true })))
+local Db = {}
+Db.__index = Db
+
+-- What the new database is made like: the database it replaces, else the
+-- backup's source as its manifest records it.
+local function model(job, src)
+  return job.live or (src.manifest and src.manifest.properties) or nil
+end
+
+-- Step 4: the new database (with --in-place: the target, dropped and
+-- created again). Closing it after a failure drops it again and says what
+-- state the target is in.
+function restore.create(job, src)
+  local admin, props = job.admin, model(job, src)
+  local db = setmetatable({ job = job, src = src, props = props }, Db)
+  if job.in_place then
+    log.warn("restoring in place: database %s is dropped and created again", job.target)
+    db.name, db.in_place = job.target, true
+    if job.live then
+      database.terminate_sessions(admin, job.target, job.seen_sessions)
+      database.drop(admin, job.target)
+      db.dropped = true
+    end
+  else
+    db.name = database.free_name(admin, job.target, "_restore_" .. job.stamp)
+  end
+  database.create(admin, db.name, props)
+  db.created = true
+  log.info("restoring %s into %s database %s", src.name, db.in_place and "the re-created" or "new", db.name)
+  return db
+end
+
+-- Instead of restore.create: a database that exists already and is empty
+-- (neon-restore creates it through Neon's API). Restore never drops it:
+-- whoever created it decides what to do after a failure.
+function restore.into(job, src, name)
+  log.info("restoring %s into database %s", src.name, name)
+  return setmetatable({ job = job, src = src, name = name, external = true, props = model(job, src) }, Db)
+end
+
+-- The sink: pg_restore reading the stream, or with --jobs N a temporary
+-- file (the archive checked as it lands) that pg_restore -j reads after.
+function restore.pg_restore(job, src, db)
+  local args = { "--exit-on-error" }
+  for _, a in ipairs(job.restore_args or {}) do args[#args + 1] = a end
+  db.restore_args = args
+  db.conninfo = dump.conninfo(job.db, { dbname = db.name, password = true })
+  if job.jobs == 1 then return dump.pg_restore { db = db.conninfo, args = args, pg_bin = job.pg_bin } end
+  -- (an authenticated local file is copied all the same: pg_restore -j reads
+  -- it after the check, and the copy is what was checked)
+  if #src.layers == 1 and src.file and not (src.trusted and not src.remote) then
+    db.restore_file = src.file
+    return stream.discard()
+  end
+  db.tmp = fs.tmpdir("pgvault-restore")
+  fs.chmod(db.tmp, 448)
+  db.restore_file, db.fill_offsets = db.tmp .. "/archive.backup", true
+  log.info("laying %s down as a plain archive in a temporary file for pg_restore --jobs=%d", src.name, job.jobs)
+  return { archive.verifier { label = "archive" }, stream.file_writer(db.restore_file, { mode = 384 }) }
+end
+
+-- Step 5: runs the stages (nested lists are flattened, false left out);
+-- with --jobs, then pg_restore -j on the file.
+function restore.load(job, db, stages)
+  local t0 = proc.now()
+  local ok, r = pcall(function()
+    local r = stream.run(flatten(stages))
+    if db.restore_file then
+      if db.fill_offsets and r.archive and not r.archive.offsets then
+        archive.fill_offsets(db.restore_file, r.archive)
+      end
+      local pr = stream.run { dump.pg_restore { db = db.conninfo, file = db.restore_file, jobs = job.jobs,
+        args = db.restore_args, pg_bin = job.pg_bin }, stream.discard() }
+      r.pg_restore = pr.pg_restore
+    end
+    return r
+  end)
+  if db.tmp then pcall(fs.remove_tree, db.tmp) end
+  if not ok then error(r, 0) end
+  log.debug("the archive was loaded in %.2f s", proc.now() - t0)
+  db.result = r
+  return r
+end
+
+-- Step 6: per-table row counts against the manifest (lib.rowcheck: rows
+-- inserted as the server counted them, any difference re-counted with
+-- count(*); --count-rows counts every table).
+function restore.check_rows(job, src, db)
+  local counts = manifests.row_counts(src.manifest)
+  if not counts then
+    log.info("the manifest has no per-table row counts: checked pg_restore's status%s only",
+      src.manifest and " and the checksum" or "")
+    db.checked = 0
+    return 0
+  end
+  local c <close> = database.connect((dump.conninfo(job.db, { dbname = db.name, password = true })))
   local tables = {}
   for name, rows in pairs(counts) do
     local schema, tbl = name:match("^(.-)%.(.+)$")
     tables[#tables + 1] = { schema = schema, name = tbl, rows = rows }
   end
   table.sort(tables, function(a, b) return a.schema .. "." .. a.name < b.schema .. "." .. b.name end)
-  local problems, checked, how = rowcheck.compare(c, tables, { inserted = not count_rows })
+  local problems, checked, how = rowcheck.compare(c, tables, { inserted = not job.count_rows })
   if #problems > 0 then
     local bad = {}
     for i = 1, math.min(#problems, 3) do bad[i] = rowcheck.describe(problems[i]) end
-    fail("verify", "the restored database does not match the manifest: %s%s", table.concat(bad, "; "),
-      #problems > 3 and string.format(" (and %d more)", #problems - 3) or "")
+    pgvault.raise("verify", string.format("the restored database does not match the manifest: %s%s",
+      table.concat(bad, "; "), #problems > 3 and string.format(" (and %d more)", #problems - 3) or ""))
   end
   log.debug("row counts: %d tables by the server's count of inserted rows, %d by count(*)", how.stats, how.counted)
+  log.info("row counts of %d tables match the manifest", checked)
+  db.checked = checked
   return checked
 end
 
--- Streams (or, for parallel jobs, lays down and reads) the archive into
--- database `dbname`; returns what the stages saw.
-local function load_archive(o, kind, dbname, m)
-  -- An encrypted backup: decrypted as it streams (each chunk authenticated
-  -- before pg_restore sees it); the layer inside is zstd when the manifest
-  -- or the name (….zst.age) says so.
-  local decrypt
-  if kind == "age" then
-    decrypt = require("pgvault.crypto").decryptor { identities = o.identities }
-    local method = m and type(m.compression) == "table" and m.compression.method
-    kind = (method == "zstd" or (not m and o.src:match("%.zst%.age$"))) and "zst" or "plain"
+-- Step 7: the properties pg_dump leaves out of the archive (ACL, settings,
+-- comment, connection limit, security labels), from the database being
+-- replaced, else from the manifest.
+function restore.carry_over(job, db)
+  if not db.props then return 0 end
+  local missed = database.apply(job.admin, db.name, db.props)
+  if missed > 0 then
+    log.warn("%d properties of database %s could not be carried over (see above)", missed, job.target)
   end
-  local target = dump.conninfo(o.db, { dbname = dbname, password = true })
-  local args = { "--exit-on-error" }
-  for _, a in ipairs(o.restore_args or {}) do args[#args + 1] = a end
-  local seen = {}
-  if o.jobs > 1 then
-    local file, tmp = o.src, nil
-    -- Always read the stored file once: its checksum, and for .zst the
-    -- plain archive pg_restore -j needs (it refuses standard input).
-    local stages = { stream.file_reader(o.src), stream.sha256 { label = "stored" }, decrypt }
-    if kind == "zst" or decrypt then
-      tmp = fs.tmpdir("pgvault-restore")
-      file = tmp .. "/archive.backup"
-      if kind == "zst" then stages[#stages + 1] = stream.unzstd() end
-      -- checks the archive as it lands and records where each data block
-      -- starts, so the TOC's offsets can be filled for pg_restore's workers
-      stages[#stages + 1] = archive.verifier { label = "archive" }
-      stages[#stages + 1] = stream.file_writer(file, { mode = 384 })
-      log.info("decrypting or decompressing %s into a temporary file for pg_restore --jobs=%d", o.src, o.jobs)
-    else
-      stages[#stages + 1] = stream.discard()
-    end
-    local ok, r = pcall(stream.run, stages)
-    if ok and r.archive and not r.archive.offsets then
-      ok, r = pcall(function()
-        archive.fill_offsets(file, r.archive)
-        return r
-      end)
-    end
-    if ok then
-      seen.stored = r.stored
-      if m and m.stored and m.stored.sha256 and m.stored.sha256 ~= r.stored.sha256 then
-        ok, r = false, pgvault.error("verify", o.src .. " does not match its manifest (SHA-256 differs): "
-          .. "the file is damaged or was replaced")
-      end
-    end
-    if ok then
-      ok, r = pcall(stream.run, { dump.pg_restore { db = target, file = file, jobs = o.jobs, args = args,
-        pg_bin = o.pg_bin }, stream.discard() })
-      if ok then seen.pg_restore = r.pg_restore end
-    end
-    if tmp then pcall(fs.remove_tree, tmp) end
-    if not ok then error(r, 0) end
-    return seen
-  end
-  local stages = { o.source and o.source() or stream.file_reader(o.src), stream.sha256 { label = "stored" } }
-  if o.source and m and type(m.stored) == "table" then
-    -- streamed from elsewhere (a bucket): size and SHA-256 checked by a tap,
-    -- so a mismatch fails the run and the new database is dropped
-    local bytes, sha = m.stored.bytes, m.stored.sha256
-    if sha ~= nil and not (type(sha) == "string" and sha:match("^%x+$") and #sha == 64) then
-      fail("verify", "the manifest of %s is damaged: its stored SHA-256 is not 64 hex digits", o.src)
-    end
-    stages[#stages + 1] = require("pgvault.s3").expect { bytes = bytes and math.tointeger(tonumber(bytes)) or nil,
-      sha256 = sha, what = o.src }
-  end
-  stages[#stages + 1] = decrypt
-  if kind == "zst" then stages[#stages + 1] = stream.unzstd() end
-  local quiet = log.level() ~= "info" and log.level() ~= "debug"
-  stages[#stages + 1] = stream.progress { label = "progress", tty = not quiet and nil }
-  stages[#stages + 1] = dump.pg_restore { db = target, args = args, pg_bin = o.pg_bin }
-  local r = stream.run(stages)
-  if m and m.stored and m.stored.sha256 and m.stored.sha256 ~= r.stored.sha256 then
-    fail("verify", "%s does not match its manifest (SHA-256 differs): the file is damaged or was replaced", o.src)
-  end
-  return r
+  return missed
 end
 
-function restore.options(o)
-  local r = {}
-  for k, v in pairs(o or {}) do r[k] = v end
-  if type(r.src) ~= "string" or r.src == "" then fail("usage", "a backup file to restore is required") end
-  if type(r.db) ~= "string" or r.db == "" then fail("usage", "a database URL is required (--db URL)") end
-  r.jobs = math.tointeger(tonumber(r.jobs or 1))
-  if not r.jobs or r.jobs < 1 or r.jobs > 64 then fail("usage", "--jobs must be 1..64") end
-  if r.in_place and not r.yes then
-    fail("usage", "--in-place drops the current database before restoring; add --yes to confirm")
+-- Swaps names: the live database out of the way (kept as db.old), the
+-- new one in, each failure putting back what it changed.
+local function swap_names(job, db)
+  local admin, target = job.admin, job.target
+  if job.live then
+    local old = database.free_name(admin, target, "_old_" .. job.stamp)
+    -- keep new sessions out while we rename (the owner may do this)
+    local allowed = job.live.allow_connections ~= false
+    local locked = allowed and pcall(database.allow_connections, admin, target, false)
+    local tok, terr = pcall(database.terminate_sessions, admin, target, job.seen_sessions)
+    local rok, rerr = false, terr
+    if tok then rok, rerr = pcall(database.rename, admin, target, old, job.seen_sessions) end
+    if locked then pcall(database.allow_connections, admin, rok and old or target, true) end
+    if not rok then
+      pgvault.raise("pg", string.format("cannot rename database %s out of the way (%s): it is unchanged", target,
+        tostring(rerr)))
+    end
+    db.old = old
   end
-  if r.in_place and r.drop_old then fail("usage", "--drop-old has no meaning with --in-place") end
-  local _, dbname = dump.conninfo(r.db)
-  if not dbname or dbname == "" then fail("usage", "the URL must name the database to restore into") end
-  r.target = dbname
-  return r
+  local sok, serr = pcall(database.rename, admin, db.name, target, job.seen_sessions)
+  if not sok then
+    if db.old and not pcall(database.rename, admin, db.old, target, job.seen_sessions) then
+      db.moved = true
+      pgvault.raise("pg", string.format("cannot rename %s to %s (%s), nor put %s back: rename it to %s by hand",
+        db.name, target, tostring(serr), db.old, target))
+    end
+    db.old = nil
+    pgvault.raise("pg", string.format("cannot rename %s to %s (%s); the original database was put back", db.name,
+      target, tostring(serr)))
+  end
+  db.new, db.name, db.swapped = db.name, target, true
 end
 
--- Returns {database=, old=, new=, row_counts_checked=, result=}.
+-- Step 8: the restored database takes the name. Runs as a critical
+-- section: a Ctrl-C waits for it to end, since stopping half-way could
+-- leave the live database refusing connections or under another name.
+-- With --drop-old the previous database is dropped afterwards.
+function restore.swap(job, db)
+  if db.in_place then
+    db.swapped = true
+    return
+  end
+  pgvault.critical(swap_names, job, db)
+  if pgvault.signalled() then
+    log.warn("interrupted during the swap, which was finished first: %s is the restored database%s", job.target,
+      db.old and (", the previous one is kept as " .. db.old) or "")
+  end
+  if db.old and job.drop_old then
+    database.drop(job.admin, db.old)
+    log.info("dropped the previous database %s", db.old)
+    db.old = nil
+  end
+end
+
+-- What the target is like after a failure, for the error message.
+local function after_failure(job, db)
+  if db.in_place and db.dropped then
+    local ok = pcall(pgvault.uninterrupted, function()
+      database.drop(job.admin, job.target)
+      database.create(job.admin, job.target, db.props)
+    end)
+    local prev = db.src:previous(job.database)
+    return string.format("database %s was dropped before the restore and is now %s: restore a backup into it%s",
+      job.target, ok and "empty" or "incomplete", prev and (", e.g. 'pgvault restore " .. prev .. " --db URL'") or "")
+  end
+  local dok, derr = pcall(pgvault.uninterrupted, database.drop, job.admin, db.name)
+  if not dok then
+    log.error("could not drop the unfinished database %s (%s): drop it by hand", db.name, tostring(derr))
+  end
+  if db.moved then return nil end
+  if job.live then return string.format("database %s left as it was", job.target) end
+  return string.format("database %s was not created", job.target)
+end
+
+-- A database that a failure (or Ctrl-C) left before the swap is dropped
+-- (even when a signal stopped the restore: that is what the drop cleans up
+-- after), and the error says what state the target is in.
+function Db:close(err)
+  if self.swapped or self.closed or self.external or not self.created then return end
+  self.closed = true
+  if err == nil then
+    log.info("the restored database is %s (it was not swapped in)", self.name)
+    return
+  end
+  local state = after_failure(self.job, self)
+  if not state then return end
+  if pgvault.is_error(err) then
+    err.message = string.format("restore into %s failed (%s): %s", self.job.target, state, err.message)
+  else
+    log.error("restore into %s failed: %s", self.job.target, state)
+  end
+end
+Db.__close = Db.close
+
+-- The line scripts/restore.lua prints.
+function restore.summary(job, src, db)
+  if db.old then
+    return string.format("restored %s into %s; the previous database is kept as %s", src.name, job.target, db.old)
+  end
+  return string.format("restored %s into %s", src.name, job.target)
+end
+
+-- The whole procedure; returns {database=, old=, new=, row_counts_checked=, result=}.
 function restore.run(opts)
-  local o = restore.options(opts)
-  -- o.source/o.head/o.manifest: a backup streamed from elsewhere (its
-  -- source stage, first bytes and manifest); single job only.
-  if o.source and o.jobs > 1 then fail("usage", "a streamed source restores with one job only") end
-  local kind = o.head and restore.kind_of(o.head, o.src) or restore.sniff(o.src)
-  if kind == "age" and #(o.identities or {}) == 0 then
-    fail("usage", "%s is encrypted (age): give the identity file that opens it with -i FILE", o.src)
-  end
-  local m, why = o.manifest, "none given"
-  if not o.source then m, why = manifest.for_archive(o.src) end
-  if not m then log.info("restoring without a manifest (%s): checksum and row counts not checked", why) end
-
-  local admin <close> = restore.admin_connect(o.db)
-  local props = db_properties(admin, o.target)
-  local stamp = naming.stamp()
-
-  if o.in_place then
-    log.warn("restoring in place: database %s is dropped and created again", o.target)
-    if props then
-      terminate_sessions(admin, o.target)
-      drop_database(admin, o.target)
-    end
-    create_database(admin, o.target, props)
-    local r = load_archive(o, kind, o.target, m)
-    local counts = manifest.row_counts(m)
-    local checked = counts and check_row_counts(o.db, o.target, counts, o.count_rows) or 0
-    return { database = o.target, row_counts_checked = checked, result = r }
-  end
-
-  local new = naming.db_with_suffix(o.target, "_restore_" .. stamp)
-  if db_properties(admin, new) then fail("io", "database %s already exists: is another restore running?", new) end
-  create_database(admin, new, props)
-  log.info("restoring %s into new database %s", o.src, new)
-  -- Swaps names: the live database out of the way (kept as `old`), the new
-  -- one in. Runs as a critical section: a Ctrl-C waits for it to end, since
-  -- stopping half-way could leave the live database refusing connections
-  -- or under another name. Each failure puts back what it changed.
-  local old, swapped, moved = nil, false, false
-  local function swap()
-    if props then
-      old = naming.db_with_suffix(o.target, "_old_" .. stamp)
-      -- Keep new sessions out while we rename (the owner may do this).
-      local locked = pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, o.target) .. " ALLOW_CONNECTIONS false")
-      local tok, terr = pcall(terminate_sessions, admin, o.target)
-      local rok, rerr = false, terr
-      if tok then rok, rerr = pcall(rename_database, admin, o.target, old) end
-      if locked then
-        pcall(admin.exec, admin, "ALTER DATABASE " .. q(admin, rok and old or o.target) .. " ALLOW_CONNECTIONS true")
-      end
-      if not rok then
-        old = nil
-        fail("pg", "cannot rename database %s out of the way (%s): it is unchanged", o.target, tostring(rerr))
-      end
-    end
-    local sok, serr = pcall(rename_database, admin, new, o.target)
-    if not sok then
-      if old and not pcall(rename_database, admin, old, o.target) then
-        moved = true
-        fail("pg", "cannot rename %s to %s (%s), nor put %s back: rename it to %s by hand", new, o.target,
-          tostring(serr), old, o.target)
-      end
-      old = nil
-      fail("pg", "cannot rename %s to %s (%s); the original database was put back", new, o.target, tostring(serr))
-    end
-    swapped = true
-    if pgvault.signalled() then
-      log.warn("interrupted during the swap, which was finished first: %s is the restored database%s", o.target,
-        old and (", the previous one is kept as " .. old) or "")
-    end
-  end
-
-  local ok, r = pcall(function()
-    local t0 = proc.now()
-    local res = load_archive(o, kind, new, m)
-    log.debug("the archive was loaded in %.2f s", proc.now() - t0)
-    local counts = manifest.row_counts(m)
-    local checked = 0
-    if counts then
-      checked = check_row_counts(o.db, new, counts, o.count_rows)
-      log.info("row counts of %d tables match the manifest", checked)
-    else
-      log.info("the manifest has no per-table row counts: checked pg_restore's status and the checksum only")
-    end
-    pgvault.critical(swap)
-    return { result = res, checked = checked }
-  end)
-  if not ok and not swapped then
-    -- even when a signal stopped the restore: that is what the drop cleans up after
-    local dok, derr = pcall(pgvault.uninterrupted, drop_database, admin, new)
-    if not dok then
-      log.error("could not drop the unfinished database %s (%s): drop it by hand", new, tostring(derr))
-    end
-    if pgvault.is_error(r) then
-      r.message = string.format("restore into %s failed%s: %s", o.target,
-        moved and "" or string.format(" (database %s left as it was)", o.target), r.message)
-    end
-    error(r, 0)
-  elseif not ok then
-    error(r, 0) -- after the swap: the restored database is in place
-  end
-
-  if old and o.drop_old then
-    drop_database(admin, old)
-    log.info("dropped the previous database %s", old)
-    old = nil
-  end
-  return { database = o.target, old = old, new = new, row_counts_checked = r.checked, result = r.result }
+  local job <close> = restore.plan(opts)
+  local src <close> = restore.open(job)
+  local trust = require "lib.trust"
+  trust.authenticate(job, src)
+  restore.precheck(job, src)
+  local db <close> = restore.create(job, src)
+  restore.load(job, db, { src:reader(), trust.verifier(src), restore.checksum(src), restore.unwrap(job, src),
+    restore.progress(), restore.pg_restore(job, src, db) })
+  restore.check_rows(job, src, db)
+  restore.carry_over(job, db)
+  restore.swap(job, db)
+  return { database = job.target, old = db.old, new = db.new, row_counts_checked = db.checked, result = db.result }
 end
+
+-- For neon-restore: loads and checks a backup in an existing, empty
+-- database `dbname` (opts as run's); returns {row_counts_checked=,
+-- result=, manifest=}.
+function restore.load_into(opts, dbname)
+  local job <close> = restore.plan(opts)
+  local src <close> = restore.open(job)
+  local db = restore.into(job, src, dbname)
+  restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src), restore.progress(),
+    restore.pg_restore(job, src, db) })
+  restore.check_rows(job, src, db)
+  return { row_counts_checked = db.checked, result = db.result, manifest = src.manifest }
+end
+
+-- (admin connection, database name) -> sessions ended, each logged once.
+restore.terminate_sessions = database.terminate_sessions
 
 return restore

@@ -1,41 +1,68 @@
--- The S3 options every workflow that talks to a bucket shares, named as in
--- the aws CLI, and their translation into pgvault.s3 options.
+-- The S3 options of the commands that talk to a bucket, named as in the aws
+-- CLI and declared once (lib.config's keys), their checks, and their
+-- translation into pgvault.s3 settings. Only the commands that upload take
+-- --part-size and --parallel: an option a command would ignore is not
+-- offered.
+local config = require "lib.config"
+local fs = require "pgvault.fs"
+local pgvault = require "pgvault"
+
 local s3cli = {}
 
-s3cli.OPTIONS = {
-  { "endpoint-url", nil, "URL", "S3 endpoint, e.g. https://s3.us-west-004.backblazeb2.com (AWS_ENDPOINT_URL)" },
-  { "region", nil, "NAME", "region for signing (AWS_REGION, default us-east-1)" },
-  { "profile", nil, "NAME", "profile from ~/.aws/credentials and ~/.aws/config (AWS_PROFILE)" },
-  { "ca-bundle", nil, "FILE", "also trust the CA certificates in FILE (AWS_CA_BUNDLE)" },
-  { "part-size", nil, "MiB", "multipart part size in MiB (default 8, at least 5)" },
-  { "parallel", nil, "N", "parts in flight at once (default 4)" },
-  { "retries", nil, "N", "attempts per request before giving up (default 6)" },
-}
+-- Every command that reaches a bucket, and those that upload to one.
+s3cli.SETTINGS = { "endpoint_url", "region", "profile", "ca_bundle", "retries", "timeout" }
+s3cli.UPLOADS = { "part_size", "parallel" }
 
--- Appends the S3 options to a cli.parse option list.
-function s3cli.with_options(options)
+-- Appends the S3 options to a cli.parse option list; how.upload adds
+-- --part-size and --parallel.
+function s3cli.with_options(options, how)
   local out = {}
   for _, o in ipairs(options) do out[#out + 1] = o end
-  for _, o in ipairs(s3cli.OPTIONS) do out[#out + 1] = o end
+  for _, o in ipairs(config.options(s3cli.SETTINGS)) do out[#out + 1] = o end
+  if how and how.upload then
+    for _, o in ipairs(config.options(s3cli.UPLOADS)) do out[#out + 1] = o end
+  end
   return out
 end
 
-local function number(v, what)
-  if v == nil then return nil end
-  local n = tonumber(v)
-  if not n or n ~= math.floor(n) or n < 1 then
-    require("pgvault").raise("usage", string.format("--%s needs a positive whole number, not '%s'", what, v))
-  end
-  return math.tointeger(n)
+local function usage(fmt, ...)
+  pgvault.raise("usage", string.format(fmt, ...))
 end
 
--- pgvault.s3 options from parsed command-line options, plus `extra`.
+-- A whole number from..to given as a flag (a string) or by lib.config.
+local function whole(v, flag, from, to, unit)
+  if v == nil then return nil end
+  local n = math.tointeger(tonumber(v))
+  if not n or n < from or n > to then
+    usage("--%s must be a whole number%s from %d to %d, not '%s'", flag, unit or "", from, to, tostring(v))
+  end
+  return n
+end
+
+local function check_endpoint(url)
+  if url ~= nil and not tostring(url):match("^https?://[^/]") then
+    usage("--endpoint-url must start with https:// (or http://), not '%s'", tostring(url))
+  end
+  return url
+end
+
+local function check_file(path, flag)
+  if path == nil then return nil end
+  local st = fs.stat(path)
+  if not st then usage("--%s %s: no such file", flag, path) end
+  if st.type == "dir" then usage("--%s %s: a directory, not a file of certificates", flag, path) end
+  return path
+end
+
+-- pgvault.s3 settings (and writer options) from parsed command-line
+-- options, plus `extra`. Raises "usage" naming the flag for a bad value.
 function s3cli.opts(o, extra)
-  local part = number(o.part_size, "part-size")
+  local part = whole(o.part_size, "part-size", 5, 5120, " of MiB")
   local t = {
-    endpoint_url = o.endpoint_url, region = o.region, profile = o.profile, ca_bundle = o.ca_bundle,
-    part_size = part and part * 1024 * 1024 or nil, parallel = number(o.parallel, "parallel"),
-    max_attempts = number(o.retries, "retries"),
+    endpoint_url = check_endpoint(o.endpoint_url), region = o.region, profile = o.profile,
+    ca_bundle = check_file(o.ca_bundle, "ca-bundle"),
+    part_size = part and part * 1024 * 1024 or nil, parallel = whole(o.parallel, "parallel", 1, 64),
+    max_attempts = whole(o.retries, "retries", 1, 100), timeout = whole(o.timeout, "timeout", 1, 3600),
   }
   for k, v in pairs(extra or {}) do t[k] = v end
   return t

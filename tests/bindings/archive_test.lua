@@ -1,3 +1,4 @@
+-- covers: bindings/archive.c bindings/archive/
 -- pgvault.archive: the PGDMP reader. Its --list output is compared byte for
 -- byte with pg_restore --list on pg_dump 15 archives (compressed or not,
 -- data-only, schema-only, large objects, file or pipe) and on generated
@@ -532,7 +533,7 @@ t.test("the fuzz corpus replays cleanly", function()
   t.ok(ok_count >= 6, "the seed archives are valid")
 end)
 
-t.test("cleanup", function()
+t.teardown(function()
   h.dropdb("archive_test")
   if inserts_url then h.dropdb("archive_inserts") end
 end)

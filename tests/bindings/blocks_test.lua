@@ -1,3 +1,4 @@
+-- covers: bindings/stream/blocks.c
 -- stream.block_digests and stream.verify_blocks: the SHA-256 of each block
 -- of a stream, and a filter that releases a block only once its digest
 -- matched. Bit flips in every block position, truncation, extension, a

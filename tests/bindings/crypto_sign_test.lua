@@ -1,3 +1,4 @@
+-- covers: bindings/crypto/signing.c bindings/crypto/minisign.c bindings/crypto/keyfile.c
 -- pgvault.crypto's minisign signatures: interop both ways with the real
 -- minisign CLI (signatures, public keys, secret keys with and without a
 -- password), tampering of every part of a signature, key ids, untrusted
@@ -220,7 +221,8 @@ t.test("malformed signatures and keys: one line each, nothing echoed", function(
     t.eq(err.kind, "crypto")
     t.ok(not tostring(err):find(line:sub(20, 40), 1, true), "no part of the secret key in: " .. tostring(err))
   end
-  t.raises(function() crypto.read_public_key(d .. "/k.key") end, "public key file .*k.key: not a minisign public key")
+  t.raises(function() crypto.read_public_key(d .. "/k.key") end,
+    "public key file .*k.key: not a minisign public key: this is a secret key %(keep it private%)")
   h.write(d .. "/garbage.key", "untrusted comment: x\n" .. string.rep("A", 211) .. "=\n")
   fs.chmod(d .. "/garbage.key", 384)
   t.raises(function() crypto.read_signing_key(d .. "/garbage.key") end, "not an Ed25519 minisign secret key")

@@ -1,3 +1,4 @@
+-- covers: bindings/crypto.c bindings/crypto/
 -- pgvault.crypto: the age v1 format against the C2SP CCTV test vectors (all
 -- 143, with both AEAD engines), round trips, key files, tampering (every bit
 -- of a small file, truncation at and inside chunk boundaries) and the rule

@@ -1,3 +1,4 @@
+-- covers: bindings/dump.c bindings/dump/ bindings/pg/child_conn.c bindings/pg/message.c
 -- pgvault.dump: client binaries chosen by server version, connection
 -- strings without passwords, pg_dump as a source and pg_restore / psql as
 -- sinks against the harness cluster, their failures as one clear line, a
@@ -128,6 +129,13 @@ t.test("misuse is an argument error", function()
   t.raises(function() dump.pg_dump { db = url, compress = "brotli" } end, "compress must be")
   t.raises(function() dump.pg_dump { db = url, args = { "--dbname=x password=y" } } end, "passwords never")
   t.raises(function() dump.pg_restore { db = url, jobs = 4 } end, "needs file=")
+  -- a misspelt option is an error, never silently ignored
+  t.raises(function() dump.pg_dump { db = url, compres = 3 } end, "unknown option 'compres' %(known: db, dbname")
+  t.raises(function() dump.pg_restore { db = url, job = 4 } end, "unknown option 'job'")
+  t.raises(function() dump.psql { db = url, file = "x.sql" } end, "unknown option 'file'")
+  t.raises(function() dump.find_bin { programme = "psql" } end, "unknown option 'programme'")
+  t.raises(function() dump.conninfo(url, { db_name = "x" }) end, "unknown option 'db_name'")
+  t.raises(function() dump.conninfo(url, "x") end, "table expected")
 end)
 
 t.test("a killed pg_dump fails the pipeline and leaves no file", function()
@@ -216,4 +224,16 @@ t.test("a Neon pooled host: the client programs connect to the direct host, said
   local _, warnings = stderr:gsub("connects to Neon's direct host ep%-cool%-dawn%-123456%.us%-east%-2%.aws%.neon%.tech "
     .. "instead of the pooled ep%-cool%-dawn%-123456%-pooler%.us%-east%-2%.aws%.neon%.tech", "")
   t.eq(warnings, 1, "one warning for the run: " .. stderr)
+end)
+
+t.test("pg_dumpall is a source too: the roles, as --globals-only gives them", function()
+  t.eq(dump.find_bin { program = "pg_dumpall", server_version = 150018 }.major, 15)
+  local r = stream.run { dump.pg_dumpall { db = url, args = { "--globals-only", "--no-role-passwords" } },
+    stream.buffer() }
+  t.eq(r.pg_dumpall.exit_status, 0)
+  t.match(r.buffer.data, "CREATE ROLE " .. PG.user .. ";")
+  t.no_match(r.buffer.data, "CREATE TABLE", "globals only")
+  t.raises(function() dump.pg_dumpall { db = url, server_version = 170000 } end, "postgresql%-client%-17")
+  t.raises(function() dump.pg_dumpall { db = url, compress = 3 } end, "unknown option 'compress'",
+    "pg_dump's options are not pg_dumpall's")
 end)

@@ -1,3 +1,4 @@
+-- covers: bindings/fs.c bindings/fs/ host/file.c
 -- pgvault.fs: the file-system helpers scripts rely on.
 local t = require "harness.testing"
 local h = require "harness.env"
@@ -86,4 +87,68 @@ t.test("tmpdir, realpath, getcwd, free_space, writable", function()
   t.ok(fs.free_space(d) > 0)
   t.ok(fs.writable(d))
   fs.remove_tree(d)
+end)
+
+t.test("lock: taken once; the holder's line is returned to the next; released by close", function()
+  local d = h.tmpdir()
+  local path = d .. "/x.lock"
+  local lk = fs.lock(path, { info = "host=a pid=1" })
+  t.ok(lk and lk:held(), "taken")
+  t.eq(fs.read_file(path), "host=a pid=1\n", "the holder's line")
+  local r = h.pgvault({ "-e", "return fs.lock(...)", path })
+  t.eq(r.stdout, "nil\thost=a pid=1\n", "another process finds it taken, and by whom")
+  lk:close()
+  t.ok(not lk:held())
+  t.match(tostring(lk), "released")
+  r = h.pgvault({ "-e", "local l = fs.lock(..., { info = 'b' }); return l:held()", path })
+  t.eq(r.stdout, "true\n", "free again after close")
+  do
+    local scoped <close> = fs.lock(path)
+    t.ok(scoped:held())
+  end
+  t.ok(fs.lock(path), "released by <close>")
+end)
+
+t.test("lock: the kernel releases it when the holder is killed; wait=true waits for the release", function()
+  local proc = require "pgvault.proc"
+  local d = h.tmpdir()
+  local path = d .. "/x.lock"
+  local holder = proc.spawn({ h.bin, "-e", "local l = fs.lock(...); print('held'); io.stdout:flush(); proc.sleep(60)",
+    path, stdout = "pipe", stderr = "pipe" })
+  t.eq(holder:read_line(10), "held")
+  t.eq(fs.lock(path), nil, "taken while the holder lives")
+  holder:kill("KILL")
+  holder:wait(10)
+  holder:close()
+  local lk = fs.lock(path)
+  t.ok(lk, "free once the holder was killed")
+  local marker = d .. "/released"
+  local waiter = proc.spawn({ h.bin, "-e", [[
+    local path, marker = ...
+    print("waiting"); io.stdout:flush()
+    local l = fs.lock(path, { wait = true })
+    print(l:held(), fs.exists(marker)); io.stdout:flush()]], path, marker, stdout = "pipe", stderr = "pipe" })
+  t.eq(waiter:read_line(10), "waiting")
+  proc.sleep(0.3)
+  h.write(marker, "")
+  lk:close()
+  t.eq(waiter:read_line(20), "true\ttrue", "it got the lock only after the release")
+  t.eq(waiter:wait(10), 0)
+  waiter:close()
+end)
+
+t.test("lock: Ctrl-C stops a wait; a directory or a bad option is refused", function()
+  local proc = require "pgvault.proc"
+  local d = h.tmpdir()
+  local lk = fs.lock(d .. "/x.lock")
+  local waiter = proc.spawn({ h.bin, "-e", "print('waiting'); io.stdout:flush(); fs.lock(..., { wait = true })",
+    d .. "/x.lock", stdout = "pipe", stderr = "pipe" })
+  t.eq(waiter:read_line(10), "waiting")
+  proc.sleep(0.3)
+  waiter:kill("INT")
+  t.eq(waiter:wait(10), 130, "interrupted")
+  waiter:close()
+  lk:close()
+  t.raises(function() fs.lock(d) end, "cannot")
+  t.raises(function() fs.lock(d .. "/y", { wiat = true }) end, "unknown option 'wiat'")
 end)

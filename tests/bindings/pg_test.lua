@@ -1,3 +1,4 @@
+-- covers: bindings/pg.c bindings/pg/
 -- pgvault.pg against the harness cluster: typed values, parameters, NULLs,
 -- commands and scripts, errors with their SQLSTATE, failed connections
 -- (wrong password, unreachable host, missing database), notices and the
@@ -285,6 +286,8 @@ t.test("notices are collected with their fields and forwarded to the log", funct
   r = h.pgvault({ "-v", "-e", code }, { env = { PGV_URL = url } })
   t.match(r.stderr, "pgvault: debug: server WARNING on database " .. DB .. ": kept quiet")
   t.raises(function() pg.connect(url, "x") end, "table expected")
+  t.raises(function() pg.connect(url, { log_notice = false }) end, "unknown option 'log_notice'",
+    "a misspelt option is an error, not ignored")
 end)
 
 t.test("the collation WARNING of start-up is captured as a notice, never printed raw", function()
@@ -479,7 +482,7 @@ t.test("in the REPL: pgvault.pg is preloaded, Ctrl-C cancels a query, the connec
     t.eq(r.code, 0, r.stderr)
     wait_for("pgvault>")
     type_line("pg == pgvault.pg and pg.quote_ident('r x')")
-    wait_for('"\\"r x\\""')
+    wait_for('\n"r x"') -- the REPL prints a string as print does
     type_line(string.format("c = pg.connect('postgresql://%s@127.0.0.1:%d/%s')", PG.user, PORT, DB))
     type_line("c:query('SELECT pg_sleep(30)')")
     proc.sleep(1)

@@ -1,3 +1,4 @@
+-- covers: bindings/proc.c host/child.c
 -- pgvault.proc: running children with captured output, env and stdin.
 local t = require "harness.testing"
 local proc = require "pgvault.proc"

@@ -1,12 +1,14 @@
+-- covers: bindings/s3.c bindings/s3/
 -- pgvault.s3 under faults, through tests/harness/s3proxy.js between pgvault
--- and the S3 server: 503 SlowDown and 500 answers, connections reset in
--- the middle of bodies, slow answers; uploads and downloads still complete
--- byte-identically, and when requests keep failing nothing is left behind
--- (the proxy accounts for every multipart upload). Also HTTPS with a test
--- CA, and listing/aborting multipart uploads (answered by the proxy).
+-- and the S3 server (Ceph RGW): 503 SlowDown and 500 answers, connections
+-- reset in the middle of bodies, slow answers; uploads and downloads still
+-- complete byte-identically, and when requests keep failing nothing is left
+-- behind (the server's ListMultipartUploads is empty, and the proxy saw the
+-- abort). Also HTTPS with a test CA, and listing/aborting multipart uploads.
 local t = require "harness.testing"
 local h = require "harness.env"
 local s3proxy = require "harness.s3proxy"
+local s3h = require "harness.s3"
 local s3 = require "pgvault.s3"
 local stream = require "pgvault.stream"
 
@@ -19,25 +21,7 @@ local function fresh_proxy()
   return PROXY
 end
 
-local function direct()
-  local c = h.s3()
-  return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-end
-
-local function make_bucket(name)
-  s3.create_bucket("s3://" .. name, direct())
-  return name
-end
-
-local function make_file(path, bytes)
-  local r = h.run({ "sh", "-c", string.format("head -c %d /dev/urandom > '%s'", bytes, path) })
-  assert(r.code == 0, r.stderr)
-end
-
-local function file_sha256(path)
-  return stream.run { stream.file_reader(path), stream.sha256(), stream.discard() }.sha256.sha256
-end
+local direct, make_bucket, make_file, file_sha256 = s3h.direct, s3h.make_bucket, s3h.make_file, s3h.file_sha256
 
 local function upload(proxy, path, url, extra)
   local o = proxy:opts({ url = url, part_size = 5 * MiB, parallel = 3, retry_base_ms = 20 })
@@ -75,6 +59,7 @@ t.test("uploads and downloads survive 503 SlowDown, 500, resets mid-body and slo
     .. st.digests_checked)
   t.eq(st.bad_digests, 0)
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left open")
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   t.eq(#proxy:uploads("completed"), 1, "one completed upload")
 end)
 
@@ -93,6 +78,7 @@ t.test("a body damaged in transit is refused (BadDigest, as S3 checks Content-MD
   local st = proxy:stats()
   t.eq(st.bad_digests, 3, "three damaged bodies refused")
   t.eq(#proxy:uploads("open"), 0)
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   local o = direct()
   o.url = url
   local back = stream.run { s3.reader(o), stream.sha256(), stream.discard() }
@@ -126,6 +112,7 @@ t.test("parts that keep failing: the upload fails, is aborted, and no object app
   t.eq(err.retryable, true)
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
   t.eq(#proxy:uploads("aborted"), 1, "the upload was aborted")
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   t.eq(s3.head(url, direct()), nil, "no object under the final name")
 end)
 
@@ -138,6 +125,7 @@ t.test("every request failing: a clean failure, no object, no upload", function(
   local url = "s3://" .. bucket .. "/never.bin"
   t.raises(function() upload(proxy, d .. "/src", url, { max_attempts = 3 }) end, "InternalError")
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   t.eq(s3.head(url, direct()), nil, "no object")
   -- and with the creation passing but every later request failing, Abort included
   proxy:reset()
@@ -145,6 +133,7 @@ t.test("every request failing: a clean failure, no object, no upload", function(
   t.raises(function() upload(proxy, d .. "/src", url, { max_attempts = 2 }) end, "InternalError")
   t.eq(#proxy:uploads("open"), 0, "aborted")
   t.eq(#proxy:uploads("aborted"), 1)
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   t.eq(s3.head(url, direct()), nil, "no object")
 end)
 
@@ -168,6 +157,7 @@ t.test("the multipart ETag (MD5 of the parts' MD5s, -N) is checked; a wrong one 
   t.raises(function() upload(proxy, d .. "/src", url) end, "was assembled as %x+%-3, but the parts sent make")
   t.eq(s3.head(url, direct()), nil, "the damaged object was removed")
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   t.eq(#proxy:uploads("completed"), 1)
 end)
 
@@ -185,29 +175,14 @@ t.test("ListMultipartUploads pages through stale uploads and AbortMultipartUploa
   t.ok(ups[1].upload_id and ups[1].initiated, "id and date")
   for _, u in ipairs(ups) do t.eq(c:abort_upload("s3://" .. bucket .. "/" .. u.key, u.upload_id), true) end
   t.eq(#c:uploads("s3://" .. bucket .. "/"), 0)
+  t.eq(#s3h.open_uploads(bucket), 0, "the server agrees")
   t.eq(#proxy:uploads("open"), 0)
 end)
-
--- A test CA and a certificate for 127.0.0.1 signed by it.
-local function test_ca(d)
-  local script = [[
-set -e
-cd "$1"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=pgvault test CA" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext.cnf
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 \
-  -extfile ext.cnf 2>/dev/null
-]]
-  local r = h.run({ "sh", "-c", script, "sh", d })
-  assert(r.code == 0, "openssl: " .. r.stderr)
-  return { cert = d .. "/server.pem", key = d .. "/server.key", ca = d .. "/ca.pem" }
-end
 
 t.test("HTTPS: verified with the test CA given, refused without it", function()
   local bucket = make_bucket("faults-tls")
   local d = h.tmpdir()
-  local tls = test_ca(d)
+  local tls = s3h.tls(d)
   local proxy <close> = s3proxy.start({ tls = tls })
   local url = "s3://" .. bucket .. "/tls.txt"
   s3.put(url, "over TLS", proxy:opts())
@@ -238,7 +213,7 @@ t.test("permission errors fail at once and name the B2 capability the key lacks"
   t.match(tostring(err), "'deleteFiles' capability")
   t.match(tostring(err), "access key id " .. h.s3().access_key)
   t.eq(proxy:stats().ops.DeleteObject, 1, "no retry")
-  proxy:rules({ { op = "ListObjects", action = "error", status = 403, code = "AccessDenied",
+  proxy:rules({ { op = "ListObjectsV2", action = "error", status = 403, code = "AccessDenied",
     message = "application key lacks listAllBucketNames" } })
   t.raises(function() s3.list("s3://" .. bucket .. "/", proxy:opts()) end, "'listAllBucketNames' capability")
 end)

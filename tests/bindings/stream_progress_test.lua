@@ -1,3 +1,4 @@
+-- covers: bindings/stream/progress.c
 -- stream.progress: passes bytes unchanged, reports what it counted, is
 -- silent when stderr is not a terminal and draws on one (under script(1)).
 local t = require "harness.testing"

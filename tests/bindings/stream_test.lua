@@ -1,3 +1,5 @@
+-- covers: bindings/stream.c bindings/stream/files.c bindings/stream/memory.c bindings/stream/taps.c
+-- covers: host/pipeline.c host/stage.c host/file.c host/options.c host/io.c
 -- pgvault.stream: the engine's contract (start/run/finish/abort, reports,
 -- single use) and the generic stages, files above all: atomic commit, no
 -- partial file on failure, devices and FIFOs written through, not replaced.
@@ -257,4 +259,54 @@ t.test("options of the wrong type are argument errors naming the function and fi
   t.raises(function() stream.file_writer("/tmp/x", "0600") end, "bad argument #2 to 'file_writer' %(table")
   t.raises(function() stream.file_writer("/tmp/x", { label = 7 }) end, "field 'label': string expected, got number")
   t.raises(function() stream.buffer { max = 1.5 } end, "field 'max': number has no integer representation")
+end)
+
+t.test("file_reader and stdin emit a prefix (bytes already read) before the rest, once", function()
+  local d = h.tmpdir()
+  local fifo = d .. "/pipe"
+  t.eq(proc.run({ "mkfifo", fifo }).code, 0)
+  -- the writer keeps the FIFO open while the pipeline opens it again
+  local writer = proc.spawn({ "sh", "-c", "exec > " .. fifo .. "; printf 'HEAD|'; sleep 0.5; printf 'tail'",
+    stdout = "inherit" })
+  local f = assert(io.open(fifo, "rb"))
+  f:setvbuf("no")
+  local head = f:read(5) -- from a FIFO: these bytes are gone from it
+  local r = stream.run { stream.file_reader(fifo, { prefix = head }), stream.buffer() }
+  f:close()
+  writer:wait(10)
+  writer:close()
+  t.eq(r.buffer.data, "HEAD|tail")
+  r = h.pgvault({ "-e", "io.stdin:setvbuf('no'); stream.run{ stream.stdin{ prefix = io.read(3) }, stream.stdout() }" },
+    { stdin = "abcdef" })
+  t.eq(r.stdout, "abcdef", r.stderr)
+  t.raises(function() stream.file_reader(fifo, { prefix = 5 }) end, "field 'prefix': string expected")
+end)
+
+t.test("sha256{expect=, bytes=, what=} fails a wrong digest or size before the sink commits", function()
+  local d = h.tmpdir()
+  local good = sha256_of("payload")
+  local r = stream.run { stream.string("payload"), stream.sha256 { expect = good:upper(), bytes = 7 },
+    stream.file_writer(d .. "/ok") }
+  t.eq(r.sha256.sha256, good, "a match passes (case does not matter)")
+  local e = t.raises(function()
+    stream.run { stream.string("payload"), stream.sha256 { expect = string.rep("0", 64), what = "s3://b/k" },
+      stream.file_writer(d .. "/bad") }
+  end, "^s3://b/k has SHA%-256 " .. good .. " but its manifest says 0+$")
+  t.eq(e.kind, "verify")
+  t.ok(not fs.exists(d .. "/bad"), "nothing committed")
+  e = t.raises(function()
+    stream.run { stream.string("payload"), stream.sha256 { expect = good, bytes = 8 }, stream.discard() }
+  end, "^the data has 7 bytes but its manifest says 8$")
+  t.eq(e.kind, "verify")
+  t.raises(function() stream.sha256 { expect = "abc" } end, "field 'expect': 64 hexadecimal digits")
+  t.raises(function() stream.sha256 { expected = good } end, "unknown option 'expected' %(known: expect, bytes")
+end)
+
+t.test("every stage refuses an unknown option, naming the known ones", function()
+  t.raises(function() stream.file_writer("/tmp/x", { no_clober = true }) end,
+    "bad argument #2 to 'file_writer' %(unknown option 'no_clober' %(known: mode, no_clobber, label%)%)")
+  t.raises(function() stream.file_reader("/tmp/x", { prefx = "" }) end, "unknown option 'prefx'")
+  t.raises(function() stream.buffer { maxx = 1 } end, "unknown option 'maxx'")
+  t.raises(function() stream.progress { intervall = 1 } end, "unknown option 'intervall'")
+  t.raises(function() require("pgvault.proc").run { "true", time_out = 1 } end, "unknown option 'time_out'")
 end)

@@ -1,3 +1,4 @@
+-- covers: bindings/stream/zstd.c
 -- pgvault.stream's zstd stages: round trips, interoperability with the zstd
 -- CLI both ways, concatenated frames, corrupt and truncated input, and the
 -- multithreaded compressor in constant memory.
@@ -40,11 +41,39 @@ t.test("round trip at several levels and thread counts", function()
   t.eq(decompress(r.buffer.data), "", "an empty input is an empty frame")
 end)
 
-t.test("threads=0 uses every core", function()
-  local r = compress(sample(1024 * 1024), { threads = 0 })
+-- The report's `threads` is only what was asked for; what libzstd really
+-- started is counted among the compressing process's threads.
+local function threads_while_compressing(threads)
+  local proc = require "pgvault.proc"
+  local d = h.tmpdir()
+  local fifo = d .. "/in"
+  t.eq(proc.run({ "mkfifo", fifo }).code, 0)
+  local code = string.format("stream.run{ stream.file_reader(%q), stream.zstd{ threads = %d }, stream.discard() }",
+    fifo, threads)
+  local p = proc.spawn({ h.bin, "-e", code, stdout = "pipe", stderr = "pipe" })
+  local w = assert(io.open(fifo, "wb"))
+  w:write(sample(2 * 1024 * 1024))
+  w:flush()
+  local task = "/proc/" .. p:pid() .. "/task"
+  local count = 0
+  local deadline = proc.now() + 20
+  repeat -- until the worker pool exists and the count is steady
+    local last = count
+    count = #fs.listdir(task)
+    proc.sleep(0.1)
+  until (count > 1 and count == last) or proc.now() > deadline
+  w:close()
+  t.eq(p:wait(20), 0, "the pipeline ran")
+  p:close()
+  return count - 1 -- the main thread
+end
+
+t.test("threads=N starts N libzstd workers, threads=0 one per core (counted in /proc/PID/task)", function()
   local cpus = tonumber(h.run({ "nproc" }).stdout)
-  t.eq(r.zstd.threads, cpus)
-  t.eq(compress("x", { threads = 1 }).zstd.threads, 1)
+  t.eq(threads_while_compressing(0), cpus, "threads=0")
+  t.eq(threads_while_compressing(1), 1, "threads=1")
+  t.eq(threads_while_compressing(3), 3, "threads=3")
+  t.eq(compress("x", { threads = 0 }).zstd.threads, cpus, "the report says what was asked for")
 end)
 
 t.test("zstd -d reads what we write, and we read what zstd writes", function()
@@ -120,4 +149,35 @@ t.test("a large stream goes through in bounded memory", function()
   -- What the pipeline added to the process, not the data size (256 MiB).
   t.ok(tonumber(hwm) - tonumber(base) < 64 * 1024,
     "peak RSS " .. hwm .. " kB (" .. base .. " kB before) grew by less than 64 MiB")
+end)
+
+-- Counts the frames of a .zst file as the zstd CLI sees them.
+local function cli_frames(path)
+  local r = h.run({ "zstd", "-lv", path })
+  return tonumber(r.stdout:match("# Zstandard Frames: (%d+)"))
+end
+
+t.test("frame_size writes independent frames (zstd -lv counts them), each decodable, no empty last frame", function()
+  local d = h.tmpdir()
+  local data = sample(5 * 1024 * 1024 + 12345, 3)
+  for _, c in ipairs({ { 1 << 20, 6 }, { 0, 1 }, { 5 * 1024 * 1024 + 12345, 1 }, { nil, 1 } }) do
+    local path = string.format("%s/f-%s.zst", d, tostring(c[1]))
+    local r = stream.run { stream.string(data), stream.zstd { frame_size = c[1] }, stream.file_writer(path) }
+    t.eq(cli_frames(path), c[2], "frames of frame_size " .. tostring(c[1]))
+    t.eq(r.zstd.frames, c[2], "the report agrees")
+    local back = h.run({ "zstd", "-q", "-d", "-c", path })
+    t.ok(back.code == 0 and back.stdout == data, "zstd -d restores it")
+    t.ok(decompress(h.read(path)) == data, "unzstd restores it")
+  end
+  local exact = string.rep("x", 2 << 20)
+  local path = d .. "/exact.zst"
+  stream.run { stream.string(exact), stream.zstd { frame_size = 1 << 20 }, stream.file_writer(path) }
+  t.eq(cli_frames(path), 2, "an input of exactly two frames makes two, not a third empty one")
+  t.eq(decompress(compress("", { frame_size = 1 << 20 }).buffer.data), "", "an empty input is one empty frame")
+end)
+
+t.test("unknown or wrong options are argument errors", function()
+  t.raises(function() stream.zstd { levle = 19 } end, "unknown option 'levle' %(known: level, threads")
+  t.raises(function() stream.zstd { frame_size = 100 } end, "frame_size must be 0")
+  t.raises(function() stream.zstd { threads = "2" } end, "field 'threads': integer expected, got string")
 end)

@@ -19,6 +19,7 @@ else
     passed, failed, skipped = testing.run_all(filter)
   end
 end
+failed = failed + testing.run_teardowns()
 env.cleanup()
 local out = os.getenv("PGVAULT_TEST_RESULT")
 if out then

@@ -1,25 +1,29 @@
 'use strict';
-// A loopback proxy between pgvault and the test S3 server, controlled by the
-// tests. It sees every request, so it:
+// A loopback proxy between pgvault and the test S3 server (Ceph RGW),
+// controlled by the tests. It sees every request, so it:
 //  - injects faults by rule: 503 SlowDown / 500 InternalError answers,
 //    connections reset in the middle of a request or response body, slow
-//    answers;
+//    answers, answers that never come (hang), any S3 error (error), a body
+//    damaged in transit (corrupt);
 //  - checks every request body against its Content-MD5 and
 //    x-amz-content-sha256 as S3 does (400 BadDigest /
-//    XAmzContentSHA256Mismatch, the request not passed on), which the test
-//    server does not, and can damage a body in transit (action corrupt);
-//  - accounts for every multipart upload (created, completed, aborted);
-//  - answers AbortMultipartUpload, ListMultipartUploads and ListParts
-//    itself, as the S3 API documents them, because the test server lacks
-//    them.
+//    XAmzContentSHA256Mismatch, the request not passed on), so a test sees
+//    how many bodies were checked;
+//  - accounts for every multipart upload it sees (created, completed,
+//    aborted); the server's own ListMultipartUploads stays the authority.
 // Control (paths no bucket can have): POST /__proxy/rules with a JSON list
-// of {op, action, rate, after, count} (actions: status503, status500,
-// reset, slow with ms, error with status/code/message, corrupt, etag with mode
-// "aws" or "wrong": the CompleteMultipartUpload answer carries the ETag
-// AWS gives a multipart object, MD5 of the parts' binary MD5s + "-N", or a
-// wrong one of that form); GET /__proxy/stats; POST
-// /__proxy/reset. With TLS_CERT and TLS_KEY in the environment it serves
-// HTTPS. Prints "ready PORT" once it listens.
+// of {op, action, rate, after, count, except, header} (a rule with header
+// fires only on requests carrying it; actions: status503,
+// status500, reset, slow with ms, hang, error with status/code/message,
+// corrupt (with upstream: true the server, not the proxy, finds the damage),
+// etag with mode "aws" or "wrong": the CompleteMultipartUpload
+// answer carries the ETag AWS gives a multipart object, MD5 of the parts'
+// binary MD5s + "-N", or a wrong one of that form); POST /__proxy/delay
+// with {ms} delays every request (a distant server); GET /__proxy/stats;
+// POST /__proxy/reset. The stats count requests per operation, the
+// signing regions seen and the most requests of one operation in flight at
+// once. With TLS_CERT and TLS_KEY in the environment it serves HTTPS.
+// Prints "ready PORT" once it listens.
 const http = require('http');
 const https = require('https');
 const fs = require('fs');
@@ -27,7 +31,10 @@ const crypto = require('crypto');
 
 const upstream = new URL(process.argv[2] || '');
 let rules = [];
-let stats = { requests: 0, injected: 0, ops: {}, digests_checked: 0, bad_digests: 0 };
+let delay = 0; // ms added to every request
+const freshStats = () => ({ requests: 0, injected: 0, ops: {}, digests_checked: 0, bad_digests: 0, regions: {},
+  in_flight: {}, max_in_flight: {} });
+let stats = freshStats();
 const uploads = new Map(); // uploadId -> {bucket, key, id, initiated, state, parts: Map}
 
 function opOf(req, url) {
@@ -51,7 +58,8 @@ function opOf(req, url) {
     default:
       if (q.has('uploads')) return 'ListMultipartUploads';
       if (q.has('uploadId')) return 'ListParts';
-      return hasKey ? 'GetObject' : 'ListObjects';
+      if (hasKey) return 'GetObject';
+      return q.get('list-type') === '2' ? 'ListObjectsV2' : 'ListObjects';
   }
 }
 
@@ -77,10 +85,11 @@ function errorXml(code, message) {
 }
 
 // The rule that fires for this request, if any.
-function pickRule(op) {
+function pickRule(op, req) {
   for (const r of rules) {
     if (r.op !== '*' && r.op !== op) continue;
     if (r.except && r.except.includes(op)) continue;
+    if (r.header && req.headers[r.header] === undefined) continue;
     r.seen = (r.seen || 0) + 1;
     if (r.seen <= (r.after || 0)) continue;
     if (r.count !== undefined && (r.fired || 0) >= r.count) continue;
@@ -95,46 +104,6 @@ function drain(req, cb) {
   req.on('data', () => {});
   req.on('end', cb);
   req.on('error', cb);
-}
-
-function listUploads(res, url, bucket) {
-  const q = url.searchParams;
-  const prefix = q.get('prefix') || '';
-  const max = Number(q.get('max-uploads') || 1000);
-  const keyMarker = q.get('key-marker') || '';
-  const idMarker = q.get('upload-id-marker') || '';
-  const open = [...uploads.values()]
-    .filter((u) => u.state === 'open' && u.bucket === bucket && u.key.startsWith(prefix))
-    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.id < b.id ? -1 : 1))
-    .filter((u) => !keyMarker || u.key > keyMarker || (u.key === keyMarker && idMarker && u.id > idMarker));
-  const page = open.slice(0, max);
-  const truncated = open.length > max;
-  let body = `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
-    `<Bucket>${xmlEscape(bucket)}</Bucket><KeyMarker>${xmlEscape(keyMarker)}</KeyMarker>` +
-    `<UploadIdMarker>${xmlEscape(idMarker)}</UploadIdMarker><Prefix>${xmlEscape(prefix)}</Prefix>` +
-    `<MaxUploads>${max}</MaxUploads><IsTruncated>${truncated}</IsTruncated>`;
-  if (truncated) {
-    const last = page[page.length - 1];
-    body += `<NextKeyMarker>${xmlEscape(last.key)}</NextKeyMarker><NextUploadIdMarker>${xmlEscape(last.id)}</NextUploadIdMarker>`;
-  }
-  for (const u of page) {
-    body += `<Upload><Key>${xmlEscape(u.key)}</Key><UploadId>${xmlEscape(u.id)}</UploadId>` +
-      `<StorageClass>STANDARD</StorageClass><Initiated>${u.initiated}</Initiated></Upload>`;
-  }
-  body += '</ListMultipartUploadsResult>';
-  sendXml(res, 200, body);
-}
-
-function listParts(res, url, bucket, key) {
-  const u = uploads.get(url.searchParams.get('uploadId'));
-  if (!u || u.state !== 'open') return sendXml(res, 404, errorXml('NoSuchUpload', 'The specified upload does not exist.'));
-  let body = `<?xml version="1.0" encoding="UTF-8"?>\n<ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
-    `<Bucket>${xmlEscape(bucket)}</Bucket><Key>${xmlEscape(key)}</Key><UploadId>${xmlEscape(u.id)}</UploadId>` +
-    `<IsTruncated>false</IsTruncated>`;
-  for (const [n, p] of [...u.parts.entries()].sort((a, b) => a[0] - b[0])) {
-    body += `<Part><PartNumber>${n}</PartNumber><ETag>${xmlEscape(p.etag)}</ETag><Size>${p.size}</Size></Part>`;
-  }
-  sendXml(res, 200, body + '</ListPartsResult>');
 }
 
 // The multipart ETag as AWS computes it from the parts' MD5s.
@@ -156,7 +125,7 @@ function rewriteEtag(ures, res, url, rule) {
       u.state = 'completed';
       let etag = multipartEtag(u);
       if (rule.mode === 'wrong') etag = (etag[0] === '0' ? '1' : '0') + etag.slice(1);
-      text = text.replace(/<ETag>[^<]*<\/ETag>/, `<ETag>&quot;${etag}&quot;</ETag>`);
+      text = text.replace(/<ETag\/>|<ETag>[^<]*<\/ETag>/, `<ETag>&quot;${etag}&quot;</ETag>`);
     }
     const headers = { ...ures.headers, 'content-length': Buffer.byteLength(text) };
     delete headers['transfer-encoding'];
@@ -166,12 +135,14 @@ function rewriteEtag(ures, res, url, rule) {
   ures.on('error', () => res.destroy());
 }
 
+const agent = new http.Agent({ keepAlive: true, maxSockets: 128 });
+
 function forward(req, res, url, op, rule) {
   const { bucket, key } = bucketKey(url);
   const headers = { ...req.headers };
   const up = http.request({
     host: upstream.hostname, port: upstream.port, method: req.method,
-    path: req.url, headers,
+    path: req.url, headers, agent,
   }, (ures) => {
     const chunks = [];
     const keep = op === 'CreateMultipartUpload' || op === 'CompleteMultipartUpload';
@@ -193,7 +164,7 @@ function forward(req, res, url, op, rule) {
     });
     ures.on('end', () => {
       res.end();
-      if (ures.statusCode !== 200) return;
+      if (ures.statusCode >= 300) return;
       const text = Buffer.concat(chunks).toString();
       if (op === 'CreateMultipartUpload') {
         const m = /<UploadId>([^<]+)<\/UploadId>/.exec(text);
@@ -201,6 +172,9 @@ function forward(req, res, url, op, rule) {
       } else if (op === 'CompleteMultipartUpload' && !/<Error>/.test(text)) {
         const u = uploads.get(url.searchParams.get('uploadId'));
         if (u) u.state = 'completed';
+      } else if (op === 'AbortMultipartUpload') {
+        const u = uploads.get(url.searchParams.get('uploadId'));
+        if (u) u.state = 'aborted';
       } else if (op === 'UploadPart') {
         const u = uploads.get(url.searchParams.get('uploadId'));
         if (u) u.parts.set(Number(url.searchParams.get('partNumber')), { etag: ures.headers.etag, size: Number(req.headers['content-length'] || 0) });
@@ -236,6 +210,8 @@ function forward(req, res, url, op, rule) {
     const wantMd5 = req.headers['content-md5'];
     const wantSha = req.headers['x-amz-content-sha256'];
     let code = null;
+    // upstream: true leaves the damaged body for the server to find
+    if (rule && rule.action === 'corrupt' && rule.upstream) return up.end();
     if (wantMd5 && md5.digest('base64') !== wantMd5) code = 'BadDigest';
     else if (wantSha && /^[0-9a-f]{64}$/.test(wantSha) && sha.digest('hex') !== wantSha) code = 'XAmzContentSHA256Mismatch';
     if (code) {
@@ -258,9 +234,11 @@ function handle(req, res) {
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
       if (url.pathname === '/__proxy/rules') rules = JSON.parse(body || '[]');
+      if (url.pathname === '/__proxy/delay') delay = Number(JSON.parse(body || '{}').ms || 0);
       if (url.pathname === '/__proxy/reset') {
         rules = [];
-        stats = { requests: 0, injected: 0, ops: {}, digests_checked: 0, bad_digests: 0 };
+        delay = 0;
+        stats = freshStats();
         uploads.clear();
       }
       const list = [...uploads.values()].map((u) => ({ bucket: u.bucket, key: u.key, id: u.id, state: u.state, parts: u.parts.size }));
@@ -272,7 +250,20 @@ function handle(req, res) {
   const op = opOf(req, url);
   stats.requests++;
   stats.ops[op] = (stats.ops[op] || 0) + 1;
-  const rule = pickRule(op);
+  // the signing region (Credential=KEY/DATE/REGION/s3/aws4_request)
+  const region = /Credential=[^/]+\/\d+\/([^/]+)\//.exec(req.headers.authorization || '');
+  if (region) stats.regions[region[1]] = (stats.regions[region[1]] || 0) + 1;
+  // requests of each kind at once (--parallel)
+  stats.in_flight[op] = (stats.in_flight[op] || 0) + 1;
+  stats.max_in_flight[op] = Math.max(stats.max_in_flight[op] || 0, stats.in_flight[op]);
+  let counted = true;
+  const done = () => {
+    if (counted) stats.in_flight[op]--;
+    counted = false;
+  };
+  res.on('finish', done);
+  res.on('close', done);
+  const rule = pickRule(op, req);
   if (rule) stats.injected++;
   const act = () => {
     if (rule && rule.action === 'error') {
@@ -288,21 +279,11 @@ function handle(req, res) {
         res.end(body);
       });
     }
-    const { bucket, key } = bucketKey(url);
-    if (op === 'AbortMultipartUpload') {
-      return drain(req, () => {
-        const u = uploads.get(url.searchParams.get('uploadId'));
-        if (!u || u.state !== 'open') return sendXml(res, 404, errorXml('NoSuchUpload', 'The specified upload does not exist.'));
-        u.state = 'aborted';
-        res.writeHead(204);
-        res.end();
-      });
-    }
-    if (op === 'ListMultipartUploads') return drain(req, () => listUploads(res, url, bucket));
-    if (op === 'ListParts') return drain(req, () => listParts(res, url, bucket, key));
+    if (rule && rule.action === 'hang') return drain(req, () => {});
     return forward(req, res, url, op, rule);
   };
-  if (rule && rule.action === 'slow') setTimeout(act, rule.ms || 1500);
+  const wait = (rule && rule.action === 'slow' ? rule.ms || 1500 : 0) + delay;
+  if (wait > 0) setTimeout(act, wait);
   else act();
 }
 
@@ -311,6 +292,9 @@ const server = process.env.TLS_CERT
   : http.createServer(handle);
 server.keepAliveTimeout = 30000;
 server.listen(0, '127.0.0.1', () => console.log(`ready ${server.address().port}`));
-const stop = () => server.close(() => process.exit(0));
+const stop = () => {
+  server.close(() => process.exit(0));
+  server.closeAllConnections(); // answers held back by 'hang' included
+};
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

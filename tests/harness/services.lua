@@ -1,10 +1,12 @@
 -- Starts and stops the suite's real services: a throwaway PostgreSQL 15
 -- cluster (run as user postgres, private port and socket directory,
--- password authentication for the test role) and the S3 server that
--- checks SigV4 signatures. Used by tests/run.lua and tools/demo.lua.
+-- password authentication for the test role) and the S3 server, Ceph's
+-- RADOS Gateway (harness.rgw). Used by tests/run.lua, tools/demo.lua and
+-- the benchmarks.
 local cjson = require "cjson"
 local fs = require "pgvault.fs"
 local proc = require "pgvault.proc"
+local rgw = require "harness.rgw"
 
 local services = {}
 
@@ -88,40 +90,26 @@ function services.stop_pg(pg, bindir)
   run(as_postgres({ (bindir or pg.bindir) .. "/pg_ctl", "-D", pg.data_dir, "-m", "immediate", "-w", "stop" }))
 end
 
-function services.start_s3(base, root)
-  local dir = base .. "/s3"
-  fs.mkdir_p(dir)
-  local key, secret = "PGVTEST" .. random_hex(6):upper(), random_hex(20)
-  local h = proc.spawn({ "node", "--openssl-legacy-provider", root .. "/tests/harness/s3server.js", dir,
-    env = { S3_TEST_ACCESS_KEY_ID = key, S3_TEST_SECRET_ACCESS_KEY = secret, NODE_PATH = root .. "/node_modules" },
-    stdout = "pipe", stderr = "inherit" })
-  local line = h:read_line(30)
-  local port = line and line:match("^ready (%d+)")
-  if not port then
-    h:close()
-    error("the S3 test server did not start (" .. tostring(line) .. "): run 'make deps' for its npm packages")
-  end
-  return {
-    endpoint = "http://127.0.0.1:" .. port, port = tonumber(port), region = "us-east-1",
-    access_key = key, secret_key = secret, dir = dir,
-  }, h
+-- The S3 server: Ceph's RADOS Gateway on a throwaway cluster (harness.rgw).
+function services.start_s3(base)
+  return rgw.start(base)
 end
 
 -- Starts both; returns the description (also written to base/env.json)
 -- and a stop function that is safe to call more than once.
-function services.start(base, root)
+function services.start(base, _root)
   fs.chmod(base, 493) -- 0755: the postgres user must reach its directory
-  local desc, s3_handle = {}, nil
+  local desc, stop_s3 = {}, nil
   local stopped = false
   local function stop()
     if stopped then return end
     stopped = true
-    if s3_handle then s3_handle:close() end
+    if stop_s3 then stop_s3() end
     services.stop_pg(desc.pg)
   end
   local ok, err = pcall(function()
     desc.pg = services.start_pg(base)
-    desc.s3, s3_handle = services.start_s3(base, root)
+    desc.s3, stop_s3 = services.start_s3(base)
   end)
   if not ok then
     stop()

@@ -1,6 +1,6 @@
 -- The test library: test registration, assertions that say expected vs
 -- actual with file:line, and skips (which fail the run when CI=true).
-local testing = { tests = {} }
+local testing = { tests = {}, teardowns = {} }
 
 local FAIL = {}   -- marker metatable of assertion failures
 local SKIP = {}   -- marker metatable of skips
@@ -49,6 +49,13 @@ function testing.test(name, fn)
   testing.tests[#testing.tests + 1] = { name = name, fn = fn }
 end
 
+-- Registers clean-up (dropping a database, stopping a server) that runs
+-- after the file's tests, whatever they did, last registered first. It is
+-- not a test: it never counts as a pass; an error in it counts as a failure.
+function testing.teardown(fn)
+  testing.teardowns[#testing.teardowns + 1] = fn
+end
+
 function testing.eq(actual, expected, what)
   local ok, path = deep_equal(actual, expected, "")
   if not ok then
@@ -95,6 +102,23 @@ end
 
 function testing.skip(why)
   error(setmetatable({ message = why, where = where(2) }, SKIP), 0)
+end
+
+-- Runs the teardowns (newest first); returns how many failed.
+function testing.run_teardowns()
+  local failed = 0
+  for i = #testing.teardowns, 1, -1 do
+    local ok, err = xpcall(testing.teardowns[i], function(e)
+      if getmetatable(e) == FAIL then return (e.where and (e.where .. ": ") or "") .. e.message end
+      return debug.traceback(tostring(e), 2)
+    end)
+    if not ok then
+      failed = failed + 1
+      io.stdout:write(string.format("  FAIL  teardown: %s\n", err))
+    end
+  end
+  testing.teardowns = {}
+  return failed
 end
 
 -- Runs every registered test; returns passed, failed, skipped and lines.

@@ -1,3 +1,4 @@
+-- covers: host/main.c host/scripts.c host/runtime.c scripts/scripts.lua scripts/lib/pretty.lua
 -- The host's command-line contract: exit codes, error lines, -e, -, run,
 -- the script search path, `scripts` and --copy, --version, --help.
 local t = require "harness.testing"
@@ -19,10 +20,27 @@ t.test("--help describes commands, options and exit codes", function()
   t.match(r.stdout, "%-%-scripts DIR")
 end)
 
-t.test("-e prints what the chunk returns", function()
-  local r = h.pgvault({ "-e", "return 6 * 7, 'x'" })
+t.test("-e prints what the chunk returns as the REPL does", function()
+  local r = h.pgvault({ "-e", "return 6 * 7, 'x', nil, true" })
   t.eq(r.code, 0, "exit code")
-  t.eq(r.stdout, "42\tx\n", "stdout")
+  t.eq(r.stdout, "42\tx\tnil\ttrue\n", "stdout: scalars as print shows them")
+end)
+
+-- Regression tests (issue 12): -e printed "table: 0x…" and had no pgvault global.
+t.test("-e prints tables readably, takes an expression, and has the REPL's globals", function()
+  t.eq(h.pgvault({ "-e", "return {1,2}" }).stdout, "{ 1, 2 }\n")
+  t.eq(h.pgvault({ "-e", "{a = {b = 'c'}}, 'd'" }).stdout, '{ a = { b = "c" } }\td\n', "an expression, as in the REPL")
+  local r = h.pgvault({ "-e", "return pgvault.version == require('pgvault').version, stream == pgvault.stream" })
+  t.eq(r.stdout, "true\ttrue\n", r.stderr)
+end)
+
+t.test("run FILE and - have the same globals as the REPL", function()
+  local dir = h.tmpdir()
+  h.write(dir .. "/g.lua", "print(type(pgvault), type(pgvault.fs), type(fs), type(stream.run))")
+  local r = h.pgvault({ "run", dir .. "/g.lua" })
+  t.eq(r.stdout, "table\ttable\ttable\tfunction\n", r.stderr)
+  r = h.pgvault({ "-" }, { stdin = "print(type(pgvault), type(proc.run))" })
+  t.eq(r.stdout, "table\tfunction\n", r.stderr)
 end)
 
 t.test("-e passes its arguments in arg and ...", function()
@@ -90,6 +108,17 @@ t.test("workflows are found on --scripts, then PGVAULT_PATH, then built in", fun
   t.eq(r.stdout, "b\n", "PGVAULT_PATH")
   r = h.pgvault({ "only-b" }, { env = { PGVAULT_PATH = a .. ":" .. b } })
   t.eq(r.stdout, "only b\n", "dash maps to underscore, colon-separated path")
+end)
+
+t.test("--scripts must name a directory (exit 2)", function()
+  local d = h.tmpdir()
+  h.write(d .. "/file.lua", "")
+  local r = h.pgvault({ "--scripts", d .. "/file.lua", "scripts" })
+  t.eq(r.code, 2, "a file")
+  t.match(r.stderr, "not a directory: " .. d:gsub("%p", "%%%0") .. "/file%.lua")
+  r = h.pgvault({ "--scripts=" .. d .. "/missing", "scripts" })
+  t.eq(r.code, 2, "a missing path")
+  t.match(r.stderr, "no such directory")
 end)
 
 t.test("a user directory can override a lib module", function()

@@ -1,3 +1,4 @@
+-- covers: host/log.c host/redact.c
 -- Logging and redaction: no secret reaches stderr, whatever its shape.
 local t = require "harness.testing"
 local h = require "harness.env"
@@ -6,14 +7,14 @@ local pgvault = require "pgvault"
 local cases = {
   { "postgresql://app:s3cr3t-pw@db.example.com:5432/app", "postgresql://app:***@db.example.com:5432/app" },
   { "host=db user=app password=s3cr3t dbname=x", "host=db user=app password=*** dbname=x" },
-  { "host=db password='with space' dbname=x", "host=db password=*** dbname=x" },
+  { "host=db password='with space' dbname=x", "host=db password='***' dbname=x" },
   { "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG", "AWS_SECRET_ACCESS_KEY=***" },
   { "aws_secret_access_key = wJalrXUtnFEMI", "aws_secret_access_key = ***" },
   { "AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQG",
     "AGE-SECRET-KEY-1***" },
   { "Authorization: Bearer napi_abcdef123456", "Authorization: Bearer ***" },
   { "Authorization: FlyV1 fm2_lJPECAAAAAAAA", "Authorization: FlyV1 ***" },
-  { '{"api_key":"abc123xyz","name":"n"}', '{"api_key":***,"name":"n"}' },
+  { '{"api_key":"abc123xyz","name":"n"}', '{"api_key":"***","name":"n"}' },
   { "plain text with no secrets: s3://bucket/key", "plain text with no secrets: s3://bucket/key" },
 }
 

@@ -1,3 +1,4 @@
+-- covers: host/runtime.c host/error.c
 -- The runtime: strict globals, error objects, module loading.
 local t = require "harness.testing"
 local h = require "harness.env"

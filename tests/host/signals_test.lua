@@ -1,3 +1,4 @@
+-- covers: host/signals.c host/pipeline.c
 -- SIGINT/SIGTERM: running Lua stops at a safe point, pipelines abort (no
 -- partial file), children are terminated, exit code 130.
 local t = require "harness.testing"

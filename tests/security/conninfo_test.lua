@@ -1,3 +1,4 @@
+-- covers: bindings/pg/conninfo.c bindings/pg/child_conn.c bindings/pg/connect.c bindings/dump/conn.c
 -- Connection strings and secrets (issue 11): a malformed URL's password
 -- never reaches an error message, whichever function reads it; no secret
 -- connection keyword reaches a client program's command line.
@@ -80,41 +81,95 @@ t.test("through the command line: one line, exit 2, no piece of the password", f
   end
 end)
 
--- sslpassword has no environment variable: it reaches the child through a
--- private service file, never its command line.
-t.test("no secret keyword on a client's command line: sslpassword and password travel privately", function()
-  local secret = "KeyPassw0rd9z"
-  local with = url .. "?sslpassword=" .. secret .. "&sslmode=disable"
-  local release = children.lock_table(DB, "t")
+local function mode(path)
+  local st = fs.stat(path)
+  return st and st.mode & 511
+end
+
+-- Runs pg_dump through pgvault with `db` (pgvault's own environment: env),
+-- and looks at pg_dump while a lock holds it: its command line, its
+-- environment, and the files that environment names.
+local function watch_pg_dump(db, env, dbname)
+  local release = children.lock_table(dbname or DB, "t")
   local d = h.tmpdir()
+  -- The URL reaches pgvault in a file: an environment variable of the test
+  -- would be inherited by pg_dump and look like a leak.
+  fs.write_file(d .. "/url", db, { mode = 384 })
+  local tmp = h.tmpdir()
+  local e = { PGV_URL_FILE = d .. "/url", PGV_OUT = d .. "/out.backup", TMPDIR = tmp }
+  for k, v in pairs(env or {}) do e[k] = v end
   local handle, output = children.pgvault({ "-e", [[
-    local dump, stream = require "pgvault.dump", require "pgvault.stream"
-    stream.run { dump.pg_dump { db = os.getenv("PGV_URL") }, stream.file_writer(os.getenv("PGV_OUT")) }]] },
-    { PGV_URL = with, PGV_OUT = d .. "/out.backup" })
-  local pid = children.find(handle:pid(), "pg_dump", "dbname=")
-  local cmdline = pid and children.cmdline(pid) or ""
-  local environ = pid and children.environ(pid) or ""
-  local file = environ:match("PGSERVICEFILE=([^\n]+)")
-  local st = file and fs.stat(file)
-  local dir_st = file and fs.stat(file:match("^(.*)/[^/]+$"))
-  local content = file and fs.read_file(file)
+    local dump, stream, fs = require "pgvault.dump", require "pgvault.stream", require "pgvault.fs"
+    local db = fs.read_file(os.getenv("PGV_URL_FILE"))
+    stream.run { dump.pg_dump { db = db }, stream.file_writer(os.getenv("PGV_OUT")) }]] }, e)
+  local seen = { pid = children.find(handle:pid(), "pg_dump", "dbname="), tmp = tmp }
+  seen.cmdline = seen.pid and children.cmdline(seen.pid) or ""
+  seen.environ = seen.pid and children.environ(seen.pid) or ""
+  seen.files = {}
+  for name in ("PGPASSFILE PGSERVICEFILE"):gmatch("%S+") do
+    local path = seen.environ:match("\n" .. name .. "=([^\n]+)") or seen.environ:match("^" .. name .. "=([^\n]+)")
+    if path then
+      -- /proc/self/fd/N of pg_dump's: read through its pid from here
+      local theirs = path:gsub("^/proc/self/", "/proc/" .. seen.pid .. "/")
+      seen.files[name] = { path = path, mode = mode(theirs), content = fs.read_file(theirs),
+ }
+    end
+  end
   release()
-  local code = handle:wait(60)
+  seen.code = handle:wait(60)
   handle:close()
-  local _, stderr = output()
-  t.eq(code, 0, stderr)
-  t.ok(pid, "pg_dump started")
-  t.no_match(cmdline, secret, "sslpassword on the command line")
-  t.no_match(cmdline, PG.password, "password on the command line")
-  t.match(cmdline, "service='pgvault'")
-  t.match(cmdline, "dbname='" .. DB .. "'", "the rest of the connection string is on it")
-  t.match(environ, "\nPGPASSWORD=" .. PG.password .. "\n")
-  t.ok(file, "a service file in the environment: " .. environ)
-  t.eq(st and st.mode & 511, 384, "the service file is 0600")
-  t.eq(dir_st and dir_st.mode & 511, 448, "in a 0700 directory")
-  t.eq(content, "[pgvault]\nsslpassword=" .. secret .. "\n")
-  t.ok(not fs.exists(file), "removed once pg_dump has run")
-  t.no_match(stderr, secret, "nothing logged")
+  seen.stdout, seen.stderr = output()
+  return seen
+end
+
+-- The password and sslpassword (which no libpq variable carries) reach
+-- pg_dump through files in memory it inherits, never its command line or
+-- environment, and nothing touches the disk.
+t.test("no secret on a client's command line or in its environment: password and sslpassword travel in memory files",
+  function()
+  local secret = "KeyPassw0rd9z"
+  local seen = watch_pg_dump(url .. "?sslpassword=" .. secret .. "&sslmode=disable")
+  t.eq(seen.code, 0, seen.stderr)
+  t.ok(seen.pid, "pg_dump started")
+  for _, where in ipairs({ "cmdline", "environ" }) do
+    t.no_match(seen[where], secret, "sslpassword in the " .. where)
+    t.no_match(seen[where], PG.password, "password in the " .. where)
+  end
+  t.match(seen.cmdline, "service='pgvault'")
+  t.match(seen.cmdline, "dbname='" .. DB .. "'", "the rest of the connection string is on it")
+  local pass, svc = seen.files.PGPASSFILE, seen.files.PGSERVICEFILE
+  t.ok(pass and svc, "a passfile and a service file: " .. seen.environ)
+  t.eq(pass.content, "*:*:*:*:" .. PG.password .. "\n")
+  t.eq(svc.content, "[pgvault]\nsslpassword=" .. secret .. "\n")
+  for _, f in ipairs({ pass, svc }) do
+    t.match(f.path, "^/proc/self/fd/%d+$", "a file in memory, no file on disk")
+    t.eq(f.mode, 384, f.path .. " is 0600")
+  end
+  t.eq(fs.listdir(seen.tmp), {}, "nothing written to TMPDIR")
+  t.no_match(seen.stderr, secret, "nothing logged")
+end)
+
+-- A role of this test's own: other test files use the shared one meanwhile.
+t.test("a password from pgvault's own PGPASSWORD reaches pg_dump the same way; ':' and '\\' escaped", function()
+  local role, db, pw = "sec_conninfo_pw", "sec_conninfo_pw", "a:b\\c" .. PG.password
+  h.psql(PG.admin_url("postgres"), string.format([[DROP DATABASE IF EXISTS %s WITH (FORCE);
+    DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN PASSWORD '%s';
+    CREATE DATABASE %s OWNER %s TEMPLATE template0;]], db, role, role, pw, db, role))
+  local ok, err = pcall(function()
+    h.psql(PG.admin_url(db), "SET ROLE " .. role .. "; CREATE TABLE t (id int);")
+    local bare = string.format("postgresql://%s@127.0.0.1:%d/%s", role, PORT, db)
+    local seen = watch_pg_dump(bare, { PGPASSWORD = pw }, db)
+    t.eq(seen.code, 0, seen.stderr)
+    t.no_match(seen.environ, "PGPASSWORD", "not in pg_dump's environment")
+    t.eq(seen.files.PGPASSFILE and seen.files.PGPASSFILE.content, "*:*:*:*:a\\:b\\\\c" .. PG.password .. "\n")
+    -- a passfile= setting of the user's would win over ours: not passed on
+    seen = watch_pg_dump(bare .. "?passfile=/nonexistent", { PGPASSWORD = pw }, db)
+    t.eq(seen.code, 0, seen.stderr)
+    t.no_match(seen.cmdline, "nonexistent")
+  end)
+  h.psql(PG.admin_url("postgres"), string.format("DROP DATABASE IF EXISTS %s WITH (FORCE); DROP ROLE IF EXISTS %s;",
+    db, role))
+  if not ok then error(err, 0) end
 end)
 
 t.test("sslpassword with service=: refused before anything runs, naming no secret", function()

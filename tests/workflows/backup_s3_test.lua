@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/lib/backup.lua scripts/lib/s3backups.lua
 -- backup --to s3://…, list and restore from a bucket: the archive streams
 -- into a multipart upload, the manifest follows as the commit marker,
 -- 'latest' picks the newest backup that has one, and a failure (pg_dump
@@ -7,6 +8,7 @@ local h = require "harness.env"
 local fixture = require "harness.dbfixture"
 local children = require "harness.children"
 local s3proxy = require "harness.s3proxy"
+local s3h = require "harness.s3"
 local cjson = require "cjson"
 local proc = require "pgvault.proc"
 local s3 = require "pgvault.s3"
@@ -15,20 +17,7 @@ local fs = require "pgvault.fs"
 
 local SRC_DB = "backup_s3_source_test"
 local src_url = fixture.create(SRC_DB)
-
-
--- Buckets are made by pgvault itself: far quicker than starting the aws CLI.
-local function make_bucket(name)
-  local c = h.s3()
-  s3.create_bucket("s3://" .. name, { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key })
-  return name
-end
-local function direct()
-  local c = h.s3()
-  return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-end
+local make_bucket, direct = s3h.make_bucket, s3h.direct
 
 local function last_line(s) return s:match("([^\n]*)\n?$") end
 
@@ -63,7 +52,8 @@ t.test("backup to a bucket, list it, restore s3://…/latest with fidelity", fun
   t.eq(rows[2].path, url)
   local target = "backup_s3_restored_test"
   h.dropdb(target)
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/nightly/latest", "--db", h.pg().url(target), "--drop-old" },
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/nightly/latest",
+    "--database", SRC_DB, "--db", h.pg().url(target), "--drop-old" },
     { env = env, timeout = 300 })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stdout, "restored " .. url:gsub("%p", "%%%0"))
@@ -97,7 +87,8 @@ t.test("an encrypted backup to a bucket restores with the identity", function()
   end
   local target = "backup_s3_age_restored_test"
   h.dropdb(target)
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/enc/latest", "--db", h.pg().url(target), "-i", d .. "/key.txt" },
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/enc/latest",
+    "--database", SRC_DB, "--db", h.pg().url(target), "-i", d .. "/key.txt" },
     { env = env, timeout = 300 })
   t.eq(r.code, 0, r.stderr)
   t.eq(fixture.fingerprint(h.pg().url(target), { no_schema = true }),
@@ -130,6 +121,7 @@ t.test("pg_dump killed mid-stream: exit 1, the multipart upload aborted, nothing
   t.match(stderr, "pg_dump was killed by signal 9")
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
   t.eq(#proxy:uploads("aborted"), 1)
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   t.eq(#s3.list("s3://" .. bucket .. "/", direct()), 0, "no object, no manifest")
 end)
 
@@ -142,6 +134,7 @@ t.test("every request refused: the backup fails cleanly, nothing left", function
   t.eq(r.code, 1)
   t.match(r.stderr, "failed after 2 attempts")
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
   t.eq(#s3.list("s3://" .. bucket .. "/", direct()), 0, "no object")
 end)
 
@@ -154,12 +147,7 @@ h.psql(small_url, "CREATE TABLE t (id int PRIMARY KEY, note text); "
   .. "INSERT INTO t SELECT g, 'note ' || g FROM generate_series(1, 300) g; "
   .. "CREATE TABLE marker (s text); INSERT INTO marker VALUES ('pgvault-marker-ABCDEF');")
 
-local function with_env(extra)
-  local e = {}
-  for k, v in pairs(h.s3().env) do e[k] = v end
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+local with_env = s3h.env
 
 local function small_fingerprint(url)
   return h.psql(url, "SELECT count(*), md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM t; "
@@ -181,7 +169,7 @@ t.test("restore s3://… with one job streams: no temporary file; --jobs 2 lays 
   local no_tmp = h.tmpdir() .. "/does-not-exist"
   -- valgrind itself needs TMPDIR (it fails without one), so these two runs
   -- go without it; the same restore paths run under it below and elsewhere.
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", h.pg().url(target) },
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--database", SMALL_DB, "--db", h.pg().url(target) },
     { env = with_env({ TMPDIR = no_tmp }), timeout = 120, no_valgrind = true })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stdout, "restored " .. url:gsub("%p", "%%%0") .. " into " .. target)
@@ -209,7 +197,8 @@ t.test("Ctrl-C during a restore from a bucket: exit 130, pg_restore stopped, the
   h.psql(live, "CREATE TABLE live (x int); INSERT INTO live VALUES (42);")
   local proxy <close> = s3proxy.start()
   -- a first restore through the proxy counts the GETs before the archive's body
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", h.pg().url("backup_s3_interrupt_probe"),
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest",
+    "--database", SMALL_DB, "--db", h.pg().url("backup_s3_interrupt_probe"),
     "--drop-old" }, { env = proxy:env(), timeout = 120 })
   t.eq(r.code, 0, r.stderr)
   h.dropdb("backup_s3_interrupt_probe")
@@ -217,7 +206,8 @@ t.test("Ctrl-C during a restore from a bucket: exit 130, pg_restore stopped, the
   -- then the archive's body is held back: pg_restore waits on its input
   proxy:reset()
   proxy:rules({ { op = "GetObject", action = "slow", ms = 30000, after = gets - 1 } })
-  local handle, output = children.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", live },
+  local handle, output = children.pgvault({ "restore", "s3://" .. bucket .. "/p/latest",
+    "--database", SMALL_DB, "--db", live },
     proxy:env())
   local pid = children.find(handle:pid(), "pg_restore")
   t.ok(pid, "pg_restore started")
@@ -236,6 +226,43 @@ t.test("Ctrl-C during a restore from a bucket: exit 130, pg_restore stopped, the
   h.dropdb(target)
 end)
 
+-- Issue 12: no backup or manifest is ever overwritten in a bucket. The
+-- names are taken by hand (a backup of the same second and suffix from
+-- elsewhere); backup refuses them or picks another name, and what was
+-- there stays as it was.
+t.test("a taken archive or manifest name in the bucket is never overwritten", function()
+  local bucket = make_bucket("backup-s3-taken")
+  local backup = require "lib.backup"
+  local naming = require "lib.naming"
+  local when = os.time() - 86400
+  local name = naming.archive_name(naming.stamp(when), "prod", ".zst")
+  local archive = "s3://" .. bucket .. "/p/" .. name
+  s3.put(archive, "someone else's archive", direct())
+  local ok, res = pcall(backup.run, { db = small_url, to = "s3://" .. bucket .. "/p/", suffix = "prod", time = when,
+    s3 = direct() })
+  t.eq(s3.get(archive, direct()), "someone else's archive", "the archive under that name is untouched")
+  if ok then
+    t.neq(res.path, archive, "a backup that succeeds went under another name")
+  else
+    t.eq(res.kind, "exists", tostring(res))
+  end
+  t.eq(#s3h.open_uploads(bucket), 0, "no multipart upload left")
+  -- the manifest's name taken while the archive's is free
+  when = when - 3600
+  name = naming.archive_name(naming.stamp(when), "prod", ".zst")
+  archive = "s3://" .. bucket .. "/q/" .. name
+  s3.put(naming.manifest_path(archive), '{"not": "ours"}', direct())
+  ok, res = pcall(backup.run, { db = small_url, to = "s3://" .. bucket .. "/q/", suffix = "prod", time = when,
+    s3 = direct() })
+  t.eq(s3.get(naming.manifest_path(archive), direct()), '{"not": "ours"}', "the manifest is untouched")
+  if ok then
+    t.neq(res.path, archive, "a backup that succeeds went under another name")
+  else
+    t.eq(res.kind, "exists", tostring(res))
+    t.eq(s3.head(archive, direct()), nil, "no archive left without its manifest")
+  end
+end)
+
 t.test("a tampered object in the bucket fails the restore; the live database is untouched", function()
   local bucket = make_bucket("backup-s3-tampered")
   local r = h.pgvault({ "backup", "--db", small_url, "--to", "s3://" .. bucket .. "/p/", "--compress", "none" },
@@ -252,7 +279,8 @@ t.test("a tampered object in the bucket fails the restore; the live database is 
   h.dropdb(target)
   local live = h.createdb(target)
   h.psql(live, "CREATE TABLE live (x int); INSERT INTO live VALUES (42);")
-  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest", "--db", live }, { env = h.s3().env, timeout = 120 })
+  r = h.pgvault({ "restore", "s3://" .. bucket .. "/p/latest",
+    "--database", SMALL_DB, "--db", live }, { env = h.s3().env, timeout = 120 })
   t.eq(r.code, 1, r.stderr)
   t.match(r.stderr, "restore into " .. target .. " failed %(database " .. target .. " left as it was%)")
   t.match(r.stderr, "has SHA%-256 %x+ but its manifest says %x+")

@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/lib/backup.lua scripts/lib/naming.lua
 -- pgvault backup against the harness cluster: the default (pg_dump -Z0,
 -- zstd on every core), --compress pg and none, the manifest, the path as
 -- the last line of stdout, the collation warning surfaced once, and bad
@@ -9,6 +10,7 @@ local children = require "harness.children"
 local cjson = require "cjson"
 local fs = require "pgvault.fs"
 local proc = require "pgvault.proc"
+local stream = require "pgvault.stream"
 
 local DB = "backup_workflow_test"
 local url = fixture.create(DB)
@@ -75,7 +77,6 @@ t.test("--compress pg keeps pg_dump's gzip in a plain .backup; none stores it ra
   local m = cjson.decode(h.read(path .. ".manifest.json"))
   t.eq(m.compression, { method = "pg", level = 5 })
   t.eq(m.stored.sha256, m.plain.sha256, "stored bytes are the archive")
-  proc.sleep(1.1) -- a new second, so a new name
   local raw = backup({ "--to", d, "--compress", "none" })
   t.eq(raw.code, 0, raw.stderr)
   local rpath = last_line(raw.stdout)
@@ -182,4 +183,69 @@ t.test("Ctrl-C stops pg_dump, exits 130 and leaves nothing", function()
   t.match(stderr, "pgvault: backup: interrupted")
   t.ok(not proc.kill(pid, "0"), "pg_dump was stopped too")
   t.eq(#fs.listdir(d), 0, "no archive, no .partial, no manifest")
+end)
+
+-- Two backups of different databases, at once, into one place, with one
+-- time stamp: before, they got one name (locally the second failed or both
+-- wrote one .partial; in a bucket the second replaced the first).
+local function two_at_once(to, env)
+  local script = h.tmpdir() .. "/at.lua"
+  h.write(script, 'local b = require("lib.backup").run { db = arg[1], to = arg[2], time = 1767225600 }\n'
+    .. 'print(b.path)\n')
+  local urls, locks, handles, outputs = {}, {}, {}, {}
+  for i, name in ipairs({ "backup_twin_a", "backup_twin_b" }) do
+    urls[i] = h.createdb(name)
+    h.psql(urls[i], "CREATE TABLE t AS SELECT g, '" .. name .. "' AS who FROM generate_series(1, 2000) g;")
+    -- pg_dump waits on the lock, so both are writing at the same time once released
+    locks[i] = children.lock_table(name, "public.t")
+    handles[i], outputs[i] = children.pgvault({ "run", script, urls[i], to }, env)
+  end
+  for i = 1, 2 do t.ok(children.find(handles[i]:pid(), "pg_dump"), "pg_dump " .. i .. " started") end
+  for i = 1, 2 do locks[i]() end
+  local paths = {}
+  for i = 1, 2 do
+    t.eq(handles[i]:wait(60), 0, select(2, outputs[i]()))
+    handles[i]:close()
+    paths[i] = last_line(outputs[i]())
+  end
+  t.neq(paths[1], paths[2], "two names")
+  local names = { paths[1]:match("[^/]+$"), paths[2]:match("[^/]+$") }
+  table.sort(names)
+  t.eq(names, { "20260101000000-2_local.backup.zst", "20260101000000_local.backup.zst" })
+  return paths, urls
+end
+
+t.test("two databases backed up at once into one directory: two names, each whole", function()
+  local d = h.tmpdir()
+  local paths = two_at_once(d)
+  for i, name in ipairs({ "backup_twin_a", "backup_twin_b" }) do
+    local m = cjson.decode(h.read(paths[i] .. ".manifest.json"))
+    t.eq(m.database, name)
+    t.eq(m.stored.sha256, sha256_file(paths[i]), "the archive is the one its manifest describes")
+    t.eq(m.tables[1].rows, 2000)
+  end
+  t.eq(#fs.listdir(d), 4, "two archives, two manifests, no reservation left")
+  h.dropdb("backup_twin_a")
+  h.dropdb("backup_twin_b")
+end)
+
+t.test("two databases backed up at once into one prefix: two names, each whole", function()
+  local c = h.s3()
+  local s3 = require "pgvault.s3"
+  local opts = { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
+    secret_access_key = c.secret_key }
+  s3.create_bucket("s3://backup-twins", opts)
+  local paths = two_at_once("s3://backup-twins/p/", c.env)
+  for i, name in ipairs({ "backup_twin_a", "backup_twin_b" }) do
+    local m = cjson.decode(s3.get(paths[i] .. ".manifest.json", opts))
+    t.eq(m.database, name)
+    local ro = { url = paths[i] }
+    for k, v in pairs(opts) do ro[k] = v end
+    local got = stream.run { s3.reader(ro), stream.sha256(), stream.discard() }
+    t.eq(got.sha256.sha256, m.stored.sha256, "the object is the one its manifest describes")
+  end
+  local keys = s3.client(opts):list("s3://backup-twins/p/")
+  t.eq(#keys, 4, "two objects, two manifests, no reservation left")
+  h.dropdb("backup_twin_a")
+  h.dropdb("backup_twin_b")
 end)

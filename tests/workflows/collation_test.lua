@@ -1,3 +1,4 @@
+-- covers: scripts/collation_check.lua scripts/collation_fix.lua scripts/lib/collation.lua scripts/lib/reindex.lua
 -- collation-check and collation-fix on the harness cluster. A library
 -- upgrade cannot be performed here, so the tests record, as superuser,
 -- what such an upgrade leaves behind: a database or collation whose
@@ -204,15 +205,31 @@ t.test("a changed ICU collation: --deep finds the out-of-order index, the fix re
   t.match(r.stdout, "1 index depends on them and must be rebuilt:\n  public%.t_k on public%.t %(btree unique, "
     .. "collation public%.ctest")
 
-  -- The test role may not create amcheck: said plainly.
-  r = run({ "collation-check", "--db", url_of(name), "--deep" })
+  -- collation-check is read-only: without --create-amcheck it says what is
+  -- missing (it used to create the extension silently), even as superuser.
+  local function has_amcheck()
+    return admin(name, "SELECT count(*) FROM pg_extension WHERE extname = 'amcheck';") == "1\n"
+  end
+  for _, db in ipairs({ url_of(name), PG.admin_url(name) }) do
+    r = run({ "collation-check", "--db", db, "--deep" })
+    t.eq(r.code, 1)
+    t.match(r.stderr, "%-%-deep needs the amcheck extension, which database coll_icu does not have: run again with "
+      .. "%-%-create%-amcheck")
+    t.eq(has_amcheck(), false, "nothing created")
+  end
+  -- The test role may not create it: said plainly.
+  r = run({ "collation-check", "--db", url_of(name), "--deep", "--create-amcheck" })
   t.eq(r.code, 1)
-  t.match(r.stderr, "%-%-deep needs the amcheck extension in database coll_icu and this user may not create it")
+  t.match(r.stderr, "%-%-create%-amcheck: this user may not create the amcheck extension in database coll_icu")
   t.match(r.stderr, "ask a superuser to run CREATE EXTENSION amcheck")
+  t.eq(has_amcheck(), false)
 
-  -- As superuser (socket, trust), amcheck runs and sees the wrong order.
-  r = h.pgvault({ "collation-check", "--db", PG.admin_url(name), "--deep" })
+  -- As superuser (socket, trust), with --create-amcheck, amcheck runs and
+  -- sees the wrong order.
+  r = h.pgvault({ "collation-check", "--db", PG.admin_url(name), "--deep", "--create-amcheck" })
   t.eq(r.code, 1)
+  t.match(r.stderr, "created the amcheck extension in schema public of database coll_icu")
+  t.eq(admin(name, "SELECT extnamespace::regnamespace FROM pg_extension WHERE extname = 'amcheck';"), "public\n")
   t.match(r.stdout, "deep check %(amcheck bt_index_check%) of %d+ B%-tree indexes on versioned collations: 1 corrupt")
   t.match(r.stdout, "CORRUPT public%.t_k on public%.t: item order invariant violated for index \"t_k\"")
   t.match(r.stderr, "corrupt indexes in coll_icu")
@@ -399,12 +416,23 @@ t.test("--all-databases on a private server, template1 included: CREATE DATABASE
   if not ok then error(err, 0) end
 end)
 
-t.test("usage errors exit 2", function()
+t.test("usage errors exit 2, naming the option", function()
   local r = run({ "collation-fix", "--bogus" })
   t.eq(r.code, 2)
   t.match(r.stderr, "unknown option %-%-bogus")
   r = run({ "collation-check", "extra" })
   t.eq(r.code, 2)
+  r = run({ "collation-check", "--create-amcheck" })
+  t.eq(r.code, 2)
+  t.match(r.stderr, "^pgvault: collation%-check: %-%-create%-amcheck goes with %-%-deep")
+  r = run({ "collation-fix", "--no-backup", "--to", "somewhere" })
+  t.eq(r.code, 2, "--to would be ignored")
+  t.match(r.stderr, "^pgvault: collation%-fix: %-%-to names where the backup goes, and %-%-no%-backup takes none")
+  for _, args in ipairs({ { "collation-check", "--db" }, { "collation-fix", "--to" } }) do
+    r = run(args)
+    t.eq(r.code, 2)
+    t.match(r.stderr, "option " .. args[2]:gsub("%-", "%%-") .. " needs a value")
+  end
   r = run({ "collation-check", "--help" })
   t.eq(r.code, 0)
   t.match(r.stdout, "usage: pgvault collation%-check")
@@ -456,4 +484,53 @@ t.test("a database dropped during the scan is read again, other errors are not r
   t.raises(function() collation.databases(broken) end, "permission denied")
   t.eq(calls, 1, "a permission error is not retried")
   conn:close()
+end)
+
+-- Every documented option shown to take effect (issue 12), the ones the
+-- tests above do not: the short forms, the default backup directory, the
+-- default connection from libpq's environment, JSON lists as arrays.
+t.test("-d, -a, -n; the backup goes to ./db_backups by default; no --db means libpq's environment", function()
+  local name = "coll_opts"
+  setup(name)
+  admin("postgres", "UPDATE pg_database SET datcollversion = '0.1' WHERE datname = '" .. name .. "';")
+  local r = run({ "collation-check", "-d", url_of(name), "-a", "--json" })
+  t.eq(r.code, 1)
+  local seen = {}
+  for _, d in ipairs(cjson.decode(r.stdout).databases) do seen[d.database.name] = true end
+  t.ok(seen[name] and seen.postgres, "-a checked every database: " .. r.stdout)
+  r = run({ "collation-check" }, { env = { PGHOST = "127.0.0.1", PGPORT = tostring(PORT), PGUSER = PG.user,
+    PGDATABASE = name } })
+  t.eq(r.code, 1)
+  t.match(r.stdout, "^database " .. name .. " ")
+  local cwd = h.tmpdir()
+  r = run({ "collation-fix", "-d", url_of(name), "-n" }, { cwd = cwd })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "dry run: would back up " .. name .. " to db_backups")
+  t.eq(fs.listdir(cwd), {}, "-n changes nothing")
+  r = run({ "collation-fix", "-d", url_of(name) }, { cwd = cwd })
+  t.eq(r.code, 0, r.stdout .. r.stderr)
+  local files = fs.listdir(cwd .. "/db_backups")
+  t.eq(#files, 2, "the backup and its manifest in ./db_backups")
+  t.match(files[1], "^%d+_collation%-fix%-" .. name .. "%.backup%.zst")
+  h.dropdb(name)
+end)
+
+t.test("JSON lists are arrays, empty or not", function()
+  local name = "coll_json"
+  setup(name)
+  local r = run({ "collation-check", "--db", url_of(name), "--json" })
+  t.eq(r.code, 0, r.stderr)
+  for _, list in ipairs({ "errors", "collations", "unused_collations", "indexes", "other_databases",
+    "startup_warnings" }) do
+    t.match(r.stdout, '"' .. list .. '":%[%]', list .. " is an empty array")
+  end
+  admin("postgres", "UPDATE pg_database SET datcollversion = '0.1' WHERE datname = '" .. name .. "';")
+  r = run({ "collation-fix", "--db", url_of(name), "--no-backup", "--json" })
+  t.eq(r.code, 0, r.stderr)
+  for _, list in ipairs({ "failed", "not_refreshed" }) do
+    t.match(r.stdout, '"' .. list .. '":%[%]', list .. " is an empty array")
+  end
+  t.match(r.stdout, '"rebuilt":%[{')
+  t.match(r.stdout, '"plan":%["REINDEX INDEX public%.t_d"')
+  h.dropdb(name)
 end)

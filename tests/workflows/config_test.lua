@@ -1,3 +1,4 @@
+-- covers: scripts/config.lua scripts/lib/config.lua
 -- pgvault config check: where the file is found (--config, $PGVAULT_CONFIG,
 -- ./pgvault.conf.lua, ~/.config/pgvault/config.lua), the resolved settings
 -- with secrets masked and their sources, every problem with file and line,
@@ -107,7 +108,7 @@ environment "prod" {
   t.eq(r.code, 1, "exit code")
   t.match(r.stderr, "pgvault: config: pgvault%.conf%.lua:3: unknown key 'keep_dayly' in environment prod %(did you "
     .. "mean keep_daily%?%)\n", "first problem")
-  t.match(r.stderr, "pgvault: config: pgvault%.conf%.lua:4: keep_weekly must be a whole number", "second problem")
+  t.match(r.stderr, "pgvault: config: pgvault%.conf%.lua:4: keep_weekly must be an integer", "second problem")
   t.match(r.stderr, "pgvault%.conf%.lua has 2 problems", "summary")
 end)
 
@@ -128,4 +129,41 @@ t.test("a configuration that tries to act does nothing", function()
   t.eq(r.code, 1, "exit code")
   t.match(r.stderr, "pgvault%.conf%.lua:2: 'os' is not available in a configuration file", "says so")
   t.ok(not fs.exists(d .. "/pwned"), "nothing ran")
+end)
+
+t.test("backup, list, verify and restore take --env: the environment fills in what the flags leave out", function()
+  local db = h.createdb("config_env_test")
+  h.psql(db, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 42);")
+  local d = h.tmpdir()
+  local keygen = h.run({ "age-keygen", "-o", d .. "/key.txt" })
+  t.eq(keygen.code, 0, keygen.stderr)
+  local recipient = h.read(d .. "/key.txt"):match("# public key: (age1%w+)")
+  fs.write_file(d .. "/pgvault.conf.lua", string.format([[
+environment "prod" {
+  db = env "PGV_TEST_DB",
+  to = "nightly_dir",
+  recipient = %q,
+  identity = %q,
+}
+]], recipient, d .. "/key.txt"), { mode = 384 })
+  local env = { PGV_TEST_DB = db, PGVAULT_CONFIG = false, PGVAULT_ENV = false }
+  local r = h.pgvault({ "backup", "--env", "prod" }, { cwd = d, env = env })
+  t.eq(r.code, 0, "backup: " .. r.stderr)
+  local path = r.stdout:match("([^\n]+)\n?$")
+  t.match(path, "^nightly_dir/%d+_prod%.backup%.zst%.age$", "the environment's place, name and recipient")
+  r = h.pgvault({ "list", "--env", "prod", "--json" }, { cwd = d, env = env })
+  t.eq(r.code, 0, "list: " .. r.stderr)
+  t.eq(#require("cjson").decode(r.stdout), 1, "lists the environment's destination")
+  r = h.pgvault({ "verify", "--env", "prod", path }, { cwd = d, env = env })
+  t.eq(r.code, 0, "verify decrypts with the environment's identity: " .. r.stderr)
+  r = h.pgvault({ "restore", "--env", "prod", "nightly_dir/latest" }, { cwd = d, env = env })
+  t.eq(r.code, 2, "restore needs --db even with --env")
+  t.match(r.stderr, "%-%-db", "says so")
+  local target = "config_env_restored"
+  h.dropdb(target)
+  r = h.pgvault({ "restore", "--env", "prod", "nightly_dir/latest", "--database", "config_env_test", "--db",
+    h.pg().url(target) }, { cwd = d, env = env })
+  t.eq(r.code, 0, "restore with the environment's identity: " .. r.stderr)
+  t.eq(h.psql(h.pg().url(target), "SELECT count(*) FROM t;"), "42\n", "restored")
+  h.dropdb(target)
 end)

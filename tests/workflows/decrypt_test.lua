@@ -1,3 +1,4 @@
+-- covers: scripts/decrypt.lua
 -- pgvault decrypt: files the age CLI encrypts (X25519, several recipients,
 -- armored, passphrases typed at age's prompt), -o written whole or not at
 -- all, /dev/null and FIFOs written through, clear errors on tampering.

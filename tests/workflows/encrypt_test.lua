@@ -1,3 +1,4 @@
+-- covers: scripts/encrypt.lua
 -- pgvault encrypt: files that the age CLI opens (X25519, several
 -- recipients, armored, passphrases typed into age's prompt in a pty),
 -- recipients files, and usage errors.

@@ -1,3 +1,4 @@
+-- covers: scripts/keygen.lua
 -- pgvault keygen: age-keygen's file layout, 0600, never overwriting, the
 -- public key on stderr, -y; keys interchangeable with age-keygen's.
 local t = require "harness.testing"

@@ -1,3 +1,4 @@
+-- covers: scripts/list.lua scripts/lib/catalog.lua
 -- pgvault list: backups newest first with time, environment, size and
 -- manifest status (ok, missing, invalid, size mismatch); --json; other
 -- files ignored; a missing directory is a clear error. Plus one real backup.
@@ -46,6 +47,8 @@ t.test("--json for machines", function()
   local d = fake_dir()
   local r = h.pgvault({ "list", "--from", d, "--json" })
   t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, '"size":6[,}]', "sizes are integers")
+  t.no_match(r.stdout, '"size":%d+%.0', "never 6.0")
   local rows = cjson.decode(r.stdout)
   t.eq(#rows, 5)
   t.eq(rows[1].name, "20250601120000_local.backup")
@@ -83,4 +86,48 @@ t.test("a real backup is listed as ok with its database", function()
   t.eq(rows[1].environment, "ci")
   t.match(rows[1].sha256, "^%x+$")
   h.dropdb("list_workflow_test")
+end)
+
+t.test("several databases in one place: the DATABASE column and --database NAME", function()
+  local d = h.tmpdir()
+  put(d, "20250101000000_local.backup", "a", cjson.encode { format = 1, database = "shop", stored = { bytes = 1 } })
+  put(d, "20250101000000-2_local.backup", "bb", cjson.encode { format = 1, database = "billing",
+    stored = { bytes = 2 } })
+  put(d, "20250102000000_local.backup", "ccc", cjson.encode { format = 1, database = "shop", stored = { bytes = 3 } })
+  local r = h.pgvault({ "list", "--from", d })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "^TIME %(UTC%)%s+ENV%s+SIZE%s+MANIFEST%s+DATABASE%s+FILE\n")
+  t.match(r.stdout, "\n2025%-01%-02 00:00:00%s+local%s+3 B%s+ok%s+shop%s+[^\n]*20250102000000_local%.backup\n"
+    .. "2025%-01%-01 00:00:00%s+local%s+2 B%s+ok%s+billing%s+[^\n]*20250101000000%-2_local%.backup\n"
+    .. "2025%-01%-01 00:00:00%s+local%s+1 B%s+ok%s+shop%s+", "newest first, the second of one second before the first")
+  r = h.pgvault({ "list", "--from", d, "--database", "shop", "--json" })
+  t.eq(r.code, 0, r.stderr)
+  local rows = cjson.decode(r.stdout)
+  t.eq(#rows, 2)
+  t.eq({ rows[1].database, rows[2].database }, { "shop", "shop" })
+  r = h.pgvault({ "list", "--from", d, "--database", "nope" })
+  t.eq(r.stdout, "no backups of database nope in " .. d .. "\n")
+  t.eq(h.pgvault({ "list", "--from", d, "--database", "nope", "--json" }).stdout, "[]\n")
+end)
+
+t.test("--database in a bucket", function()
+  local s3 = require "pgvault.s3"
+  local c = h.s3()
+  local opts = { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
+    secret_access_key = c.secret_key }
+  s3.create_bucket("s3://list-databases", opts)
+  for i, db in ipairs({ "shop", "billing", "shop" }) do
+    local key = string.format("s3://list-databases/p/2025010%d000000_local.backup", i)
+    s3.put(key, "x", opts)
+    s3.put(key .. ".manifest.json", cjson.encode { format = 1, database = db, stored = { bytes = 1 } }, opts)
+  end
+  local r = h.pgvault({ "list", "--from", "s3://list-databases/p/", "--database", "shop", "--json" },
+    { env = c.env })
+  t.eq(r.code, 0, r.stderr)
+  local rows = cjson.decode(r.stdout)
+  t.eq(#rows, 2)
+  t.eq(rows[1].name, "20250103000000_local.backup")
+  t.eq(rows[2].name, "20250101000000_local.backup")
+  r = h.pgvault({ "list", "--from", "s3://list-databases/p/" }, { env = c.env })
+  t.match(r.stdout, "ok%s+billing%s+s3://list%-databases/p/20250102000000_local%.backup")
 end)

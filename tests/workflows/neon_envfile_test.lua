@@ -1,3 +1,4 @@
+-- covers: scripts/lib/envfile.lua
 -- lib.envfile: DATABASE_URL rewritten in .env.production with every other
 -- byte kept, atomically, mode kept; a missing key appended; a read-only file
 -- a clear error.

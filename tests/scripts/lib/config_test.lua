@@ -1,3 +1,4 @@
+-- covers: scripts/lib/config.lua
 -- lib.config: the configuration file's vocabulary (environment, defaults,
 -- env and file references), the sandbox it runs in, unknown keys and wrong
 -- types reported with file and line (a typo never silently drops a
@@ -76,19 +77,19 @@ environment "prod" {
 ]]) end, "^test%.conf%.lua:3: unknown key 'keep_dayly' in environment prod %(did you mean keep_daily%?%) %(and 1 "
     .. "more problem: run 'pgvault config check'%)$")
   t.eq(e.kind, "config", "kind")
-  t.eq(e.problems[2], 'test.conf.lua:4: keep_weekly must be a whole number or "unlimited", not "4"', "second problem")
+  t.eq(e.problems[2], 'test.conf.lua:4: keep_weekly must be an integer or "unlimited", not "4"', "second problem")
 end)
 
 t.test("wrong types name the key and what it must be", function()
   local cases = {
-    { "keep_last = -3", "keep_last must be a whole number or \"unlimited\", not %-3" },
+    { "keep_last = -3", "keep_last must be an integer or \"unlimited\", not %-3" },
     { "keep_within = '2w'", "keep_within must be a duration like 7d, 12h or 1y6m, not \"2w\"" },
     { "readback = 'no'", "readback must be true or false, not \"no\"" },
-    { "drill_every = 'month'", "drill_every must be one of week, day, never, not \"month\"" },
+    { "drill_every = 'month'", "drill_every must be week, day or never, not \"month\"" },
     { "recipient = { 'a', 3 }", "recipient must be a string or a list of strings" },
     { "to = ''", "to must be a string, not \"\"" },
-    { "level = 0", "level must be a whole number %(at least 1%), not 0" },
-    { "keep_daily = env 'X'", "keep_daily must be a whole number or \"unlimited\", not env \"X\"" },
+    { "level = 0", "level must be an integer %(at least 1%), not 0" },
+    { "keep_daily = env 'X'", "keep_daily must be an integer or \"unlimited\", not env \"X\"" },
     { "[1] = 'x'", "unknown key 1 in environment p" },
   }
   for _, c in ipairs(cases) do
@@ -157,9 +158,9 @@ t.test("apply without --env: flags and defaults only, no file read; flag values 
   t.eq(o.settings.env, nil)
   t.eq(o.keep_daily, -1)
   t.eq(o.recipient, {}, "an empty list, as cli.parse gives")
-  t.raises(function() run({ "--keep-daily", "seven" }) end, "%-%-keep%-daily: it must be a whole number")
-  t.raises(function() run({ "--keep-within", "2w" }) end, "%-%-keep%-within: it must be a duration")
-  t.raises(function() run({ "--drill-every", "month" }) end, "%-%-drill%-every: it must be one of week, day, never")
+  t.raises(function() run({ "--keep-daily", "seven" }) end, "%-%-keep%-daily must be an integer")
+  t.raises(function() run({ "--keep-within", "2w" }) end, "%-%-keep%-within must be a duration")
+  t.raises(function() run({ "--drill-every", "month" }) end, "%-%-drill%-every must be week, day or never")
 end)
 
 t.test("references resolve at use: environment variables and files; missing ones say where", function()
@@ -181,6 +182,10 @@ environment "nofile" {
   t.raises(function() run({ "--env", "nofile" }, path) end, ":4: db comes from the file .*/missing, which cannot "
     .. "be read")
   t.eq(run({ "--env", "novar", "--db", "given" }, path).db, "given", "a flag spares the reference")
+  local p2 = write_conf('environment "sd" {\n  db = credential "db_url",\n}\n')
+  t.raises(function() run({ "--env", "sd" }, p2) end, ":2: db comes from the systemd credential db_url, but "
+    .. "%$CREDENTIALS_DIRECTORY is not set")
+  t.raises(function() load("environment 'p' { db = credential '../x' }") end, "credential needs the name")
 end)
 
 t.test("the file must be a regular file nobody else may write", function()

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/manifest.lua scripts/lib/json.lua
 -- lib.manifest: the one reader of manifests. Every check lives in decode,
 -- and every reader (list, verify, restore, download, the bucket listing)
 -- refuses what it refuses: before, only lib.manifest refused a newer format,
@@ -37,6 +38,7 @@ t.test("decode refuses what is not a usable manifest, naming the place and the f
     { '{"format": 1, "stored": {"bytes": -1}}', "stored.bytes must be a whole number >= 0" },
     { '{"format": 1, "stored": {"sha256": "xyz"}}', "stored.sha256 must be 64 lower%-case hex digits" },
     { '{"format": 1, "stored": "big"}', "stored must be an object, not a string" },
+    { '{"format": 1, "stored": [1, 2]}', "stored must be an object, not an array" },
     { '{"format": 1, "tables": {"a": 1}}', "tables must be an array" },
     { '{"format": 1, "tables": [{"name": ["t"]}]}', "tables%[1%]%.name must be a string" },
     { '{"format": 1, "environment": null}', "environment must be a string, not null" },
@@ -72,7 +74,8 @@ t.test("write, read, for_archive: the suffix is lib.naming's; an existing manife
   t.eq(path, require("lib.naming").manifest_path(archive))
   t.eq(fs.stat(path).mode, 384, "0600")
   t.eq(manifest.for_archive(archive).database, "one")
-  t.raises(function() manifest.write(archive, manifest.new { database = "two" }) end, "exists")
+  local e = t.raises(function() manifest.write(archive, manifest.new { database = "two" }) end, "exists")
+  t.eq(e.kind, "exists")
   t.eq(manifest.read(path).database, "one", "the first manifest stays")
   h.write(path, '{"format": 7}')
   t.raises(function() manifest.for_archive(archive) end, "has format 7")

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/naming.lua
 -- lib.naming: building and parsing backup names, the same-second sequence,
 -- the order of a listing, claiming a name, and database names cut by
 -- characters (a long non-ASCII name made every restore fail: its temporary
@@ -50,7 +51,7 @@ t.test("claim creates a name only if it is free, and never replaces it", functio
   local d = h.tmpdir()
   t.eq(naming.claim(d .. "/x", "one"), d .. "/x")
   t.eq(fs.stat(d .. "/x").mode, 384)
-  t.raises(function() naming.claim(d .. "/x", "two") end, "exists")
+  t.eq(t.raises(function() naming.claim(d .. "/x", "two") end).kind, "exists")
   t.eq(fs.read_file(d .. "/x"), "one")
   t.eq(#fs.listdir(d), 1, "no temporary file left")
 end)

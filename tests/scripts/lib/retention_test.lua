@@ -1,3 +1,4 @@
+-- covers: scripts/lib/retention.lua
 -- lib.retention: restic's keep rules with restic's meaning (periods in UTC,
 -- ISO weeks, the oldest kept while counts are left, durations measured
 -- from the newest backup, calendar arithmetic as Go's AddDate), per

@@ -1,0 +1,186 @@
+-- Where backups are written: a directory or s3://BUCKET/PREFIX/. A backup
+-- reserves its name before it writes a byte, so two backups never share
+-- one (a second one in the same second gets STAMP-2_…, see lib.naming),
+-- and nothing is ever overwritten: the archive is linked into place only
+-- if its name is free (a bucket: a conditional PUT), and so is the
+-- manifest, written last, which commits the backup.
+--   local dest <close> = destination.open(to, { s3 = s3_options })
+--   dest:sink() -> the last stage of a list    dest:reserve(stamp, suffix, ext) -> path
+--   dest:writer() -> the stage writing the archive under the reserved name
+--   dest:write_beside(suffix, data)             (e.g. a signature, before the manifest)
+--   dest:commit(manifest or text) -> the manifest's path
+-- Closing an uncommitted destination removes what it wrote; closing any
+-- releases the reservation.
+local fs = require "pgvault.fs"
+local pgvault = require "pgvault"
+local stream = require "pgvault.stream"
+local manifests = require "lib.manifest"
+local naming = require "lib.naming"
+
+local destination = {}
+destination.DEFAULT = "db_backups"
+-- Backups one place may take in one second (names STAMP-2_ … STAMP-999_).
+destination.MAX_PER_SECOND = 999
+
+local Dest = {}
+Dest.__index = Dest
+
+local function is_s3(to) return type(to) == "string" and to:sub(1, 5) == "s3://" end
+
+function destination.open(to, opts)
+  to = to or destination.DEFAULT
+  local self = setmetatable({ to = to, remote = is_s3(to), s3 = opts and opts.s3 or {}, beside = {} }, Dest)
+  -- what dest:sink() gives: a place in a stage list that the writer takes
+  -- once the name is reserved
+  self.SINK = setmetatable({}, { __tostring = function() return "the archive of a backup to " .. to end })
+  if self.remote then
+    self.base = to:gsub("/+$", "")
+  else
+    self.base = to
+    fs.mkdir_p(to)
+    if not fs.writable(to) then pgvault.raise("io", "cannot write to " .. to .. ": check its permissions") end
+  end
+  return self
+end
+
+function Dest:client()
+  if not self._client then self._client = require("pgvault.s3").client(self.s3) end
+  return self._client
+end
+
+local function taken(err)
+  return type(err) == "table" and err.kind == "exists"
+end
+
+-- In a bucket, how long a claim waits before it reads its object back: a
+-- server that ignores If-None-Match lets a second writer replace the
+-- object, and whoever reads back another's token has lost.
+destination.CLAIM_SETTLE = 0.5
+
+-- Claims `name` in this place (a new file or object holding `data`, which
+-- must be unique to this claim); false when it is taken.
+function Dest:claim(name, data)
+  local where = self.base .. "/" .. name
+  if self.remote then
+    local c = self:client()
+    if c:head(where) then return false end
+    local ok, err = pcall(c.put, c, where, data, { if_none_match = true })
+    if not ok and taken(err) then return false end
+    if not ok then error(err, 0) end
+    require("pgvault.proc").sleep(destination.CLAIM_SETTLE)
+    local rok, back = pcall(c.get, c, where)
+    return rok and back == data
+  end
+  local ok, err = pcall(naming.claim, where, data)
+  if not ok and taken(err) then return false end
+  if not ok then error(err, 0) end
+  return true
+end
+
+function Dest:remove(name)
+  local where = self.base .. "/" .. name
+  if self.remote then
+    local c = self:client()
+    pcall(c.delete, c, where)
+  else
+    os.remove(where)
+  end
+end
+
+-- Whether any file of a backup with this stem is here already.
+function Dest:stem_used(stem)
+  if self.remote then
+    return #self:client():list(self.base .. "/" .. stem .. ".backup") > 0
+  end
+  for _, ext in ipairs(naming.EXTENSIONS) do
+    local archive = self.base .. "/" .. stem .. ".backup" .. ext
+    if fs.exists(archive) or fs.exists(naming.manifest_path(archive)) then return true end
+  end
+  return false
+end
+
+-- Reserves the first free name for a backup taken at `stamp`; returns its
+-- path (or URL).
+function Dest:reserve(stamp, suffix, ext)
+  local note = string.format("reserved by pgvault %s (pid %d, token %08x%08x) at %s\n", pgvault.version,
+    require("pgvault.proc").getpid(), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), naming.iso8601())
+  for seq = 1, destination.MAX_PER_SECOND do
+    local stem = naming.stem(stamp, suffix, seq)
+    local reservation = naming.reservation_name(stem)
+    if self:claim(reservation, note) then
+      if not self:stem_used(stem) then
+        self.reservation, self.name = reservation, naming.archive_name(stamp, suffix, ext, seq)
+        self.path = self.base .. "/" .. self.name
+        return self.path
+      end
+      self:remove(reservation)
+    end
+  end
+  pgvault.raise("exists", string.format("%s holds %d backups of %s taken in second %s: no name is free", self.to,
+    destination.MAX_PER_SECOND, suffix, stamp))
+end
+
+-- The last stage of a backup's list: the writer of the archive, once the
+-- name is reserved (lib.backup.pipeline puts dest:writer() in its place).
+function Dest:sink()
+  return self.SINK
+end
+
+-- The stage that writes the archive under the reserved name.
+function Dest:writer()
+  assert(self.path, "reserve a name first")
+  if self.remote then
+    local so = {}
+    for k, v in pairs(self.s3) do so[k] = v end
+    so.url, so.if_none_match = self.path, true
+    return require("pgvault.s3").writer(so)
+  end
+  return stream.file_writer(self.path, { no_clobber = true, mode = 384 })
+end
+
+-- Writes PATH<suffix> beside the archive, only if that name is free.
+function Dest:write_beside(suffix, data)
+  local name = self.name .. suffix
+  local where = self.base .. "/" .. name
+  if self.remote then
+    self:client():put(where, data, { if_none_match = true })
+  else
+    naming.claim(where, data)
+  end
+  self.beside[#self.beside + 1] = name
+  return where
+end
+
+-- Writes the manifest (a table, or its text) only if absent: from then on
+-- the backup exists. A failure removes the archive, which would otherwise
+-- be a backup without its commit marker.
+function Dest:commit(m)
+  local text = type(m) == "string" and m or manifests.encode(m)
+  local ok, err = pcall(self.write_beside, self, naming.MANIFEST_SUFFIX, text)
+  if not ok then
+    self:discard()
+    error(err, 0)
+  end
+  self.committed = true
+  return naming.manifest_path(self.path)
+end
+
+-- Removes what this destination wrote for an uncommitted backup.
+function Dest:discard()
+  if self.committed then return end
+  for _, name in ipairs(self.beside) do self:remove(name) end
+  self.beside = {}
+  if self.archive_written then self:remove(self.name) end
+  self.archive_written = false
+end
+
+function Dest:close()
+  self:discard()
+  if self.reservation then self:remove(self.reservation) end
+  self.reservation = nil
+  if self._client then self._client:close() end
+  self._client = nil
+end
+Dest.__close = Dest.close
+
+return destination

@@ -1,0 +1,383 @@
+-- The mechanics of `pgvault nightly` (scripts/nightly.lua reads as the
+-- procedure): the run and its steps (a failed step is recorded and the
+-- run goes on to its end: the summary, the pings, the lock released), and
+-- what each step does with the other modules: lib.backup for the backup,
+-- lib.verify for the read-back check, lib.prune, lib.drill.
+local fs = require "pgvault.fs"
+local proc = require "pgvault.proc"
+local pgvault = require "pgvault"
+local json = require "lib.json"
+local naming = require "lib.naming"
+local retention = require "lib.retention"
+
+local nightly = {}
+
+-- ------------------------------------------------------------------------
+-- The run and its steps
+-- ------------------------------------------------------------------------
+
+local Run = {}
+Run.__index = Run
+
+function nightly.new(o)
+  -- Keep the last lines written, for the "fail" ping.
+  if type(log.capture) == "function" then log.capture(200) end
+  local dest = o.to or "db_backups"
+  return setmetatable({ o = o, env = o.settings.env or o.suffix or "local", dest = dest,
+    remote = dest:sub(1, 5) == "s3://", started = os.time(), t0 = proc.now(), steps = {}, journal = {},
+    failed = nil, interrupted = false }, Run)
+end
+
+function Run:note(fmt, ...)
+  local line = string.format(fmt, ...)
+  self.journal[#self.journal + 1] = os.date("!%H:%M:%S ", os.time()) .. line
+  log.info("%s", line)
+end
+
+-- Runs one step: fn() returns a short description of what it did. A step
+-- is skipped (with why) once the run was interrupted, or when `unless`
+-- gives a reason. A failure is recorded, not raised.
+function Run:step(name, fn, unless)
+  local s = { name = name, status = "ok" }
+  self.steps[#self.steps + 1] = s
+  local why = self.interrupted and "interrupted" or (unless and unless(self))
+  if why then
+    s.status, s.detail = "skipped", why
+    self:note("%s: skipped (%s)", name, why)
+    return
+  end
+  local t0 = proc.now()
+  self:note("%s ...", name)
+  local ok, res = pcall(fn, self)
+  s.seconds = proc.now() - t0
+  if ok then
+    s.detail = res
+    self:note("%s: done in %.1fs%s", name, s.seconds, res and (": " .. res) or "")
+    return
+  end
+  s.status = "failed"
+  s.error = pgvault.is_error(res) and res.message or tostring(res)
+  s.kind = pgvault.is_error(res) and res.kind or "internal"
+  if s.kind == "interrupted" or pgvault.signalled() then self.interrupted = true end
+  self.failed = self.failed or s
+  self:note("%s: FAILED: %s", name, s.error)
+end
+
+-- Runs the steps (fn); an error that escapes them (Ctrl-C landing between
+-- two steps) is recorded like a failed step. Then `finally` runs to its
+-- end whatever signal arrived meanwhile: the summary, the pings and the
+-- lock's release are how an interrupted run is heard of and cleaned up.
+function Run:procedure(fn, finally)
+  local ok, err = pcall(fn)
+  if not ok then
+    local interrupted = pgvault.signalled() or (pgvault.is_error(err) and err.kind == "interrupted")
+    if interrupted then self.interrupted = true end
+    if not self.failed and not interrupted then
+      self.failed = { name = "run", status = "failed", kind = pgvault.is_error(err) and err.kind or "internal",
+        error = pgvault.is_error(err) and err.message or tostring(err) }
+    end
+  end
+  if pgvault.signalled() then self.interrupted = true end
+  return pgvault.uninterrupted(finally)
+end
+
+function Run:ok(name)
+  for _, s in ipairs(self.steps) do
+    if s.name == name then return s.status == "ok" end
+  end
+  return false
+end
+
+-- Why a step cannot run: the first of the named steps that did not
+-- succeed (false or nil names are ignored), or nil.
+function Run:blocked(...)
+  for i = 1, select("#", ...) do
+    local n = select(i, ...)
+    if n and not self:ok(n) then return "the " .. n .. " did not succeed" end
+  end
+  return nil
+end
+
+-- Another run holds the lock: that run reports to the monitor, not this one.
+function Run:lock_busy()
+  local s = self.steps[1]
+  return s and s.name == "lock" and s.status == "failed" and s.kind == "exists"
+end
+
+-- The last log lines for the "fail" ping: the host's own tail of every
+-- log line when it keeps one, else this run's journal.
+function Run:tail(n)
+  n = n or 100
+  local lines = type(log.tail) == "function" and log.tail() or self.journal
+  local out = {}
+  for i = math.max(1, #lines - n + 1), #lines do out[#out + 1] = lines[i] end
+  return out
+end
+
+-- The one-line summary and the table behind --json.
+function Run:summary()
+  local s = { environment = self.env, destination = self.dest, ok = self.failed == nil and not self.interrupted,
+    interrupted = self.interrupted, started = naming.iso8601(self.started), seconds = proc.now() - self.t0,
+    steps = json.array(), backups = json.array(self.backups or {}) }
+  local parts = {}
+  for _, st in ipairs(self.steps) do
+    s.steps[#s.steps + 1] = { name = st.name, status = st.status, detail = st.detail, error = st.error,
+      seconds = st.seconds }
+    if st.name ~= "lock" then
+      parts[#parts + 1] = st.name .. " " .. (st.status == "ok" and (st.detail or "ok") or
+        st.status == "skipped" and ("skipped (" .. st.detail .. ")") or "FAILED")
+    end
+  end
+  if self.failed then s.error = self.failed.name .. ": " .. self.failed.error end
+  s.line = string.format("nightly %s: %s in %.1fs: %s", self.env,
+    self.interrupted and "interrupted" or (s.ok and "ok" or "FAILED"), s.seconds, table.concat(parts, "; "))
+  if self.failed then s.line = s.line .. " (" .. s.error .. ")" end
+  return s
+end
+
+-- ------------------------------------------------------------------------
+-- Steps
+-- ------------------------------------------------------------------------
+
+-- A directory destination must exist before its lock can be taken.
+function nightly.prepare(run)
+  if not run.remote then fs.mkdir_p((run.dest:gsub("^file://", ""))) end
+end
+
+-- Takes the environment's lock. The bucket is the first thing a run talks
+-- to: when it cannot be reached at all, say what to check.
+function nightly.lock(run, s3opts, opts)
+  local ok, held = pcall(require("lib.lock").acquire, { to = run.dest, env = run.env, wait = opts.wait, s3 = s3opts,
+    command = "nightly", ttl = opts.ttl })
+  if ok then return held end
+  if pgvault.is_error(held) and held.kind == "s3" and not held.http_status then
+    held.message = held.message .. ": check the endpoint and that the bucket is reachable from here"
+  end
+  error(held, 0)
+end
+
+-- What to back up: the database, or with --all-databases every database
+-- of its server, each under its own suffix (the database in the name).
+local function targets(o, suffix)
+  if not o.all_databases then return { { db = o.db, suffix = suffix } } end
+  local globals = require "lib.globals"
+  local out = {}
+  for _, name in ipairs(globals.databases(o.db)) do
+    out[#out + 1] = { db = globals.url(o.db, name), suffix = globals.suffix(suffix, name), name = name }
+  end
+  return out
+end
+
+-- Backs up the database (or each one); returns what the summary says of
+-- it. A database that fails does not stop the others; the step fails
+-- naming them.
+function nightly.backup(run, s3opts)
+  local o = run.o
+  if not o.db then pgvault.raise("usage", "no database: give --db URL or db = ... in the environment") end
+  -- Signing happens inside lib.backup.run once lib.trust is wired into it
+  -- (trust.signer); until then a run asked to sign refuses rather than
+  -- writing unsigned backups.
+  if o.sign and not require("lib.trust").signer then
+    pgvault.raise("usage", "--sign: this build cannot sign manifests yet (lib.trust.signer); remove sign")
+  end
+  local encrypted = #(o.recipient or {}) + #(o.recipients_file or {}) > 0
+  local suffix = o.suffix or run.env
+  local list = targets(o, suffix)
+  run.backups, run.done = {}, {}
+  local failed, bytes = {}, 0
+  for _, tg in ipairs(list) do
+    local ok, b = pcall(require("lib.backup").run, { db = tg.db, to = run.dest, suffix = tg.suffix,
+      compress = o.compress, level = o.level, pg_bin = o.pg_bin, recipient = o.recipient,
+      recipients_file = o.recipients_file, sign = o.sign, sign_password_file = o.sign_password_file, s3 = s3opts,
+      time = run.started })
+    if ok then
+      run.done[#run.done + 1] = b
+      run.backups[#run.backups + 1] = { path = b.path, database = b.manifest.database,
+        bytes = b.result.stored.bytes, encrypted = encrypted }
+      bytes = bytes + b.result.stored.bytes
+    elseif pgvault.signalled() or (pgvault.is_error(b) and b.kind == "interrupted") then
+      error(b, 0)
+    else
+      log.error("%s", pgvault.is_error(b) and b.message or tostring(b))
+      failed[#failed + 1] = { name = tg.name or "the database", err = b }
+    end
+  end
+  if o.all_databases then
+    local ok, g = pcall(require("lib.globals").dump, { db = o.db, to = run.dest, env = suffix,
+      stamp = naming.stamp(run.started), recipients = encrypted and require("lib.backup").options(o).recipients,
+      s3 = s3opts, pg_bin = o.pg_bin })
+    if ok then run.globals = g else failed[#failed + 1] = { name = "roles and grants", err = g } end
+  end
+  run.last = run.done[#run.done]
+  if #failed > 0 then
+    local first = failed[1].err
+    local parts = {}
+    for _, f in ipairs(failed) do
+      parts[#parts + 1] = f.name .. ": " .. (pgvault.is_error(f.err) and f.err.message or tostring(f.err))
+    end
+    if #list == 1 and not o.all_databases then error(first, 0) end
+    pgvault.raise(pgvault.is_error(first) and first.kind or "internal", string.format("%d of %d failed: %s",
+      #failed, #list + (o.all_databases and 1 or 0), table.concat(parts, "; ")))
+  end
+  if #run.done == 1 then
+    return string.format("%s (%s)", run.last.path:match("[^/]+$"), require("lib.cli").bytes(bytes))
+  end
+  return string.format("%d databases%s (%s)", #run.done, run.globals and " and the roles" or "",
+    require("lib.cli").bytes(bytes))
+end
+
+-- Read-back check of the off-site copy, as `pgvault verify s3://…` does it
+-- (lib.verify: every byte decrypted, decompressed and counted against the
+-- manifest). Without an identity an encrypted backup can only be checked as
+-- stored bytes: its size and SHA-256 against the manifest. Returns the rows
+-- counted, or nil for a stored-bytes check.
+local function readback_one(run, s3opts, b, encrypted)
+  local o = run.o
+  local s3 = require "pgvault.s3"
+  if encrypted and #(o.identity or {}) == 0 then
+    local stream = require "pgvault.stream"
+    local client <close> = s3.client(s3opts)
+    stream.run { client:reader { url = b.path }, s3.expect { bytes = b.result.stored.bytes,
+      sha256 = b.result.stored.sha256, what = b.path }, stream.discard() }
+    return nil
+  end
+  local ok, res = pcall(require("lib.verify").run, { src = b.path, identity = o.identity, trust = o.trust,
+    s3 = s3opts })
+  if not ok then
+    if pgvault.is_error(res) and res.kind ~= "interrupted" then
+      res.message = "the copy in the bucket did not verify: " .. res.message
+    end
+    error(res, 0)
+  end
+  return res.archive.totals.rows
+end
+
+function nightly.readback(run, s3opts)
+  local o = run.o
+  local endpoint = o.endpoint_url or os.getenv("AWS_ENDPOINT_URL") or ""
+  local total = 0
+  for _, b in ipairs(run.done) do total = total + b.result.stored.bytes end
+  if endpoint:find("backblazeb2.com", 1, true) then
+    log.info("the read-back check downloads %s from Backblaze B2: downloads above B2's free allowance cost "
+      .. "money (--no-readback, or readback = false, skips it)", require("lib.cli").bytes(total))
+  end
+  local rows, bytes_only = 0, false
+  for i, b in ipairs(run.done) do
+    local n = readback_one(run, s3opts, b, run.backups[i].encrypted)
+    if n then rows = rows + n else bytes_only = true end
+  end
+  if bytes_only then
+    return "stored bytes match (no identity to decrypt with: give identity = ... for the full check)"
+  end
+  return string.format("every byte read back and checked (%d rows)", rows)
+end
+
+-- Prunes the destination by the environment's rules (none: nothing but
+-- stale leftovers goes).
+function nightly.prune(run, s3opts)
+  local prune = require "lib.prune"
+  local policy = retention.policy(run.o)
+  local inv = prune.inventory(run.dest, s3opts)
+  local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(run.o.grace) })
+  local done = prune.apply(plan, inv)
+  run.pruned = { kept = #plan.keep, removed = done.backups, orphans = done.orphans, uploads = done.uploads }
+  if retention.empty(policy) then return "no keep rules: nothing removed but leftovers (" .. done.orphans .. ")" end
+  return string.format("%d kept, %d removed", #plan.keep, done.backups)
+end
+
+-- ------------------------------------------------------------------------
+-- The restore drill, on its schedule
+-- ------------------------------------------------------------------------
+
+local function state_path(run) return run.dest:gsub("/+$", "") .. "/.pgvault-" .. run.env .. ".state.json" end
+
+-- What earlier runs recorded in the destination (the last drill): {} when nothing.
+function nightly.read_state(run, s3opts)
+  local path = state_path(run)
+  local ok, text
+  if run.remote then
+    local client <close> = require("pgvault.s3").client(s3opts)
+    ok, text = pcall(client.get, client, path)
+  else
+    ok, text = pcall(fs.read_file, (path:gsub("^file://", "")))
+  end
+  local dok, st = pcall(json.decode, ok and text or "{}")
+  return dok and type(st) == "table" and st or {}
+end
+
+function nightly.write_state(run, s3opts, st)
+  local text = json.encode(st)
+  if run.remote then
+    local client <close> = require("pgvault.s3").client(s3opts)
+    client:put(state_path(run), text, { content_type = "application/json" })
+  else
+    fs.write_file((state_path(run):gsub("^file://", "")), text, { mode = 420 })
+  end
+end
+
+local function iso_week(t) return os.date("!%G-W%V", t) end
+
+-- Why the drill does not run now, or nil when it is due: --drill-every week
+-- runs it on the first run of each ISO week, day on the first of each day.
+function nightly.drill_skip(run, st, now)
+  local every = run.o.drill_every or "week"
+  now = now or os.time()
+  if every == "never" then return "--drill-every never" end
+  local last = tonumber(st.last_drill)
+  if not last then return nil end
+  if every == "day" and os.date("!%Y-%m-%d", last) == os.date("!%Y-%m-%d", now) then
+    return "done today (" .. (st.last_drill_backup or "?") .. ")"
+  end
+  if every == "week" and iso_week(last) == iso_week(now) then
+    return "done this week, " .. os.date("!%Y-%m-%d", last)
+  end
+  return nil
+end
+
+-- Restores the new backup into a scratch database, compares row counts
+-- with the archive, drops it (lib.drill).
+local function drill_one(run, s3opts, b)
+  local o = run.o
+  local dump = require "pgvault.dump"
+  local layers = require "lib.layers"
+  local url = o.drill_db
+  if not url or #run.done > 1 then
+    local db = b.manifest.database or "db"
+    url = dump.conninfo(o.drill_db or o.db, { dbname = "pgvault_drill_" .. naming.cut(db, 63 - 14), password = true })
+  end
+  local head, source
+  if run.remote then
+    local client = require("pgvault.s3").client(s3opts)
+    head = client:get(b.path, { range = "bytes=0-63" })
+    source = function() return client:reader { url = b.path } end
+  else
+    local f = assert(io.open(b.path, "rb"))
+    head = f:read(64) or ""
+    f:close()
+  end
+  local list = layers.detect(head, b.path)
+  if list[1] == "age" and #(o.identity or {}) == 0 then
+    pgvault.raise("usage", "the backup is encrypted and no identity is configured: the drill cannot restore it "
+      .. "(give identity = ... or --drill-every never)")
+  end
+  local res = require("lib.drill").run { src = b.path, source = source, layers = list, identity_files = o.identity,
+    url = url, summary = b.result.archive }
+  if #res.problems > 0 then
+    pgvault.raise("verify", "restore drill of " .. b.path .. ": " .. table.concat(res.problems, "; "))
+  end
+  return res
+end
+
+function nightly.drill(run, s3opts)
+  local tables, names = 0, {}
+  run.drilled = {}
+  for _, b in ipairs(run.done) do
+    local res = drill_one(run, s3opts, b)
+    run.drilled[#run.drilled + 1] = { database = res.database, tables = res.tables, seconds = res.seconds }
+    tables, names[#names + 1] = tables + res.tables, res.database
+  end
+  return string.format("restored into %s and dropped: row counts of %d tables match", table.concat(names, ", "),
+    tables)
+end
+
+return nightly
