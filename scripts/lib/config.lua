@@ -57,6 +57,7 @@ config.KEYS = {
   { "identity", "list", "age identity file to decrypt with (read-back check, restore drill)", arg = "FILE",
     short = "i" },
   { "sign", "string", "sign each manifest with this minisign secret key file", arg = "KEY" },
+  { "sign_password_file", "string", "file holding the signing key's password (when it has one)", arg = "FILE" },
   { "trust", "list", "trusted minisign public key file", arg = "FILE" },
   -- retention (restic's rules)
   { "keep_last", "count", "keep the newest N backups", arg = "N" },
@@ -129,7 +130,7 @@ local function is_ref(v) return getmetatable(v) == REF end
 
 -- What a value of type `t` must look like, for messages.
 local EXPECTED = {
-  string = "a string", integer = "a whole number", count = "a whole number or \"unlimited\"",
+  string = "a string", integer = "an integer", count = "an integer or \"unlimited\"",
   boolean = "true or false", list = "a string or a list of strings", duration = "a duration like 7d, 12h or 1y6m",
 }
 
@@ -586,7 +587,10 @@ function config.apply(o, spec, keys)
       elseif k.type == "list" then
         if type(flag) == "table" and #flag > 0 then value, source = from_flag(k, opt, flag), "--" .. opt[1] end
       elseif flag ~= nil and flag ~= false then
-        value, source = from_flag(k, opt, flag), "--" .. opt[1]
+        -- An option made by config.option is checked and typed here; a
+        -- workflow's own option (backup's --level …) is left as given, for
+        -- the workflow's own checks and messages.
+        value, source = opt.key and from_flag(k, opt, flag) or flag, "--" .. opt[1]
       end
       if value == nil and env and env.values[k.name] then
         value, source = config.resolve(env.values[k.name], k.name, env.path)

@@ -111,7 +111,7 @@ end
 
 -- Step 2: the backup, its manifest (required from a bucket) and layers.
 function restore.open(job)
-  local src = source.open(job.src, { s3 = job.s3, database = job.database,
+  local src = source.open(job.src, { s3 = job.s3, database = job.database, identities = job.identities,
     manifest = job.src:sub(1, 5) == "s3://" and "required" or "optional" })
   if layers.has(src.layers, "age") and #job.identities == 0 then
     src:close()
@@ -230,7 +230,9 @@ function restore.pg_restore(job, src, db)
   db.restore_args = args
   db.conninfo = dump.conninfo(job.db, { dbname = db.name, password = true })
   if job.jobs == 1 then return dump.pg_restore { db = db.conninfo, args = args, pg_bin = job.pg_bin } end
-  if #src.layers == 1 and src.file then
+  -- (an authenticated local file is copied all the same: pg_restore -j reads
+  -- it after the check, and the copy is what was checked)
+  if #src.layers == 1 and src.file and not (src.trusted and not src.remote) then
     db.restore_file = src.file
     return stream.discard()
   end
@@ -413,10 +415,12 @@ end
 function restore.run(opts)
   local job <close> = restore.plan(opts)
   local src <close> = restore.open(job)
+  local trust = require "lib.trust"
+  trust.authenticate(job, src)
   restore.precheck(job, src)
   local db <close> = restore.create(job, src)
-  restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src), restore.progress(),
-    restore.pg_restore(job, src, db) })
+  restore.load(job, db, { src:reader(), trust.verifier(src), restore.checksum(src), restore.unwrap(job, src),
+    restore.progress(), restore.pg_restore(job, src, db) })
   restore.check_rows(job, src, db)
   restore.carry_over(job, db)
   restore.swap(job, db)

@@ -53,7 +53,9 @@ t.test("pg_dump's environment has libpq's settings and the locale, no secret of 
     t.eq(vars[name], nil, name .. " reached pg_dump")
     t.ok(not text:find(value, 1, true), name .. "'s value reached pg_dump")
   end
-  t.eq(vars.PGPASSWORD, PG.password, "the URL's password, passed explicitly (not the environment's)")
+  -- the URL's password reaches pg_dump through a private passfile (bindings/pg/child_conn.c)
+  t.eq(vars.PGPASSWORD, nil, "no password in pg_dump's environment")
+  t.ok(not text:find(PG.password, 1, true), "the URL's password is not in the environment")
   t.ok(not text:find("pgpassword-from-env", 1, true), "the environment's PGPASSWORD is not inherited")
   t.eq(vars.PGAPPNAME, "pgvault-env-test", "libpq settings are inherited")
   t.eq(vars.PGCONNECT_TIMEOUT, "30")
@@ -61,11 +63,12 @@ t.test("pg_dump's environment has libpq's settings and the locale, no secret of 
   t.ok(vars.PATH, "PATH is inherited")
 end)
 
-t.test("a URL without a password: the user's PGPASSWORD is passed to pg_dump explicitly", function()
+t.test("a URL without a password: the user's PGPASSWORD still reaches pg_dump, not through its environment", function()
   local bare = url:gsub(":[^:@/]*@", "@")
   t.ok(not bare:find(PG.password, 1, true), "the URL has no password: " .. bare)
-  local vars = pg_dump_environ(bare, { PGPASSWORD = PG.password })
-  t.eq(vars.PGPASSWORD, PG.password)
+  local vars, text = pg_dump_environ(bare, { PGPASSWORD = PG.password }) -- (the backup succeeded)
+  t.eq(vars.PGPASSWORD, nil)
+  t.ok(not text:find(PG.password, 1, true), "not in the environment")
   t.eq(vars.AWS_SECRET_ACCESS_KEY, nil)
 end)
 

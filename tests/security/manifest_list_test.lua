@@ -1,3 +1,4 @@
+-- covers: scripts/list.lua scripts/lib/catalog.lua scripts/lib/manifest.lua
 -- Issue 11, hostile input: one malformed manifest must not abort `list` of
 -- a whole directory or prefix. That backup's row says `invalid`, the rest
 -- are listed. Before, a table where a string belongs (database = {}) or an

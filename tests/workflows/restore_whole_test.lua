@@ -1,3 +1,4 @@
+-- covers: scripts/restore.lua scripts/lib/restore.lua scripts/lib/database.lua
 -- restore keeps the whole database (issue 12): the replaced database's own
 -- properties (ACL, settings of its own and per role, comment, connection
 -- limit) survive the swap; a database that does not exist yet is created

@@ -1,3 +1,4 @@
+-- covers: scripts/download.lua scripts/verify.lua scripts/restore.lua bindings/s3/config.c
 -- Every command that takes S3 options is shown to use them for every
 -- request, the data included (issue 12: download, verify and restore sent
 -- their GetObject to Amazon with default settings). Each command runs

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/destination.lua
 -- lib.destination: where backups are written. A name is reserved before a
 -- byte is written, a second backup in the same second gets STAMP-2_…, and
 -- nothing is overwritten, in a directory and in a bucket. Before, two

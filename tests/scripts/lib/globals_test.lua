@@ -1,3 +1,4 @@
+-- covers: scripts/lib/globals.lua
 -- lib.globals on a PostgreSQL cluster of its own (so that the databases
 -- are known): which databases count, their suffixes (never colliding),
 -- `nightly --all-databases` (one backup each; a database that fails does
