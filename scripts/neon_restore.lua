@@ -11,6 +11,7 @@ local config = require "lib.config"
 local nr = require "lib.neon_restore"
 local pgvault = require "pgvault"
 local restore = require "lib.restore"
+local trust = require "lib.trust"
 
 -- The options (--help shows them), over the configuration file's (--env).
 local o = config.apply(cli.parse(arg, nr.CLI), nr.CLI)
@@ -32,7 +33,16 @@ local run <close> = nr.start(o)
 -- the live database's direct URL, which is locked against a second restore.
 local job <close> = run:needs("restore") and restore.plan(run:restore_options()) or nil
 local src <close> = job and restore.open(job) or nil
-if src then run:backup(src) end
+if src then
+  -- Who made it, as restore checks it: with --trust KEY.pub (or
+  -- PGVAULT_TRUST, or `trust` in the configuration) its manifest must be
+  -- signed by a trusted key, name this very object and record every
+  -- digest; then the whole backup is read once and checked block by block
+  -- before anything changes. Without, a warning says nothing proved it.
+  trust.authenticate(job, src)
+  nr.check_backup(run, src)
+  run:backup(src)
+end
 
 if o.dry_run then return print(run:plan()) end
 
@@ -49,6 +59,7 @@ run:step("restore", function(_, before)
   local db = restore.into(job, src, run.r.new_db)
   restore.load(job, db, {
     src:reader(),                 -- the file, or the object streamed from the bucket
+    trust.verifier(src),          -- each block held until its SHA-256 matches the signed manifest's
     restore.checksum(src),        -- size and SHA-256 against the manifest
     restore.unwrap(job, src),     -- age decryption and zstd decompression, as the layers are
     restore.progress(),           -- the meter, on a terminal

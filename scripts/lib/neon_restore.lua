@@ -6,6 +6,8 @@
 --                                             with --resume, the newest run's record. Nothing changes.
 --   run:restore_options()                  lib.restore's options: the live database's direct URL, the
 --                                             backup (…/latest: the newest of this database), --jobs, -i
+--   nr.check_backup(run, src)              with --trust, before anything changes: the whole backup read
+--                                             once, every block against the signed manifest
 --   run:backup(src)                        the backup restore opened, recorded (a resumed run reads it)
 --   run:plan()                             --dry-run's text: every step and API call it would make
 --   run:step(NAME, fn)                     a step recorded in the state file (running, then done or
@@ -28,6 +30,7 @@
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
+local stream = require "pgvault.stream"
 local config = require "lib.config"
 local database = require "lib.database"
 local envfile = require "lib.envfile"
@@ -35,7 +38,10 @@ local fly = require "lib.fly"
 local json = require "lib.json"
 local naming = require "lib.naming"
 local neon = require "lib.neon"
+local pipeline = require "lib.pipeline"
+local restore = require "lib.restore"
 local s3cli = require "lib.s3cli"
+local trust = require "lib.trust"
 
 local nr = {}
 
@@ -73,6 +79,7 @@ local options = {
   config.option("neon_api_host"),
   config.option("flaps_base_url"),
 }
+for _, opt in ipairs(trust.TRUST_OPTIONS) do options[#options + 1] = opt end
 
 nr.CLI = {
   usage = "pgvault neon-restore [--env NAME] [SRC] --project ID --database NAME [--branch NAME|ID] [--role NAME]\n"
@@ -267,16 +274,35 @@ function Run:restore_options()
   neon.protect(url)
   return { src = r.backup or r.src, db = url, database = r.database, jobs = o.jobs or r.jobs,
     count_rows = o.count_rows, identity = #(o.identity or {}) > 0 and o.identity or r.identity,
-    s3 = s3cli.opts(o), pg_bin = o.pg_bin }
+    trust = #(o.trust or {}) > 0 and o.trust or r.trust, s3 = s3cli.opts(o), pg_bin = o.pg_bin }
+end
+
+-- With trusted keys, a new run reads the whole backup once before anything
+-- changes on Neon: each block against the signed manifest's digest, then
+-- its size and SHA-256 (trust.authenticate has checked the signature and
+-- the size already). A replaced or damaged object stops the run here; the
+-- restore checks every block again as it streams.
+function nr.check_backup(run, src)
+  if not (src.trusted and run:needs("create")) then return end
+  log.info("reading %s once to check every block against its signed manifest before anything changes", src.name)
+  stream.run(pipeline.flatten { src:reader(), trust.verifier(src), restore.checksum(src), stream.discard() })
+  log.info("every block of %s matches its signed manifest", src.name)
 end
 
 -- Records the backup restore opened (…/latest resolved: a resumed run
 -- restores the same one).
 function Run:backup(src)
-  self.r.backup = src.name
-  local m = src.manifest
-  self.backup_info = not m and "no manifest: only pg_restore's status is checked"
-    or string.format("its manifest lists %s", plural(type(m.tables) == "table" and #m.tables or 0, "table"))
+  local r, m = self.r, src.manifest
+  r.backup = src.name
+  if src.trusted then
+    -- the keys that accepted it (their files): a resumed run checks with them
+    r.trust, r.signed_by = {}, src.trusted.key_id
+    for _, k in ipairs(trust.keys(self.o.trust) or {}) do r.trust[#r.trust + 1] = k.path end
+  end
+  self.backup_info = string.format("%s; %s", not m and "no manifest: only pg_restore's status is checked"
+    or string.format("its manifest lists %s", plural(type(m.tables) == "table" and #m.tables or 0, "table")),
+    src.trusted and string.format("signed by trusted key %s, every block checked before step 2", src.trusted.key_id)
+    or "not signed or no --trust: nothing proves who made it")
 end
 
 -- The database the app uses once this run is through.
