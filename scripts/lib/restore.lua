@@ -129,7 +129,7 @@ end
 function restore.checksum(src)
   local st = src.manifest and src.manifest.stored
   if st and (st.bytes or st.sha256) then
-    return require("pgvault.s3").expect { bytes = st.bytes, sha256 = st.sha256, what = src.name }
+    return stream.sha256 { bytes = st.bytes, expect = st.sha256, what = src.name, label = "stored" }
   end
   return stream.sha256 { label = "stored" }
 end
