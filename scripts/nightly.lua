@@ -9,9 +9,10 @@ local s3cli = require "lib.s3cli"
 
 local KEYS = { "db", "to", "suffix", "all_databases", "compress", "level", "pg_bin", "endpoint_url", "region",
   "profile", "ca_bundle", "part_size", "parallel", "retries", "recipient", "recipients_file", "identity", "sign",
-  "trust", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within",
-  "keep_within_hourly", "keep_within_daily", "keep_within_weekly", "keep_within_monthly", "keep_within_yearly",
-  "grace", "readback", "ping", "webhook", "webhook_secret", "drill_every", "drill_db", "lock_ttl" }
+  "sign_password_file", "trust", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+  "keep_yearly", "keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly",
+  "keep_within_monthly", "keep_within_yearly", "grace", "readback", "ping", "webhook", "webhook_secret",
+  "drill_every", "drill_db", "lock_ttl" }
 local options = config.options(KEYS)
 options[#options + 1] = { "wait", nil, false, "wait for a running nightly of this environment instead of failing" }
 options[#options + 1] = { "json", nil, false, "print the summary as one JSON object" }

@@ -25,11 +25,15 @@ end
 
 -- The newest complete backup (status ok) in `list` (newest first) of
 -- `database` (any when nil), and the names of the databases the complete
--- backups are of, for a message when there is none.
-function catalog.latest(list, database)
+-- backups are of, for a message when there is none. An encrypted backup's
+-- manifest keeps its database private (lib.trust): `identities` open it.
+function catalog.latest(list, database, identities)
   local seen, names = {}, {}
   for _, b in ipairs(list) do
     if b.status == "ok" then
+      if database and b.manifest.private and identities and #identities > 0 then
+        pcall(require("lib.trust").open, b.manifest, identities)
+      end
       local db = b.manifest.database
       if not database or db == database then return b, names end
       if db and not seen[db] then

@@ -174,8 +174,11 @@ end
 function nightly.backup(run, s3opts)
   local o = run.o
   if not o.db then pgvault.raise("usage", "no database: give --db URL or db = ... in the environment") end
-  if o.sign then
-    pgvault.raise("usage", "--sign: signing manifests is not in this build yet (lib.trust); remove sign")
+  -- Signing happens inside lib.backup.run once lib.trust is wired into it
+  -- (trust.signer); until then a run asked to sign refuses rather than
+  -- writing unsigned backups.
+  if o.sign and not require("lib.trust").signer then
+    pgvault.raise("usage", "--sign: this build cannot sign manifests yet (lib.trust.signer); remove sign")
   end
   local encrypted = #(o.recipient or {}) + #(o.recipients_file or {}) > 0
   local suffix = o.suffix or run.env
@@ -185,7 +188,8 @@ function nightly.backup(run, s3opts)
   for _, tg in ipairs(list) do
     local ok, b = pcall(require("lib.backup").run, { db = tg.db, to = run.dest, suffix = tg.suffix,
       compress = o.compress, level = o.level, pg_bin = o.pg_bin, recipient = o.recipient,
-      recipients_file = o.recipients_file, s3 = s3opts, time = run.started })
+      recipients_file = o.recipients_file, sign = o.sign, sign_password_file = o.sign_password_file, s3 = s3opts,
+      time = run.started })
     if ok then
       run.done[#run.done + 1] = b
       run.backups[#run.backups + 1] = { path = b.path, database = b.manifest.database,
@@ -233,11 +237,12 @@ local function readback_one(run, s3opts, b, encrypted)
   if encrypted and #(o.identity or {}) == 0 then
     local stream = require "pgvault.stream"
     local client <close> = s3.client(s3opts)
-    stream.run { client:reader { url = b.path }, s3.expect { bytes = b.result.stored.bytes,
-      sha256 = b.result.stored.sha256, what = b.path }, stream.discard() }
+    stream.run { client:reader { url = b.path }, stream.sha256 { bytes = b.result.stored.bytes,
+      expect = b.result.stored.sha256, what = b.path }, stream.discard() }
     return nil
   end
-  local ok, res = pcall(require("lib.verify").run, { src = b.path, identity = o.identity, s3 = s3opts })
+  local ok, res = pcall(require("lib.verify").run, { src = b.path, identity = o.identity, trust = o.trust,
+    s3 = s3opts })
   if not ok then
     if pgvault.is_error(res) and res.kind ~= "interrupted" then
       res.message = "the copy in the bucket did not verify: " .. res.message
