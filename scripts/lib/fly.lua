@@ -20,10 +20,6 @@ fly.WAIT_TIMEOUT = 60
 local Client = {}
 Client.__index = Client
 
-local function fail(kind, fmt, ...)
-  pgvault.raise(kind, string.format(fmt, ...))
-end
-
 -- The Authorization header for a token as a user may paste it: an optional
 -- "Bearer "/"FlyV1 " scheme (even twice), comma-separated tokens.
 function fly.authorization(token)
@@ -43,7 +39,7 @@ function fly.authorization(token)
     end
   end
   if #macaroons > 0 then return "FlyV1 " .. table.concat(macaroons, ",") end
-  if #others == 0 then fail("config", "the Fly.io token is empty") end
+  if #others == 0 then pgvault.raise("config", "the Fly.io token is empty") end
   return "Bearer " .. table.concat(others, ",")
 end
 
@@ -53,10 +49,12 @@ function fly.client(opts)
   if not token or token == "" then token = os.getenv("FLY_ACCESS_TOKEN") end
   if not token or token == "" then token = os.getenv("FLY_API_TOKEN") end
   if not token or token == "" then
-    fail("config", "no Fly.io token: set FLY_API_TOKEN (e.g. from 'fly tokens create deploy -a %s') or fly_api_token "
-      .. "in the configuration", tostring(opts.app))
+    pgvault.raise("config", string.format("no Fly.io token (set FLY_API_TOKEN to a deploy token, 'fly tokens "
+      .. "create deploy -a %s', or fly_api_token in the configuration)", tostring(opts.app)))
   end
-  if not opts.app or not opts.app:match("^[%w%-]+$") then fail("usage", "a Fly.io app name is required (--fly-app)") end
+  if not opts.app or not opts.app:match("^[%w%-]+$") then
+    pgvault.raise("usage", "a Fly.io app name is required (--fly-app)")
+  end
   local base = opts.base_url or os.getenv("FLY_FLAPS_BASE_URL") or os.getenv("FLAPS_BASE_URL") or fly.DEFAULT_BASE
   if base == "" then base = fly.DEFAULT_BASE end
   local self = setmetatable({ app = opts.app }, Client)
@@ -68,9 +66,23 @@ end
 function Client:close() self.http:close() end
 Client.__close = Client.close
 
+-- A request; a refusal the user can act on says what to check.
+function Client:call(args)
+  local ok, r = pcall(self.http.request, self.http, args)
+  if ok then return r end
+  if pgvault.is_error(r) and (r.http_status == 401 or r.http_status == 403) then
+    r.message = string.format("Fly.io refused the token (it must be allowed to deploy app %s, e.g. 'fly tokens "
+      .. "create deploy -a %s'): %s", self.app, self.app, r.message)
+  elseif pgvault.is_error(r) and r.http_status == 404 and args.path == "/secrets" then
+    r.message = string.format("Fly.io has no app %s that this token can reach (check --fly-app): %s", self.app,
+      r.message)
+  end
+  error(r, 0)
+end
+
 -- The app's secrets: { {name=, digest=, updated_at=}, ... } (no values).
 function Client:secrets()
-  return self.http:request{ method = "GET", path = "/secrets" }.json.secrets
+  return self:call{ method = "GET", path = "/secrets" }.json.secrets
 end
 
 -- Sets secrets (a value of false unsets one) without deploying them;
@@ -81,7 +93,7 @@ function Client:set_secrets(values)
   local body = { values = {} }
   for k, v in pairs(values) do body.values[k] = v or require("cjson").null end
   for attempt = 1, 2 do
-    local ok, r = pcall(self.http.request, self.http, { method = "POST", path = "/secrets", json = body })
+    local ok, r = pcall(self.call, self, { method = "POST", path = "/secrets", json = body })
     if ok then return math.tointeger(r.json.version) end
     if attempt == 2 or not (pgvault.is_error(r) and r.kind == "http" and r.http_status == nil) then error(r, 0) end
     log.warn("setting the Fly.io secrets: %s; checking the app, then setting them again", r.message)
@@ -93,7 +105,7 @@ end
 -- v2 platform, not a release-command or console machine).
 function Client:machines()
   local out = {}
-  for _, m in ipairs(self.http:request{ method = "GET", path = "/machines" }.json) do
+  for _, m in ipairs(self:call{ method = "GET", path = "/machines" }.json) do
     local md = type(m.config) == "table" and type(m.config.metadata) == "table" and m.config.metadata or {}
     local group = md.fly_process_group
     if m.state ~= "destroyed" and m.state ~= "destroying" and md.fly_platform_version == "v2"
@@ -112,13 +124,13 @@ function Client:lease(id, patience, nonce)
   local deadline = proc.now() + (patience or 60)
   local pause = 0.2
   while true do
-    local r = self.http:request{ method = "POST", path = "/machines/" .. http.escape(id) .. "/lease",
+    local r = self:call{ method = "POST", path = "/machines/" .. http.escape(id) .. "/lease",
       query = { ttl = fly.LEASE_TTL }, retry = "never", ok = { 409 },
       headers = nonce and { ["fly-machine-lease-nonce"] = nonce } or nil }
     if r.status < 300 and r.json and r.json.status == "success" and r.json.data then return r.json.data.nonce end
     if proc.now() > deadline then
-      fail("http", "machine %s of app %s is leased by someone else (a deploy running?): %s", id, self.app,
-        r.json and (r.json.error or r.json.message) or ("status " .. r.status))
+      pgvault.raise("http", string.format("machine %s of app %s is leased by someone else (a deploy running?): %s",
+        id, self.app, r.json and (r.json.error or r.json.message) or ("status " .. r.status)))
     end
     log.info("machine %s is leased by someone else; waiting", id)
     proc.sleep(pause)
@@ -127,7 +139,7 @@ function Client:lease(id, patience, nonce)
 end
 
 function Client:release(id, nonce)
-  local ok, err = pcall(self.http.request, self.http, { method = "DELETE", path = "/machines/" .. http.escape(id)
+  local ok, err = pcall(self.call, self, { method = "DELETE", path = "/machines/" .. http.escape(id)
     .. "/lease", headers = { ["fly-machine-lease-nonce"] = nonce }, ok = { 404, 409 } })
   if not ok then log.warn("could not release the lease on machine %s (%s): it expires by itself", id, tostring(err)) end
 end
@@ -137,12 +149,12 @@ end
 -- machine that was not running is updated without being started.
 function Client:update_machine(m, nonce, version)
   local path = "/machines/" .. http.escape(m.id)
-  local cur = self.http:request{ method = "GET", path = path }.json
+  local cur = self:call{ method = "GET", path = path }.json
   local skip = not (cur.state == "started" or cur.state == "starting" or cur.state == "failed")
-  self.http:request{ method = "POST", path = path, retry = "never", headers = { ["fly-machine-lease-nonce"] = nonce },
+  self:call{ method = "POST", path = path, retry = "never", headers = { ["fly-machine-lease-nonce"] = nonce },
     json = { config = cur.config, region = cur.region, skip_launch = skip, min_secrets_version = version } }
   if not skip then
-    self.http:request{ method = "GET", path = path .. "/wait", query = { state = "started",
+    self:call{ method = "GET", path = path .. "/wait", query = { state = "started",
       timeout = fly.WAIT_TIMEOUT }, timeout = fly.WAIT_TIMEOUT + 30 }
   end
   log.info("machine %s (%s) now uses secrets version %d%s", m.id, tostring(cur.region), version,

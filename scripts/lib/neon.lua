@@ -22,23 +22,19 @@ Client.__index = Client
 local DONE = { finished = true, skipped = true }
 local FAILED = { failed = true, error = true, cancelled = true }
 
-local function fail(kind, fmt, ...)
-  pgvault.raise(kind, string.format(fmt, ...))
-end
-
 -- opts: project (required), api_key, api_host (else the environment),
 -- poll_interval (seconds, default 0.5), operation_timeout (default 1200 s).
 function neon.client(opts)
   local key = opts.api_key or os.getenv("NEON_API_KEY")
   if not key or key == "" then
-    fail("config", "no Neon API key: set NEON_API_KEY (Neon Console, Account settings, API keys) or neon_api_key "
-      .. "in the configuration")
+    pgvault.raise("config", "no Neon API key: set NEON_API_KEY (Neon Console, Account settings, API keys) or "
+      .. "neon_api_key in the configuration")
   end
   key = key:gsub("^%s*[Bb]earer%s+", ""):gsub("%s+$", "")
   local host = opts.api_host or os.getenv("NEON_API_HOST") or neon.DEFAULT_HOST
   host = host:gsub("/+$", "")
   if not opts.project or not opts.project:match("^[a-z0-9-]+$") then
-    fail("usage", "a Neon project id is required (--project ID, as in the Console's Settings page)")
+    pgvault.raise("usage", "a Neon project id is required (--project ID, as in the Console's Settings page)")
   end
   local self = setmetatable({ project = opts.project, host = host, tokens = neon.BURST, last = proc.now(),
     poll = opts.poll_interval or 0.5, op_timeout = opts.operation_timeout or 1200, calls = {} }, Client)
@@ -68,10 +64,20 @@ function Client:path(fmt, ...)
   return "/projects/" .. http.escape(self.project) .. string.format(fmt, table.unpack(parts))
 end
 
+-- An error of the API, with what to check when Neon refused the key.
+function Client:explain(err)
+  if pgvault.is_error(err) and (err.http_status == 401 or err.http_status == 403) then
+    err.message = string.format("Neon refused the API key (check NEON_API_KEY, or neon_api_key in the "
+      .. "configuration; it must reach project %s): %s", self.project, err.message)
+  end
+  return err
+end
+
 -- GET; returns the decoded answer, or nil for a status listed in `ok`.
 function Client:get(path, query, ok)
   self:pace()
-  local r = self.http:request{ method = "GET", path = path, query = query, ok = ok }
+  local okcall, r = pcall(self.http.request, self.http, { method = "GET", path = path, query = query, ok = ok })
+  if not okcall then error(self:explain(r), 0) end
   if r.status >= 300 then return nil, r.status end
   return r.json
 end
@@ -98,13 +104,13 @@ function Client:write(method, path, body, look, what)
       local done = look and look()
       if done then return done end
     else
-      error(r, 0)
+      error(self:explain(r), 0)
     end
     if attempt == 12 then break end
     proc.sleep(pause)
     pause = math.min(pause * 2, 10)
   end
-  fail("http", "%s: Neon kept refusing it (locked or busy); run the command again later", what)
+  pgvault.raise("http", what .. ": Neon kept refusing it (locked or busy); run the command again later")
 end
 
 -- Polls each operation until it ends; raises when one failed.
@@ -115,12 +121,12 @@ function Client:wait(operations, what)
     local pause = math.min(self.poll, 0.2)
     while not DONE[status] do
       if FAILED[status] then
-        fail("http", "%s: Neon operation %s (%s) ended %s%s", what, op.id, tostring(op.action), status,
-          err and (": " .. err) or "")
+        pgvault.raise("http", string.format("%s: Neon operation %s (%s) ended %s%s", what, op.id,
+          tostring(op.action), status, err and (": " .. err) or ""))
       end
       if proc.now() > deadline then
-        fail("http", "%s: Neon operation %s is still %s after %d s; check the project's Monitoring page", what,
-          op.id, status, self.op_timeout)
+        pgvault.raise("http", string.format("%s: Neon operation %s is still %s after %d s; check the project's "
+          .. "Monitoring page", what, op.id, status, self.op_timeout))
       end
       proc.sleep(pause)
       pause = math.min(pause * 1.5, self.poll * 4)
@@ -142,12 +148,20 @@ end
 
 -- The branch named or with id `want` (default: the project's default branch).
 function Client:branch(want)
-  local r = self:get(self:path("/branches"))
+  local ok, r = pcall(self.get, self, self:path("/branches"))
+  if not ok and pgvault.is_error(r) and r.http_status == 404 then
+    r.message = string.format("Neon has no project %s that this API key can reach (check --project): %s", self.project,
+      r.message)
+  end
+  if not ok then error(r, 0) end
   for _, b in ipairs(r.branches) do
     if (want and (b.id == want or b.name == want)) or (not want and b.default) then return b end
   end
-  fail("usage", want and ("no branch %s in Neon project %s"):format(want, self.project)
-    or ("Neon project %s has no default branch: name one with --branch"):format(self.project))
+  local names = {}
+  for _, b in ipairs(r.branches) do names[#names + 1] = b.name end
+  pgvault.raise("usage", want and string.format("Neon project %s has no branch %s (it has: %s): check --branch",
+    self.project, want, table.concat(names, ", "))
+    or string.format("Neon project %s has no default branch: name one with --branch", self.project))
 end
 
 -- The branch's read-write endpoint.
@@ -156,7 +170,8 @@ function Client:endpoint(branch_id)
   for _, e in ipairs(r.endpoints) do
     if e.type == "read_write" then return e end
   end
-  fail("usage", "branch %s has no read-write compute endpoint: add one in the Neon Console", branch_id)
+  pgvault.raise("usage", string.format("branch %s has no read-write compute endpoint: add one in the Neon Console",
+    branch_id))
 end
 
 function Client:databases(branch_id)

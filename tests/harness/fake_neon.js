@@ -234,6 +234,10 @@ async function handler(call, fault) {
   if (auth !== `Bearer ${config.api_key}`) {
     return check(operation, { status: 401, body: errorBody(401, 'authorization failed') });
   }
+  const params = api.router.parseRequest(req, operation).params;
+  if (params.project_id !== undefined && params.project_id !== project) {
+    return check(operation, notFound('not found'));
+  }
   const isWrite = call.method !== 'GET';
   if (isWrite && running() && fault !== 'ignore_lock') {
     return check(operation, { status: 423, body: errorBody(423,
@@ -241,7 +245,6 @@ async function handler(call, fault) {
   }
   const h = handlers[operation.operationId];
   if (!h) return check(operation, { status: 501, body: errorBody(501, `${operation.operationId} is not faked`) });
-  const params = api.router.parseRequest(req, operation).params;
   const out = await h(call, params, call.query, fault);
   if (fault === 'corrupt_response') corrupt(out.body);
   return check(operation, out);

@@ -115,6 +115,47 @@ t.test("--dry-run prints the plan and makes no write call", function()
   end
 end)
 
+t.test("--dry-run with --to DIR: the newest backup of the database, each step with its calls", function()
+  local s = scenario()
+  local r = env:pgvault({ "neon-restore", "--to", s.dir .. "/backups", "--project", env.project, "--database", s.db,
+    "--dry-run" }, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "\n3%. restore " .. s.src:gsub("%p", "%%%0") .. " into it through the direct host",
+    "latest resolved")
+  for _, step in ipairs({ "1. resolved: Neon project", "2. create database", "4. swap names", "5. no Fly app",
+    "8. keep the previous database" }) do
+    t.match(r.stdout, "\n" .. step:gsub("%p", "%%%0"), step)
+  end
+  t.eq(env:writes(), {})
+end)
+
+t.test("what would fail later is found first: one line, what to check, no write call", function()
+  local s = scenario()
+  local function refused(args, pattern, code)
+    local r = env:pgvault(args, { cwd = s.dir })
+    t.eq(r.code, code or 2, r.stderr)
+    t.match(r.stderr, pattern)
+    t.eq(select(2, r.stderr:gsub("\n", "")), 1, "one line: " .. r.stderr)
+    t.eq(env:writes(), {}, "nothing changed: " .. r.stderr)
+  end
+  local base = { "neon-restore", s.src, "--project", env.project, "--database", s.db }
+  local function with(...)
+    local a = { table.unpack(base) }
+    for _, v in ipairs({ ... }) do a[#a + 1] = v end
+    return a
+  end
+  refused({ "neon-restore", s.dir .. "/none.backup", "--project", env.project, "--database", s.db },
+    "cannot read .*none%.backup: no such file", 1)
+  refused({ "neon-restore", s.src, "--project", "no-such-project", "--database", s.db },
+    "Neon has no project no%-such%-project that this API key can reach %(check %-%-project%)", 1)
+  refused({ "neon-restore", s.src, "--project", env.project, "--database", "nope" },
+    "has no database nope %(it has: [^)]*" .. s.db .. "[^)]*%): check %-%-database")
+  refused(with("--branch", "nope"), "has no branch nope %(it has: main, dev%): check %-%-branch")
+  refused(with("--fly-app", "other-app"), "Fly%.io has no app other%-app that this token can reach", 1)
+  refused(with("--pg-bin", s.dir), "pg_restore", 1)
+  t.eq(rows(s.db), "4\n")
+end)
+
 t.test("a read-only env file or a refused Fly token stops it before anything changes", function()
   local s = scenario()
   fs.chmod(s.envfile, 256)
@@ -147,7 +188,7 @@ t.test("an app with no machines keeps the secret staged, and says so; -v shows n
   local r = env:pgvault(args, { cwd = s.dir })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stderr, "no machines")
-  t.match(r.stdout, "deployed to 0 machine")
+  t.match(r.stdout, "DATABASE_URL set %(secrets version %d+%), staged: the app has no machines")
   t.no_match(r.stdout .. r.stderr, pg.password, "no password, even with -v")
   t.eq(env:fly_state().secrets.DATABASE_URL, env:pooled_url(s.db))
 end)
@@ -307,6 +348,50 @@ t.test("--rollback of an app that had no DATABASE_URL removes it again", functio
   t.eq(r.code, 0, r.stderr)
   t.eq(env:fly_state().secrets.DATABASE_URL, nil)
   t.eq(env:fly_state().secrets.OTHER, "x")
+end)
+
+t.test("--resume and --rollback take the run's settings from its record; each says what it does", function()
+  local s = scenario()
+  t.eq(run(s).code, 0)
+  local function said(args, code, pattern)
+    local r = env:pgvault(args, { cwd = s.dir })
+    t.eq(r.code, code, r.stderr)
+    t.match(r.stdout .. r.stderr, pattern)
+    return r
+  end
+  said({ "neon-restore", "--resume", s.src }, 2, "%-%-resume takes no SRC")
+  said({ "neon-restore", "--resume", "--rollback" }, 2, "exclude each other")
+  said({ "neon-restore", "--resume", "--no-swap" }, 2, "%-%-no%-swap cannot change them")
+  said({ "neon-restore", "--rollback", "--database", "x" }, 2, "%-%-database cannot change them")
+  env:control("neon", "clear")
+  env:control("fly", "clear")
+  said({ "neon-restore", "--resume" }, 0, "finished at [^\n]*: nothing left to do")
+  t.eq(env:writes(), {}, "a finished run is not run again")
+  said({ "neon-restore", "--rollback" }, 0, "rolled back")
+  env:control("neon", "clear")
+  env:control("fly", "clear")
+  said({ "neon-restore", "--rollback" }, 0, "was rolled back already")
+  t.eq(env:writes(), {}, "not rolled back twice")
+  t.eq(rows(s.db), "4\n")
+  -- after --drop-old there is nothing to roll back to
+  local s2 = scenario()
+  t.eq(run(s2, { "--drop-old" }).code, 0)
+  local r = env:pgvault({ "neon-restore", "--rollback" }, { cwd = s2.dir })
+  t.eq(r.code, 2)
+  t.match(r.stderr, "deleted the previous database %(%-%-drop%-old%): there is nothing to roll back to")
+  t.eq(rows(s2.db), "3\n", "the restored database stays")
+end)
+
+t.test("the live database's settings and comment carry over to the restored one, as restore does", function()
+  local s = scenario()
+  h.psql(pg.admin_url("postgres"), "COMMENT ON DATABASE " .. s.db .. " IS 'production'; ALTER DATABASE " .. s.db
+    .. " SET work_mem = '7MB';")
+  local r = run(s)
+  t.eq(r.code, 0, r.stderr)
+  t.eq(h.psql(pg.admin_url(s.db), "SHOW work_mem"), "7MB\n")
+  t.eq(h.psql(pg.admin_url("postgres"), "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE "
+    .. "datname = '" .. s.db .. "'"), "production\n")
+  t.eq(rows(s.db), "3\n")
 end)
 
 t.test("--rollback after a swap renames both back", function()
