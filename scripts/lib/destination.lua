@@ -114,8 +114,8 @@ end
 -- path (or URL). kind: what follows the stem instead of ".backup" (lib.globals'
 -- "_globals.sql").
 function Dest:reserve(stamp, suffix, ext, kind)
-  local note = string.format("reserved by pgvault %s (pid %d, token %08x%08x) at %s\n", pgvault.version,
-    require("pgvault.proc").getpid(), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), naming.iso8601())
+  -- who holds it (prune sweeps a reservation whose process is gone), JSON
+  local note = require("lib.lock").claim_note("reservation")
   for seq = 1, destination.MAX_PER_SECOND do
     local stem = naming.stem(stamp, suffix, seq)
     local reservation = naming.reservation_name(stem)

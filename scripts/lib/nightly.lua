@@ -273,8 +273,15 @@ function nightly.prune(run, s3opts)
   local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(run.o.grace) })
   local done = prune.apply(plan, inv)
   run.pruned = { kept = #plan.keep, removed = done.backups, orphans = done.orphans, uploads = done.uploads }
-  if retention.empty(policy) then return "no keep rules: nothing removed but leftovers (" .. done.orphans .. ")" end
-  return string.format("%d kept, %d removed", #plan.keep, done.backups)
+  local swept = {}
+  local function count(n, what, how)
+    if n > 0 then swept[#swept + 1] = string.format("%d %s%s %s", n, what, n == 1 and "" or "s", how) end
+  end
+  count(done.orphans, "leftover", "removed")
+  count(done.uploads, "unfinished upload", "aborted")
+  local rest = #swept > 0 and ("; " .. table.concat(swept, ", ")) or ""
+  if retention.empty(policy) then return "no keep rules: no backup removed" .. rest end
+  return string.format("%d kept, %d removed%s", #plan.keep, done.backups, rest)
 end
 
 -- ------------------------------------------------------------------------
