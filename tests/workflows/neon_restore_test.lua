@@ -118,7 +118,7 @@ end)
 t.test("--dry-run with --to DIR: the newest backup of the database, each step with its calls", function()
   local s = scenario()
   local r = env:pgvault({ "neon-restore", "--to", s.dir .. "/backups", "--project", env.project, "--database", s.db,
-    "--dry-run" }, { cwd = s.dir })
+    "--dry-run", "--jobs", "2" }, { cwd = s.dir, env = { FLY_APP = env.app } })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stdout, "\n3%. restore " .. s.src:gsub("%p", "%%%0") .. " into it through the direct host",
     "latest resolved")
@@ -153,6 +153,8 @@ t.test("what would fail later is found first: one line, what to check, no write 
   refused(with("--branch", "nope"), "has no branch nope %(it has: main, dev%): check %-%-branch")
   refused(with("--fly-app", "other-app"), "Fly%.io has no app other%-app that this token can reach", 1)
   refused(with("--pg-bin", s.dir), "pg_restore", 1)
+  refused(with("--stage"), "%-%-stage without %-%-fly%-app")
+  refused(with("--lease-wait", "soon"), "%-%-lease%-wait needs a whole number of seconds")
   t.eq(rows(s.db), "4\n")
 end)
 
