@@ -516,7 +516,6 @@ local function plan_steps(run, out)
     add("3. restore %s into it through the direct host %s (%s): size, SHA-256 and row counts checked against "
       .. "the manifest; the privileges and settings of %s carried over", r.backup or r.src, r.host,
       run.backup_info or "opened when it runs", r.database)
-    uri(r.new_db, false)
   end
   if not r.swap then
     add("4. no swap (--no-swap): %s keeps its name and the app is pointed at %s", r.database, r.new_db)

@@ -225,7 +225,11 @@ end
 t.test("Neon 500 on creating the database: nothing changed, resumable", function()
   local s = scenario()
   env:neon_faults{ { method = "POST", path = "/databases$", action = { status = 500 } } }
-  assert_untouched(s, run(s))
+  local r = run(s)
+  assert_untouched(s, r)
+  t.match(r.stderr, "\npgvault: neon%-restore: step create failed %(POST [^\n]*: HTTP 500 [^\n]*"
+    .. "%(request id [%w-]+%)%)%. database [^\n]* are as they were %('pgvault neon%-restore %-%-resume' starts "
+    .. "again%)\n$", "one line: what, why, next")
   assert_resumes(s)
 end)
 
