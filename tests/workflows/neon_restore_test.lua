@@ -6,6 +6,7 @@ local t = require "harness.testing"
 local h = require "harness.env"
 local fs = require "pgvault.fs"
 local saas = require "harness.saas"
+local s3h = require "harness.s3"
 
 local env = saas.start{}
 local pg = h.pg()
@@ -90,6 +91,24 @@ t.test("settings and keys from the configuration file (--env), never from a flag
   t.match(h.read(s.envfile), "export DATABASE_URL=")
   r = env:pgvault({ "neon-restore", "--neon-api-key", "x" }, { cwd = s.dir })
   t.eq(r.code, 2, "no flag for the API key")
+end)
+
+t.test("from a bucket: …/latest of the database streams in; with --jobs 2 it is fetched first", function()
+  local s = scenario()
+  local bucket = s3h.make_bucket("neon-restore-source")
+  local b = h.pgvault({ "backup", "--db", pg.url(s.db), "--to", "s3://" .. bucket .. "/prod/" }, { env = h.s3().env })
+  t.eq(b.code, 0, b.stderr)
+  for _, jobs in ipairs({ "1", "2" }) do
+    h.psql(pg.url(s.db), "INSERT INTO customers SELECT max(id) + 1, 'later' FROM customers")
+    local r = env:pgvault({ "neon-restore", "s3://" .. bucket .. "/prod/latest", "--project", env.project,
+      "--database", s.db, "--jobs", jobs }, { cwd = s.dir })
+    t.eq(r.code, 0, r.stderr)
+    local place = ("s3://" .. bucket .. "/prod"):gsub("%p", "%%%0")
+    t.match(r.stderr, "the newest complete backup of database " .. s.db .. " in " .. place .. " is ")
+    t.eq(rows(s.db), "4\n", "the bucket's backup, with --jobs " .. jobs)
+    t.match(state_file(s).backup, "^" .. place .. "/%d+_local%.backup%.zst$", "the resolved backup is recorded")
+  end
+  env:check_spec()
 end)
 
 t.test("--dry-run prints the plan and makes no write call", function()
