@@ -354,11 +354,10 @@ static void register_client(lua_State *L)
 int luaopen_pgvault_s3(lua_State *L)
 {
     register_client(L);
-    static const luaL_Reg funcs[] = {{"client", s3_client_new},   {"writer", module_writer},
-                                     {"reader", module_reader},   {"expect", s3_push_expect},
-                                     {"parse_url", s3_parse},     {"part_size", s3_part_size},
-                                     {"_sign", s3_sign_for_test}, {"_xml", s3_xml_for_test},
-                                     {"_ini", s3_ini_for_test},   {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"client", s3_client_new}, {"writer", module_writer},   {"reader", module_reader},
+        {"parse_url", s3_parse},   {"part_size", s3_part_size}, {"_sign", s3_sign_for_test},
+        {"_xml", s3_xml_for_test}, {"_ini", s3_ini_for_test},   {NULL, NULL}};
     luaL_newlib(L, funcs);
     for (size_t i = 0; i < sizeof shorthands / sizeof shorthands[0]; i++) {
         lua_pushcfunction(L, request_method(shorthands[i].name));

@@ -296,15 +296,23 @@ static bool secret_key(const char *k, size_t n, char sep)
     return false;
 }
 
+/* Punctuation that ends a clause or a bracket: "token=x; use ...",
+ * "{password=x}". Inside a value ("a,b") it does not end it. */
+static bool closes(const char *s)
+{
+    return s[0] && strchr(";,)]}", s[0]) &&
+           (!s[1] || isspace((unsigned char)s[1]) || strchr(";,)]}", s[1]));
+}
+
 /* A value: quoted (backslash escapes honoured), or up to white space that
- * is not escaped by a backslash ("a\ b"), an '&' (a query string), or a
- * ';' or ',' that ends a clause ("token=x; use ..."). */
+ * is not escaped by a backslash ("a\ b"), an '&' (a query string), or
+ * punctuation that closes a clause. */
 static size_t value_len(const char *s)
 {
     if (*s == '\'' || *s == '"') return quoted_or_line(s);
     size_t i = 0;
     while (s[i] && !isspace((unsigned char)s[i]) && s[i] != '&') {
-        if ((s[i] == ';' || s[i] == ',') && (!s[i + 1] || isspace((unsigned char)s[i + 1]))) break;
+        if (closes(s + i)) break;
         if (s[i] == '\\' && s[i + 1]) i++;
         i++;
     }

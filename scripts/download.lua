@@ -50,21 +50,18 @@ if not o.no_verify and key:sub(-#naming.MANIFEST_SUFFIX) ~= naming.MANIFEST_SUFF
   end
 end
 
--- The check (s3.expect) finishes before the sink commits, so a mismatch
--- leaves no file under the final name.
+-- The check (stream.sha256 with what the manifest expects) finishes before
+-- the sink commits, so a mismatch leaves no file under the final name.
 local sink
 if out == "-" then
   sink = stream.stdout()
 else
   sink = stream.file_writer(out, { no_clobber = not o.force })
 end
+local expected = manifest and manifest.stored or {}
 local stages = { client:reader({ url = o.SOURCE }) }
 stages[#stages + 1] = trust.verifier(trusted) or nil -- with --trust: each block checked before it goes on
-stages[#stages + 1] = stream.sha256()
-if manifest then
-  stages[#stages + 1] = s3.expect { bytes = manifest.stored.bytes, sha256 = manifest.stored.sha256,
-    what = o.SOURCE }
-end
+stages[#stages + 1] = stream.sha256 { bytes = expected.bytes, expect = expected.sha256, what = o.SOURCE }
 stages[#stages + 1] = sink
 local r = stream.run(stages)
 log.info("downloaded %s from %s in %s%s", cli.bytes(r.bytes), o.SOURCE, cli.duration(r.seconds),

@@ -298,7 +298,6 @@ int s3_parse_url(const char *url, char **bucket, char **key, pv_err *err);
  * its own reference to `set`. */
 int s3_push_writer(lua_State *L, s3_settings *set);
 int s3_push_reader(lua_State *L, s3_settings *set);
-int s3_push_expect(lua_State *L);
 
 /* The request methods of a client object (methods.c); each takes the
  * client at 1. s3_client_of checks and returns its transfer engine. */

@@ -46,11 +46,11 @@ config.KEYS = {
   { "region", "string", "S3 region for signing", arg = "NAME" },
   { "profile", "string", "profile from ~/.aws/credentials and ~/.aws/config", arg = "NAME" },
   { "ca_bundle", "string", "also trust the CA certificates in FILE (S3 and HTTPS)", arg = "FILE" },
-  { "part_size", "integer", "multipart part size in MiB (default 8, at least 5)", arg = "MiB", min = 5 },
-  { "parallel", "integer", "S3 parts in flight at once (default 4)", arg = "N", min = 1 },
-  { "retries", "integer", "attempts per S3 request before giving up (default 6)", arg = "N", min = 1 },
+  { "part_size", "integer", "multipart part size in MiB (default 8, at least 5)", arg = "MiB", min = 5, max = 5120 },
+  { "parallel", "integer", "S3 parts in flight at once (default 4)", arg = "N", min = 1, max = 64 },
+  { "retries", "integer", "attempts per S3 request before giving up (default 6)", arg = "N", min = 1, max = 100 },
   { "timeout", "integer", "seconds an S3 request may stall before it is retried (default 60)", arg = "SECONDS",
-    min = 1 },
+    min = 1, max = 3600 },
   -- encryption and signatures
   { "recipient", "list", "encrypt to this age recipient", arg = "RECIPIENT", short = "r" },
   { "recipients_file", "list", "encrypt to every age recipient listed in FILE", arg = "FILE", short = "R" },
@@ -143,7 +143,11 @@ function config.check_value(k, v)
     if t == "enum" then
       want = table.concat(k.values, ", ", 1, #k.values - 1) .. " or " .. k.values[#k.values]
     end
-    if (t == "integer" or t == "count") and k.min then want = want .. " (at least " .. k.min .. ")" end
+    if (t == "integer" or t == "count") and k.max then
+      want = string.format("%s from %d to %d", want, k.min or 0, k.max)
+    elseif (t == "integer" or t == "count") and k.min then
+      want = want .. " (at least " .. k.min .. ")"
+    end
     local shown = type(v) == "string" and string.format("%q", v) or (is_ref(v) and tostring(v) or tostring(v))
     return nil, string.format("%s must be %s, not %s", k.name, want, shown)
   end
@@ -157,7 +161,7 @@ function config.check_value(k, v)
   elseif t == "integer" or t == "count" then
     if t == "count" and (v == "unlimited" or v == -1) then return -1 end
     local n = math.type(v) == "integer" and v or (math.type(v) == "float" and math.tointeger(v))
-    if not n or n < (k.min or 0) then return bad() end
+    if not n or n < (k.min or 0) or (k.max and n > k.max) then return bad() end
     return n
   elseif t == "boolean" then
     if type(v) ~= "boolean" then return bad() end
@@ -541,7 +545,8 @@ function config.with_options(options)
 end
 
 -- A flag's string turned into the key's type; raises "usage" naming the flag.
-local function from_flag(k, opt, v)
+-- (lib.s3cli checks the S3 flags of the commands without --env with it.)
+function config.from_flag(k, opt, v)
   if k.type == "integer" or k.type == "count" then
     v = v == "unlimited" and v or (math.tointeger(tonumber(v)) or v)
   end
@@ -585,12 +590,12 @@ function config.apply(o, spec, keys)
       elseif k.type == "boolean" then
         if flag == true then value, source = true, "--" .. opt[1] end
       elseif k.type == "list" then
-        if type(flag) == "table" and #flag > 0 then value, source = from_flag(k, opt, flag), "--" .. opt[1] end
+        if type(flag) == "table" and #flag > 0 then value, source = config.from_flag(k, opt, flag), "--" .. opt[1] end
       elseif flag ~= nil and flag ~= false then
         -- An option made by config.option is checked and typed here; a
         -- workflow's own option (backup's --level …) is left as given, for
         -- the workflow's own checks and messages.
-        value, source = opt.key and from_flag(k, opt, flag) or flag, "--" .. opt[1]
+        value, source = opt.key and config.from_flag(k, opt, flag) or flag, "--" .. opt[1]
       end
       if value == nil and env and env.values[k.name] then
         value, source = config.resolve(env.values[k.name], k.name, env.path)

@@ -77,13 +77,22 @@ function Dest:claim(name, data)
   return true
 end
 
+-- Removes what this backup wrote; a failure (the keys revoked, the disk
+-- gone) is a warning: the error that ended the backup is the one to see,
+-- and prune sweeps the leftover once it is older than --grace.
 function Dest:remove(name)
   local where = self.base .. "/" .. name
+  local ok, err
   if self.remote then
     local c = self:client()
-    pcall(c.delete, c, where)
+    ok, err = pcall(c.delete, c, where)
   else
-    os.remove(where)
+    ok, err = os.remove(where)
+    if not ok and not fs.exists(where) then ok = true end
+  end
+  if not ok then
+    log.warn("could not remove %s (%s); 'pgvault prune' removes it once older than --grace", where,
+      pgvault.is_error(err) and err.message or tostring(err))
   end
 end
 

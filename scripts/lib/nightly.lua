@@ -237,8 +237,8 @@ local function readback_one(run, s3opts, b, encrypted)
   if encrypted and #(o.identity or {}) == 0 then
     local stream = require "pgvault.stream"
     local client <close> = s3.client(s3opts)
-    stream.run { client:reader { url = b.path }, s3.expect { bytes = b.result.stored.bytes,
-      sha256 = b.result.stored.sha256, what = b.path }, stream.discard() }
+    stream.run { client:reader { url = b.path }, stream.sha256 { bytes = b.result.stored.bytes,
+      expect = b.result.stored.sha256, what = b.path }, stream.discard() }
     return nil
   end
   local ok, res = pcall(require("lib.verify").run, { src = b.path, identity = o.identity, trust = o.trust,

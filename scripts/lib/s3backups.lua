@@ -172,12 +172,10 @@ function s3backups.fetch(url, opts, how)
   fs.chmod(dir, 448)
   local path = dir .. "/" .. name
   local ok, err = pcall(function()
-    local stages = { client:reader({ url = src }) }
-    if type(m.stored) == "table" then
-      stages[#stages + 1] = s3.expect { bytes = m.stored.bytes, sha256 = m.stored.sha256, what = src }
-    end
-    stages[#stages + 1] = stream.file_writer(path, { mode = 384 })
-    stream.run(stages)
+    local expected = type(m.stored) == "table" and m.stored or {}
+    stream.run { client:reader({ url = src }),
+      stream.sha256 { bytes = expected.bytes, expect = expected.sha256, what = src },
+      stream.file_writer(path, { mode = 384 }) }
     manifest.write(path, m)
   end)
   if not ok then

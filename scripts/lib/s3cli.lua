@@ -29,14 +29,11 @@ local function usage(fmt, ...)
   pgvault.raise("usage", string.format(fmt, ...))
 end
 
--- A whole number from..to given as a flag (a string) or by lib.config.
-local function whole(v, flag, from, to, unit)
+-- A number given as a flag (a string) or by lib.config, checked against
+-- its key's range there (one message for both ways of giving it).
+local function whole(v, key)
   if v == nil then return nil end
-  local n = math.tointeger(tonumber(v))
-  if not n or n < from or n > to then
-    usage("--%s must be a whole number%s from %d to %d, not '%s'", flag, unit or "", from, to, tostring(v))
-  end
-  return n
+  return config.from_flag(config.BY_NAME[key], { (key:gsub("_", "-")) }, v)
 end
 
 local function check_endpoint(url)
@@ -57,12 +54,12 @@ end
 -- pgvault.s3 settings (and writer options) from parsed command-line
 -- options, plus `extra`. Raises "usage" naming the flag for a bad value.
 function s3cli.opts(o, extra)
-  local part = whole(o.part_size, "part-size", 5, 5120, " of MiB")
+  local part = whole(o.part_size, "part_size")
   local t = {
     endpoint_url = check_endpoint(o.endpoint_url), region = o.region, profile = o.profile,
     ca_bundle = check_file(o.ca_bundle, "ca-bundle"),
-    part_size = part and part * 1024 * 1024 or nil, parallel = whole(o.parallel, "parallel", 1, 64),
-    max_attempts = whole(o.retries, "retries", 1, 100), timeout = whole(o.timeout, "timeout", 1, 3600),
+    part_size = part and part * 1024 * 1024 or nil, parallel = whole(o.parallel, "parallel"),
+    max_attempts = whole(o.retries, "retries"), timeout = whole(o.timeout, "timeout"),
   }
   for k, v in pairs(extra or {}) do t[k] = v end
   return t

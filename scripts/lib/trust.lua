@@ -330,9 +330,19 @@ local function read_beside(src)
   return src.manifest_text, sig_path and fs.exists(sig_path) and fs.read_file(sig_path) or nil, src.size
 end
 
+-- Whether the backup being read has a signature beside its manifest (a
+-- HEAD in a bucket: nothing is downloaded when it will not be checked).
+local function signed_beside(src)
+  if not src.manifest_path then return false end
+  local sig_path = trust.signature_path(src.manifest_path)
+  if not src.remote then return fs.exists(sig_path) end
+  local client <close> = require("pgvault.s3").client(src.s3)
+  return client:head(sig_path) ~= nil
+end
+
 -- Without trusted keys: whatever manifest there is must at least record the
 -- object's size and SHA-256, and the warning says what was not checked.
-local function unsigned(src, sig)
+local function unsigned(src)
   local m = src.manifest
   if not m then
     trust.unchecked(src.name, "has no manifest: nothing about it was checked (its size, digest, row counts, "
@@ -345,20 +355,20 @@ local function unsigned(src, sig)
       .. "always does: it was damaged or forged)", src.name, s.bytes == nil and "size" or "SHA-256"))
   end
   if s.blocks ~= nil then require_digests(m, src.name, "verify") end
-  trust.unchecked(src.name, sig and "is signed, but no key to check it was given" or "is not signed")
+  trust.unchecked(src.name, signed_beside(src) and "is signed, but no key to check it was given" or "is not signed")
 end
 
 function trust.authenticate(job, src)
   local keys = trust.keys(job.trust)
-  local text, sig, size = read_beside(src)
   if keys then
+    local text, sig, size = read_beside(src)
     local m, info = trust.check { keys = keys, manifest = text, signature = sig, object = src.name, bytes = size,
       where = src.name }
     src.manifest, src.manifest_text, src.trusted = m, text, info
     src.layers = layers.require(src.head, src.name, m)
     log.info("%s is signed by trusted key %s (%s)", src.name, info.key_id, info.trusted_comment)
   else
-    unsigned(src, sig)
+    unsigned(src)
   end
   local ids = job.identities or layers.read_identities(job.identity)
   job.identities = ids

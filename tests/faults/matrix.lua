@@ -137,8 +137,13 @@ matrix.operations.backup_bucket = {
       "--compress", "none", "--part-size", "5", "--parallel", "2" })
   end,
   check = function(ctx, row, r)
-    local keys = {}
-    for _, o in ipairs(s3.list(ctx.prefix, ctx.s3)) do keys[#keys + 1] = o.key end
+    -- final names (what list, latest and restore see) and the dot names
+    -- beside them (reservations, lib.naming)
+    local keys, dots = {}, {}
+    for _, o in ipairs(s3.list(ctx.prefix, ctx.s3)) do
+      local name = o.key:match("[^/]+$")
+      if name:sub(1, 1) == "." then dots[#dots + 1] = name else keys[#keys + 1] = name end
+    end
     local uploads = open_uploads(ctx)
     if row.outcome == "completes" then
       t.eq(#keys, 2, ctx.name .. ": the archive and its manifest: " .. table.concat(keys, " "))
@@ -153,14 +158,27 @@ matrix.operations.backup_bucket = {
       t.eq(keys, {}, ctx.name .. ": no object under the final name, no manifest")
     end
     if row.leaves_upload then
+      -- The keys went: neither the upload nor the name's reservation could
+      -- be removed. `s3 cleanup` (as the message says) and the next prune
+      -- sweep them.
       t.eq(#uploads, 1, ctx.name .. ": the upload the revoked keys could not abort")
+      t.eq(#dots, 1, ctx.name .. ": the reservation the revoked keys could not remove")
+      t.match(dots[1] or "", "^%.%d+_faults%.reserved$", ctx.name .. ": a reservation")
       t.match(r.stderr, "could not abort multipart upload .*; remove it with 'pgvault s3 cleanup s3://",
         ctx.name .. ": says so, and how to remove it")
-      local c = h.pgvault({ "s3", "cleanup", "--older-than", "0", ctx.prefix },
-        { env = s3h.env({ AWS_ACCESS_KEY_ID = ctx.access_key, AWS_SECRET_ACCESS_KEY = ctx.secret_key }) })
+      t.match(r.stderr, "warning: could not remove s3://%S+/%.%d+_faults%.reserved .*'pgvault prune' removes it",
+        ctx.name .. ": and of the reservation")
+      local env = s3h.env({ AWS_ACCESS_KEY_ID = ctx.access_key, AWS_SECRET_ACCESS_KEY = ctx.secret_key })
+      local c = h.pgvault({ "s3", "cleanup", "--older-than", "0", ctx.prefix }, { env = env })
       t.eq(c.code, 0, c.stderr)
       uploads = open_uploads(ctx)
+      c = h.pgvault({ "prune", ctx.prefix, "--grace", "0h" }, { env = env })
+      t.eq(c.code, 0, c.stderr)
+      t.match(c.stderr, "remove %.%d+_faults%.reserved %(stale reservation", ctx.name .. ": prune sweeps it")
+      dots = {}
+      for _, o in ipairs(s3.list(ctx.prefix, ctx.s3)) do dots[#dots + 1] = o.key end
     end
+    t.eq(dots, {}, ctx.name .. ": no reservation left")
     t.eq(#uploads, 0, ctx.name .. ": no multipart upload left (ListMultipartUploads)")
   end,
 }
@@ -174,12 +192,12 @@ matrix.operations.restore_bucket = {
     local r = h.pgvault({ "backup", "--db", src.source, "--to", "s3://" .. bucket .. "/p/", "--suffix", "faults" },
       { env = s3h.env() })
     assert(r.code == 0, r.stderr)
-    return { backup = "s3://" .. bucket .. "/p/latest", bucket_owner = "suite", rows = src.rows }
+    return { backup = "s3://" .. bucket .. "/p/latest", source = "faults_source_test", rows = src.rows }
   end,
   run = function(ctx, row)
     ctx.target = "faults_target_test"
     h.dropdb(ctx.target)
-    return run_command(ctx, row, { "restore", ctx.backup, "--db", h.pg().url(ctx.target) })
+    return run_command(ctx, row, { "restore", ctx.backup, "--db", h.pg().url(ctx.target), "--database", ctx.source })
   end,
   check = function(ctx, row)
     local dbs = h.psql(h.pg().admin_url("postgres"), "SELECT datname FROM pg_database WHERE datname LIKE "

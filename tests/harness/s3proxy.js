@@ -20,7 +20,8 @@
 // answer carries the ETag AWS gives a multipart object, MD5 of the parts'
 // binary MD5s + "-N", or a wrong one of that form); POST /__proxy/delay
 // with {ms} delays every request (a distant server); GET /__proxy/stats;
-// POST /__proxy/reset. The stats count requests per operation, the
+// POST /__proxy/reset. The stats count requests per operation and per
+// operation and path ("GetObject /bucket/key", "ListObjectsV2 /bucket"), the
 // signing regions seen and the most requests of one operation in flight at
 // once. With TLS_CERT and TLS_KEY in the environment it serves HTTPS.
 // Prints "ready PORT" once it listens.
@@ -33,7 +34,7 @@ const upstream = new URL(process.argv[2] || '');
 let rules = [];
 let delay = 0; // ms added to every request
 const freshStats = () => ({ requests: 0, injected: 0, ops: {}, digests_checked: 0, bad_digests: 0, regions: {},
-  in_flight: {}, max_in_flight: {} });
+  in_flight: {}, max_in_flight: {}, objects: {} });
 let stats = freshStats();
 const uploads = new Map(); // uploadId -> {bucket, key, id, initiated, state, parts: Map}
 
@@ -250,6 +251,8 @@ function handle(req, res) {
   const op = opOf(req, url);
   stats.requests++;
   stats.ops[op] = (stats.ops[op] || 0) + 1;
+  const object = `${op} ${decodeURIComponent(url.pathname).replace(/\/+$/, '')}`;
+  stats.objects[object] = (stats.objects[object] || 0) + 1;
   // the signing region (Credential=KEY/DATE/REGION/s3/aws4_request)
   const region = /Credential=[^/]+\/\d+\/([^/]+)\//.exec(req.headers.authorization || '');
   if (region) stats.regions[region[1]] = (stats.regions[region[1]] || 0) + 1;

@@ -60,9 +60,8 @@ end)
 t.test("a prefix with hostile manifests lists every backup", function()
   local s3 = require "pgvault.s3"
   local c = h.s3()
-  local opts = { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-  s3.create_bucket("s3://hostile-manifests", opts)
+  local opts = require("harness.s3").direct()
+  require("harness.s3").make_bucket("hostile-manifests")
   fill(function(name, manifest)
     s3.put("s3://hostile-manifests/p/" .. name, "x", opts)
     s3.put("s3://hostile-manifests/p/" .. name .. ".manifest.json", manifest, opts)

@@ -69,8 +69,16 @@ local function check_command(name, args, data, more)
   PROXY:rules({ { op = data, action = "status503", retry_after = 0 } })
   local r = pgvault(join(args(1), FLAGS, { "--retries", "2" }), KEYS_ONLY)
   t.eq(r.code, 1, name .. " with a failing " .. data .. ": " .. r.stderr .. r.stdout)
-  t.match(r.stderr, data .. " [^\n]* failed after 2 attempts", name .. ": --retries")
-  t.eq(PROXY:stats().ops[data], 2, name .. ": two attempts of " .. data)
+  local failed = r.stderr:match(data .. " s3://(%S+) failed after 2 attempts")
+  t.ok(failed, name .. ": --retries: " .. r.stderr)
+  -- (several requests of one kind may be under way at once: a listing
+  -- reads manifests in parallel; each gets --retries attempts)
+  local objects = PROXY:stats().objects
+  local what = data .. " /" .. tostring(failed):gsub("/+$", "")
+  t.eq(objects[what], 2, name .. ": two attempts of " .. what)
+  for other, n in pairs(objects) do
+    if other:sub(1, #data + 1) == data .. " " then t.ok(n <= 2, name .. ": at most two attempts of " .. other) end
+  end
   -- flags only
   PROXY:reset()
   r = pgvault(join(args(2), FLAGS, { "--retries", "3" }), KEYS_ONLY)
@@ -123,7 +131,8 @@ end)
 t.test("restore: flags only, --profile", function()
   check_command("restore", function(i)
     h.dropdb("s3_options_target_" .. i)
-    return { "restore", "s3://" .. BUCKET .. "/bk/latest", "--db", h.pg().url("s3_options_target_" .. i) }
+    return { "restore", "s3://" .. BUCKET .. "/bk/latest", "--db", h.pg().url("s3_options_target_" .. i),
+      "--database", "s3_options_src_test" }
   end, "GetObject", function(_, _, i)
     t.eq(h.psql(h.pg().url("s3_options_target_" .. i), "SELECT count(*) FROM t;"), "200\n")
     h.dropdb("s3_options_target_" .. i)
@@ -142,10 +151,12 @@ end)
 t.test("bad option values are usage errors naming the option; ignored options are not offered", function()
   local cases = {
     { { "upload", FILE, UP, "--part-size", "4" },
-      "%-%-part%-size must be a whole number of MiB from 5 to 5120, not '4'" },
+      "%-%-part%-size must be a whole number from 5 to 5120, not 4" },
     { { "upload", FILE, UP, "--part-size", "8.5" }, "%-%-part%-size must be a whole number" },
-    { { "upload", FILE, UP, "--parallel", "0" }, "%-%-parallel must be a whole number from 1 to 64, not '0'" },
-    { { "download", UP, "--retries", "many" }, "%-%-retries must be a whole number from 1 to 100, not 'many'" },
+    { { "upload", FILE, UP, "--parallel", "0" }, "%-%-parallel must be a whole number from 1 to 64, not 0" },
+    { { "download", UP, "--retries", "many" }, "%-%-retries must be a whole number from 1 to 100, not \"many\"" },
+    { { "backup", "--db", SRC, "--to", "s3://" .. BUCKET .. "/", "--retries", "101" },
+      "%-%-retries must be a whole number from 1 to 100, not 101" },
     { { "s3", "ls", "s3://" .. BUCKET .. "/", "--endpoint-url", "ftp://x" },
       "%-%-endpoint%-url must start with https://" },
     { { "list", "--from", "s3://" .. BUCKET .. "/", "--ca-bundle", D .. "/none.pem" },

@@ -15,11 +15,7 @@ local manifest = require "lib.manifest"
 
 local STAMP = "20250102030405"
 
-local function s3opts()
-  local c = h.s3()
-  return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-end
+local s3opts = require("harness.s3").direct
 
 local function write_backup(dest, data, ext)
   dest:reserve(STAMP, "local", ext or ".zst")
