@@ -14,33 +14,6 @@
 /* helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Every key of the options table at t must be one of `known` (NULL-
- * terminated): a misspelt option is an argument error, not ignored. */
-static void only_options(lua_State *L, int t, const char *const *known)
-{
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-        lua_pop(L, 1);
-        bool ok = false;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (int i = 0; known[i] && !ok; i++)
-                ok = strcmp(lua_tostring(L, -1), known[i]) == 0;
-        if (!ok) {
-            luaL_Buffer b;
-            luaL_buffinit(L, &b);
-            for (int i = 0; known[i]; i++) {
-                if (i) luaL_addstring(&b, ", ");
-                luaL_addstring(&b, known[i]);
-            }
-            luaL_pushresult(&b);
-            const char *key = luaL_tolstring(L, -2, NULL);
-            luaL_argerror(
-                L, t,
-                lua_pushfstring(L, "unknown option '%s' (known: %s)", key, lua_tostring(L, -2)));
-        }
-    }
-}
-
 #define STAGE_OPTIONS "db", "dbname", "args", "pg_bin", "label", "log_warnings"
 
 static const char *opt_pg_bin(lua_State *L, int t)
@@ -167,7 +140,7 @@ static int dump_source(lua_State *L, const char *program, bool dump_options)
     static const char *const pg_dump_options[] = {STAGE_OPTIONS, "server_version", "compress",
                                                   "format", NULL};
     static const char *const pg_dumpall_options[] = {STAGE_OPTIONS, "server_version", NULL};
-    only_options(L, 1, dump_options ? pg_dump_options : pg_dumpall_options);
+    pv_opt_only(L, 1, dump_options ? pg_dump_options : pg_dumpall_options);
     int format = 0;
     char method[8] = "";
     long level = -1;
@@ -216,7 +189,7 @@ static int dump_pg_restore(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     static const char *const options[] = {STAGE_OPTIONS, "file", "jobs", "min_major", NULL};
-    only_options(L, 1, options);
+    pv_opt_only(L, 1, options);
     const char *file = pv_opt_str(L, 1, "file", NULL);
     lua_Integer jobs = pv_opt_int(L, 1, "jobs", 1);
     if (jobs < 1 || jobs > 64) return luaL_argerror(L, 1, "jobs must be 1..64");
@@ -243,7 +216,7 @@ static int dump_psql(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     static const char *const options[] = {STAGE_OPTIONS, "min_major", NULL};
-    only_options(L, 1, options);
+    pv_opt_only(L, 1, options);
     const pg_conninfo *ci = opt_conn(L, 1, "psql");
     dump_bin bin;
     find_or_raise(L, "psql", opt_pg_bin(L, 1), (int)pv_opt_int(L, 1, "min_major", 0), &bin);
@@ -271,7 +244,7 @@ static int dump_find(lua_State *L)
     lua_settop(L, 1);
     static const char *const options[] = {"program",   "server_version", "db",
                                           "min_major", "pg_bin",         NULL};
-    only_options(L, 1, options);
+    pv_opt_only(L, 1, options);
     static const char *const programs[] = {"pg_dump", "pg_dumpall", "pg_restore", "psql", NULL};
     lua_getfield(L, 1, "program");
     const char *program = programs[luaL_checkoption(L, -1, "pg_dump", programs)];
@@ -313,7 +286,7 @@ static int dump_conninfo(lua_State *L)
     const char *url = luaL_checkstring(L, 1);
     int opts = lua_istable(L, 2) ? 2 : 0;
     static const char *const options[] = {"dbname", "password", NULL};
-    if (opts) only_options(L, opts, options);
+    if (opts) pv_opt_only(L, opts, options);
     if (!opts && !lua_isnoneornil(L, 2)) luaL_typeerror(L, 2, "table");
     const char *dbname = pv_opt_str(L, opts, "dbname", NULL);
     bool with_password = pv_opt_bool(L, opts, "password", false);

@@ -86,6 +86,8 @@ static int pg_connect(lua_State *L)
 {
     const char *info = luaL_optstring(L, 1, "");
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const options[] = {"log_notices", NULL};
+    if (!lua_isnoneornil(L, 2)) pv_opt_only(L, 2, options);
     bool quiet = !pv_opt_bool(L, 2, "log_notices", true);
     pg_conn *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);

@@ -7,15 +7,26 @@
 local backup = require "lib.backup"
 local cli = require "lib.cli"
 local config = require "lib.config"
+local trust = require "lib.trust"
 
 -- The options (--help shows them; add your own with cli.with_options); with
 -- --env NAME, the environment's settings in pgvault.conf.lua fill in what
--- the flags leave out.
-local spec = config.cli(backup.CLI)
+-- the flags leave out (--sign KEY too: lib.trust's options).
+local spec = config.cli(cli.with_options(cli.with_options(backup.CLI, trust.SIGN_OPTIONS),
+  require("lib.globals").OPTIONS))
 local o = config.apply(cli.parse(arg, spec), spec)
+
+-- --all-databases: every database of the server, each backed up as below
+-- (lib.backup.run) under its own name, then the roles and grants beside
+-- them; one that fails does not stop the others (lib.globals).
+if o.all_databases then return require("lib.globals").run(o) end
 
 -- Check the options, ask the database who it is, find a pg_dump for it.
 local job = backup.plan(o)
+
+-- --sign KEY: the signing key, read now, so that a wrong password fails
+-- before anything is dumped (lib.trust; README "Signed backups").
+local signer <close> = trust.signer(o)
 
 -- Where the backup goes: a directory or s3://BUCKET/PREFIX/. An unfinished
 -- backup is removed when `dest` goes out of scope, whatever stopped it.
@@ -31,6 +42,7 @@ local r = backup.pipeline(job, dest, {
   backup.compressor(job),  -- zstd on every core (--compress zstd, the default)
   backup.encryptor(job),   -- age, to the recipients of -r/-R
   backup.digest("stored"), -- SHA-256 of the bytes as stored
+  trust.blocks(job),       -- SHA-256 of each block as stored: a restore checks each before using it
   backup.progress(),       -- the meter, on a terminal
   dest:sink(),             -- the archive, under a name no other backup has
 })
@@ -38,6 +50,11 @@ local r = backup.pipeline(job, dest, {
 -- What the manifest records: sizes, digests, tables and row counts, the
 -- database's properties.
 local m = backup.manifest(job, dest, r)
+
+-- The block digests recorded; for an encrypted backup, what reveals the
+-- schema sealed to its recipients; with --sign, NAME.manifest.json.minisig
+-- written beside the archive, before the manifest (change m before this).
+trust.seal_and_sign(job, dest, m, r, signer)
 
 -- The manifest, written only if absent, commits the backup.
 dest:commit(m)

@@ -4,9 +4,10 @@ local cli = require "lib.cli"
 local json = require "lib.json"
 local naming = require "lib.naming"
 local s3cli = require "lib.s3cli"
+local trust = require "lib.trust"
 
-local spec = require("lib.config").cli({
-  usage = "pgvault list [--from DIR] [--database NAME] [--json] [-i FILE]...",
+local spec = require("lib.config").cli(cli.with_options({
+  usage = "pgvault list [--from DIR] [--database NAME] [--json] [-i FILE]... [--trust KEY.pub]...",
   summary = "Lists the backups in DIR (default db_backups), newest first: time (UTC), environment,\n"
     .. "size, manifest status, database and path. Status 'ok' means the manifest is there and\n"
     .. "matches the file; 'missing' means the backup never completed; 'invalid' (the manifest is\n"
@@ -19,7 +20,7 @@ local spec = require("lib.config").cli({
     { "identity", "i", "FILE", "age identity file: show whether it opens each encrypted backup (KEY column; "
       .. "only the header is read)", multi = true },
   }),
-})
+}, trust.TRUST_OPTIONS))
 -- With --env NAME the environment's destination (its key "to" feeds --from)
 -- and S3 settings fill in what the flags leave out.
 local o = require("lib.config").apply(cli.parse(arg, spec), spec, { from = "to" })
@@ -55,6 +56,12 @@ end
 
 local from = o.from or "db_backups"
 local all = s3cli.is_s3(from) and require("lib.s3backups").scan(from, s3opts) or catalog.scan(from)
+
+-- --trust KEY.pub (or PGVAULT_TRUST): a SIG column, good (signed by a
+-- trusted key, naming its object, every digest recorded), bad or none (not
+-- signed). With -i, encrypted backups' manifests show their database.
+o.s3 = s3cli.is_s3(from) and s3opts or nil
+local signed = trust.annotate(all, o)
 local backups = {}
 for _, b in ipairs(all) do
   if not o.database or (b.manifest and b.manifest.database == o.database) then backups[#backups + 1] = b end
@@ -68,6 +75,7 @@ if o.json then
       path = b.path, name = b.name, time = naming.iso8601(b.time), environment = b.env, size = b.size,
       manifest = b.status, problem = b.problem, compressed = b.zst, encrypted = b.age, database = m.database,
       server_version = m.server_version, sha256 = m.stored and m.stored.sha256 or nil, key = key_status(b),
+      sig = b.sig,
     }
   end
   print(json.encode(rows))
@@ -79,12 +87,14 @@ if #backups == 0 then
 end
 local rows = { { "TIME (UTC)", "ENV", "SIZE", "MANIFEST", "DATABASE", "FILE" } }
 if #o.identity > 0 then table.insert(rows[1], 6, "KEY") end
+if signed then table.insert(rows[1], 5, "SIG") end
 -- a name from a manifest is shown, not obeyed: no control characters
 local function shown(s) return (s:gsub("%c", "?")) end
 for _, b in ipairs(backups) do
   rows[#rows + 1] = { os.date("!%Y-%m-%d %H:%M:%S", b.time), b.env, cli.bytes(b.size), b.status,
     shown(b.manifest and b.manifest.database or "-"), shown(b.path) }
   if #o.identity > 0 then table.insert(rows[#rows], 6, key_status(b)) end
+  if signed then table.insert(rows[#rows], 5, b.sig) end
 end
 local widths = {}
 for _, r in ipairs(rows) do

@@ -9,9 +9,10 @@ local s3cli = require "lib.s3cli"
 
 local KEYS = { "db", "to", "suffix", "all_databases", "compress", "level", "pg_bin", "endpoint_url", "region",
   "profile", "ca_bundle", "part_size", "parallel", "retries", "recipient", "recipients_file", "identity", "sign",
-  "trust", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within",
-  "keep_within_hourly", "keep_within_daily", "keep_within_weekly", "keep_within_monthly", "keep_within_yearly",
-  "grace", "readback", "ping", "webhook", "webhook_secret", "drill_every", "drill_db", "lock_ttl" }
+  "sign_password_file", "trust", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+  "keep_yearly", "keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly",
+  "keep_within_monthly", "keep_within_yearly", "grace", "readback", "ping", "webhook", "webhook_secret",
+  "drill_every", "drill_db", "lock_ttl" }
 local options = config.options(KEYS)
 options[#options + 1] = { "wait", nil, false, "wait for a running nightly of this environment instead of failing" }
 options[#options + 1] = { "json", nil, false, "print the summary as one JSON object" }
@@ -20,9 +21,10 @@ local spec = {
   summary = "The scheduled backup of an environment, step by step:\n"
     .. "  1. take the environment's lock (a second run says who holds it and exits 1, or --wait)\n"
     .. "  2. ping URL/start (healthchecks.io)\n"
-    .. "  3. back up: pg_dump -> archive check -> zstd -> age -> upload -> manifest last\n"
-    .. "  4. read the off-site copy back and verify it as 'pgvault verify s3://...' does (--no-readback\n"
-    .. "     skips it: on Backblaze B2 downloads above the free allowance cost money)\n"
+    .. "  3. back up: pg_dump -> archive check -> zstd -> age -> upload -> signature (--sign) -> manifest\n"
+    .. "  4. read the off-site copy back and verify it as 'pgvault verify s3://...' does, its signature\n"
+    .. "     with --trust KEY.pub (default: the signing key's KEY.pub) (--no-readback skips it: on\n"
+    .. "     Backblaze B2 downloads above the free allowance cost money)\n"
     .. "  5. prune by the keep rules (see 'pgvault prune --help')\n"
     .. "  6. on its schedule (--drill-every week: the first run of each week), restore the new backup\n"
     .. "     into a scratch database, compare row counts, drop it\n"

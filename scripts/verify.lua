@@ -5,12 +5,13 @@
 -- are in scripts/lib/verify.lua. README "Customising a workflow" lists what
 -- each step offers.
 local cli = require "lib.cli"
+local trust = require "lib.trust"
 local verify = require "lib.verify"
 
 -- The options (--help shows them; add your own with cli.with_options).
--- With --env NAME the environment's settings (identity, S3) fill in what
--- the flags leave out.
-local spec = require("lib.config").cli(verify.CLI)
+-- With --env NAME the environment's settings (identity, S3, trust) fill in
+-- what the flags leave out.
+local spec = require("lib.config").cli(cli.with_options(verify.CLI, trust.TRUST_OPTIONS))
 local o = require("lib.config").apply(cli.parse(arg, spec), spec)
 local job = verify.plan(o)
 
@@ -18,10 +19,15 @@ local job = verify.plan(o)
 -- manifest (unless --no-manifest) and its layers, from its first bytes.
 local src <close> = verify.open(job)
 
+-- Who made it (--trust KEY.pub, PGVAULT_TRUST; else a warning), encrypted
+-- means encrypted, and the manifest's private part opened with -i.
+trust.authenticate(job, src)
+
 -- Every byte through these stages, in this order. A plain archive file
 -- with no manifest is read directly instead, its data blocks in parallel.
 local r = verify.read_file(job, src) or verify.read(job, src, {
   src:reader(),             -- the file, or the object streamed from the bucket
+  trust.verifier(src),      -- each block checked against the manifest's SHA-256 before it goes on
   verify.digest("stored"),  -- SHA-256 of the bytes as stored
   verify.thread(job, #src.layers > 1), -- reading and that digest on one core, the layers on the next
   verify.unwrap(job, src),  -- age decryption and zstd decompression, as the layers are

@@ -112,45 +112,55 @@ function bench.settle(pg)
   proc.run({ "sync" })
 end
 
--- Runs argv under /usr/bin/time; returns {seconds, rss_kb, code, stderr}.
+-- Runs argv under /usr/bin/time; returns {seconds, rss_kb, cpu, code,
+-- stderr}: cpu is user + system seconds of the command and its children.
 function bench.measure(argv, opts)
   opts = opts or {}
-  local full = { "/usr/bin/time", "-f", "@@time %e %M" }
+  local full = { "/usr/bin/time", "-f", "@@time %e %M %U %S" }
   for _, a in ipairs(argv) do full[#full + 1] = a end
   full.env, full.stdin, full.cwd, full.timeout = opts.env, opts.stdin, opts.cwd, opts.timeout or 3600
   local t0 = proc.now()
   local r = proc.run(full)
   local wall = proc.now() - t0
-  local secs, rss = r.stderr:match("@@time ([%d.]+) (%d+)")
-  return { seconds = tonumber(secs) or wall, rss_kb = tonumber(rss) or 0, code = r.code,
+  local secs, rss, user, sys = r.stderr:match("@@time ([%d.]+) (%d+) ([%d.]+) ([%d.]+)")
+  return { seconds = tonumber(secs) or wall, rss_kb = tonumber(rss) or 0,
+    cpu = (tonumber(user) or 0) + (tonumber(sys) or 0), code = r.code,
     stdout = r.stdout, stderr = r.stderr:gsub("@@time [^\n]*\n?", "") }
 end
 
 -- Runs argv (a pgvault command) and samples the peak RSS of that process
 -- alone (VmHWM, every 20 ms), not of its children (pg_dump, pg_restore) as
 -- /usr/bin/time would; stdout goes to a file (a pipe could fill up).
--- Returns {seconds, rss_kb, code, stdout}.
+-- Returns {seconds, rss_kb, cpu, code, stdout}: cpu (user + system of the
+-- command and its children) as /usr/bin/time counts it.
 function bench.measure_self(argv, opts)
   opts = opts or {}
-  local out = os.tmpname()
-  local spec = { "sh", "-c", 'exec "$@" > "$0"', out }
+  local out, times = os.tmpname(), os.tmpname()
+  local spec = { "/usr/bin/time", "-f", "%e %U %S", "-o", times, "sh", "-c", 'exec "$@" > "$0"', out }
   for _, a in ipairs(argv) do spec[#spec + 1] = a end
   spec.env, spec.cwd, spec.stdout, spec.stderr = opts.env, opts.cwd, "inherit", "inherit"
-  local t0 = proc.now()
-  local h = proc.spawn(spec)
-  local status, hwm = "/proc/" .. h:pid() .. "/status", 0
-  while h:running() do
-    local f = io.open(status, "r")
+  local function read(path)
+    local f = io.open(path, "r")
     local text = f and f:read("a") or ""
     if f then f:close() end
-    hwm = math.max(hwm, tonumber(text:match("VmHWM:%s*(%d+)")) or 0)
+    return text
+  end
+  local t0 = proc.now()
+  local h = proc.spawn(spec)
+  local children, hwm, pid = "/proc/" .. h:pid() .. "/task/" .. h:pid() .. "/children", 0, nil
+  while h:running() do
+    pid = pid or read(children):match("(%d+)")
+    if pid then hwm = math.max(hwm, tonumber(read("/proc/" .. pid .. "/status"):match("VmHWM:%s*(%d+)")) or 0) end
     proc.sleep(0.02)
   end
   local code = h:wait()
   local seconds = proc.now() - t0
-  local stdout = fs.exists(out) and fs.read_file(out) or ""
+  local wall, user, sys = read(times):match("([%d.]+) ([%d.]+) ([%d.]+)")
+  local stdout = read(out)
   os.remove(out)
-  return { seconds = seconds, rss_kb = hwm, code = code, stdout = stdout, stderr = "" }
+  os.remove(times)
+  return { seconds = tonumber(wall) or seconds, rss_kb = hwm, cpu = (tonumber(user) or 0) + (tonumber(sys) or 0),
+    code = code, stdout = stdout, stderr = "" }
 end
 
 -- Runs a shell pipeline (for peers like `pg_dump | zstd`), measured as a whole.
@@ -196,11 +206,13 @@ function bench.load()
   return line:match("^(%S+ %S+ %S+)") or "?"
 end
 
--- Prints one comparison row and returns the ratio.
+-- Prints one comparison row and returns the ratio. CPU seconds follow the
+-- wall times: on a machine shared with other sessions (the scheduler
+-- shares CPU between sessions first) wall time mostly follows them.
 function bench.row(name, ours, peer)
   local ratio = ours.seconds / math.max(peer.seconds, 1e-6)
-  print(string.format("%-34s pgvault %7.2fs %7.1f MiB | peer %7.2fs %7.1f MiB | ratio %.2f",
-    name, ours.seconds, ours.rss_kb / 1024, peer.seconds, peer.rss_kb / 1024, ratio))
+  print(string.format("%-34s pgvault %7.2fs (cpu %.1fs) %6.1f MiB | peer %7.2fs (cpu %.1fs) %6.1f MiB | ratio %.2f",
+    name, ours.seconds, ours.cpu or 0, ours.rss_kb / 1024, peer.seconds, peer.cpu or 0, peer.rss_kb / 1024, ratio))
   return ratio
 end
 

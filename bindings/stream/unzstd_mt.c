@@ -9,7 +9,7 @@
  * and outputs are passed on in order by the writer's thread. A frame too
  * big for a job (a stream written as one frame, as every backup before
  * frame_size was) is decoded in sequence as it arrives, as unzstd does, and
- * so is a job whose output would grow past its bound. Memory: threads + 1
+ * so is a job whose output would grow past its bound. Memory: 2 x threads
  * jobs of at most 4 MiB in and 16 MiB out, allocated as they are needed.
  *
  * Errors read as unzstd's: the walk judges nothing itself; from anything it
@@ -49,7 +49,7 @@ enum { W_MAGIC, W_HEADER, W_BLOCK, W_PAYLOAD, W_CHECKSUM, W_SKIP_SIZE, W_SKIP };
 typedef struct {
     pv_stage base;
     int threads, nslots;
-    job slots[MAX_THREADS + 2];
+    job slots[2 * MAX_THREADS];
     pthread_t tids[MAX_THREADS];
     int nstarted;
     pthread_mutex_t mu;
@@ -487,7 +487,7 @@ static int mt_start(pv_stage *s, pv_err *err)
 {
     unzstd_mt *u = (unzstd_mt *)s;
     u->cur = -1;
-    u->nslots = u->threads + 1;
+    u->nslots = 2 * u->threads;
     expect(u, W_MAGIC, 4);
     u->dctx = ZSTD_createDCtx();
     u->outcap = ZSTD_DStreamOutSize();
@@ -566,7 +566,7 @@ static void mt_release(pv_stage *s)
         pthread_mutex_destroy(&u->mu);
         u->sync_ready = false;
     }
-    for (int i = 0; i < MAX_THREADS + 2; i++) {
+    for (int i = 0; i < 2 * MAX_THREADS; i++) {
         free(u->slots[i].in);
         free(u->slots[i].out);
         u->slots[i].in = u->slots[i].out = NULL;

@@ -3,8 +3,10 @@
 --   local job = backup.plan(o)                 options checked, the database asked who it is, pg_dump found
 --   local dest <close> = backup.destination(job)   a directory or s3://…; removes an unfinished backup
 --   local r = backup.pipeline(job, dest, { backup.pg_dump(job), backup.digest("plain"), backup.verifier(job),
---     backup.compressor(job), backup.encryptor(job), backup.digest("stored"), backup.progress(), dest:sink() })
+--     backup.compressor(job), backup.encryptor(job), backup.digest("stored"), trust.blocks(job),
+--     backup.progress(), dest:sink() })
 --   local m = backup.manifest(job, dest, r)
+--   trust.seal_and_sign(job, dest, m, r, signer)   (lib.trust; signer from trust.signer(o))
 --   dest:commit(m)                             the manifest, written only if absent: the commit marker
 --   backup.report(job, dest, r)
 -- backup.run(opts) runs these steps with the default stages, for Lua callers:
@@ -181,8 +183,14 @@ end
 backup.progress = pipeline.progress
 
 -- The default stages, in order (what scripts/backup.lua lists).
-backup.STAGES = { "pg_dump", "digest plain", "verifier", "compressor", "encryptor", "digest stored", "progress",
-  "sink" }
+backup.STAGES = { "pg_dump", "digest plain", "verifier", "compressor", "encryptor", "digest stored", "blocks",
+  "progress", "sink" }
+
+-- The SHA-256 of each block as stored (lib.trust): a restore checks each
+-- block before it uses its bytes.
+function backup.blocks(job)
+  return require("lib.trust").blocks(job)
+end
 
 function backup.stages(job, dest)
   local out = {}
@@ -291,10 +299,13 @@ end
 -- The whole procedure with the default stages; returns
 -- {path=, manifest_path=, manifest=, result=}.
 function backup.run(opts)
+  local trust = require "lib.trust"
   local job = backup.plan(opts)
+  local signer <close> = trust.signer(job)
   local dest <close> = backup.destination(job)
   local r = backup.pipeline(job, dest, backup.stages(job, dest))
   local m = backup.manifest(job, dest, r)
+  trust.seal_and_sign(job, dest, m, r, signer)
   local manifest_path = dest:commit(m)
   backup.report(job, dest, r)
   return { path = dest.path, manifest_path = manifest_path, manifest = m, result = r }

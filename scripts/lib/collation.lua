@@ -10,25 +10,24 @@
 local dump = require "pgvault.dump"
 local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
+local database = require "lib.database"
 local json = require "lib.json"
 
 local M = {}
 
 local DEFAULT_COLLATION = 100 -- the "default" collation's fixed OID
 
--- The search path every query of ours runs with: the database's own
--- setting (ALTER DATABASE ... SET search_path = public, pg_catalog) could
--- put its owner's functions ahead of the built-in ones we call, and run
--- them with our rights.
-M.SEARCH_PATH = "pg_catalog, pg_temp"
+-- The search path every query of ours runs with (lib.database's): the
+-- database's own setting (ALTER DATABASE ... SET search_path = public,
+-- pg_catalog) could put its owner's functions ahead of the built-in ones we
+-- call, and run them with our rights.
+M.SEARCH_PATH = database.SEARCH_PATH
 
 -- A connection whose notices are kept for the report rather than logged
 -- (the report shows the collation WARNING of start-up itself), with a
 -- search path of built-in objects only.
 function M.connect(url)
-  local c = pg.connect(url, { log_notices = false })
-  c:exec("SET search_path = " .. M.SEARCH_PATH)
-  return c
+  return database.connect(url, { log_notices = false })
 end
 
 -- Connection string for another database on the same server, keeping

@@ -37,7 +37,8 @@ config.KEYS = {
     short = "o" },
   { "suffix", "string", "environment name in backup names (default: the environment's name, else local)",
     arg = "NAME", short = "s" },
-  { "all_databases", "boolean", "every connectable database of the server, plus roles and grants" },
+  { "all_databases", "boolean", "every connectable database of the server (one backup each, the database in "
+    .. "its name) and the roles and grants" },
   { "compress", "enum", "zstd (default), pg or none", arg = "METHOD", values = { "zstd", "pg", "none" } },
   { "level", "integer", "compression level (zstd 1-19, default 3; pg 1-9, default 6)", arg = "N", min = 1 },
   { "pg_bin", "string", "directory of the PostgreSQL client programs to use", arg = "DIR" },
@@ -57,6 +58,7 @@ config.KEYS = {
   { "identity", "list", "age identity file to decrypt with (read-back check, restore drill)", arg = "FILE",
     short = "i" },
   { "sign", "string", "sign each manifest with this minisign secret key file", arg = "KEY" },
+  { "sign_password_file", "string", "file holding the signing key's password (when it has one)", arg = "FILE" },
   { "trust", "list", "trusted minisign public key file", arg = "FILE" },
   -- retention (restic's rules)
   { "keep_last", "count", "keep the newest N backups", arg = "N" },
@@ -86,6 +88,21 @@ config.KEYS = {
   { "drill_db", "string", "scratch database URL for the restore drill (created and dropped; default: "
     .. "pgvault_drill_<db> on the backed-up server)", arg = "URL", secret = "password" },
   { "lock_ttl", "duration", "a bucket lock older than this is taken as abandoned (default 6h)", arg = "DURATION" },
+  -- neon-restore (the API keys are read from the file or the environment, never from a flag)
+  { "neon_project", "string", "Neon project id (the Console's project Settings)", arg = "ID" },
+  { "neon_branch", "string", "Neon branch name or id (default: the project's default branch)", arg = "NAME|ID" },
+  { "neon_database", "string", "the Neon database neon-restore replaces", arg = "NAME" },
+  { "neon_role", "string", "role in the app's database URL (default: the database's owner)", arg = "NAME" },
+  { "neon_api_key", "string", "Neon API key (default: $NEON_API_KEY)", arg = "KEY", secret = "all" },
+  { "neon_api_host", "string", "Neon API base URL (default: $NEON_API_HOST, else https://console.neon.tech/api/v2)",
+    arg = "URL" },
+  { "fly_app", "string", "Fly.io app whose DATABASE_URL secret neon-restore sets and deploys", arg = "APP" },
+  { "fly_api_token", "string", "Fly.io token (default: $FLY_ACCESS_TOKEN, then $FLY_API_TOKEN)", arg = "TOKEN",
+    secret = "all" },
+  { "flaps_base_url", "string", "Fly Machines API base URL (default: $FLY_FLAPS_BASE_URL or $FLAPS_BASE_URL, else "
+    .. "https://api.machines.dev)", arg = "URL" },
+  { "env_file", "string", "dotenv file whose DATABASE_URL neon-restore rewrites (e.g. .env.production)",
+    arg = "FILE" },
 }
 
 config.BY_NAME = {}
@@ -114,7 +131,7 @@ local function is_ref(v) return getmetatable(v) == REF end
 
 -- What a value of type `t` must look like, for messages.
 local EXPECTED = {
-  string = "a string", integer = "a whole number", count = "a whole number or \"unlimited\"",
+  string = "a string", integer = "an integer", count = "an integer or \"unlimited\"",
   boolean = "true or false", list = "a string or a list of strings", duration = "a duration like 7d, 12h or 1y6m",
 }
 
@@ -576,7 +593,10 @@ function config.apply(o, spec, keys)
       elseif k.type == "list" then
         if type(flag) == "table" and #flag > 0 then value, source = config.from_flag(k, opt, flag), "--" .. opt[1] end
       elseif flag ~= nil and flag ~= false then
-        value, source = config.from_flag(k, opt, flag), "--" .. opt[1]
+        -- An option made by config.option is checked and typed here; a
+        -- workflow's own option (backup's --level …) is left as given, for
+        -- the workflow's own checks and messages.
+        value, source = opt.key and config.from_flag(k, opt, flag) or flag, "--" .. opt[1]
       end
       if value == nil and env and env.values[k.name] then
         value, source = config.resolve(env.values[k.name], k.name, env.path)

@@ -14,7 +14,6 @@
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
-local json = require "lib.json"
 local manifests = require "lib.manifest"
 local naming = require "lib.naming"
 
@@ -98,38 +97,35 @@ function Dest:remove(name)
   end
 end
 
--- Whether any file of a backup with this stem is here already.
-function Dest:stem_used(stem)
+-- Whether any file of a backup with this stem is here already (kind: what
+-- follows the stem, ".backup" unless given).
+function Dest:stem_used(stem, kind)
+  kind = kind or ".backup"
   if self.remote then
-    return #self:client():list(self.base .. "/" .. stem .. ".backup") > 0
+    return #self:client():list(self.base .. "/" .. stem .. kind) > 0
   end
   for _, ext in ipairs(naming.EXTENSIONS) do
-    local archive = self.base .. "/" .. stem .. ".backup" .. ext
+    local archive = self.base .. "/" .. stem .. kind .. ext
     if fs.exists(archive) or fs.exists(naming.manifest_path(archive)) then return true end
   end
   return false
 end
 
--- What a reservation holds: who made it (lib.lock.identity: host, pid,
--- boot, the process's start), when, and a token unique to this claim.
-local function reservation_note()
-  local me = require("lib.lock").identity()
-  return json.encode({ pgvault = pgvault.version, host = me.host, pid = me.pid, boot = me.boot, start = me.start,
-    at = naming.iso8601(), token = string.format("%08x%08x", math.random(0, 0x7fffffff),
-      math.random(0, 0x7fffffff)) }) .. "\n"
-end
-
 -- Reserves the first free name for a backup taken at `stamp`; returns its
--- path (or URL). First sweeps what killed backups left here.
-function Dest:reserve(stamp, suffix, ext)
+-- path (or URL). kind: what follows the stem instead of ".backup" (lib.globals'
+-- "_globals.sql"). First sweeps what killed backups left here.
+function Dest:reserve(stamp, suffix, ext, kind)
   self:sweep()
-  local note = reservation_note()
+  -- who holds it (prune and the next backup sweep a reservation whose
+  -- process is gone), JSON
+  local note = require("lib.lock").claim_note("reservation")
   for seq = 1, destination.MAX_PER_SECOND do
     local stem = naming.stem(stamp, suffix, seq)
     local reservation = naming.reservation_name(stem)
     if self:claim(reservation, note) then
-      if not self:stem_used(stem) then
-        self.reservation, self.name = reservation, naming.archive_name(stamp, suffix, ext, seq)
+      if not self:stem_used(stem, kind) then
+        self.reservation = reservation
+        self.name = kind and (stem .. kind .. (ext or "")) or naming.archive_name(stamp, suffix, ext, seq)
         self.path = self.base .. "/" .. self.name
         return self.path
       end
@@ -159,8 +155,8 @@ function Dest:names(prefix)
 end
 
 -- The stems whose reservation was made by a process of this machine that
--- is certainly gone (lib.lock.holder_gone: its pid gone or reused, or the
--- machine rebooted since).
+-- is certainly gone (lib.lock.process_gone: same boot, its pid gone or
+-- reused).
 function Dest:dead_stems()
   local lock, stems = require "lib.lock", {}
   local me = lock.identity()
@@ -172,8 +168,8 @@ function Dest:dead_stems()
         if self.remote then return self:client():get(where) end
         return fs.read_file(where)
       end)
-      local dok, info = pcall(json.decode, ok and text or "")
-      if dok and lock.holder_gone(info, me) then stems[#stems + 1] = { stem = stem, pid = info.pid, name = name } end
+      local info = ok and lock.claimant(text)
+      if info and lock.process_gone(info, me) then stems[#stems + 1] = { stem = stem, pid = info.pid, name = name } end
     end
   end
   return stems

@@ -17,10 +17,6 @@ local envfile = {}
 
 local KEY = "[%a_][%w_%.%-]*"
 
-local function fail(kind, fmt, ...)
-  pgvault.raise(kind, string.format(fmt, ...))
-end
-
 -- Splits `text` into { {body, eol}, ... } keeping each line's ending.
 local function lines_of(text)
   local out = {}
@@ -94,13 +90,13 @@ end
 -- How `value` is written with the quote `q` of the old value ("" for none);
 -- a character that quote cannot carry picks another.
 local function quoted(value, q)
-  if value:find("[\r\n]") then fail("usage", "a value for an env file cannot span lines") end
+  if value:find("[\r\n]") then pgvault.raise("usage", "a value for an env file cannot span lines") end
   local unsafe_bare = value:find("%s#") or value:find("^%s") or value:find("%s$") or value:find("^[\"']")
   if q == "" and not unsafe_bare then return value end
   if q == "'" and not value:find("'", 1, true) then return "'" .. value .. "'" end
   if not value:find('"', 1, true) then return '"' .. value .. '"' end
   if not value:find("'", 1, true) then return "'" .. value .. "'" end
-  fail("usage", "a value with both quote characters cannot be written to an env file")
+  pgvault.raise("usage", "a value with both quote characters cannot be written to an env file")
 end
 
 -- Returns the new text and { count = assignments rewritten, appended =
@@ -111,7 +107,7 @@ function envfile.replace(text, key, value)
   each_assignment(lines, function(_, l, p)
     if p.key ~= key then return end
     if p.skip then
-      fail("usage", "%s is a multi-line value in the env file; rewrite it by hand", key)
+      pgvault.raise("usage", string.format("%s is a multi-line value in the env file; rewrite it by hand", key))
     end
     old = p.value
     l.body = p.prefix .. quoted(value, p.quote) .. p.tail
@@ -129,25 +125,35 @@ function envfile.replace(text, key, value)
   return table.concat(out), { count = count, appended = appended, old = old }
 end
 
+-- Checks that the file at `path` can be rewritten (raises as set does);
+-- returns its real path and stat.
+function envfile.check(path, key)
+  local real, why = fs.realpath(path)
+  if not real then pgvault.raise("io", string.format("cannot rewrite %s in %s: %s", key, path, why)) end
+  local st = fs.stat(real)
+  if not st or st.type ~= "file" then
+    pgvault.raise("io", string.format("cannot rewrite %s: %s is not a regular file", key, path))
+  end
+  -- Root may write anything: the mode says whether the owner meant it to change.
+  if st.mode & 146 == 0 or not fs.writable(real) then
+    pgvault.raise("io", string.format("cannot rewrite %s in %s: the file is read-only (make it writable, e.g. "
+      .. "chmod u+w %s, and run again)", key, path, path))
+  end
+  return real, st
+end
+
 -- Rewrites `key` in the file at `path`; returns { changed, appended, count,
 -- old }. Raises kind "io" (a missing or read-only file) or "usage".
 function envfile.set(path, key, value)
-  local real, why = fs.realpath(path)
-  if not real then fail("io", "cannot rewrite %s in %s: %s", key, path, why) end
-  local st = fs.stat(real)
-  if not st or st.type ~= "file" then fail("io", "cannot rewrite %s: %s is not a regular file", key, path) end
-  -- Root may write anything: the mode says whether the owner meant it to change.
-  if st.mode & 146 == 0 or not fs.writable(real) then
-    fail("io", "cannot rewrite %s in %s: the file is read-only (make it writable, e.g. chmod u+w %s, and "
-      .. "run again)", key, path, path)
-  end
+  local real, st = envfile.check(path, key)
   local text = fs.read_file(real)
   local new, r = envfile.replace(text, key, value)
   r.changed = new ~= text
   if r.changed then
     local ok, err = pcall(fs.write_file, real, new, { mode = st.mode & 4095 })
     if not ok then
-      fail("io", "cannot rewrite %s in %s: %s", key, path, pgvault.is_error(err) and err.message or tostring(err))
+      pgvault.raise("io", string.format("cannot rewrite %s in %s: %s", key, path,
+        pgvault.is_error(err) and err.message or tostring(err)))
     end
   end
   return r

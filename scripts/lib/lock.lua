@@ -4,16 +4,18 @@
 --   local held <close> = lock.acquire{ to = DEST, env = "prod", wait = false, ttl = 6 * 3600, s3 = opts }
 --   ... held:refresh() between long steps ... (released on close, error or Ctrl-C)
 --
--- The lock is DEST/.pgvault-ENV.lock, in a directory or a bucket (a name
--- starting with "." is never a backup). It holds JSON naming its holder:
--- host, pid, the boot and the process's start (so a pid reused after a
--- crash or a reboot is not taken for the holder), when it started and when
--- it expires, and a random token. It is created only if absent (O_EXCL for
--- a file, a conditional PUT in a bucket) and read back to check the token.
--- A lock is stale, and taken over, when its holder ran on this machine and
--- is gone, or when it has expired (a crashed holder elsewhere): the expiry
--- is renewed by refresh(). A second run fails naming the holder, or waits
--- (wait = true) until the lock is free.
+-- The lock is DEST/.pgvault-ENV.lock (a name starting with "." is never a
+-- backup). In a directory it is an flock(2) on that file (fs.lock): the
+-- kernel releases it when its holder ends, even by SIGKILL, so there is
+-- nothing to expire; the file names its holder. In a bucket it is an
+-- object holding JSON about its holder: host, pid, the boot and the
+-- process's start (so a pid reused after a crash or a reboot is not taken
+-- for the holder), when it started and when it expires, and a random token.
+-- It is created only if absent (a conditional PUT) and read back to check
+-- the token; it is stale, and taken over, when its holder ran on this
+-- machine and is gone, or when it has expired (a crashed holder elsewhere):
+-- refresh() pushes the expiry. A second run fails naming the holder, or
+-- waits (wait = true) until the lock is free.
 local fs = require "pgvault.fs"
 local proc = require "pgvault.proc"
 local pgvault = require "pgvault"
@@ -43,12 +45,12 @@ function lock.identity()
   }
 end
 
--- Whether the holder recorded in `info` certainly no longer runs: it ran on
--- this machine (same host and boot) and its pid is gone or is another process.
-function lock.holder_gone(info, me)
+-- Whether the process recorded in `info` certainly no longer runs: it ran
+-- in this boot of this machine, and its pid is gone or is another process
+-- (another start time).
+function lock.process_gone(info, me)
   me = me or lock.identity()
-  if type(info) ~= "table" or info.host ~= me.host then return false end
-  if info.boot and me.boot and info.boot ~= me.boot then return true end -- rebooted since
+  if type(info) ~= "table" or info.host ~= me.host or not info.boot or info.boot ~= me.boot then return false end
   local pid = math.tointeger(info.pid)
   if not pid then return false end
   local stat = read_small("/proc/" .. pid .. "/stat")
@@ -58,11 +60,38 @@ function lock.holder_gone(info, me)
   return info.start ~= nil and fields[20] ~= info.start
 end
 
+-- Whether the holder recorded in `info` certainly no longer runs: it ran on
+-- this machine (same host) and the machine rebooted since, or its process
+-- is gone (lock.process_gone).
+function lock.holder_gone(info, me)
+  me = me or lock.identity()
+  if type(info) ~= "table" or info.host ~= me.host then return false end
+  if info.boot and me.boot and info.boot ~= me.boot then return true end -- rebooted since
+  return lock.process_gone(info, me)
+end
+
 local function random_token()
   local f = assert(io.open("/dev/urandom", "rb"))
   local bytes = f:read(12)
   f:close()
   return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- What a claim records (a backup's name reservation, lib.destination): its
+-- holder as a lock records it, the time, and a token unique to the claim,
+-- as JSON; prune reads it back (lock.claimant) to tell a claim whose
+-- process is gone from one in flight.
+function lock.claim_note(what)
+  local me = lock.identity()
+  return json.encode { what = what, tool = "pgvault " .. tostring(pgvault.version), host = me.host, boot = me.boot,
+    pid = me.pid, start = me.start, token = random_token(), at = os.date("!%Y-%m-%dT%H:%M:%SZ") } .. "\n"
+end
+
+-- The holder a claim note (or a lock) records, or nil when the text is not one.
+function lock.claimant(text)
+  local ok, info = pcall(json.decode, text or "")
+  if ok and type(info) == "table" and info.host and info.pid then return info end
+  return nil
 end
 
 function lock.describe(info)
@@ -76,18 +105,16 @@ end
 -- Where the lock lives: a file or an object
 -- ------------------------------------------------------------------------
 
+-- A directory: fs.lock. take() returns the held handle, or nil and the
+-- holder's line (what it wrote into the file).
 local FileStore = {}
 FileStore.__index = FileStore
 
-function FileStore:create(text)
-  local ok, err = pcall(fs.write_file, self.path, text, { no_clobber = true, mode = 420 })
-  if ok then return true end
-  if pgvault.is_error(err) and err.kind == "exists" then return false end
-  error(err, 0)
+function FileStore:take(text, wait)
+  self.handle, self.holder = fs.lock(self.path, { wait = wait, info = text })
+  return self.handle ~= nil
 end
 function FileStore:read() return read_small(self.path) end
-function FileStore:replace(text) fs.write_file(self.path, text, { mode = 420 }) end
-function FileStore:remove() os.remove(self.path) end
 
 local BucketStore = {}
 BucketStore.__index = BucketStore
@@ -151,8 +178,10 @@ local function record(self)
   return info, json.encode(info)
 end
 
--- Whether the lock is still ours (the token it holds).
+-- Whether the lock is still ours (the token it holds; an flock is ours
+-- while we hold it).
 function Held:ours()
+  if self.store.handle then return self.store.handle:held() end
   local text = self.store:read()
   local ok, info = pcall(json.decode, text or "")
   return ok and type(info) == "table" and info.token == self.info.token
@@ -165,6 +194,7 @@ function Held:refresh()
     pgvault.raise("exists", "the lock " .. self.store.path .. " is no longer held by this run (taken over after "
       .. "it expired?): stopping", { path = self.store.path })
   end
+  if self.store.handle then return end -- an flock does not expire
   local info, text = record(self)
   self.store:replace(text)
   self.info = info
@@ -175,7 +205,11 @@ function Held:release()
   if self.released then return end
   self.released = true
   local ok, err = pcall(pgvault.uninterrupted, function()
-    if self:ours() then self.store:remove() end
+    if self.store.handle then
+      self.store.handle:close() -- the file stays: removing it would race with a waiting run
+    elseif self:ours() then
+      self.store:remove()
+    end
   end)
   if not ok then log.warn("could not release the lock %s (%s): the next run will take it once it expires",
     self.store.path, tostring(err)) end
@@ -184,11 +218,21 @@ end
 Held.__close = Held.release
 
 -- One attempt: the lock, or nil and the holder's info (or text).
-local function try(store, me, o)
-  local info = { host = me.host, pid = me.pid, boot = me.boot, start = me.start, started = os.time(),
+-- What a lock records about its holder.
+function lock.info(me, o)
+  return { host = me.host, pid = me.pid, boot = me.boot, start = me.start, started = os.time(),
     token = random_token(), env = o.env, command = o.command }
+end
+
+local function try(store, me, o)
+  local info = lock.info(me, o)
   local held = setmetatable({ store = store, ttl = o.ttl or lock.DEFAULT_TTL, info = info }, Held)
   local _, text = record(held)
+  if store.take then
+    if store:take(text, false) then return held end
+    local ok, holder = pcall(json.decode, store.holder or "")
+    return nil, ok and type(holder) == "table" and holder or { unreadable = store.holder or "" }
+  end
   if store:create(text) then
     if held:ours() then return held end
     return nil, nil -- lost a race between the conditional write and the read back
@@ -224,14 +268,22 @@ function lock.acquire(o)
         or lock.describe(holder)
       if not o.wait then
         pgvault.raise("exists", string.format("environment %s is locked by another run: %s; wait for it with "
-          .. "--wait, or if no run is active remove %s", o.env or "local", who, store.path),
-          { path = store.path, holder = holder })
+          .. "--wait%s", o.env or "local", who, store.take and "" or (", or if no run is active remove "
+          .. store.path)), { path = store.path, holder = holder })
       end
       if not announced then
         log.info("waiting for the lock %s held by %s", store.path, who)
         announced = true
       end
-      proc.sleep(lock.POLL_SECONDS)
+      if store.take then
+        -- An flock: the kernel wakes us when it is free (Ctrl-C still stops the wait).
+        local _, text = record(setmetatable({ ttl = o.ttl or lock.DEFAULT_TTL, info = lock.info(me, o) }, Held))
+        if store:take(text, true) then
+          return setmetatable({ store = store, ttl = o.ttl or lock.DEFAULT_TTL, info = json.decode(text) }, Held)
+        end
+      else
+        proc.sleep(lock.POLL_SECONDS)
+      end
     elseif attempts > 20 then
       pgvault.raise("exists", "cannot take the lock " .. store.path .. ": it keeps changing hands",
         { path = store.path })

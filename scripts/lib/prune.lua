@@ -16,9 +16,11 @@
 -- multipart uploads are removed once older than the grace period (an
 -- upload may be in flight); a young reservation, or one whose holder still
 -- runs on this machine, protects its backup (archive, temporary files,
--- upload) whatever the grace.
+-- upload) whatever the grace; one whose process ran on this machine and
+-- is gone goes at once, with what its backup left (lib.lock).
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
+local lock = require "lib.lock"
 local manifest = require "lib.manifest"
 local naming = require "lib.naming"
 local retention = require "lib.retention"
@@ -123,25 +125,6 @@ local function classify(entries)
   return backups, strays, temporaries, reservations
 end
 
--- Who made each reservation (lib.destination writes lib.lock's identity
--- into it): a holder still running on this machine protects its backup
--- whatever its age.
-local function read_holders(inv)
-  local lock = require "lib.lock"
-  local me = lock.identity()
-  for _, r in ipairs(inv.reservations) do
-    local ok, text
-    if inv.remote then
-      ok, text = pcall(inv.client.get, inv.client, r.path)
-    else
-      ok, text = pcall(fs.read_file, r.path)
-    end
-    local dok, info = pcall(require("lib.json").decode, ok and text or "")
-    r.alive = dok and type(info) == "table" and info.host == me.host and info.boot == me.boot
-      and info.pid ~= nil and not lock.holder_gone(info, me)
-  end
-end
-
 -- { dest, remote, backups, strays, temporaries, reservations, uploads, client }
 function prune.inventory(dest, s3opts)
   local inv = { dest = dest, remote = is_s3(dest), uploads = {} }
@@ -157,7 +140,6 @@ function prune.inventory(dest, s3opts)
     entries = list_dir(inv.dir)
   end
   inv.backups, inv.strays, inv.temporaries, inv.reservations = classify(entries)
-  read_holders(inv)
   return inv
 end
 
@@ -192,27 +174,71 @@ local function age_text(seconds)
   return string.format("%dd", seconds // 86400)
 end
 
--- What is not a complete backup: incomplete archives, strays, temporaries,
--- reservations and uploads, into plan.orphans (past the grace period) or
--- plan.young (left alone). Returns the complete backups.
-local function sort_leftovers(inv, plan, grace, now)
-  local reserved = {}
-  local function put(list, entry, why) list[#list + 1] = { entry = entry, why = why } end
+-- The stem (STAMP[-N]_SUFFIX) of a backup's file, of a temporary file
+-- being written for one (.NAME.RANDOM.partial), or of an upload's key.
+local function stem_of(name)
+  name = name:gsub("^%.", ""):gsub("%.[^.]+%.partial$", "")
+  return name:match("^(.-)%.backup") or name:match("^(.-)_globals%.sql")
+end
+
+-- Who holds a reservation (lib.lock.claim_note), or nil (an empty one
+-- names nobody: not read).
+local function claimant(inv, r)
+  if r.size == 0 or (r.size or 0) > 4096 then return nil end
+  local ok, text
+  if inv.remote then
+    ok, text = pcall(inv.client.get, inv.client, r.path)
+  else
+    ok, text = pcall(fs.read_file, r.path)
+  end
+  return ok and lock.claimant(text) or nil
+end
+
+-- Reservations: stale past the grace period, or sooner when the process
+-- that made it is gone (it ran on this machine: a killed backup); a live
+-- one protects its backup. Returns the stems reserved and the stems whose
+-- backup is gone (-> the pid that held it).
+local function sort_reservations(inv, plan, grace, now)
+  local reserved, gone = {}, {}
+  local me = lock.identity()
   for _, r in ipairs(inv.reservations) do
     local age = now - (r.mtime or now)
-    if age > grace and not r.alive then put(plan.orphans, r, "stale reservation, " .. age_text(age) .. " old") else
-      reserved[r.stem] = true end
+    local holder = claimant(inv, r)
+    if holder and holder.host == me.host and holder.boot == me.boot and not lock.process_gone(holder, me) then
+      reserved[r.stem] = true -- its backup is under way, whatever its age
+    elseif age > grace then
+      plan.orphans[#plan.orphans + 1] = { entry = r, why = "stale reservation, " .. age_text(age) .. " old" }
+    elseif holder and lock.process_gone(holder, me) then
+      gone[r.stem] = tostring(holder.pid)
+      plan.orphans[#plan.orphans + 1] = { entry = r, why = string.format("stale reservation: its backup (pid %s "
+        .. "on this machine) is gone", gone[r.stem]) }
+    else
+      reserved[r.stem] = true
+    end
+  end
+  return reserved, gone
+end
+
+-- What is not a complete backup: incomplete archives, strays, temporaries,
+-- reservations and uploads, into plan.orphans (past the grace period, or
+-- left by a backup whose process is gone) or plan.young (left alone).
+-- Returns the complete backups.
+local function sort_leftovers(inv, plan, grace, now)
+  local function put(list, entry, why) list[#list + 1] = { entry = entry, why = why } end
+  local reserved, gone = sort_reservations(inv, plan, grace, now)
+  local function dead(name)
+    local pid = gone[stem_of(name) or ""]
+    return pid and string.format("its backup (pid %s) is gone", pid)
   end
   local complete = {}
   for _, b in ipairs(inv.backups) do
     local age = now - (b.mtime or now)
-    local stem = b.name:match("^(.-)%.backup") or b.name:match("^(.-)_globals%.sql")
     if b.manifest_entry then
       complete[#complete + 1] = b
-    elseif reserved[stem] or age <= grace then
+    elseif not dead(b.name) and (reserved[stem_of(b.name)] or age <= grace) then
       put(plan.young, b, string.format("no manifest, %s old: an upload may be in flight", age_text(age)))
     else
-      put(plan.orphans, b, "no manifest, " .. age_text(age) .. " old")
+      put(plan.orphans, b, "no manifest, " .. (dead(b.name) or (age_text(age) .. " old")))
       if b.signature_entry then put(plan.orphans, b.signature_entry, "signature of an incomplete backup") end
     end
   end
@@ -220,16 +246,19 @@ local function sort_leftovers(inv, plan, grace, now)
     for _, e in ipairs(list) do
       local age = now - (e.mtime or now)
       local what = e.name:match("%.partial$") and "temporary file" or "without its archive"
-      local stem = e.name:match("^%.(.-)%.backup")
-      if stem and reserved[stem] then what = what .. " of a backup under way" end
-      put(age > grace and not (stem and reserved[stem]) and plan.orphans or plan.young, e,
-        what .. ", " .. age_text(age) .. " old")
+      local why = dead(e.name)
+      local under_way = not why and reserved[stem_of(e.name) or ""]
+      if under_way then what = what .. " of a backup under way" end
+      put((why or (age > grace and not under_way)) and plan.orphans or plan.young, e,
+        what .. ", " .. (why or (age_text(age) .. " old")))
     end
   end
   for _, u in ipairs(inv.uploads) do
     local age = now - (u.mtime or now)
-    if age > grace and not reserved[u.name:match("^(.-)%.backup") or ""] then
-      plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload started " .. age_text(age) .. " ago" }
+    local why = dead(u.name)
+    if why or (age > grace and not reserved[stem_of(u.name) or ""]) then
+      plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload: " .. (why or ("started "
+        .. age_text(age) .. " ago")) }
     end
   end
   return complete

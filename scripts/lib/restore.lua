@@ -18,7 +18,6 @@
 -- database, create it again and restore into it.
 local archive = require "pgvault.archive"
 local dump = require "pgvault.dump"
-local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local proc = require "pgvault.proc"
 local stream = require "pgvault.stream"
@@ -30,6 +29,7 @@ local pipeline = require "lib.pipeline"
 local rowcheck = require "lib.rowcheck"
 local s3cli = require "lib.s3cli"
 local source = require "lib.source"
+local streamed = require "lib.streamed_restore"
 
 local restore = {}
 
@@ -49,7 +49,8 @@ restore.CLI = {
   options = s3cli.with_options {
     { "db", "d", "URL", "the database to restore (its name is kept; it need not exist yet)" },
     { "database", nil, "NAME", "with …/latest: the newest backup of database NAME (default: the one in URL)" },
-    { "jobs", "j", "N", "parallel pg_restore jobs (a .zst, .age or s3:// backup is laid down as a temporary file)" },
+    { "jobs", "j", "N", "parallel sessions: the data loads while the backup arrives (big tables on several), "
+      .. "post-data with pg_restore -j N" },
     { "drop-old", nil, false, "drop the previous database after a successful swap" },
     { "count-rows", nil, false, "check row counts with count(*) on every table (slow on big databases) instead of "
       .. "the server's count of rows inserted (differences are always re-counted)" },
@@ -148,13 +149,12 @@ end
 
 -- Step 2: the backup, its manifest (required from a bucket) and layers.
 function restore.open(job)
-  local src = source.open(job.src, { s3 = job.s3, database = job.database,
+  local src = source.open(job.src, { s3 = job.s3, database = job.database, identities = job.identities,
     manifest = job.src:sub(1, 5) == "s3://" and "required" or "optional" })
   if layers.has(src.layers, "age") and #job.identities == 0 then
     src:close()
     usage("%s is encrypted (age): give the identity file that opens it with -i FILE", src.name)
   end
-  if job.jobs > 1 and src.remote then src:localize() end
   if not src.manifest then
     log.info("restoring without a manifest (%s): size, checksum and row counts are not checked", src.why)
   end
@@ -263,42 +263,29 @@ function restore.into(job, src, name)
   return setmetatable({ job = job, src = src, name = name, external = true, props = model(job, src) }, Db)
 end
 
--- The sink: pg_restore reading the stream, or with --jobs N a temporary
--- file (the archive checked as it lands) that pg_restore -j reads after.
+-- The sink: pg_restore reading the stream, or with --jobs N the streamed
+-- parallel restore (lib.streamed_restore): N sessions load the data while
+-- it arrives; post-data follows with pg_restore -j N.
 function restore.pg_restore(job, src, db)
   local args = { "--exit-on-error" }
   for _, a in ipairs(job.restore_args or {}) do args[#args + 1] = a end
   db.restore_args = args
   db.conninfo = dump.conninfo(job.db, { dbname = db.name, password = true })
   if job.jobs == 1 then return dump.pg_restore { db = db.conninfo, args = args, pg_bin = job.pg_bin } end
-  if #src.layers == 1 and src.file then
-    db.restore_file = src.file
-    return stream.discard()
-  end
-  db.tmp = fs.tmpdir("pgvault-restore")
-  fs.chmod(db.tmp, 448)
-  db.restore_file, db.fill_offsets = db.tmp .. "/archive.backup", true
-  log.info("laying %s down as a plain archive in a temporary file for pg_restore --jobs=%d", src.name, job.jobs)
-  return { archive.verifier { label = "archive" }, stream.file_writer(db.restore_file, { mode = 384 }) }
+  log.info("restoring %s on %d sessions as it arrives", src.name, job.jobs)
+  return streamed.sink(job, db)
 end
 
 -- Step 5: runs the stages (nested lists are flattened, false left out);
--- with --jobs, then pg_restore -j on the file.
+-- with --jobs, then the rest of the streamed restore (post-data).
 function restore.load(job, db, stages)
   local t0 = proc.now()
   local ok, r = pcall(function()
     local r = stream.run(flatten(stages))
-    if db.restore_file then
-      if db.fill_offsets and r.archive and not r.archive.offsets then
-        archive.fill_offsets(db.restore_file, r.archive)
-      end
-      local pr = stream.run { dump.pg_restore { db = db.conninfo, file = db.restore_file, jobs = job.jobs,
-        args = db.restore_args, pg_bin = job.pg_bin }, stream.discard() }
-      r.pg_restore = pr.pg_restore
-    end
+    streamed.finish(job, db, r)
     return r
   end)
-  if db.tmp then pcall(fs.remove_tree, db.tmp) end
+  streamed.cleanup(db)
   if not ok then error(r, 0) end
   log.debug("the archive was loaded in %.2f s", proc.now() - t0)
   db.result = r
@@ -483,10 +470,12 @@ end
 function restore.run(opts)
   local job <close> = restore.plan(opts)
   local src <close> = restore.open(job)
+  local trust = require "lib.trust"
+  trust.authenticate(job, src)
   restore.precheck(job, src)
   local db <close> = restore.create(job, src)
-  restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src), restore.progress(),
-    restore.pg_restore(job, src, db) })
+  restore.load(job, db, { src:reader(), trust.verifier(src), restore.checksum(src), restore.unwrap(job, src),
+    restore.progress(), restore.pg_restore(job, src, db) })
   restore.check_rows(job, src, db)
   restore.carry_over(job, db)
   restore.swap(job, db)

@@ -35,6 +35,7 @@
 -- Each problem is {schema=, name=, got= (nil: not counted), want=, member=,
 -- why= (when not counted: no such table, not a table, the server's error)}.
 local proc = require "pgvault.proc"
+local database = require "lib.database"
 
 local rowcheck = {}
 
@@ -47,7 +48,7 @@ local function key(schema, name) return schema .. "\0" .. name end
 local function pinned(c, fn)
   c:exec("BEGIN")
   local ok, res, extra = pcall(function()
-    c:exec("SET LOCAL search_path = pg_catalog, pg_temp")
+    c:exec("SET LOCAL search_path = " .. database.SEARCH_PATH)
     c:exec("SET LOCAL row_security = off")
     return fn(c)
   end)

@@ -1,11 +1,13 @@
 -- A backup to read (restore, verify): a file, standard input ("-"), a pipe
 -- or FIFO, DIR/latest, or an object in a bucket (s3://…/NAME or …/latest),
 -- with its manifest, its first bytes and its layers (lib.layers). Every
--- input is read once: a pipe is copied into a private temporary file as it
--- is read (its first bytes would otherwise be gone when the pipeline reads
--- it), and a bucket's object streams.
+-- input is read once: standard input read by one pipeline (opts.once)
+-- streams, its first bytes (read to recognise the layers) given back first;
+-- a FIFO or <(…), or standard input read twice (restore, the drill), is
+-- copied into a private temporary file as it is read (opening a FIFO again
+-- would wait for a writer that may be gone); a bucket's object streams.
 --   local src <close> = source.open(spec, { s3 = s3_options, manifest = "optional",
---                                           database = "app" })
+--                                           database = "app", once = true })
 --   src.name, src.path | src.url, src.file (a local regular file), src.size,
 --   src.manifest, src.manifest_path, src.head, src.layers
 --   src:reader() -> a source stage; src:read_head(n) -> the first n bytes
@@ -33,9 +35,16 @@ end
 -- The newest complete backup (one with a good manifest) in `place`, of
 -- `database` when given.
 function source.resolve_latest(place, opts)
-  local list = is_s3(place) and require("lib.s3backups").scan(place .. "/", opts.s3)
-    or catalog.scan(place)
-  local b, others = catalog.latest(list, opts.database)
+  if is_s3(place) then
+    -- one listing, manifests read newest first until one fits
+    local s3backups = require "lib.s3backups"
+    local ok, b = pcall(s3backups.latest, place .. "/", opts.s3, { database = opts.database,
+      accept = function(e) return catalog.fits(e, opts.database, opts.identities) end })
+    if ok then return b.path end
+    if not (pgvault.is_error(b) and b.message:find("^no complete backup")) then error(b, 0) end
+  end
+  local list = is_s3(place) and require("lib.s3backups").scan(place .. "/", opts.s3) or catalog.scan(place)
+  local b, others = catalog.latest(list, opts.database, opts.identities)
   if b then return b.path end
   if opts.database and #others > 0 then
     pgvault.raise("io", string.format("no complete backup of database %s in %s (it holds backups of %s): "
@@ -56,11 +65,20 @@ local function copy_once(self, spec)
   return path
 end
 
+-- Standard input that one pipeline reads: its head is read here through
+-- an unbuffered handle (a buffered one would take more than the head).
+local function hold_stdin(self)
+  io.stdin:setvbuf("no")
+  self.head = io.stdin:read(layers.HEAD_BYTES) or ""
+  self.pipe = "-"
+end
+
 local function open_local(self, spec, opts)
   self.name = spec
+  local st = spec ~= "-" and fs.stat(spec)
+  if opts.once and spec == "-" then return hold_stdin(self) end
   local path = spec
   if spec ~= "-" then
-    local st = fs.stat(spec)
     if not st then pgvault.raise("io", "cannot read " .. spec .. ": no such file") end
     if st.type == "dir" then pgvault.raise("io", "cannot read " .. spec .. ": it is a directory") end
     if st.type ~= "file" then path = copy_once(self, spec) end
@@ -88,7 +106,8 @@ local function open_bucket(self, spec, opts)
   if not self.manifest then self.why = want == "skip" and "not read" or ("no manifest " .. b.manifest_url) end
 end
 
--- opts: s3 (options of pgvault.s3), manifest ("required", "optional" or
+-- opts: identities (open encrypted manifests' private parts for …/latest),
+-- s3 (options of pgvault.s3), manifest ("required", "optional" or
 -- "skip"), database (…/latest picks a backup of this database).
 function source.open(spec, opts)
   opts = opts or {}
@@ -105,9 +124,15 @@ function source.open(spec, opts)
   return self
 end
 
--- A new source stage giving the stored bytes from the start.
+-- A new source stage giving the stored bytes from the start (held standard
+-- input: once).
 function Source:reader()
   if self.remote then return self.stage() end
+  if self.pipe then
+    if self.pipe_read then pgvault.raise("internal", "standard input is read once, and it was already") end
+    self.pipe_read = true
+    return stream.stdin { prefix = self.head }
+  end
   return stream.file_reader(self.file)
 end
 

@@ -66,7 +66,7 @@ end
 -- manifest unless --no-manifest.
 function verify.open(job)
   return source.open(job.src, { s3 = job.s3, database = job.database, manifest = job.no_manifest and "skip"
-    or "optional" })
+    or "optional", once = not job.restore_into })
 end
 
 -- The stages verify.read takes.
@@ -109,7 +109,7 @@ end
 -- compare digests with, is read directly, data blocks in parallel. nil
 -- for anything else.
 function verify.read_file(job, src)
-  if #src.layers ~= 1 or src.remote or src.manifest then return nil end
+  if #src.layers ~= 1 or not src.file or src.manifest then return nil end
   local ok, res = pcall(archive.read, src.file, { list = job.list, threads = job.threads })
   if not ok then failed(job, src, res, type(res) == "table" and res.summary or nil) end
   return { archive = res }
@@ -209,8 +209,10 @@ end
 function verify.run(opts)
   local job = verify.plan(opts)
   local src <close> = verify.open(job)
-  local r = verify.read_file(job, src) or verify.read(job, src, { src:reader(), verify.digest("stored"),
-    verify.unwrap(job, src), verify.digest("plain"), verify.archive(job), verify.discard() })
+  local trust = require "lib.trust"
+  trust.authenticate(job, src)
+  local r = verify.read_file(job, src) or verify.read(job, src, { src:reader(), trust.verifier(src),
+    verify.digest("stored"), verify.unwrap(job, src), verify.digest("plain"), verify.archive(job), verify.discard() })
   verify.compare(job, src, r)
   verify.drill(job, src, r)
   local out = { archive = r.archive, stored = r.stored, plain = r.plain, manifest = src.manifest,

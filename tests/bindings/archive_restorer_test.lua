@@ -1,3 +1,4 @@
+-- covers: bindings/archive/restorer.c bindings/archive/spill.c scripts/lib/streamed_restore.lua
 -- archive.restorer and lib.streamed_restore: restore --jobs N while the
 -- archive arrives (issue 17). The result must be what pg_restore -j N
 -- gives: the schema (pg_dump -s), every table's rows and contents, the
@@ -209,7 +210,7 @@ t.test("misuse", function()
     "must be a source")
 end)
 
-t.test("cleanup", function()
+t.teardown(function()
   for _, db in ipairs({ "restorer_src", "restorer_peer", "restorer_a", "restorer_b", "restorer_c", "restorer_d",
     "restorer_e" }) do
     h.dropdb(db)

@@ -1,4 +1,4 @@
--- covers: bindings/dump.c bindings/dump/
+-- covers: bindings/dump.c bindings/dump/ bindings/pg/child_conn.c bindings/pg/message.c
 -- pgvault.dump: client binaries chosen by server version, connection
 -- strings without passwords, pg_dump as a source and pg_restore / psql as
 -- sinks against the harness cluster, their failures as one clear line, a

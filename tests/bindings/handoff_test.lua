@@ -1,3 +1,4 @@
+-- covers: bindings/stream/handoff.c
 -- stream.handoff: the thread boundary of a pipeline (bindings/stream/handoff.c).
 -- Bytes cross it unchanged and in order whatever the sizes; a failure on
 -- either side fails the pipeline with that side's error and stops the

@@ -286,6 +286,8 @@ t.test("notices are collected with their fields and forwarded to the log", funct
   r = h.pgvault({ "-v", "-e", code }, { env = { PGV_URL = url } })
   t.match(r.stderr, "pgvault: debug: server WARNING on database " .. DB .. ": kept quiet")
   t.raises(function() pg.connect(url, "x") end, "table expected")
+  t.raises(function() pg.connect(url, { log_notice = false }) end, "unknown option 'log_notice'",
+    "a misspelt option is an error, not ignored")
 end)
 
 t.test("the collation WARNING of start-up is captured as a notice, never printed raw", function()

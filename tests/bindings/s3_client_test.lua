@@ -1,3 +1,4 @@
+-- covers: bindings/s3.c bindings/s3/reader.c bindings/s3/writer.c bindings/s3/config.c
 -- One way to make S3 stages: client:reader{} and client:writer{} use the
 -- client that made them (endpoint, keys, CA bundle, retries, the clock
 -- offset it learned), and s3.reader{} / s3.writer{} build a client from

@@ -1,3 +1,4 @@
+-- covers: bindings/s3.c bindings/s3/writer.c
 -- Writes that never replace an object: client:put(url, data,
 -- {if_none_match = true}) and s3.writer{if_none_match = true} fail with
 -- kind "exists" on a taken key and leave it as it was. A HEAD comes first

@@ -1,3 +1,4 @@
+-- covers: bindings/stream/unzstd_mt.c
 -- stream.unzstd{threads = N}: zstd decompression of independent frames on
 -- several threads (bindings/stream/unzstd_mt.c). The output is the same as
 -- the single-threaded decoder's for every shape of stream (many small

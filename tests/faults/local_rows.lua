@@ -21,15 +21,20 @@ for _, op in ipairs({ "backup_dir", "nightly" }) do
     setup = function(ctx) ctx.target = h.mount_tmpfs("1m") end })
 end
 
+-- A restore with --jobs keeps the archive's table of contents in a
+-- temporary directory (lib.streamed_restore): TMPDIR is a tmpfs filled up
+-- beforehand (the filler goes before the checks).
 for _, op in ipairs({ "restore_dir", "restore_bucket" }) do
-  add({ op = op, fault = "disk full", at = "TMPDIR (a 1 MiB tmpfs) under restore --jobs 2", outcome = "fails",
+  add({ op = op, fault = "disk full", at = "TMPDIR (a full tmpfs) under restore --jobs 2", outcome = "fails",
     message = "No space left on device", short = op == "restore_bucket",
     holds = FULL .. "; the live database untouched, no other database left",
     setup = function(ctx)
       ctx.tmp = h.mount_tmpfs("1m")
+      proc.run({ "sh", "-c", 'dd if=/dev/zero of="$0/filler" bs=4k 2>/dev/null; true', ctx.tmp })
       ctx.args[#ctx.args + 1] = "--jobs"
       ctx.args[#ctx.args + 1] = "2"
-    end })
+    end,
+    after = function(ctx) os.remove(ctx.tmp .. "/filler") end })
 end
 
 -- Read-only destination ----------------------------------------------------------
@@ -38,7 +43,8 @@ local READ_ONLY = "exit 1 at once, one line naming the directory; nothing writte
 
 for _, op in ipairs({ "backup_dir", "nightly" }) do
   add({ op = op, fault = "a read-only destination", at = "the destination directory", outcome = "fails",
-    message = op == "nightly" and "nightly faults failed at lock: cannot create .*Read%-only file system"
+    message = op == "nightly"
+      and "nightly faults failed at lock: cannot open the lock file /%S+: Read%-only file system"
       or "cannot write to /%S+: check its permissions",
     short = op == "nightly", holds = READ_ONLY,
     setup = function(ctx) ctx.target = h.mount_tmpfs("1m", { ro = true }) end })

@@ -79,6 +79,15 @@ function matrix.fraction(name)
   return ((x >> 11) & ((1 << 53) - 1)) / (1 << 53)
 end
 
+-- Whether `name` in directory `dir` is a lock file (.pgvault-ENV.lock:
+-- lib.lock's flock, whose file stays) that no process holds now.
+function matrix.released_lock(dir, name)
+  if not name:match("^%.pgvault%-.+%.lock$") then return false end
+  local r = proc.run({ "flock", "--nonblock", "--shared", dir .. "/" .. name, "true" })
+  t.eq(r.code, 0, dir .. "/" .. name .. ": the lock is released")
+  return r.code == 0
+end
+
 -- The environment of a command: the keys, the endpoint (the proxy), the
 -- region; nothing from the user's files.
 local function base_env(ctx)

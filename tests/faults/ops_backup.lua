@@ -34,7 +34,11 @@ return function(matrix)
   local function dir_inventory(ctx)
     local inv = { finals = {}, dots = {}, uploads = {} }
     for _, name in ipairs(fs.listdir(ctx.target)) do
-      table.insert(name:sub(1, 1) == "." and inv.dots or inv.finals, name)
+      -- a directory's lock (nightly, prune) is an flock on a file that
+      -- stays: it must be released
+      if not matrix.released_lock(ctx.target, name) then
+        table.insert(name:sub(1, 1) == "." and inv.dots or inv.finals, name)
+      end
     end
     table.sort(inv.finals)
     table.sort(inv.dots)

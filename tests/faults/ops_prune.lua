@@ -69,10 +69,13 @@ return function(matrix)
     end
   end
 
-  -- Every name in the directory (dot names included: a lock left behind
-  -- shows).
+  -- Every name in the directory (dot names included) but the lock file,
+  -- which stays, released (matrix.released_lock).
   local function dir_listing(ctx)
-    local out = fs.listdir(ctx.target)
+    local out = {}
+    for _, n in ipairs(fs.listdir(ctx.target)) do
+      if not matrix.released_lock(ctx.target, n) then out[#out + 1] = n end
+    end
     table.sort(out)
     return out
   end

@@ -24,13 +24,14 @@ for (const [k, v] of Object.entries(config.secrets || {})) {
   secrets[k] = { value: v, updated_at: now() };
   history.push({ version, name: k, value: v });
 }
-const machines = (Array.isArray(config.machines) ? config.machines : []).map((m) => ({
+const machineOf = (m) => ({
   id: m.id, name: m.name || m.id, state: m.state || 'started', region: m.region || 'ams',
   instance_id: hex(8).toUpperCase(), config: { image: 'registry.fly.io/app:deployment-1', env: {},
     metadata: { fly_platform_version: 'v2', fly_process_group: m.process_group || 'app' } },
   updates: [], lease: null, seen_secrets: { ...(config.secrets || {}) },
   created_at: now(), updated_at: now(),
-}));
+});
+const machines = (Array.isArray(config.machines) ? config.machines : []).map(machineOf);
 
 function valueAt(name, v) {
   let out = null;
@@ -138,7 +139,19 @@ function update(call, mach, nonce) {
   return { status: 200, body: machineView(mach) };
 }
 
-async function control(what) {
+async function control(what, body) {
+  if (what === 'reset') {
+    // body: { secrets: {NAME: value}, machines: [{ id, state }] }
+    version += 1;
+    for (const k of Object.keys(secrets)) delete secrets[k];
+    for (const [k, v] of Object.entries((body && body.secrets) || {})) {
+      secrets[k] = { value: v, updated_at: now() };
+      history.push({ version, name: k, value: v });
+    }
+    machines.splice(0, machines.length, ...(Array.isArray(body && body.machines) ? body.machines : []).map(machineOf));
+    for (const m of machines) m.seen_secrets = { ...((body && body.secrets) || {}) };
+    return { ok: true, version };
+  }
   if (what === 'state') {
     const values = {};
     for (const [k, s] of Object.entries(secrets)) if (s.value !== null) values[k] = s.value;

@@ -157,7 +157,7 @@ const handlers = {
     return o ? { status: 200, body: { operation: opView(o) } } : notFound('operation not found');
   },
   listProjectOperations: () => ({ status: 200,
-    body: { operations: operations.slice().reverse().map(opView), pagination: { cursor: '' } } }),
+    body: { operations: operations.slice().reverse().map(opView) } }),
   createProjectBranchDatabase: (c, p, q, fault) => {
     if (!branchOf(p.branch_id)) return notFound('branch not found');
     const { name, owner_name: owner } = c.body.database;
@@ -214,7 +214,6 @@ const api = new OpenAPIBackend({
 });
 
 async function handler(call, fault) {
-  await api.init();
   const req = { method: call.method, path: call.path, query: call.query, headers: call.headers, body: call.body };
   let operation;
   try {
@@ -235,6 +234,10 @@ async function handler(call, fault) {
   if (auth !== `Bearer ${config.api_key}`) {
     return check(operation, { status: 401, body: errorBody(401, 'authorization failed') });
   }
+  const params = api.router.parseRequest(req, operation).params;
+  if (params.project_id !== undefined && params.project_id !== project) {
+    return check(operation, notFound('not found'));
+  }
   const isWrite = call.method !== 'GET';
   if (isWrite && running() && fault !== 'ignore_lock') {
     return check(operation, { status: 423, body: errorBody(423,
@@ -242,7 +245,6 @@ async function handler(call, fault) {
   }
   const h = handlers[operation.operationId];
   if (!h) return check(operation, { status: 501, body: errorBody(501, `${operation.operationId} is not faked`) });
-  const params = api.router.parseRequest(req, operation).params;
   const out = await h(call, params, call.query, fault);
   if (fault === 'corrupt_response') corrupt(out.body);
   return check(operation, out);
@@ -271,10 +273,21 @@ function check(operation, out) {
   return out;
 }
 
-async function control(what) {
+async function control(what, body) {
   if (what === 'violations') return violations;
   if (what === 'state') {
     return { databases: databases.map(dbView), operations: operations.map(opView), running: running() };
+  }
+  if (what === 'reset') {
+    // body: { databases: [{ name, owner }] } replaces the control plane's list
+    databases.splice(0, databases.length);
+    operations.splice(0, operations.length);
+    violations.length = 0;
+    for (const d of Array.isArray(body && body.databases) ? body.databases : []) {
+      databases.push({ id: nextDbId++, branch_id: branches[0].id, name: d.name, owner_name: d.owner,
+        created_at: now(), updated_at: now() });
+    }
+    return { ok: true };
   }
   if (what === 'settle') {
     while (running()) await new Promise((r) => setTimeout(r, 10));

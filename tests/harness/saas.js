@@ -70,6 +70,14 @@ function serve({ name, handler, control, errorBody }) {
           return send(200, { ok: true });
         }
         if (what === 'fired') return send(200, faults.fired);
+        if (what === 'clear') {
+          calls.length = 0;
+          return send(200, { ok: true });
+        }
+        if (what === 'reset') {
+          calls.length = 0;
+          faults.set([]);
+        }
         return send(200, await control(what, body));
       } catch (e) {
         return send(400, { error: String(e && e.stack || e) });
@@ -85,7 +93,7 @@ function serve({ name, handler, control, errorBody }) {
       method: req.method, path: url.pathname, query: Object.fromEntries(url.searchParams),
       headers: req.headers, body, raw,
     };
-    const record = { method: req.method, path: url.pathname, query: call.query, body };
+    const record = { method: req.method, path: url.pathname, query: call.query, body, at: Date.now() };
     calls.push(record);
     const fault = faults.take(req.method, url.pathname);
     if (fault === 'drop_before') {

@@ -1,11 +1,12 @@
 -- The fake Neon and Fly.io of the neon-restore tests, per test file:
---   local env <close> = saas.start{ databases = { "shop" }, machines = { ... } }
+--   local env = saas.start{ databases = { "shop" }, machines = { ... } }
 -- starts tests/harness/fake_neon.js (validating against the pinned OpenAPI
 -- spec), tests/harness/fake_fly.js and a PgBouncer for the "-pooler" host,
--- and stops them all when `env` goes out of scope, whatever happens.
+-- and stops them all when `env` is closed or collected (at the latest when
+-- the test process ends; they die with it even when it is killed).
 -- env:pgvault(args, opts) runs bin/pgvault against them: in a private mount
 -- namespace whose /etc/hosts names the fake endpoint hosts (direct:
--- 127.0.0.1, pooler: 127.0.0.2), with NEON_API_KEY/NEON_API_HOST and
+-- 127.0.0.1, pooler: PgBouncer's own loopback address), with NEON_API_KEY/NEON_API_HOST and
 -- FLY_API_TOKEN/FLAPS_BASE_URL pointing at the fakes.
 local cjson = require "cjson"
 local fs = require "pgvault.fs"
@@ -20,7 +21,9 @@ Env.__index = Env
 local function spawn_fake(script, cfg, dir)
   local path = dir .. "/" .. script .. ".json"
   fs.write_file(path, cjson.encode(cfg), { mode = 384 })
-  local handle = proc.spawn({ "node", h.root .. "/tests/harness/" .. script .. ".js", path,
+  -- setpriv --pdeathsig: the fake dies with the test process, even a killed one.
+  local handle = proc.spawn({ "setpriv", "--pdeathsig", "KILL", "node", h.root .. "/tests/harness/" .. script .. ".js",
+    path,
     env = { NODE_PATH = h.root .. "/node_modules" }, stdout = "pipe", stderr = "inherit" })
   local line = handle:read_line(60)
   local port = line and line:match("^ready (%d+)")
@@ -66,7 +69,7 @@ function saas.start(opts)
     }, dir)
     self.handles[#self.handles + 1] = self.neon
     self.fly, self.fly_url = spawn_fake("fake_fly", {
-      app = self.app, token = self.fly_token:match("^[^,]+"), secrets = opts.secrets or {},
+      app = self.app, token = self.fly_token, secrets = opts.secrets or {},
       machines = opts.machines or { { id = "m1", state = "started" }, { id = "m2", state = "stopped" } },
     }, dir)
     self.handles[#self.handles + 1] = self.fly
@@ -163,6 +166,27 @@ end
 function Env:pooled_url(db)
   return string.format("postgresql://%s:%s@%s:%d/%s?sslmode=disable", self.pg.user, self.pg.password,
     self.pooler_host, self.pg.port, db)
+end
+
+
+-- A fresh application database `db` with 3 customers, backed up (3 rows in
+-- the manifest), then changed (a 4th customer) as production goes on; the
+-- fakes reset to know it (Fly: DATABASE_URL = its pooled URL, OTHER = "x",
+-- opts.machines or a started m1 and a stopped m2). Returns { db, dir, src }.
+function Env:app_database(db, opts)
+  opts = opts or {}
+  local pg = self.pg
+  h.createdb(db)
+  h.psql(pg.url(db), "CREATE TABLE customers(id int PRIMARY KEY, name text);"
+    .. "INSERT INTO customers SELECT i, 'c' || i FROM generate_series(1, 3) i;")
+  local dir = h.tmpdir()
+  local b = h.pgvault({ "backup", "--db", pg.url(db), "--to", dir .. "/backups" })
+  if b.code ~= 0 then error("backup of " .. db .. " failed: " .. b.stderr, 2) end
+  h.psql(pg.url(db), "INSERT INTO customers VALUES (4, 'after the backup');")
+  self:control("neon", "reset", { databases = { { name = db, owner = pg.user } } })
+  self:control("fly", "reset", { secrets = { DATABASE_URL = self:pooled_url(db), OTHER = "x" },
+    machines = opts.machines or { { id = "m1", state = "started" }, { id = "m2", state = "stopped" } } })
+  return { db = db, dir = dir, src = b.stdout:match("([^\n]+)\n?$") }
 end
 
 return saas

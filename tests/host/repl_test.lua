@@ -44,6 +44,10 @@ local function with_repl(fn)
   local home = h.tmpdir()
   tmux_socket = home .. "/tmux.sock"
   local ok, err = pcall(fn, home)
+  -- leave as a user does (Ctrl-D), so the shell ends normally, then the server
+  tmux("send-keys", "-t", "repl", "C-u", "C-d")
+  local deadline = proc.now() + 5
+  while tmux("has-session", "-t", "repl").code == 0 and proc.now() < deadline do proc.sleep(0.1) end
   tmux("kill-server")
   if not ok then error(err, 0) end
 end

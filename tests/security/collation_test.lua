@@ -1,3 +1,4 @@
+-- covers: scripts/collation_check.lua scripts/collation_fix.lua scripts/lib/collation.lua scripts/lib/reindex.lua
 -- collation-check and collation-fix run by a superuser must not run other
 -- roles' code with the superuser's rights (issue 11). The attacker is a
 -- role that owns a database (so it has CREATE on its public schema and may

@@ -1,4 +1,4 @@
--- covers: bindings/pg/conninfo.c
+-- covers: bindings/pg/conninfo.c bindings/pg/child_conn.c bindings/pg/connect.c bindings/dump/conn.c
 -- Connection strings and secrets (issue 11): a malformed URL's password
 -- never reaches an error message, whichever function reads it; no secret
 -- connection keyword reaches a client program's command line.

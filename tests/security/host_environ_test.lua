@@ -6,6 +6,7 @@
 local t = require "harness.testing"
 local h = require "harness.env"
 local children = require "harness.children"
+local fs = require "pgvault.fs"
 
 local DB = "host_environ_security_test"
 local url = h.createdb(DB)
@@ -33,6 +34,10 @@ local function pg_dump_environ(db_url, extra_env)
   local handle, output = children.pgvault({ "backup", "--db", db_url, "--to", d }, env)
   local pid = children.find(handle:pid(), "pg_dump", "dbname=") -- not the --version probe
   local text = pid and children.environ(pid) or ""
+  -- the password's way in: a passfile in memory pg_dump inherits (read through its pid)
+  local passfile = text:match("PGPASSFILE=(/proc/self/fd/%d+)")
+  local pass = passfile and { content = fs.read_file((passfile:gsub("^/proc/self/", "/proc/" .. pid .. "/"))),
+    mode = fs.stat((passfile:gsub("^/proc/self/", "/proc/" .. pid .. "/"))).mode }
   release()
   local code = handle:wait(60)
   handle:close()
@@ -44,28 +49,35 @@ local function pg_dump_environ(db_url, extra_env)
     local k, v = line:match("^([^=]+)=(.*)$")
     if k then vars[k] = v end
   end
-  return vars, text
+  return vars, text, pass
 end
 
 t.test("pg_dump's environment has libpq's settings and the locale, no secret of pgvault's", function()
-  local vars, text = pg_dump_environ(url, { PGPASSWORD = "pgpassword-from-env" })
+  local vars, text, pass = pg_dump_environ(url, { PGPASSWORD = "pgpassword-from-env" })
   for name, value in pairs(SECRETS) do
     t.eq(vars[name], nil, name .. " reached pg_dump")
     t.ok(not text:find(value, 1, true), name .. "'s value reached pg_dump")
   end
-  t.eq(vars.PGPASSWORD, PG.password, "the URL's password, passed explicitly (not the environment's)")
+  -- the URL's password reaches pg_dump through a private passfile (bindings/pg/child_conn.c)
+  t.eq(vars.PGPASSWORD, nil, "no password in pg_dump's environment")
+  t.ok(not text:find(PG.password, 1, true), "the URL's password is not in the environment")
   t.ok(not text:find("pgpassword-from-env", 1, true), "the environment's PGPASSWORD is not inherited")
+  t.ok(pass, "PGPASSFILE names a file in memory: " .. text)
+  t.eq(pass.content, "*:*:*:*:" .. PG.password .. "\n", "the URL's password is in the passfile")
+  t.eq(pass.mode, 384, "the passfile is 0600")
   t.eq(vars.PGAPPNAME, "pgvault-env-test", "libpq settings are inherited")
   t.eq(vars.PGCONNECT_TIMEOUT, "30")
   t.eq(vars.LC_MESSAGES, "C", "the locale is inherited")
   t.ok(vars.PATH, "PATH is inherited")
 end)
 
-t.test("a URL without a password: the user's PGPASSWORD is passed to pg_dump explicitly", function()
+t.test("a URL without a password: the user's PGPASSWORD still reaches pg_dump, not through its environment", function()
   local bare = url:gsub(":[^:@/]*@", "@")
   t.ok(not bare:find(PG.password, 1, true), "the URL has no password: " .. bare)
-  local vars = pg_dump_environ(bare, { PGPASSWORD = PG.password })
-  t.eq(vars.PGPASSWORD, PG.password)
+  local vars, text, pass = pg_dump_environ(bare, { PGPASSWORD = PG.password }) -- (the backup succeeded)
+  t.eq(vars.PGPASSWORD, nil)
+  t.eq(pass and pass.content, "*:*:*:*:" .. PG.password .. "\n", "the user's PGPASSWORD is in the passfile")
+  t.ok(not text:find(PG.password, 1, true), "not in the environment")
   t.eq(vars.AWS_SECRET_ACCESS_KEY, nil)
 end)
 

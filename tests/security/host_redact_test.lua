@@ -20,6 +20,7 @@ local cases = {
   -- key = value with tabs or escaped spaces (old: leaked)
   { "password\t=\tsecret-tab", "password\t=\t***", "secret-tab" },
   { "host=db password=a\\ b\\ c dbname=x", "host=db password=*** dbname=x", "b\\ c" },
+  { "password=a,b;c and token=x; use that, {secret=y}", "password=*** and token=***; use that, {secret=***}", "b;c" },
   { "password = 'it\\'s a b' x", "password = '***' x", "s a b" },
   { 'sslpassword="q\\"uoted" x', 'sslpassword="***" x', "uoted" },
   { '{"password":"x y","token": "t"}', '{"password":"***","token": "***"}', "x y" },

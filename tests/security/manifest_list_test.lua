@@ -1,3 +1,4 @@
+-- covers: scripts/list.lua scripts/lib/catalog.lua scripts/lib/manifest.lua
 -- Issue 11, hostile input: one malformed manifest must not abort `list` of
 -- a whole directory or prefix. That backup's row says `invalid`, the rest
 -- are listed. Before, a table where a string belongs (database = {}) or an
@@ -59,9 +60,8 @@ end)
 t.test("a prefix with hostile manifests lists every backup", function()
   local s3 = require "pgvault.s3"
   local c = h.s3()
-  local opts = { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-  s3.create_bucket("s3://hostile-manifests", opts)
+  local opts = require("harness.s3").direct()
+  require("harness.s3").make_bucket("hostile-manifests")
   fill(function(name, manifest)
     s3.put("s3://hostile-manifests/p/" .. name, "x", opts)
     s3.put("s3://hostile-manifests/p/" .. name .. ".manifest.json", manifest, opts)

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/backup.lua scripts/lib/restore.lua scripts/lib/drill.lua
 -- Issue 11, the collation-fix class in backup, restore and the drill: a
 -- database may carry ALTER DATABASE … SET search_path = public, pg_catalog,
 -- and a function planted in public then shadows a built-in one that

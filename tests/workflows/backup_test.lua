@@ -232,9 +232,8 @@ end)
 t.test("two databases backed up at once into one prefix: two names, each whole", function()
   local c = h.s3()
   local s3 = require "pgvault.s3"
-  local opts = { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-  s3.create_bucket("s3://backup-twins", opts)
+  local opts = require("harness.s3").direct()
+  require("harness.s3").make_bucket("backup-twins")
   local paths = two_at_once("s3://backup-twins/p/", c.env)
   for i, name in ipairs({ "backup_twin_a", "backup_twin_b" }) do
     local m = cjson.decode(s3.get(paths[i] .. ".manifest.json", opts))

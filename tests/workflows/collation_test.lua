@@ -1,4 +1,4 @@
--- covers: scripts/collation_check.lua scripts/collation_fix.lua scripts/lib/collation.lua
+-- covers: scripts/collation_check.lua scripts/collation_fix.lua scripts/lib/collation.lua scripts/lib/reindex.lua
 -- collation-check and collation-fix on the harness cluster. A library
 -- upgrade cannot be performed here, so the tests record, as superuser,
 -- what such an upgrade leaves behind: a database or collation whose

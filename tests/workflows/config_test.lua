@@ -108,7 +108,7 @@ environment "prod" {
   t.eq(r.code, 1, "exit code")
   t.match(r.stderr, "pgvault: config: pgvault%.conf%.lua:3: unknown key 'keep_dayly' in environment prod %(did you "
     .. "mean keep_daily%?%)\n", "first problem")
-  t.match(r.stderr, "pgvault: config: pgvault%.conf%.lua:4: keep_weekly must be a whole number", "second problem")
+  t.match(r.stderr, "pgvault: config: pgvault%.conf%.lua:4: keep_weekly must be an integer", "second problem")
   t.match(r.stderr, "pgvault%.conf%.lua has 2 problems", "summary")
 end)
 

@@ -1,3 +1,4 @@
+-- covers: scripts/nightly.lua
 -- The schedules in examples/ cannot rot: the GitHub Actions workflow's run:
 -- steps are executed (installers replaced by recording stand-ins, the
 -- nightly step for real against the suite's database and S3 server, with

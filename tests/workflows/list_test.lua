@@ -113,9 +113,8 @@ end)
 t.test("--database in a bucket", function()
   local s3 = require "pgvault.s3"
   local c = h.s3()
-  local opts = { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-  s3.create_bucket("s3://list-databases", opts)
+  local opts = require("harness.s3").direct()
+  require("harness.s3").make_bucket("list-databases")
   for i, db in ipairs({ "shop", "billing", "shop" }) do
     local key = string.format("s3://list-databases/p/2025010%d000000_local.backup", i)
     s3.put(key, "x", opts)

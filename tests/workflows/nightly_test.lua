@@ -1,3 +1,4 @@
+-- covers: scripts/nightly.lua scripts/lib/nightly.lua scripts/lib/notify.lua
 -- pgvault nightly: the whole procedure on a directory and on a bucket
 -- (lock, pings, backup, read-back check, prune, restore drill on its
 -- schedule, summary), notifications received by a local HTTP server
@@ -67,6 +68,13 @@ local function requests(path_prefix)
   return out
 end
 
+-- The directory's lock is free (the flock went with the run that held it).
+local function released(dir, env)
+  local ok, held = pcall(require("lib.lock").acquire, { to = dir, env = env })
+  if ok then held:release() end
+  return ok
+end
+
 t.test("directory: backup, prune, a weekly drill on the first run only; summary line; exit 0", function()
   local dir = h.tmpdir() .. "/b"
   local r = nightly({ "--db", src, "--to", dir, "--suffix", "prod", "--keep-last", "2" })
@@ -76,7 +84,7 @@ t.test("directory: backup, prune, a weekly drill on the first run only; summary 
     .. "pgvault_drill_nightly_source_test and dropped: row counts of %d+ tables match\n$", "summary")
   t.match(r.stderr, "info: lock %.%.%.", "steps are logged")
   t.ok(fs.exists(dir .. "/.pgvault-prod.state.json"), "the drill is recorded in the destination")
-  t.ok(not fs.exists(dir .. "/.pgvault-prod.lock"), "lock released")
+  t.ok(released(dir, "prod"), "lock released")
   local drop = h.psql(h.pg().admin_url(), "SELECT count(*) FROM pg_database WHERE datname = "
     .. "'pgvault_drill_nightly_source_test';")
   t.eq(drop, "0\n", "the scratch database is dropped")
@@ -138,7 +146,7 @@ t.test("a failed backup: fail ping with the log tail, later steps skipped, lock 
   t.match(pings[2].url, "^/ping/abcdefgh%-1234/fail%?rid=", "fail")
   t.match(pings[2].body, "backup: FAILED: ", "the log tail is the body")
   t.no_match(pings[2].body, h.pg().password, "no password in the tail")
-  t.ok(not fs.exists(dir .. "/.pgvault-local.lock"), "lock released")
+  t.ok(released(dir, "local"), "lock released")
   t.eq(#backups_in(dir), 0, "nothing partial")
 end)
 
@@ -191,7 +199,7 @@ t.test("Ctrl-C during the backup: exit 130, lock released, no partial backup, fa
   t.match(out, "^nightly local: interrupted in", "summary says so: " .. err)
   t.eq(#backups_in(dir), 0, "no backup")
   for _, n in ipairs(names(dir)) do t.no_match(n, "partial", "no temporary file left: " .. n) end
-  t.ok(not fs.exists(dir .. "/.pgvault-local.lock"), "lock released")
+  t.ok(released(dir, "local"), "lock released")
   local pings = requests("/ping/")
   t.eq(#pings, 2, "start and fail")
   t.match(pings[2].url, "/fail%?rid=", "fail ping on Ctrl-C")
@@ -277,7 +285,8 @@ t.test("bad input: a full local disk", function()
   local r, last = bad_run({ "--db", big, "--to", dir })
   t.match(last, "failed at backup: .*No space left on device", "what failed")
   local left = names(dir)
-  t.eq(left, {}, "nothing partial, no lock: " .. table.concat(left, " "))
+  t.eq(left, { ".pgvault-local.lock" }, "nothing partial: " .. table.concat(left, " "))
+  t.ok(released(dir, "local"), "lock released")
   t.match(r.stdout, "backup FAILED", "summary")
 end)
 
@@ -307,7 +316,7 @@ t.test("bad input: the database goes away in the middle of the dump", function()
   t.match(err:match("([^\n]*)\n?$"), "^pgvault: nightly: nightly local failed at backup: .*pg_dump", "what failed")
   t.eq(#backups_in(dir), 0, "nothing partial")
   for _, n in ipairs(names(dir)) do t.no_match(n, "partial", "no temporary file") end
-  t.ok(not fs.exists(dir .. "/.pgvault-local.lock"), "lock released")
+  t.ok(released(dir, "local"), "lock released")
   local pings = requests("/ping/")
   t.match(pings[#pings].url, "/fail%?rid=", "fail ping")
 end)

@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/restore.lua scripts/verify.lua scripts/list.lua
 -- Every documented option of backup, restore, verify and list takes effect
 -- (issue 12's audit), in particular the S3 options given only as flags: no
 -- AWS_* setting in the environment but the keys (the suite's other tests
@@ -74,10 +75,10 @@ t.test("--profile reads the keys from a credentials file", function()
 end)
 
 t.test("--retries: one attempt fails where the default retries", function()
-  proxy:rules({ { op = "ListObjects", action = "status503", count = 1 } })
+  proxy:rules({ { op = "ListObjectsV2", action = "status503", count = 1 } })
   local r = run({ "list", "--from", "s3://" .. BUCKET .. "/flags/", "--retries", "1" })
   t.eq(r.code, 1, "one attempt, one 503")
-  proxy:rules({ { op = "ListObjects", action = "status503", count = 1 } })
+  proxy:rules({ { op = "ListObjectsV2", action = "status503", count = 1 } })
   r = run({ "list", "--from", "s3://" .. BUCKET .. "/flags/" })
   t.eq(r.code, 0, r.stderr)
   proxy:rules({})
@@ -129,19 +130,20 @@ t.test("usage errors: exit 2, one line naming the option, never Lua internals", 
     -- was "bad argument #1 to 'writer'"
     { { "backup", "--db", db, "-r", pq, "-r", classic }, "%-r/%-R: post%-quantum" },
     { { "backup", "--db", db, "-r", "age1bogus" }, "%-r/%-%-recipient: malformed age recipient" },
-    { { "backup", "--db", db, "--level", "x" }, "%-%-level must be an integer" },
+    { { "backup", "--db", db, "--level", "x" }, "%-%-level must be " },
     { { "backup", "--db", db, "--compress", "lz9" }, "%-%-compress must be zstd, pg or none" },
     { { "backup", "--db", db, "--suffix", "a b" }, "%-%-suffix 'a b' must be" },
     { { "backup", "--db", db, "--to", "s3://" }, "%-%-to: 's3://' has no valid bucket name" },
-    { { "backup", "--db", db, "--retries", "0" }, "%-%-retries needs a positive whole number" },
+    { { "backup", "--db", db, "--retries", "0" }, "%-%-retries must be " },
+    { { "backup", "--db", db, "--part-size", "4" }, "%-%-part%-size must be " },
     { { "backup" }, "missing %-%-db URL" },
     { { "restore", "x", "--db", db, "--jobs", "0" }, "%-%-jobs must be 1%.%.64" },
     { { "restore", "x", "--db", db, "--in-place" }, "add %-%-yes to confirm" },
-    { { "restore", "x", "--db", db, "--parallel", "-1" }, "%-%-parallel needs a positive whole number" },
+    { { "restore", "x", "--db", db, "--retries", "-1" }, "%-%-retries must be " },
     { { "restore", "x" }, "missing %-%-db URL" },
     { { "verify", "x", "--threads", "0" }, "%-%-threads needs a whole number 1%.%.64" },
-    { { "verify", "x", "--part-size", "x" }, "%-%-part%-size needs a positive whole number" },
-    { { "list", "--parallel", "0" }, "%-%-parallel needs a positive whole number" },
+    { { "verify", "x", "--retries", "x" }, "%-%-retries must be " },
+    { { "list", "--retries", "0" }, "%-%-retries must be " },
     { { "list", "--frm", "x" }, "unknown option %-%-frm" },
     { { "scripts", "--copy", "lib/backup", d .. "/k" }, "is not a directory" },
   }

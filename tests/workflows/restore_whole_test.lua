@@ -1,3 +1,4 @@
+-- covers: scripts/restore.lua scripts/lib/restore.lua scripts/lib/database.lua
 -- restore keeps the whole database (issue 12): the replaced database's own
 -- properties (ACL, settings of its own and per role, comment, connection
 -- limit) survive the swap; a database that does not exist yet is created
@@ -152,9 +153,8 @@ t.test("--in-place from a bucket checks the header and TOC before it drops anyth
   local s3 = require "pgvault.s3"
   local stream = require "pgvault.stream"
   local c = h.s3()
-  local opts = { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-  s3.create_bucket("s3://whole-inplace", opts)
+  local opts = require("harness.s3").direct()
+  require("harness.s3").make_bucket("whole-inplace")
   local name = "whole_inplace_s3"
   local url = make_source(name)
   local r = h.pgvault({ "-q", "backup", "--db", url, "--to", "s3://whole-inplace/p/", "--compress", "none" },
@@ -229,10 +229,8 @@ t.test("DIR/latest restores the newest backup of the target database, not anothe
 end)
 
 t.test("s3://…/latest restores the newest backup of the target database", function()
-  local s3 = require "pgvault.s3"
   local c = h.s3()
-  s3.create_bucket("s3://whole-latest", { endpoint_url = c.endpoint, region = c.region,
-    access_key_id = c.access_key, secret_access_key = c.secret_key })
+  require("harness.s3").make_bucket("whole-latest")
   local a, b = "whole_s3_a", "whole_s3_b"
   local aurl, burl = h.createdb(a), h.createdb(b)
   h.psql(aurl, "CREATE TABLE who (v text); INSERT INTO who VALUES ('a');")

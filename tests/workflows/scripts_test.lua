@@ -1,3 +1,4 @@
+-- covers: scripts/scripts.lua
 -- pgvault scripts --copy, and customising a workflow: README's worked
 -- example (a copied backup.lua with an added step) runs as written. Old
 -- bugs (regression tests): --copy NAME DIR with no DIR wrote a file named

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/catalog.lua
 -- lib.catalog: the backups in a directory with their manifest status, the
 -- newest first (the same second's -N after it), and "latest" of one
 -- database (before, latest took any database's newest backup).

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/cli.lua
 -- lib.cli: options, flags, repeatable options, positionals, clustered
 -- short flags, --, usage errors (kind usage, naming the option), help text,
 -- with_options; sizes and durations for output.

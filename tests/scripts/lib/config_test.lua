@@ -77,19 +77,19 @@ environment "prod" {
 ]]) end, "^test%.conf%.lua:3: unknown key 'keep_dayly' in environment prod %(did you mean keep_daily%?%) %(and 1 "
     .. "more problem: run 'pgvault config check'%)$")
   t.eq(e.kind, "config", "kind")
-  t.eq(e.problems[2], 'test.conf.lua:4: keep_weekly must be a whole number or "unlimited", not "4"', "second problem")
+  t.eq(e.problems[2], 'test.conf.lua:4: keep_weekly must be an integer or "unlimited", not "4"', "second problem")
 end)
 
 t.test("wrong types name the key and what it must be", function()
   local cases = {
-    { "keep_last = -3", "keep_last must be a whole number or \"unlimited\", not %-3" },
+    { "keep_last = -3", "keep_last must be an integer or \"unlimited\", not %-3" },
     { "keep_within = '2w'", "keep_within must be a duration like 7d, 12h or 1y6m, not \"2w\"" },
     { "readback = 'no'", "readback must be true or false, not \"no\"" },
     { "drill_every = 'month'", "drill_every must be week, day or never, not \"month\"" },
     { "recipient = { 'a', 3 }", "recipient must be a string or a list of strings" },
     { "to = ''", "to must be a string, not \"\"" },
-    { "level = 0", "level must be a whole number %(at least 1%), not 0" },
-    { "keep_daily = env 'X'", "keep_daily must be a whole number or \"unlimited\", not env \"X\"" },
+    { "level = 0", "level must be an integer %(at least 1%), not 0" },
+    { "keep_daily = env 'X'", "keep_daily must be an integer or \"unlimited\", not env \"X\"" },
     { "[1] = 'x'", "unknown key 1 in environment p" },
   }
   for _, c in ipairs(cases) do
@@ -158,7 +158,7 @@ t.test("apply without --env: flags and defaults only, no file read; flag values 
   t.eq(o.settings.env, nil)
   t.eq(o.keep_daily, -1)
   t.eq(o.recipient, {}, "an empty list, as cli.parse gives")
-  t.raises(function() run({ "--keep-daily", "seven" }) end, "%-%-keep%-daily must be a whole number")
+  t.raises(function() run({ "--keep-daily", "seven" }) end, "%-%-keep%-daily must be an integer")
   t.raises(function() run({ "--keep-within", "2w" }) end, "%-%-keep%-within must be a duration")
   t.raises(function() run({ "--drill-every", "month" }) end, "%-%-drill%-every must be week, day or never")
 end)

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/database.lua
 -- lib.database: a database's properties as the manifest records them,
 -- creating one like another, names that are free, the restore lock, and
 -- applying settings as pg_dump quotes them (a list like search_path item

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/destination.lua
 -- lib.destination: where backups are written. A name is reserved before a
 -- byte is written, a second backup in the same second gets STAMP-2_…, and
 -- nothing is overwritten, in a directory and in a bucket. Before, two
@@ -14,11 +15,7 @@ local manifest = require "lib.manifest"
 
 local STAMP = "20250102030405"
 
-local function s3opts()
-  local c = h.s3()
-  return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-end
+local s3opts = require("harness.s3").direct
 
 local function write_backup(dest, data, ext)
   dest:reserve(STAMP, "local", ext or ".zst")

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/json.lua
 -- lib.json: integers written exactly and read back as integers (cjson 2.1
 -- wrote 2^53 as 9.007199254741e+15 and read every number as a float: sizes
 -- printed as 34387.0), empty arrays stay arrays ("problems": [] was {}

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/layers.lua
 -- lib.layers: the one vocabulary for a backup's layers (restore had its own:
 -- "zst", "plain", "age"), recognised by the first bytes; what is under age
 -- comes from the manifest, else the name; the stages that peel them.

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/nightly.lua
 -- lib.nightly's run: steps record failures instead of raising, later steps
 -- see what they depend on, and Ctrl-C landing anywhere (inside a step or
 -- between two) still runs the final part (summary, pings, lock) to its end.

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/pipeline.lua
 -- lib.pipeline: a stage list as a workflow writes it (steps left out as
 -- false, a step's several stages as a list) into what stream.run takes.
 local t = require "harness.testing"

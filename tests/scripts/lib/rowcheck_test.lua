@@ -1,3 +1,4 @@
+-- covers: scripts/lib/rowcheck.lua
 -- lib.rowcheck: a restored database's row counts against the archive's,
 -- and counting that runs none of the restored database's code with the
 -- counting role's rights (issue 11): not a view's functions, not a row

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/s3backups.lua
 -- lib.s3backups: backups under a bucket prefix in one listing (issue 17).
 -- 'latest' reads manifests newest first only until one is complete, valid
 -- and of the right database; the full scan (list) reads them 16 at a time;

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/source.lua
 -- lib.source: a backup to read, read once. Before, verify of a pipe, a FIFO
 -- or <(…) read its first 64 bytes and opened it again, so a good backup
 -- was reported damaged (regression tests here and in verify_test.lua).

@@ -1,3 +1,4 @@
+-- covers: scripts/lib/backup.lua scripts/lib/restore.lua scripts/lib/verify.lua
 -- The Lua entry points other workflows call (nightly, neon-restore,
 -- collation-fix, the benchmarks): backup.run, verify.run, restore.run,
 -- restore.load_into, and the steps themselves with a stage added.
