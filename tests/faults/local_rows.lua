@@ -1,6 +1,7 @@
 -- The local rows of the fault matrix (format: tests/faults/matrix.lua): a
 -- full disk (a small tmpfs) where the backup or a restore's temporary
 -- file goes, a read-only destination, and TMPDIR pointing nowhere.
+local t = require "harness.testing"
 local h = require "harness.env"
 local proc = require "pgvault.proc"
 
@@ -57,6 +58,57 @@ add({ op = "prune", fault = "a read-only destination", at = "the destination dir
     local r = proc.run({ "mount", "-o", "remount,ro", ctx.target })
     assert(r.code == 0, r.stderr)
   end })
+
+-- The name taken -------------------------------------------------------------------
+
+-- Files of someone else's under the names a backup of the next seconds
+-- would take first: the backup takes the next free name (STAMP-2_…), and
+-- they are as they were.
+local function names_taken(ctx)
+  ctx.taken = {}
+  local now = os.time()
+  for s = -1, 20 do
+    local name = os.date("!%Y%m%d%H%M%S", now + s) .. "_faults.backup.zst"
+    ctx.taken[name] = "someone else's file " .. s .. "\n"
+    h.write(ctx.target .. "/" .. name, ctx.taken[name])
+  end
+end
+
+local function names_kept(ctx)
+  for name, text in pairs(ctx.taken) do
+    local ok, got = pcall(h.read, ctx.target .. "/" .. name)
+    t.eq(ok and got, text, ctx.name .. ": " .. name .. " is as it was")
+    os.remove(ctx.target .. "/" .. name)
+  end
+end
+
+for _, op in ipairs({ "backup_dir", "nightly" }) do
+  add({ op = op, fault = "the backup's name taken by a file", at = "the destination directory",
+    outcome = "completes", short = op == "backup_dir",
+    holds = "completes under the next free name (`STAMP-2_SUFFIX`); the file under the name is untouched",
+    setup = names_taken, after = names_kept,
+    check = function(ctx, r) t.match(r.stdout, "%d+%-2_faults%.backup%.zst\n?$", ctx.name .. ": the next name") end })
+end
+
+-- Permission denied ---------------------------------------------------------------
+
+-- pgvault runs as nobody (setpriv) and the destination is root's, 0755.
+local function as_nobody(ctx)
+  for _, d in ipairs({ ctx.dir, ctx.tmp }) do proc.run({ "chmod", "1777", d }) end
+  local d = ctx.base
+  while d and d ~= "" and d ~= "/" do
+    proc.run({ "chmod", "o+x", d })
+    d = d:match("^(.*)/[^/]*$")
+  end
+  ctx.wrap = { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--" }
+end
+
+for _, op in ipairs({ "backup_dir", "nightly" }) do
+  add({ op = op, fault = "permission denied (EACCES)", at = "the destination directory", outcome = "fails",
+    message = op == "nightly" and "nightly faults failed at lock: cannot open the lock file /%S+: Permission denied"
+      or "cannot write to /%S+: check its permissions", short = op == "backup_dir",
+    holds = READ_ONLY, setup = as_nobody })
+end
 
 -- TMPDIR missing ---------------------------------------------------------------------
 

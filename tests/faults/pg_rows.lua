@@ -99,6 +99,27 @@ for _, op in ipairs({ "backup_dir", "restore_dir" }) do
     setup = function(ctx) require("faults.matrix").hold_connections(ctx, ctx.pg.url("postgres"), 3) end })
 end
 
+-- The server is not there: the URL's port has nothing listening
+-- (127.0.0.1 port 1). The checks still look at the suite's cluster.
+local function refused(ctx)
+  local base = ctx.pg
+  local c = setmetatable({}, { __index = base })
+  function c.url(db) return string.format("postgresql://%s:%s@127.0.0.1:1/%s", base.user, base.password, db) end
+  ctx.pg = c
+  if not ctx.op:match("^restore") then ctx.pg_source = c.url(ctx.source_name) end
+end
+
+for _, op in ipairs({ "backup_dir", "backup_bucket", "restore_dir", "restore_bucket", "nightly" }) do
+  add({ op = op, fault = "connection refused", at = "connecting", outcome = "fails",
+    message = (op == "nightly" and "nightly faults failed at backup: " or "")
+      .. "cannot connect to database %S+ as user %S+ on 127%.0%.0%.1 port 1: .*Connection refused.*; check the "
+      .. "host and port, and that the server is running",
+    short = op == "restore_bucket",
+    holds = "exit 1 at once, one line naming the database, user, host and port, without the password; nothing "
+      .. "written, no upload started, the live database untouched",
+    cluster = refused })
+end
+
 -- A role whose statement_timeout would cancel anything slower than 1 ms.
 local function slow_role(ctx)
   local role = "faults_" .. ctx.tag .. "_timeout"
