@@ -245,7 +245,13 @@ function restore.create(job, src)
   else
     db.name = database.free_name(admin, job.target, "_restore_" .. job.stamp)
   end
-  database.create(admin, db.name, props)
+  local ok, err = pcall(database.create, admin, db.name, props)
+  if not ok then
+    -- (interrupted or failed in its CREATE DATABASE, which the server may
+    -- have finished all the same: the name is ours, free_name chose it)
+    restore.drop_unfinished(job, db.name)
+    error(err, 0)
+  end
   db.created = true
   if not db.in_place then
     db.noted = pcall(admin.exec, admin, string.format("COMMENT ON DATABASE %s IS %s", admin:quote_ident(db.name),
@@ -417,6 +423,14 @@ local function drop_after_reconnect(job, name)
   return pcall(pgvault.uninterrupted, database.drop, c, name)
 end
 
+-- Drops the unfinished database `name` (after Ctrl-C too; over a new
+-- connection if the server restarted); a failure is logged.
+function restore.drop_unfinished(job, name)
+  local ok, err = pcall(pgvault.uninterrupted, database.drop, job.admin, name)
+  if not ok then ok, err = drop_after_reconnect(job, name) end
+  if not ok then log.error("could not drop the unfinished database %s (%s): drop it by hand", name, tostring(err)) end
+end
+
 -- What the target is like after a failure, for the error message.
 local function after_failure(job, db)
   if db.in_place and db.dropped then
@@ -428,11 +442,7 @@ local function after_failure(job, db)
     return string.format("database %s was dropped before the restore and is now %s: restore a backup into it%s",
       job.target, ok and "empty" or "incomplete", prev and (", e.g. 'pgvault restore " .. prev .. " --db URL'") or "")
   end
-  local dok, derr = pcall(pgvault.uninterrupted, database.drop, job.admin, db.name)
-  if not dok then dok, derr = drop_after_reconnect(job, db.name) end
-  if not dok then
-    log.error("could not drop the unfinished database %s (%s): drop it by hand", db.name, tostring(derr))
-  end
+  restore.drop_unfinished(job, db.name)
   if db.moved then return nil end
   if job.live then return string.format("database %s left as it was", job.target) end
   return string.format("database %s was not created", job.target)

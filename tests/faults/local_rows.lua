@@ -87,7 +87,7 @@ for _, op in ipairs({ "backup_dir", "nightly" }) do
     outcome = "completes", short = op == "backup_dir",
     holds = "completes under the next free name (`STAMP-2_SUFFIX`); the file under the name is untouched",
     setup = names_taken, after = names_kept,
-    check = function(ctx, r) t.match(r.stdout, "%d+%-2_faults%.backup%.zst\n?$", ctx.name .. ": the next name") end })
+    check = function(ctx, r) t.match(r.stdout, "%d+%-2_faults%.backup%.zst", ctx.name .. ": the next name") end })
 end
 
 -- Permission denied ---------------------------------------------------------------

@@ -34,8 +34,9 @@ local function terminate_mid_dump(ctx, pid)
   proc.kill(pid, "STOP")
   local c <close> = pg.connect(ctx.pg.admin_url("postgres"))
   local ok, err = pcall(function()
+    -- (this row's own: other files' rows run at the same time)
     local b = poll(c, "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_dump' AND state = 'active' "
-      .. "AND query LIKE 'COPY %'", 60)
+      .. "AND query LIKE 'COPY %' AND datname = '" .. ctx.source_name .. "'", 60)
     if not b then
       for _, a in ipairs(c:query("SELECT application_name, state, query FROM pg_stat_activity")) do
         io.stderr:write(string.format("  %s | %s | %s\n", a.application_name, a.state, a.query))
