@@ -77,6 +77,23 @@ function Dest:claim(name, data)
   return true
 end
 
+-- Removes the claim `name` if it holds `data` (this claim's own: unique),
+-- after Ctrl-C too; quietly, as a claim that did not land is no failure.
+function Dest:unclaim(name, data)
+  local where = self.base .. "/" .. name
+  pcall(pgvault.uninterrupted, function()
+    local text
+    if self.remote then
+      local c = self:client()
+      local ok, back = pcall(c.get, c, where)
+      text = ok and back or nil
+    else
+      text = fs.exists(where) and fs.read_file(where) or nil
+    end
+    if text == data then self:remove(name) end
+  end)
+end
+
 -- Removes what this backup wrote; a failure (the keys revoked, the disk
 -- gone) is a warning: the error that ended the backup is the one to see,
 -- and prune sweeps the leftover once it is older than --grace.
@@ -122,13 +139,21 @@ function Dest:reserve(stamp, suffix, ext, kind)
   for seq = 1, destination.MAX_PER_SECOND do
     local stem = naming.stem(stamp, suffix, seq)
     local reservation = naming.reservation_name(stem)
-    if self:claim(reservation, note) then
+    local ok, claimed = pcall(self.claim, self, reservation, note)
+    if not ok then
+      -- (interrupted or failed after the PUT may have landed: ours goes)
+      self:unclaim(reservation, note)
+      error(claimed, 0)
+    end
+    if claimed then
+      -- (recorded at once: an interruption from here on releases it)
+      self.reservation = reservation
       if not self:stem_used(stem, kind) then
-        self.reservation = reservation
         self.name = kind and (stem .. kind .. (ext or "")) or naming.archive_name(stamp, suffix, ext, seq)
         self.path = self.base .. "/" .. self.name
         return self.path
       end
+      self.reservation = nil
       self:remove(reservation)
     end
   end
@@ -268,9 +293,32 @@ function Dest:commit(m)
   return naming.manifest_path(self.path)
 end
 
+-- Aborts the unfinished multipart uploads of `name`: its reservation is
+-- ours, so any upload of that key is this backup's, such as one whose
+-- CreateMultipartUpload was interrupted after the server had made it (the
+-- writer never learnt its id). After Ctrl-C too; a failure is a warning.
+function Dest:abort_uploads(name)
+  local ok, err = pcall(pgvault.uninterrupted, function()
+    local c = self:client()
+    local url = self.base .. "/" .. name
+    local bucket, key = url:match("^(s3://[^/]+)/(.*)$")
+    for _, u in ipairs(c:uploads(url)) do
+      if u.key == key then
+        log.info("aborting the unfinished upload of %s", url)
+        c:abort_upload(bucket .. "/" .. u.key, u.upload_id)
+      end
+    end
+  end)
+  if not ok then
+    log.warn("could not check %s for an unfinished upload (%s); 'pgvault s3 cleanup' or prune removes one", self.to,
+      pgvault.is_error(err) and err.message or tostring(err))
+  end
+end
+
 -- Removes what this destination wrote for an uncommitted backup.
 function Dest:discard()
   if self.committed then return end
+  if self.remote and self.name then self:abort_uploads(self.name) end
   for _, name in ipairs(self.beside) do self:remove(name) end
   self.beside = {}
   if self.archive_written then self:remove(self.name) end
