@@ -27,8 +27,10 @@ database.SEARCH_PATH = "pg_catalog, pg_temp"
 database.SESSION_OPTIONS = "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
 
 -- `target` (a URL or key=value conninfo) as a conninfo with the session
--- options added.
-local function with_session_options(target)
+-- options added: for pgvault's sessions, and for pg_dump's and
+-- pg_restore's (whose first statement runs before they clear the
+-- timeouts themselves).
+function database.with_session_options(target)
   local kv = pg.parse_conninfo(target or "")
   local own = kv.options or os.getenv("PGOPTIONS")
   kv.options = (own and own ~= "" and (own .. " ") or "") .. database.SESSION_OPTIONS
@@ -43,7 +45,7 @@ end
 -- pg.connect (same arguments) with the search path pinned and the session
 -- options above.
 function database.connect(target, opts)
-  local c = pg.connect(with_session_options(target), opts)
+  local c = pg.connect(database.with_session_options(target), opts)
   c:exec("SET search_path = " .. database.SEARCH_PATH)
   return c
 end

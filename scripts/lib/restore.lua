@@ -138,12 +138,22 @@ end
 function restore.sweep(job)
   local ok, rows = pcall(job.admin.query, job.admin, "SELECT datname, shobj_description(oid, 'pg_database') "
     .. "AS note FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
+  local found = false
   for _, r in ipairs(ok and rows or {}) do
     if unfinished(job.target, r.datname, r.note) then
+      found = true
       log.warn("dropping database %s, left by a restore of %s that did not finish", r.datname, job.target)
       local dok, err = pcall(database.drop, job.admin, r.datname, job.seen_sessions)
       if not dok then log.warn("could not drop %s (%s): drop it by hand", r.datname, tostring(err)) end
     end
+  end
+  -- Killed in its swap, between keeping new sessions out of the target and
+  -- letting them in again, a restore leaves the target refusing them.
+  local live = found and database.properties(job.admin, job.target)
+  if live and live.allow_connections == false then
+    log.warn("database %s does not accept connections, as a restore killed during its swap leaves it: allowing "
+      .. "them again", job.target)
+    database.allow_connections(job.admin, job.target, true)
   end
 end
 
@@ -276,7 +286,7 @@ function restore.pg_restore(job, src, db)
   local args = { "--exit-on-error" }
   for _, a in ipairs(job.restore_args or {}) do args[#args + 1] = a end
   db.restore_args = args
-  db.conninfo = dump.conninfo(job.db, { dbname = db.name, password = true })
+  db.conninfo = dump.conninfo(database.with_session_options(job.db), { dbname = db.name, password = true })
   if job.jobs == 1 then return dump.pg_restore { db = db.conninfo, args = args, pg_bin = job.pg_bin } end
   log.info("restoring %s on %d sessions as it arrives", src.name, job.jobs)
   return streamed.sink(job, db)

@@ -310,3 +310,28 @@ t.test("a backup into a directory while prune runs there, whatever --grace: the 
     if release then release() end
     if not ok then error(err, 0) end
   end)
+
+t.test("what a restore killed in its swap leaves (the target refusing connections, its new database) is undone "
+  .. "by the next restore of that target", function()
+    local d = h.tmpdir() .. "/swap"
+    local r = h.pgvault({ "backup", "--db", SRC, "--to", d, "--suffix", "conc" })
+    t.eq(r.code, 0, r.stderr)
+    local target = "concurrency_swap_test"
+    local admin = h.pg().admin_url("postgres")
+    h.dropdb(target)
+    h.psql(admin, "CREATE DATABASE " .. target .. " OWNER " .. h.pg().user .. ";")
+    -- the state of a SIGKILL between ALLOW_CONNECTIONS false and true
+    local left = target .. "_restore_20260101000000"
+    h.psql(admin, "CREATE DATABASE " .. left .. " OWNER " .. h.pg().user .. "; ALTER DATABASE " .. target
+      .. " ALLOW_CONNECTIONS false;")
+    r = h.pgvault({ "restore", d .. "/latest", "--db", h.pg().url(target), "--database", DB, "--drop-old" })
+    t.eq(r.code, 0, r.stderr)
+    t.match(r.stderr, "dropping database " .. left .. ", left by a restore of " .. target, "says what it drops")
+    t.match(r.stderr, "database " .. target .. " does not accept connections, as a restore killed during its swap "
+      .. "leaves it: allowing them again", "and what it undoes")
+    t.eq(h.psql(h.pg().url(target), "SELECT count(*) FROM items;"), "150000\n", "the restored database takes "
+      .. "connections")
+    t.eq(h.psql(admin, "SELECT string_agg(datname, ' ') FROM pg_database WHERE datname LIKE '" .. target .. "%';"),
+      target .. "\n", "nothing else left: " .. r.stderr)
+    h.dropdb(target)
+  end)
