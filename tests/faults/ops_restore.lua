@@ -29,13 +29,7 @@ return function(matrix)
     end
     local c = services.start_pg(dir, nil, settings)
     matrix.on_cleanup(ctx, function() services.stop_pg(c) end)
-    function c.url(db)
-      return string.format("postgresql://%s:%s@127.0.0.1:%d/%s", c.user, c.password, c.port, db or "postgres")
-    end
-    function c.admin_url(db)
-      return string.format("postgresql:///%s?host=%s&port=%d&user=postgres", db or "postgres", c.socket_dir, c.port)
-    end
-    return c
+    return h.cluster(c)
   end
 
   local function live_name() return "faults_" .. matrix.tag .. "_live" end

@@ -31,12 +31,16 @@ end
 -- terminated, pgvault continues.
 local function terminate_mid_dump(ctx, pid)
   t.ok(children.find(pid, "pg_dump", nil, 60), ctx.name .. ": pg_dump started")
-  proc.kill(pid, "STOP")
+  -- (this row's own pg_dump: other files' rows run at the same time)
+  local mine = "application_name = 'pg_dump' AND datname = '" .. ctx.source_name .. "'"
   local c <close> = pg.connect(ctx.pg.admin_url("postgres"))
+  -- connected first: pgvault hands pg_dump its password, and must not be
+  -- stopped before it has
+  t.ok(poll(c, "SELECT pid FROM pg_stat_activity WHERE " .. mine, 60), ctx.name .. ": pg_dump connected")
+  proc.kill(pid, "STOP")
   local ok, err = pcall(function()
-    -- (this row's own: other files' rows run at the same time)
-    local b = poll(c, "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_dump' AND state = 'active' "
-      .. "AND query LIKE 'COPY %' AND datname = '" .. ctx.source_name .. "'", 60)
+    local b = poll(c, "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %' AND "
+      .. mine, 60)
     if not b then
       for _, a in ipairs(c:query("SELECT application_name, state, query FROM pg_stat_activity")) do
         io.stderr:write(string.format("  %s | %s | %s\n", a.application_name, a.state, a.query))
