@@ -61,7 +61,7 @@ restore.CLI = {
     { "identity", "i", "FILE", "age identity file to decrypt an encrypted (.age) backup", multi = true },
   },
   positionals = { { "SRC", "the backup: a file, DIR/latest, or s3://BUCKET/PREFIX/NAME (…/latest: the newest "
-    .. "complete backup of the database)" } },
+    .. "complete backup of the database; with --trust, the newest one a trusted key signed)" } },
 }
 
 local function usage(fmt, ...) pgvault.raise("usage", string.format(fmt, ...)) end
@@ -113,7 +113,7 @@ end
 -- Step 2: the backup, its manifest (required from a bucket) and layers.
 function restore.open(job)
   local src = source.open(job.src, { s3 = job.s3, database = job.database, identities = job.identities,
-    manifest = job.src:sub(1, 5) == "s3://" and "required" or "optional" })
+    trust = job.trust, manifest = job.src:sub(1, 5) == "s3://" and "required" or "optional" })
   if layers.has(src.layers, "age") and #job.identities == 0 then
     src:close()
     usage("%s is encrypted (age): give the identity file that opens it with -i FILE", src.name)

@@ -42,7 +42,7 @@ verify.CLI = {
     { "database", nil, "NAME", "with …/latest: the newest backup of database NAME" },
   },
   positionals = { { "SRC", "the backup file, '-', DIR/latest, or s3://BUCKET/PREFIX/NAME (…/latest: the newest "
-    .. "complete one)" } },
+    .. "complete one; with --trust, the newest one a trusted key signed)" } },
 }
 
 -- Step 1: the options checked.
@@ -65,8 +65,8 @@ end
 -- Step 2: the backup, read once (a pipe is copied as it is read), and its
 -- manifest unless --no-manifest.
 function verify.open(job)
-  return source.open(job.src, { s3 = job.s3, database = job.database, manifest = job.no_manifest and "skip"
-    or "optional", once = not job.restore_into })
+  return source.open(job.src, { s3 = job.s3, database = job.database, trust = job.trust,
+    manifest = job.no_manifest and "skip" or "optional", once = not job.restore_into })
 end
 
 -- The stages verify.read takes.
