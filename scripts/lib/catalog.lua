@@ -70,18 +70,21 @@ function catalog.chooser(database, identities, accept)
   return choose, function() return skipped end
 end
 
--- The names of the databases the complete backups in `list` are of, sorted.
+-- The names of the databases the complete backups in `list` are of, sorted,
+-- and how many keep theirs sealed (encrypted, not opened).
 function catalog.databases(list)
-  local seen, names = {}, {}
+  local seen, names, sealed = {}, {}, 0
   for _, b in ipairs(list) do
     local db = b.status == "ok" and b.manifest.database
     if db and not seen[db] then
       seen[db] = true
       names[#names + 1] = db
+    elseif b.status == "ok" and not db and b.manifest.private then
+      sealed = sealed + 1
     end
   end
   table.sort(names)
-  return names
+  return names, sealed
 end
 
 -- The newest backup in `list` (newest first) that catalog.chooser(database,

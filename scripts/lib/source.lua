@@ -60,7 +60,12 @@ function source.resolve_latest(place, opts)
       of, place, skipped()))
   end
   list = list or require("lib.s3backups").scan(place .. "/", opts.s3)
-  local others = catalog.databases(list)
+  local others, sealed = catalog.databases(list)
+  if opts.database and sealed > 0 and #(opts.identities or {}) == 0 then
+    pgvault.raise("io", string.format("no complete backup of database %s in %s: %d encrypted ones keep their "
+      .. "database in the sealed part of their manifest; give the identity that opens them with -i FILE",
+      opts.database, place, sealed))
+  end
   if opts.database and #others > 0 then
     pgvault.raise("io", string.format("no complete backup of database %s in %s (it holds backups of %s): "
       .. "name the backup, or choose the database with --database NAME", opts.database, place,
@@ -128,7 +133,7 @@ end
 function source.open(spec, opts)
   opts = opts or {}
   if type(spec) ~= "string" or spec == "" then pgvault.raise("usage", "name the backup to read") end
-  local self = setmetatable({ s3 = opts.s3 }, Source)
+  local self = setmetatable({ s3 = opts.s3, opts = opts }, Source)
   local place = latest_place(spec)
   if place then
     local signed
@@ -172,19 +177,20 @@ function Source:localize()
   return path
 end
 
--- The newest other complete backup of `database` in the same place, or nil.
+-- The newest other complete backup of `database` in the same place (with
+-- trusted keys, one they signed), or nil: for a message, so quietly.
 function Source:previous(database)
   local place = self.remote and self.url:match("^(.*/)[^/]*$") or (self.name:match("^(.*)/[^/]*$") or ".")
-  local ok, list = pcall(function()
-    return self.remote and require("lib.s3backups").scan(place, self.s3) or catalog.scan(place)
-  end)
-  if not ok then return nil end
-  for _, b in ipairs(list) do
-    if b.status == "ok" and b.path ~= self.name and (not database or b.manifest.database == database) then
-      return b.path
+  local ok, path = pcall(function()
+    local list = self.remote and require("lib.s3backups").scan(place, self.s3) or catalog.scan(place)
+    local accept = require("lib.trust").accepts(self.opts.trust, self.s3)
+    for _, b in ipairs(list) do
+      if b.path ~= self.name and catalog.fits(b, database, self.opts.identities) and (not accept or accept(b)) then
+        return b.path
+      end
     end
-  end
-  return nil
+  end)
+  return ok and path or nil
 end
 
 function Source:close()

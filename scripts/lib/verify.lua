@@ -63,9 +63,11 @@ function verify.plan(o)
 end
 
 -- Step 2: the backup, read once (a pipe is copied as it is read), and its
--- manifest unless --no-manifest.
+-- manifest unless --no-manifest. The identities (-i) are read here: …/latest
+-- opens encrypted backups' sealed manifests with them to find the database.
 function verify.open(job)
-  return source.open(job.src, { s3 = job.s3, database = job.database, trust = job.trust,
+  job.identities = job.identities or layers.read_identities(job.identity)
+  return source.open(job.src, { s3 = job.s3, database = job.database, trust = job.trust, identities = job.identities,
     manifest = job.no_manifest and "skip" or "optional", once = not job.restore_into })
 end
 

@@ -192,4 +192,32 @@ t.test("a local file's size not its manifest's: passed over with a warning, with
   t.match(r.stderr, "is " .. pat(d .. "/" .. base(GOOD)))
 end)
 
+t.test("a failure after an in-place drop, with --trust, names a backup a trusted key signed to restore", function()
+  -- regression test: the message named the newest other backup, here an unsigned one
+  local name = "latest_trust_inplace"
+  local url = h.createdb(name)
+  h.psql(url, "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 50);")
+  local d = h.tmpdir()
+  local function dir_backup(...)
+    local r = h.pgvault({ "-q", "backup", "--db", url, "--to", d, ... })
+    assert(r.code == 0, r.stderr)
+    return r.stdout:match("([^\n]+)\n$")
+  end
+  local good = dir_backup("--sign", keys .. "/ours.key")
+  dir_backup() -- unsigned, newer
+  local bad = dir_backup("--sign", keys .. "/ours.key")
+  -- signed again after its row counts were changed: it passes --trust, and fails after the load
+  local m = h.read(bad .. ".manifest.json"):gsub('"rows": 50', '"rows": 51')
+  fs.remove(bad .. ".manifest.json")
+  fs.remove(bad .. ".manifest.json.minisig")
+  h.write(bad .. ".manifest.json", m)
+  local s = h.run({ "minisign", "-S", "-s", keys .. "/ours.key", "-m", bad .. ".manifest.json", "-t", "test" })
+  assert(s.code == 0, s.stderr)
+  local r = h.pgvault({ "-q", "restore", bad, "--db", url, "--in-place", "--yes", "--trust", TRUST })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "database " .. name .. " was dropped before the restore and is now empty: restore a backup "
+    .. "into it, e%.g%. 'pgvault restore " .. pat(good) .. " %-%-db URL'")
+  h.dropdb(name)
+end)
+
 h.dropdb(TARGET)
