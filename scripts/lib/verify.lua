@@ -155,11 +155,14 @@ function verify.compare(job, src, r)
 end
 
 -- Step 5: --restore-into URL: restores into that scratch database, compares
--- each table's rows with the archive's, and drops it again.
+-- each table's rows with the archive's, and drops it again. The backup is
+-- read a second time: with --trust each block is checked again before it
+-- goes on, so one replaced since step 3 never reaches pg_restore.
 function verify.drill(job, src, r)
   if not job.restore_into then return end
   local d = require("lib.drill").run { src = src.name, source = function() return src:reader() end,
-    layers = src.layers, identity_files = job.identity, url = job.restore_into, summary = r.archive }
+    verifier = require("lib.trust").verifier(src), layers = src.layers, identity_files = job.identity,
+    url = job.restore_into, summary = r.archive }
   for _, p in ipairs(d.problems) do job.problems[#job.problems + 1] = p end
   job.drill = d
 end
