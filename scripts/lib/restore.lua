@@ -418,9 +418,11 @@ end
 function restore.load_into(opts, dbname)
   local job <close> = restore.plan(opts)
   local src <close> = restore.open(job)
+  local trust = require "lib.trust"
+  trust.authenticate(job, src)
   local db = restore.into(job, src, dbname)
-  restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src), restore.progress(),
-    restore.pg_restore(job, src, db) })
+  restore.load(job, db, { src:reader(), trust.verifier(src), restore.checksum(src), restore.unwrap(job, src),
+    restore.progress(), restore.pg_restore(job, src, db) })
   restore.check_rows(job, src, db)
   return { row_counts_checked = db.checked, result = db.result, manifest = src.manifest }
 end
