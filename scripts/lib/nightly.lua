@@ -48,7 +48,12 @@ function Run:step(name, fn, unless)
   end
   local t0 = proc.now()
   self:note("%s ...", name)
-  local ok, res = pcall(fn, self)
+  local ok, res = pcall(function()
+    -- A bucket lock expires (lock_ttl) unless its holder pushes the expiry
+    -- on: before each step. A lock taken over meanwhile stops the run here.
+    if self.held then self.held:refresh() end
+    return fn(self)
+  end)
   s.seconds = proc.now() - t0
   if ok then
     s.detail = res
@@ -139,8 +144,20 @@ end
 -- Steps
 -- ------------------------------------------------------------------------
 
--- A directory destination must exist before its lock can be taken.
-function nightly.prepare(run)
+-- What lib.backup.run is given (each database's, with --all-databases).
+local function backup_options(run, s3opts)
+  local o = run.o
+  return { db = o.db, to = run.dest, suffix = o.suffix or run.env, compress = o.compress, level = o.level,
+    pg_bin = o.pg_bin, recipient = o.recipient, recipients_file = o.recipients_file, sign = o.sign,
+    sign_password_file = o.sign_password_file, s3 = s3opts, time = run.started }
+end
+
+-- Before anything runs (no lock, no ping): the settings a typo could
+-- spoil are checked, so that a misconfigured run says so at once (exit
+-- 2); a directory destination is made, since its lock lives in it.
+function nightly.prepare(run, s3opts)
+  if not run.o.db then pgvault.raise("usage", "no database: give --db URL or db = ... in the environment") end
+  require("lib.backup").options(backup_options(run, s3opts))
   if not run.remote then fs.mkdir_p((run.dest:gsub("^file://", ""))) end
 end
 
@@ -149,19 +166,14 @@ end
 function nightly.lock(run, s3opts, opts)
   local ok, held = pcall(require("lib.lock").acquire, { to = run.dest, env = run.env, wait = opts.wait, s3 = s3opts,
     command = "nightly", ttl = opts.ttl })
-  if ok then return held end
+  if ok then
+    run.held = held
+    return held
+  end
   if pgvault.is_error(held) and held.kind == "s3" and not held.http_status then
     held.message = held.message .. ": check the endpoint and that the bucket is reachable from here"
   end
   error(held, 0)
-end
-
--- What lib.backup.run is given (each database's, with --all-databases).
-local function backup_options(run, s3opts)
-  local o = run.o
-  return { db = o.db, to = run.dest, suffix = o.suffix or run.env, compress = o.compress, level = o.level,
-    pg_bin = o.pg_bin, recipient = o.recipient, recipients_file = o.recipients_file, sign = o.sign,
-    sign_password_file = o.sign_password_file, s3 = s3opts, time = run.started }
 end
 
 local function record(run, b)
@@ -177,7 +189,6 @@ end
 -- others; the step fails naming them). Returns what the summary says.
 function nightly.backup(run, s3opts)
   local o = run.o
-  if not o.db then pgvault.raise("usage", "no database: give --db URL or db = ... in the environment") end
   run.backups, run.done = {}, {}
   if o.all_databases then
     local globals = require "lib.globals"
@@ -269,6 +280,7 @@ end
 function nightly.prune(run, s3opts)
   local prune = require "lib.prune"
   local policy = retention.policy(run.o)
+  prune.announce(policy)
   local inv = prune.inventory(run.dest, s3opts)
   local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(run.o.grace) })
   local done = prune.apply(plan, inv)

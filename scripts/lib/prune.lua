@@ -46,8 +46,10 @@ end
 -- Entries {name, path, size, mtime} of a directory (regular files only).
 local function list_dir(dir)
   local st = fs.stat(dir)
-  if not st then pgvault.raise("io", "cannot prune " .. dir .. ": no such directory") end
-  if st.type ~= "dir" then pgvault.raise("io", "cannot prune " .. dir .. ": not a directory") end
+  if not st or st.type ~= "dir" then
+    pgvault.raise("io", string.format("cannot prune %s: %s: check the destination (DEST, --to or the environment's "
+      .. "to)", dir, st and "not a directory" or "no such directory"))
+  end
   local out = {}
   for _, name in ipairs(fs.listdir(dir)) do
     local path = dir .. "/" .. name
@@ -161,6 +163,11 @@ end
 -- ------------------------------------------------------------------------
 -- Plan
 -- ------------------------------------------------------------------------
+
+-- Says which rules apply (the run's log).
+function prune.announce(policy)
+  log.info("%s, per suffix; the newest backup of each is always kept", retention.describe(policy))
+end
 
 -- Seconds in a grace duration ("24h", "2d"; default 24h).
 function prune.grace_seconds(text, now)
