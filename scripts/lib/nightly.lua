@@ -211,15 +211,19 @@ end
 -- The public keys the read-back check trusts: --trust (and PGVAULT_TRUST);
 -- a run that signs and names none checks with KEY.pub, the public half that
 -- 'pgvault keygen --sign KEY' wrote beside its key.
-function nightly.trusted(o)
+function nightly.trusted(run)
+  local o = run.o
+  if run.trusted ~= nil then return run.trusted or nil end
+  run.trusted = o.trust or false
   if #(o.trust or {}) > 0 or (os.getenv("PGVAULT_TRUST") or "") ~= "" or not o.sign then return o.trust end
   if fs.exists(o.sign .. ".pub") then
     log.info("the read-back check takes the signature's public key from %s.pub (give --trust KEY.pub to name it)",
       o.sign)
-    return { o.sign .. ".pub" }
+    run.trusted = { o.sign .. ".pub" }
+  else
+    log.warn("the read-back check cannot check the signatures: no --trust KEY.pub and no %s.pub", o.sign)
   end
-  log.warn("the read-back check cannot check the signatures: no --trust KEY.pub and no %s.pub", o.sign)
-  return o.trust
+  return run.trusted or nil
 end
 
 -- Read-back check of one backup in the bucket, as `pgvault verify s3://…`
@@ -262,7 +266,7 @@ function nightly.readback(run, s3opts)
     log.info("the read-back check downloads %s from Backblaze B2: downloads above B2's free allowance cost "
       .. "money (--no-readback, or readback = false, skips it)", require("lib.cli").bytes(total))
   end
-  local trusted = nightly.trusted(o)
+  local trusted = nightly.trusted(run)
   local rows, bytes_only = 0, false
   for _, path in ipairs(paths) do
     local n = readback_one(run, s3opts, path, trusted)
@@ -351,28 +355,24 @@ local function drill_one(run, s3opts, b)
   local o = run.o
   local dump = require "pgvault.dump"
   local layers = require "lib.layers"
+  local trust = require "lib.trust"
   local url = o.drill_db
   if not url or #run.done > 1 then
     local db = b.manifest.database or "db"
     url = dump.conninfo(o.drill_db or o.db, { dbname = "pgvault_drill_" .. naming.cut(db, 63 - 14), password = true })
   end
-  local head, source
-  if run.remote then
-    local client = require("pgvault.s3").client(s3opts)
-    head = client:get(b.path, { range = "bytes=0-63" })
-    source = function() return client:reader { url = b.path } end
-  else
-    local f = assert(io.open(b.path, "rb"))
-    head = f:read(64) or ""
-    f:close()
-  end
-  local list = layers.detect(head, b.path)
-  if list[1] == "age" and #(o.identity or {}) == 0 then
+  -- The backup as a restore reads it: with trusted keys, signed, and each
+  -- block checked before pg_restore sees it.
+  local src <close> = require("lib.source").open(b.path, { s3 = s3opts, manifest = "required" })
+  local job = { trust = nightly.trusted(run), identities = layers.read_identities(o.identity) }
+  trust.authenticate(job, src)
+  if layers.has(src.layers, "age") and #job.identities == 0 then
     pgvault.raise("usage", "the backup is encrypted and no identity is configured: the drill cannot restore it "
       .. "(give identity = ... or --drill-every never)")
   end
-  local res = require("lib.drill").run { src = b.path, source = source, layers = list, identity_files = o.identity,
-    url = url, summary = b.result.archive }
+  local res = require("lib.drill").run { src = b.path, source = function() return src:reader() end,
+    verifier = trust.verifier(src), layers = src.layers, identity_files = o.identity, url = url,
+    summary = b.result.archive }
   if #res.problems > 0 then
     pgvault.raise("verify", "restore drill of " .. b.path .. ": " .. table.concat(res.problems, "; "))
   end
