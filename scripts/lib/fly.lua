@@ -70,6 +70,9 @@ Client.__close = Client.close
 function Client:call(args)
   local ok, r = pcall(self.http.request, self.http, args)
   if ok then return r end
+  if pgvault.is_error(r) and type(r.request_id) == "string" then
+    r.message = r.message .. " (request id " .. r.request_id .. ")"
+  end
   if pgvault.is_error(r) and (r.http_status == 401 or r.http_status == 403) then
     r.message = string.format("Fly.io refused the token (it must be allowed to deploy app %s, e.g. 'fly tokens "
       .. "create deploy -a %s'): %s", self.app, self.app, r.message)

@@ -64,9 +64,14 @@ function Client:path(fmt, ...)
   return "/projects/" .. http.escape(self.project) .. string.format(fmt, table.unpack(parts))
 end
 
--- An error of the API, with what to check when Neon refused the key.
+-- An error of the API with its request id (for Neon's support), and what
+-- to check when Neon refused the key.
 function Client:explain(err)
-  if pgvault.is_error(err) and (err.http_status == 401 or err.http_status == 403) then
+  if not pgvault.is_error(err) or err.explained then return err end
+  err.explained = true
+  local rid = err.request_id or (type(err.json) == "table" and err.json.request_id)
+  if type(rid) == "string" and rid ~= "" then err.message = err.message .. " (request id " .. rid .. ")" end
+  if err.http_status == 401 or err.http_status == 403 then
     err.message = string.format("Neon refused the API key (check NEON_API_KEY, or neon_api_key in the "
       .. "configuration; it must reach project %s): %s", self.project, err.message)
   end

@@ -177,6 +177,9 @@ local function check_modes(o)
   if o.resume and o.rollback then usage("--resume and --rollback exclude each other: give one") end
   if o.swap and o.no_swap then usage("--swap and --no-swap exclude each other: give one") end
   if o.rollback and o.drop_old then usage("--rollback keeps both databases; --drop-old has no meaning with it") end
+  if o.lease_wait and (math.tointeger(tonumber(o.lease_wait)) or -1) < 0 then
+    usage("--lease-wait needs a whole number of seconds, not '%s'", tostring(o.lease_wait))
+  end
   if not (o.resume or o.rollback) then return end
   local mode = o.resume and "--resume" or "--rollback"
   if o.SRC then usage("%s takes no SRC: it goes on with the backup the run recorded", mode) end
@@ -201,7 +204,7 @@ local function resolve(run)
   if not src then usage("name the backup (SRC: a file, DIR/latest or s3://…/latest), or give --to (or --env) "
     .. "to restore the newest backup there") end
   if not o.database then usage("missing --database NAME: the Neon database to replace") end
-  local project = o.project or os.getenv("NEON_PROJECT_ID")
+  local project = o.project
   local n <close> = neon.client{ project = project, api_key = run.keys.neon, api_host = o.neon_api_host }
   local branch = n:branch(o.branch)
   local endpoint = n:endpoint(branch.id)
@@ -213,7 +216,10 @@ local function resolve(run)
       o.database, #names > 0 and table.concat(names, ", ") or "none")
   end
   if o.env_file then envfile.check(o.env_file, "DATABASE_URL") end
-  local fly_app = o.fly_app or os.getenv("FLY_APP")
+  -- (not flyctl's FLY_APP: a shell that deploys some app must not make
+  -- this run change that app's secret unasked)
+  local fly_app = o.fly_app
+  if o.stage and not fly_app then usage("--stage without --fly-app: there is no Fly secret to stage") end
   local had_secret
   if fly_app then
     local f <close> = fly.client{ app = fly_app, token = run.keys.fly, base_url = o.flaps_base_url }
@@ -272,7 +278,8 @@ function Run:restore_options()
   local r, o = self.r, self.o
   local url = self.neon:connection_uri(r.branch_id, r.endpoint_id, r.database, r.role, false)
   neon.protect(url)
-  return { src = r.backup or r.src, db = url, database = r.database, jobs = o.jobs or r.jobs,
+  -- (--dry-run fetches nothing for pg_restore --jobs)
+  return { src = r.backup or r.src, db = url, database = r.database, jobs = not o.dry_run and (o.jobs or r.jobs) or nil,
     count_rows = o.count_rows, identity = #(o.identity or {}) > 0 and o.identity or r.identity,
     trust = #(o.trust or {}) > 0 and o.trust or r.trust, s3 = s3cli.opts(o), pg_bin = o.pg_bin }
 end
@@ -509,7 +516,6 @@ local function plan_steps(run, out)
     add("3. restore %s into it through the direct host %s (%s): size, SHA-256 and row counts checked against "
       .. "the manifest; the privileges and settings of %s carried over", r.backup or r.src, r.host,
       run.backup_info or "opened when it runs", r.database)
-    uri(r.new_db, false)
   end
   if not r.swap then
     add("4. no swap (--no-swap): %s keeps its name and the app is pointed at %s", r.database, r.new_db)

@@ -1,3 +1,4 @@
+-- covers: scripts/neon_restore.lua scripts/lib/neon_restore.lua scripts/lib/neon.lua scripts/lib/fly.lua
 -- pgvault neon-restore end to end against the fake Neon (real databases,
 -- PgBouncer pooler, spec-checked) and the fake Fly Machines API; then a
 -- failure injected at each step, --dry-run and --rollback.
@@ -6,6 +7,7 @@ local t = require "harness.testing"
 local h = require "harness.env"
 local fs = require "pgvault.fs"
 local saas = require "harness.saas"
+local s3h = require "harness.s3"
 
 local env = saas.start{}
 local pg = h.pg()
@@ -92,6 +94,24 @@ t.test("settings and keys from the configuration file (--env), never from a flag
   t.eq(r.code, 2, "no flag for the API key")
 end)
 
+t.test("from a bucket: …/latest of the database streams in; with --jobs 2 it is fetched first", function()
+  local s = scenario()
+  local bucket = s3h.make_bucket("neon-restore-source")
+  local b = h.pgvault({ "backup", "--db", pg.url(s.db), "--to", "s3://" .. bucket .. "/prod/" }, { env = h.s3().env })
+  t.eq(b.code, 0, b.stderr)
+  for _, jobs in ipairs({ "1", "2" }) do
+    h.psql(pg.url(s.db), "INSERT INTO customers SELECT max(id) + 1, 'later' FROM customers")
+    local r = env:pgvault({ "neon-restore", "s3://" .. bucket .. "/prod/latest", "--project", env.project,
+      "--database", s.db, "--jobs", jobs }, { cwd = s.dir })
+    t.eq(r.code, 0, r.stderr)
+    local place = ("s3://" .. bucket .. "/prod"):gsub("%p", "%%%0")
+    t.match(r.stderr, "the newest complete backup of database " .. s.db .. " in " .. place .. " is ")
+    t.eq(rows(s.db), "4\n", "the bucket's backup, with --jobs " .. jobs)
+    t.match(state_file(s).backup, "^" .. place .. "/%d+_local%.backup%.zst$", "the resolved backup is recorded")
+  end
+  env:check_spec()
+end)
+
 t.test("--dry-run prints the plan and makes no write call", function()
   local s = scenario()
   local r = run(s, { "--dry-run" })
@@ -118,7 +138,7 @@ end)
 t.test("--dry-run with --to DIR: the newest backup of the database, each step with its calls", function()
   local s = scenario()
   local r = env:pgvault({ "neon-restore", "--to", s.dir .. "/backups", "--project", env.project, "--database", s.db,
-    "--dry-run" }, { cwd = s.dir })
+    "--dry-run", "--jobs", "2" }, { cwd = s.dir, env = { FLY_APP = env.app } })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stdout, "\n3%. restore " .. s.src:gsub("%p", "%%%0") .. " into it through the direct host",
     "latest resolved")
@@ -153,6 +173,8 @@ t.test("what would fail later is found first: one line, what to check, no write 
   refused(with("--branch", "nope"), "has no branch nope %(it has: main, dev%): check %-%-branch")
   refused(with("--fly-app", "other-app"), "Fly%.io has no app other%-app that this token can reach", 1)
   refused(with("--pg-bin", s.dir), "pg_restore", 1)
+  refused(with("--stage"), "%-%-stage without %-%-fly%-app")
+  refused(with("--lease-wait", "soon"), "%-%-lease%-wait needs a whole number of seconds")
   t.eq(rows(s.db), "4\n")
 end)
 
@@ -223,7 +245,11 @@ end
 t.test("Neon 500 on creating the database: nothing changed, resumable", function()
   local s = scenario()
   env:neon_faults{ { method = "POST", path = "/databases$", action = { status = 500 } } }
-  assert_untouched(s, run(s))
+  local r = run(s)
+  assert_untouched(s, r)
+  t.match(r.stderr, "\npgvault: neon%-restore: step create failed %(POST [^\n]*: HTTP 500 [^\n]*"
+    .. "%(request id [%w-]+%)%)%. database [^\n]* are as they were %('pgvault neon%-restore %-%-resume' starts "
+    .. "again%)\n$", "one line: what, why, next")
   assert_resumes(s)
 end)
 
