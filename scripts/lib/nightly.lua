@@ -286,7 +286,10 @@ function nightly.prune(run, s3opts)
   local policy = retention.policy(run.o)
   prune.announce(policy)
   local inv = prune.inventory(run.dest, s3opts)
-  local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(run.o.grace) })
+  local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(run.o.grace), trust = nightly.trusted(run) })
+  for _, b in ipairs(plan.damaged) do
+    log.warn("prune left %s alone and did not count it as the newest: %s", b.name, tostring(b.problem))
+  end
   local done = prune.apply(plan, inv)
   run.pruned = { kept = #plan.keep, removed = done.backups, orphans = done.orphans, uploads = done.uploads }
   local swept = {}

@@ -122,4 +122,15 @@ t.test("the read-back check refuses an object replaced in the bucket, with or wi
   run = fresh_run()
   t.match(nightly_lib.drill(run, opts), "^restored into pgvault_drill_nightly_sign_test and dropped",
     "a signed backup as written: the drill runs")
+  -- the prune step: a newer backup nobody signed is not "the newest", so
+  -- it cannot get the real ones pruned (it is left alone, and said so)
+  local naming = require "lib.naming"
+  local fake = dest .. naming.archive_name(naming.stamp(os.time() + 3600), "prod", ".zst")
+  c:put(fake, h.read(forged.path))
+  c:put(fake .. ".manifest.json", h.read(forged.path .. ".manifest.json"))
+  local pr = nightly_lib.new { settings = { env = "prod" }, to = dest, db = src, suffix = "prod", sign = KEY,
+    identity = {}, trust = {}, recipient = {}, recipients_file = {}, keep_last = 1 }
+  t.eq(nightly_lib.prune(pr, opts), "1 kept, 2 removed", "the newest signed backup kept, the two replaced removed")
+  t.ok(c:head(run.last.path) and c:head(run.last.path .. ".manifest.json"), "the newest signed backup stays")
+  t.ok(c:head(fake), "the unsigned one is left for you to inspect")
 end)
