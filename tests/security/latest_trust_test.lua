@@ -12,6 +12,7 @@ local h = require "harness.env"
 local cjson = require "cjson"
 local fs = require "pgvault.fs"
 local s3 = require "pgvault.s3"
+local s3h = require "harness.s3"
 local f = require "security.sign_fixtures"
 
 local TARGET = "latest_trust_src"
@@ -20,14 +21,9 @@ local BUCKET = "latest-trust"
 local PREFIX = "s3://" .. BUCKET .. "/prod/"
 local NOTHING = "s3://" .. BUCKET .. "/untrusted/" -- holds only backups no trusted key signed
 
-local function direct()
-  local c = h.s3()
-  return { endpoint_url = c.endpoint, region = c.region, access_key_id = c.access_key,
-    secret_access_key = c.secret_key }
-end
-local client = s3.client(direct())
-s3.create_bucket("s3://" .. BUCKET, direct())
-local ENV = h.s3().env
+local client = s3.client(s3h.direct())
+s3h.make_bucket(BUCKET)
+local ENV = s3h.env()
 
 local function pgvault(args)
   return h.pgvault(args, { env = ENV, timeout = 180 })
