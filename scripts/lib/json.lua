@@ -65,22 +65,13 @@ function json.encode(v, opts)
   return encode(v, rank, opts.pretty and "" or nil)
 end
 
--- A number as pgvault keeps it: whole numbers within 2^53 (where a double
--- is exact) as integers. One a double cannot hold (1e999 reads as
--- infinity) is refused: nothing could write it back.
-local function number(x)
-  if x ~= x or x == math.huge or x == -math.huge then error("a number out of range", 0) end
-  if x == math.floor(x) and math.abs(x) <= 2 ^ 53 then return math.tointeger(x) end
-  return x
-end
-
 local function integers(v, depth)
   if depth > 1000 then error("nested too deeply", 0) end
   for k, x in pairs(v) do
     if type(x) == "table" then
       integers(x, depth + 1)
-    elseif math.type(x) == "float" then
-      v[k] = number(x)
+    elseif math.type(x) == "float" and x == math.floor(x) and math.abs(x) <= 2 ^ 53 then
+      v[k] = math.tointeger(x)
     end
   end
   return v
@@ -91,7 +82,7 @@ end
 function json.decode(text)
   local v = cjson.decode(text)
   if type(v) == "table" then return integers(v, 0) end
-  if math.type(v) == "float" then return number(v) end
+  if math.type(v) == "float" and v == math.floor(v) and math.abs(v) <= 2 ^ 53 then return math.tointeger(v) end
   return v
 end
 
