@@ -236,8 +236,14 @@ local function lock_holder(c, name)
       AND ((l.classid::bigint << 32) | l.objid::bigint) = ]] .. LOCK_KEY, name)
   local r = ok and rows[1]
   if not r then return nil end
-  return string.format("session %s of user %s from %s, %s, since %s", tostring(r.pid), tostring(r.usename),
-    tostring(r.client), r.application_name ~= "" and r.application_name or "no application name", tostring(r.since))
+  -- (what pg_stat_activity hides from a role that may not see it is NULL)
+  local function known(v) return type(v) == "string" and v ~= "" and v or nil end
+  local parts = { string.format("session %s", tostring(r.pid)) }
+  if known(r.usename) then parts[1] = parts[1] .. " of user " .. r.usename end
+  if known(r.client) then parts[1] = parts[1] .. " from " .. r.client end
+  if known(r.application_name) then parts[#parts + 1] = r.application_name end
+  if known(r.since) then parts[#parts + 1] = "since " .. r.since end
+  return table.concat(parts, ", ")
 end
 
 -- Holds a lock for the rest of the connection's life so that one restore

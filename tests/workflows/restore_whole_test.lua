@@ -276,8 +276,8 @@ end
   lock:wait(10)
   lock:close()
   t.eq(r.code, 1, r.stderr)
-  t.eq(r.stderr, "pgvault: restore: another pgvault restore of database " .. name .. " is running on this server: "
-    .. "wait for it to finish\n")
+  t.match(r.stderr, "^pgvault: restore: another pgvault restore of database " .. name .. " is running on this "
+    .. "server %(session %d+ of user [^)]+%): wait for it to finish\n$")
   t.eq(#databases(name .. "_restore"), 0)
   for _, n in ipairs(databases(name)) do h.dropdb(n) end
 end)
