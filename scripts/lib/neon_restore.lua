@@ -53,7 +53,9 @@ nr.STEPS = { "create", "restore", "swap_out", "swap_in", "secret", "deploy", "en
 local RUN_OPTIONS = { "project", "branch", "database", "role", "fly_app", "env_file", "no_swap", "swap", "stage",
   "to" }
 
-local options = {
+local options = {}
+local function add_options(list) for _, opt in ipairs(list) do options[#options + 1] = opt end end
+add_options {
   config.option("neon_project", { "project" }),
   config.option("neon_branch", { "branch" }),
   config.option("neon_database", { "database" }),
@@ -71,19 +73,22 @@ local options = {
   { "resume", nil, false, "go on with the newest run in .pgvault/ from the step that failed" },
   { "rollback", nil, false, "undo the newest run: the previous database back under its name, DATABASE_URL and "
     .. "the env file back" },
-  { "jobs", "j", "N", "parallel pg_restore jobs (an s3:// backup is fetched into a temporary file first)" },
+  { "jobs", "j", "N", "parallel pg_restore jobs (a .zst, .age or s3:// backup is laid down as a temporary file)" },
   config.option("identity", { [4] = "age identity file that opens an encrypted backup" }),
+}
+add_options(trust.TRUST_OPTIONS)
+add_options {
   { "count-rows", nil, false, "check row counts with count(*) on every table (slow on big databases)" },
   config.option("pg_bin", { [4] = "directory of the pg_restore to use (default: the newest here)" }),
   { "lease-wait", nil, "SECONDS", "how long to wait for a Fly machine leased by someone else (default 60)" },
   config.option("neon_api_host"),
   config.option("flaps_base_url"),
 }
-for _, opt in ipairs(trust.TRUST_OPTIONS) do options[#options + 1] = opt end
 
 nr.CLI = {
   usage = "pgvault neon-restore [--env NAME] [SRC] --project ID --database NAME [--branch NAME|ID] [--role NAME]\n"
     .. "       [--fly-app APP] [--env-file FILE] [--no-swap] [--stage] [--drop-old] [--dry-run] [--jobs N] [-i FILE]\n"
+    .. "       [--trust KEY.pub]...\n"
     .. "       pgvault neon-restore --resume [--drop-old] [--dry-run]\n"
     .. "       pgvault neon-restore --rollback [--dry-run]",
   summary = "Restores SRC into a NEW database <db>_restore_<stamp> created through the Neon API on the branch\n"

@@ -111,6 +111,28 @@ t.test("from a bucket: …/latest of the database streams in; with --jobs 2 it i
   env:check_spec()
 end)
 
+t.test("an encrypted backup: without -i refused before anything changes; with -i restored", function()
+  local s = scenario()
+  local keys = h.tmpdir()
+  t.eq(h.run({ "age-keygen", "-o", keys .. "/age.txt" }).code, 0)
+  local recipient = h.run({ "age-keygen", "-y", keys .. "/age.txt" }).stdout:match("%S+")
+  local b = h.pgvault({ "backup", "--db", pg.url(s.db), "--to", s.dir .. "/enc", "-r", recipient })
+  t.eq(b.code, 0, b.stderr)
+  local src = b.stdout:match("([^\n]+)\n?$")
+  t.match(src, "%.age$")
+  h.psql(pg.url(s.db), "INSERT INTO customers VALUES (5, 'later')")
+  local args = { "neon-restore", src, "--project", env.project, "--database", s.db }
+  local r = env:pgvault(args, { cwd = s.dir })
+  t.eq(r.code, 2, r.stderr)
+  t.match(r.stderr, "is encrypted %(age%): give the identity file that opens it with %-i FILE")
+  t.eq(env:writes(), {}, "nothing changed")
+  args[#args + 1] = "-i"
+  args[#args + 1] = keys .. "/age.txt"
+  r = env:pgvault(args, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(rows(s.db), "4\n")
+end)
+
 t.test("--dry-run prints the plan and makes no write call", function()
   local s = scenario()
   local r = run(s, { "--dry-run" })
