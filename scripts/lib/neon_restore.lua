@@ -51,7 +51,7 @@ nr.STEPS = { "create", "restore", "swap_out", "swap_in", "secret", "deploy", "en
 -- The options that shape a new run; a resumed or rolled-back run takes
 -- them from its record, so giving one there is a mistake.
 local RUN_OPTIONS = { "project", "branch", "database", "role", "fly_app", "env_file", "no_swap", "swap", "stage",
-  "to" }
+  "to", "source_database" }
 
 local options = {}
 local function add_options(list) for _, opt in ipairs(list) do options[#options + 1] = opt end end
@@ -64,6 +64,8 @@ add_options {
   config.option("env_file"),
   config.option("to", { short = false, [4] = "where the backups are: with no SRC, the newest complete backup of "
     .. "--database there is restored" }),
+  { "source-database", nil, "NAME", "with …/latest or --to: the newest backup of database NAME (default: "
+    .. "--database; for a backup of a database named otherwise)" },
   { "no-swap", nil, false, "keep the new database's name <db>_restore_<stamp> and point the app at it; the live "
     .. "database stays as it is" },
   { "swap", nil, false, "rename the new database to <db>, the live one to <db>_old_<stamp> (the default)" },
@@ -88,7 +90,7 @@ add_options {
 nr.CLI = {
   usage = "pgvault neon-restore [--env NAME] [SRC] --project ID --database NAME [--branch NAME|ID] [--role NAME]\n"
     .. "       [--fly-app APP] [--env-file FILE] [--no-swap] [--stage] [--drop-old] [--dry-run] [--jobs N] [-i FILE]\n"
-    .. "       [--trust KEY.pub]...\n"
+    .. "       [--trust KEY.pub]... [--to DEST] [--source-database NAME]\n"
     .. "       pgvault neon-restore --resume [--drop-old] [--dry-run]\n"
     .. "       pgvault neon-restore --rollback [--dry-run]",
   summary = "Restores SRC into a NEW database <db>_restore_<stamp> created through the Neon API on the branch\n"
@@ -190,7 +192,8 @@ local function check_modes(o)
   if o.SRC then usage("%s takes no SRC: it goes on with the backup the run recorded", mode) end
   local sources = o.settings and o.settings.sources or {}
   for _, name in ipairs(RUN_OPTIONS) do
-    local flag = sources[name] or sources["neon_" .. name] or (o[name] == true and "--" .. name:gsub("_", "-"))
+    local flag = sources[name] or sources["neon_" .. name]
+    if not flag and o[name] ~= nil and o[name] ~= false then flag = "--" .. name:gsub("_", "-") end
     if type(flag) == "string" and flag:sub(1, 2) == "--" then
       usage("%s takes the run's settings from its record; %s cannot change them (start a new run instead)", mode,
         flag)
@@ -238,6 +241,7 @@ local function resolve(run)
     endpoint_id = endpoint.id, host = endpoint.host, database = db.name, owner = db.owner_name,
     role = o.role or db.owner_name, new_db = naming.db_with_suffix(db.name, "_restore_" .. stamp),
     old_db = naming.db_with_suffix(db.name, "_old_" .. stamp), swap = not o.no_swap, drop_old = o.drop_old,
+    source_database = o.source_database,
     fly_app = fly_app, had_secret = had_secret, env_file = o.env_file, stage = o.stage, jobs = o.jobs,
     identity = o.identity, steps = {}, started_at = naming.iso8601(),
   }
@@ -284,8 +288,9 @@ function Run:restore_options()
   local url = self.neon:connection_uri(r.branch_id, r.endpoint_id, r.database, r.role, false)
   neon.protect(url)
   -- (--dry-run fetches nothing for pg_restore --jobs)
-  return { src = r.backup or r.src, db = url, database = r.database, jobs = not o.dry_run and (o.jobs or r.jobs) or nil,
-    count_rows = o.count_rows, identity = #(o.identity or {}) > 0 and o.identity or r.identity,
+  return { src = r.backup or r.src, db = url, database = r.source_database or r.database,
+    jobs = not o.dry_run and (o.jobs or r.jobs) or nil, count_rows = o.count_rows,
+    identity = #(o.identity or {}) > 0 and o.identity or r.identity,
     trust = #(o.trust or {}) > 0 and o.trust or r.trust, s3 = s3cli.opts(o), pg_bin = o.pg_bin }
 end
 

@@ -111,6 +111,30 @@ t.test("from a bucket: …/latest of the database streams in; with --jobs 2 it i
   env:check_spec()
 end)
 
+t.test("--source-database: …/latest of a database named otherwise", function()
+  local s = scenario()
+  n = n + 1
+  local target = "shop_target" .. n
+  h.createdb(target)
+  h.psql(pg.url(target), "CREATE TABLE customers(id int PRIMARY KEY, name text); "
+    .. "INSERT INTO customers VALUES (9, 'x');")
+  env:control("neon", "reset", { databases = { { name = s.db, owner = pg.user }, { name = target, owner = pg.user } } })
+  local args = { "neon-restore", s.dir .. "/backups/latest", "--project", env.project, "--database", target }
+  local r = env:pgvault(args, { cwd = s.dir })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "no complete backup of database " .. target .. " in [^\n]*%(it holds backups of " .. s.db .. "%)")
+  t.eq(env:writes(), {})
+  args[#args + 1] = "--source-database"
+  args[#args + 1] = s.db
+  r = env:pgvault(args, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(rows(target), "3\n", "the backup of " .. s.db .. " replaced " .. target)
+  t.eq(rows(s.db), "4\n", s.db .. " untouched")
+  r = env:pgvault({ "neon-restore", "--resume", "--source-database", "x" }, { cwd = s.dir })
+  t.eq(r.code, 2)
+  t.match(r.stderr, "%-%-source%-database cannot change them")
+end)
+
 t.test("an encrypted backup: without -i refused before anything changes; with -i restored", function()
   local s = scenario()
   local keys = h.tmpdir()
