@@ -12,8 +12,14 @@ local trust = require "lib.trust"
 -- The options (--help shows them; add your own with cli.with_options); with
 -- --env NAME, the environment's settings in pgvault.conf.lua fill in what
 -- the flags leave out (--sign KEY too: lib.trust's options).
-local spec = config.cli(cli.with_options(backup.CLI, trust.SIGN_OPTIONS))
+local spec = config.cli(cli.with_options(cli.with_options(backup.CLI, trust.SIGN_OPTIONS),
+  require("lib.globals").OPTIONS))
 local o = config.apply(cli.parse(arg, spec), spec)
+
+-- --all-databases: every database of the server, each backed up as below
+-- (lib.backup.run) under its own name, then the roles and grants beside
+-- them; one that fails does not stop the others (lib.globals).
+if o.all_databases then return require("lib.globals").run(o) end
 
 -- Check the options, ask the database who it is, find a pg_dump for it.
 local job = backup.plan(o)

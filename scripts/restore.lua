@@ -11,7 +11,8 @@ local trust = require "lib.trust"
 -- The options (--help shows them; add your own with cli.with_options).
 -- With --env NAME the environment's settings (keys, S3, pg_bin, trust) fill
 -- in what the flags leave out; never the database: a restore names it.
-local spec = require("lib.config").cli(cli.with_options(restore.CLI, trust.TRUST_OPTIONS))
+local spec = require("lib.config").cli(cli.with_options(cli.with_options(restore.CLI, trust.TRUST_OPTIONS),
+  require("lib.globals").RESTORE_OPTIONS))
 local o = require("lib.config").apply(cli.parse(arg, spec), spec, { db = false })
 
 -- Check the options, find pg_restore, reach the server and lock the target
@@ -32,6 +33,11 @@ trust.authenticate(job, src)
 -- --in-place: read what can be read (a file: all of it; an object: up to
 -- its table of contents) before the database is dropped.
 restore.precheck(job, src)
+
+-- --globals FILE: the roles and grants (backup --all-databases) applied to
+-- the server first, so that the database's owner and grantees exist
+-- (lib.globals; checked against its manifest and, with --trust, its signature).
+if o.globals then require("lib.globals").restore_step(job) end
 
 -- The new database, made like the one it replaces (or like the backup's
 -- source, from the manifest). If a later step fails it is dropped again.

@@ -69,7 +69,7 @@ environment "prod" {
   check(r.stdout:match("\nremove "), "the older backup would go")
 
   step("The bucket goes down: the run fails, and says so to the monitor")
-  handle:close()
+  handle() -- services.start_s3 gives the function that stops the server
   listener:reset()
   listener:routes({ { path = "/ping/*", responses = { { status = 200, body = "OK" } } } })
   pgvault({ "nightly", "--env", "prod", "--retries", "2" }, 1)

@@ -27,15 +27,23 @@ end
 -- `database` (any when nil), and the names of the databases the complete
 -- backups are of, for a message when there is none. An encrypted backup's
 -- manifest keeps its database private (lib.trust): `identities` open it.
+-- Whether backup `b` is complete and of `database` (any when nil); an
+-- encrypted backup's sealed manifest is opened with `identities` first.
+function catalog.fits(b, database, identities)
+  if b.status ~= "ok" then return false end
+  if not database then return true end
+  if b.manifest.private and identities and #identities > 0 then
+    pcall(require("lib.trust").open, b.manifest, identities)
+  end
+  return b.manifest.database == database
+end
+
 function catalog.latest(list, database, identities)
   local seen, names = {}, {}
   for _, b in ipairs(list) do
+    if catalog.fits(b, database, identities) then return b, names end
     if b.status == "ok" then
-      if database and b.manifest.private and identities and #identities > 0 then
-        pcall(require("lib.trust").open, b.manifest, identities)
-      end
       local db = b.manifest.database
-      if not database or db == database then return b, names end
       if db and not seen[db] then
         seen[db] = true
         names[#names + 1] = db

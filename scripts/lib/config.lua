@@ -37,7 +37,8 @@ config.KEYS = {
     short = "o" },
   { "suffix", "string", "environment name in backup names (default: the environment's name, else local)",
     arg = "NAME", short = "s" },
-  { "all_databases", "boolean", "every connectable database of the server, plus roles and grants" },
+  { "all_databases", "boolean", "every connectable database of the server (one backup each, the database in "
+    .. "its name) and the roles and grants" },
   { "compress", "enum", "zstd (default), pg or none", arg = "METHOD", values = { "zstd", "pg", "none" } },
   { "level", "integer", "compression level (zstd 1-19, default 3; pg 1-9, default 6)", arg = "N", min = 1 },
   { "pg_bin", "string", "directory of the PostgreSQL client programs to use", arg = "DIR" },

@@ -96,29 +96,33 @@ function Dest:remove(name)
   end
 end
 
--- Whether any file of a backup with this stem is here already.
-function Dest:stem_used(stem)
+-- Whether any file of a backup with this stem is here already (kind: what
+-- follows the stem, ".backup" unless given).
+function Dest:stem_used(stem, kind)
+  kind = kind or ".backup"
   if self.remote then
-    return #self:client():list(self.base .. "/" .. stem .. ".backup") > 0
+    return #self:client():list(self.base .. "/" .. stem .. kind) > 0
   end
   for _, ext in ipairs(naming.EXTENSIONS) do
-    local archive = self.base .. "/" .. stem .. ".backup" .. ext
+    local archive = self.base .. "/" .. stem .. kind .. ext
     if fs.exists(archive) or fs.exists(naming.manifest_path(archive)) then return true end
   end
   return false
 end
 
 -- Reserves the first free name for a backup taken at `stamp`; returns its
--- path (or URL).
-function Dest:reserve(stamp, suffix, ext)
-  local note = string.format("reserved by pgvault %s (pid %d, token %08x%08x) at %s\n", pgvault.version,
-    require("pgvault.proc").getpid(), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), naming.iso8601())
+-- path (or URL). kind: what follows the stem instead of ".backup" (lib.globals'
+-- "_globals.sql").
+function Dest:reserve(stamp, suffix, ext, kind)
+  -- who holds it (prune sweeps a reservation whose process is gone), JSON
+  local note = require("lib.lock").claim_note("reservation")
   for seq = 1, destination.MAX_PER_SECOND do
     local stem = naming.stem(stamp, suffix, seq)
     local reservation = naming.reservation_name(stem)
     if self:claim(reservation, note) then
-      if not self:stem_used(stem) then
-        self.reservation, self.name = reservation, naming.archive_name(stamp, suffix, ext, seq)
+      if not self:stem_used(stem, kind) then
+        self.reservation = reservation
+        self.name = kind and (stem .. kind .. (ext or "")) or naming.archive_name(stamp, suffix, ext, seq)
         self.path = self.base .. "/" .. self.name
         return self.path
       end

@@ -5,10 +5,18 @@
 --   globals.databases(url) -> { name, ... }     connectable, non-template, sorted
 --   globals.suffix(env, db) -> "prod--app"      the database in the backup's name
 --   globals.url(url, db) -> url for database db on the same server
---   globals.dump{ db =, to =, env =, stamp =, recipients = {age recipients} | nil, s3 = }
---       -> { path =, manifest_path =, bytes = }  pg_dumpall --globals-only into
---       DEST/STAMP_ENV_globals.sql.zst[.age] and its manifest (written after it)
---   globals.apply{ src =, db =, identity_files =, s3 = }  replays such a file with psql
+--   globals.backup_all(o) -> { backups = {b...}, globals = g, failed = {{name=, err=}}, total = n }
+--       lib.backup.run for each database (o: its options; suffix ENV--DB, one time stamp), then
+--       globals.dump; a database that fails is logged and the others go on
+--   globals.check(res, what)                    raises "N of M failed: DB: why; ..." after backup_all
+--   globals.dump{ db =, to =, env =, stamp =, recipients = {age recipients} | nil, s3 =, pg_bin =,
+--       sign =, sign_password_file = } -> { path =, manifest_path =, bytes =, manifest = }
+--       pg_dumpall --globals-only into DEST/STAMP_ENV_globals.sql.zst[.age] under a reserved name
+--       (lib.destination: never overwritten), block digests, signature and manifest as a backup's
+--   globals.read{ src =, s3 =, identities =, trust = {KEY.pub...}, stored_only = } -> sql | nil
+--       such a file (a path or s3://), authenticated (lib.trust) and checked against its manifest
+--       as it streams; stored_only: only the stored bytes are checked (no identity needed)
+--   globals.apply{ src =, db =, identities =, trust =, s3 =, pg_bin = }  replays it with psql
 --
 -- A role that may not read passwords (pg_authid; Neon's roles) gets
 -- --no-role-passwords. Replaying creates roles that are missing and leaves
@@ -19,10 +27,24 @@ local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
 local manifest = require "lib.manifest"
 local naming = require "lib.naming"
+local pipeline = require "lib.pipeline"
 
 local globals = {}
 
 globals.SUFFIX = "_globals.sql"
+-- A roles-and-grants dump is small; more than this is not one.
+globals.MAX_SQL = 256 << 20
+
+-- backup's --all-databases (a configuration key: all_databases = true).
+globals.OPTIONS = { require("lib.config").option("all_databases") }
+
+-- restore's --globals FILE.
+globals.RESTORE_OPTIONS = {
+  { "globals", nil, "FILE", "first apply the roles and grants in FILE (…_globals.sql.zst[.age] of backup "
+    .. "--all-databases: a file or s3://…), so that the database's owner and grantees exist" },
+}
+
+local function message(err) return pgvault.is_error(err) and err.message or tostring(err) end
 
 -- {name=, stamp=, seq=, time=, env=, ext=, globals=true} for the file name of
 -- a roles-and-grants dump (STAMP_ENV_globals.sql.zst[.age]), else nil.
@@ -67,6 +89,68 @@ function globals.suffix(env, db)
   return s
 end
 
+-- ------------------------------------------------------------------------
+-- Every database
+-- ------------------------------------------------------------------------
+
+local function interrupted(err)
+  return pgvault.signalled() or (pgvault.is_error(err) and err.kind == "interrupted")
+end
+
+function globals.backup_all(o)
+  local backup = require "lib.backup"
+  -- Everything that would fail every database alike is checked once, first.
+  local checked = backup.options(o)
+  local key = require("lib.trust").signer(checked)
+  if key then key:close() end
+  local res = { backups = {}, failed = {} }
+  local names = globals.databases(checked.db)
+  res.total = #names + 1
+  log.info("backing up %d databases and the roles and grants to %s", #names, checked.to)
+  local function failed(name, err)
+    if interrupted(err) then error(err, 0) end
+    log.error("%s: %s", name, message(err))
+    res.failed[#res.failed + 1] = { name = name, err = err }
+  end
+  for _, name in ipairs(names) do
+    local one = {}
+    for k, v in pairs(checked) do one[k] = v end
+    one.db, one.suffix, one.all_databases = globals.url(checked.db, name), globals.suffix(checked.suffix, name), nil
+    one.recipient, one.recipients_file = nil, nil -- in one.recipients, checked
+    local ok, b = pcall(backup.run, one)
+    if ok then res.backups[#res.backups + 1] = b else failed(name, b) end
+  end
+  local ok, g = pcall(globals.dump, { db = checked.db, to = checked.to, env = checked.suffix,
+    stamp = naming.stamp(checked.time), recipients = checked.recipients, s3 = checked.s3, pg_bin = checked.pg_bin,
+    sign = checked.sign, sign_password_file = checked.sign_password_file })
+  if ok then res.globals = g else failed("roles and grants", g) end
+  return res
+end
+
+function globals.check(res)
+  if #res.failed == 0 then return end
+  local parts = {}
+  for _, f in ipairs(res.failed) do parts[#parts + 1] = f.name .. ": " .. message(f.err) end
+  local first = res.failed[1].err
+  pgvault.raise(pgvault.is_error(first) and first.kind or "internal", string.format("%d of %d failed: %s",
+    #res.failed, res.total, table.concat(parts, "; ")))
+end
+
+-- `backup --all-databases`: the backups and the roles, each path on a line
+-- of standard output; raises when any failed.
+function globals.run(o)
+  local res = globals.backup_all(o)
+  for _, b in ipairs(res.backups) do print(b.path) end
+  if res.globals then print(res.globals.path) end
+  io.stdout:flush()
+  globals.check(res)
+  log.info("backed up %d databases and the roles and grants", #res.backups)
+end
+
+-- ------------------------------------------------------------------------
+-- The roles and grants: dump
+-- ------------------------------------------------------------------------
+
 -- Whether the role behind `url` may read role passwords.
 local function can_read_passwords(url)
   local c <close> = pg.connect(url)
@@ -74,99 +158,109 @@ local function can_read_passwords(url)
   return r[1].ok == true or r[1].ok == "t"
 end
 
+local function encryption_of(recipients)
+  if not recipients then return nil end
+  local crypto = require "pgvault.crypto"
+  local e = { method = "age", recipients = require("lib.json").array() }
+  for i, r in ipairs(recipients) do e.recipients[i] = crypto.fingerprint(r) end
+  return e
+end
+
 -- The roles and grants as pg_dumpall --globals-only gives them, into the
--- destination beside the databases' backups.
+-- destination beside the databases' backups: the same steps as a backup
+-- (lib.backup.run): a reserved name, the manifest last, signed with a key.
 function globals.dump(o)
   local dump = require "pgvault.dump"
-  if not dump.pg_dumpall then
-    pgvault.raise("config", "dumping roles and grants needs pg_dumpall support (pgvault.dump.pg_dumpall), which "
-      .. "this build lacks")
-  end
+  local trust = require "lib.trust"
+  local signer <close> = trust.signer(o)
   local args = { "--globals-only" }
   if not can_read_passwords(o.db) then
     args[#args + 1] = "--no-role-passwords"
     log.info("this role cannot read role passwords: roles are dumped without them (--no-role-passwords)")
   end
-  local remote = o.to:sub(1, 5) == "s3://"
-  local dir = o.to:gsub("/+$", "")
-  local name = naming.stem(o.stamp, o.env) .. globals.SUFFIX .. ".zst" .. (o.recipients and ".age" or "")
-  local path = dir .. "/" .. name
+  local dest <close> = require("lib.destination").open(o.to, { s3 = o.s3 })
   local stages = { dump.pg_dumpall { db = o.db, args = args, pg_bin = o.pg_bin }, stream.sha256 { label = "plain" },
     stream.zstd { level = 19 } }
-  local encryption
-  if o.recipients then
-    local crypto = require "pgvault.crypto"
-    stages[#stages + 1] = crypto.encryptor { recipients = o.recipients }
-    encryption = { method = "age", recipients = {} }
-    for i, r in ipairs(o.recipients) do encryption.recipients[i] = crypto.fingerprint(r) end
-  end
+  if o.recipients then stages[#stages + 1] = require("pgvault.crypto").encryptor { recipients = o.recipients } end
   stages[#stages + 1] = stream.sha256 { label = "stored" }
-  if remote then
-    local so = { url = path }
-    for k, v in pairs(o.s3 or {}) do so[k] = v end
-    stages[#stages + 1] = require("pgvault.s3").writer(so)
-  else
-    stages[#stages + 1] = stream.file_writer(path, { no_clobber = true, mode = 384 })
-  end
+  stages[#stages + 1] = trust.block_digests(trust.block_size(o.to, o.s3))
+  dest:reserve(o.stamp, o.env, ".zst" .. (o.recipients and ".age" or ""), globals.SUFFIX)
+  stages[#stages + 1] = dest:writer()
   local r = stream.run(stages)
-  local m = manifest.new { environment = o.env, kind = "globals",
-    stored = { name = name, bytes = r.stored.bytes, sha256 = r.stored.sha256 },
-    plain = { bytes = r.plain.bytes, sha256 = r.plain.sha256 }, encryption = encryption }
-  local mpath = naming.manifest_path(path)
-  if remote then
-    local c <close> = require("pgvault.s3").client(o.s3)
-    c:put(mpath, manifest.encode(m), { content_type = "application/json", if_none_match = true })
-  else
-    manifest.write(path, m, { no_clobber = true })
+  dest.archive_written = true
+  local m = manifest.new { environment = o.env, kind = "globals", compression = { method = "zstd", level = 19 },
+    stored = { name = dest.name, bytes = r.stored.bytes, sha256 = r.stored.sha256 },
+    plain = { bytes = r.plain.bytes, sha256 = r.plain.sha256 }, encryption = encryption_of(o.recipients) }
+  trust.seal_and_sign({ recipients = o.recipients }, dest, m, r, signer)
+  local mpath = dest:commit(m)
+  log.info("roles and grants: %s (%d bytes)", dest.path, r.stored.bytes)
+  return { path = dest.path, manifest_path = mpath, bytes = r.stored.bytes, manifest = m }
+end
+
+-- ------------------------------------------------------------------------
+-- The roles and grants: read and replay
+-- ------------------------------------------------------------------------
+
+local function open_dump(o)
+  local ok, src = pcall(require("lib.source").open, o.src, { s3 = o.s3, manifest = "optional" })
+  if ok then return src end
+  if pgvault.is_error(src) and src.kind == "verify" and src.message:find("is not a backup", 1, true) then
+    pgvault.raise("verify", string.format("%s is not a roles-and-grants dump of pgvault (…_globals.sql.zst[.age]); "
+      .. "apply a plain pg_dumpall file with psql -f", o.src))
   end
-  return { path = path, manifest_path = mpath, bytes = r.stored.bytes }
+  error(src, 0)
+end
+
+function globals.read(o)
+  local layers = require "lib.layers"
+  local trust = require "lib.trust"
+  local src <close> = open_dump(o)
+  local job = { trust = o.trust, identities = o.identities or {} }
+  trust.authenticate(job, src)
+  local stages = { src:reader(), trust.verifier(src), require("lib.restore").checksum(src) }
+  if o.stored_only then
+    stream.run(pipeline.flatten { stages, stream.discard() })
+    return nil
+  end
+  local sql = stream.run(pipeline.flatten { stages, layers.stages(src.layers, { identities = job.identities,
+    name = src.name }), stream.buffer { max = globals.MAX_SQL } }).buffer.data
+  if not sql:find("PostgreSQL database cluster dump", 1, true) then
+    pgvault.raise("verify", o.src .. " is not a dump of roles and grants (pg_dumpall --globals-only)")
+  end
+  return sql
 end
 
 -- pg_dumpall's "CREATE ROLE name;" made idempotent: a role that exists is
 -- left as it is (the ALTER ROLE that follows still sets its attributes).
 function globals.idempotent(sql)
   return (("\n" .. sql):gsub("\nCREATE ROLE ([^;\n]+);", function(role)
+    local said = role:gsub("'", "''"):gsub("%%", "%%%%")
     return "\nDO $pgvault$ BEGIN CREATE ROLE " .. role .. "; EXCEPTION WHEN duplicate_object THEN "
-      .. "RAISE NOTICE 'role exists: kept'; END $pgvault$;"
+      .. "RAISE NOTICE 'role " .. said .. " exists: kept'; END $pgvault$;"
   end):sub(2))
 end
 
--- Replays a globals file (local or s3://, zstd and age peeled by their
--- magic bytes) into the server of `db` with psql, stopping at an error.
+-- `restore --globals FILE`, once the restore's plan has reached the server
+-- (job.admin, its maintenance database): FILE applied there, with the
+-- restore's identities, trusted keys and S3 settings.
+function globals.restore_step(job)
+  local maintenance = job.admin:query("SELECT current_database() AS name")[1].name
+  globals.apply { src = job.globals, db = globals.url(job.db, maintenance), identities = job.identities,
+    trust = job.trust, s3 = job.s3, pg_bin = job.pg_bin }
+end
+
+-- Replays a roles-and-grants dump into the server of `db` with psql,
+-- stopping at an error.
 function globals.apply(o)
-  local layers = require "lib.layers"
-  local dump = require "pgvault.dump"
-  local source, head
-  if o.src:sub(1, 5) == "s3://" then
-    local s3 = require "pgvault.s3"
-    local c <close> = s3.client(o.s3)
-    head = c:get(o.src, { range = "bytes=0-63" })
-    local so = { url = o.src }
-    for k, v in pairs(o.s3 or {}) do so[k] = v end
-    source = s3.reader(so)
-  else
-    local f, err = io.open(o.src, "rb")
-    if not f then pgvault.raise("io", "cannot open " .. o.src .. ": " .. tostring(err), { path = o.src }) end
-    head = f:read(64) or ""
-    f:close()
-    source = stream.file_reader(o.src)
+  local sql = globals.read(o)
+  local ok, err = pcall(stream.run, { stream.string(globals.idempotent(sql)),
+    require("pgvault.dump").psql { db = o.db, pg_bin = o.pg_bin } })
+  if not ok then
+    if pgvault.is_error(err) and not interrupted(err) then
+      err.message = "applying the roles and grants of " .. o.src .. " failed: " .. err.message
+    end
+    error(err, 0)
   end
-  local list = {}
-  local outer = layers.sniff(head)
-  if outer == "age" then
-    list[1] = "age"
-    if o.src:gsub("%.age$", ""):match("%.zst$") then list[2] = "zstd" end
-  elseif outer == "zstd" then
-    list[1] = "zstd"
-  end
-  local stages = { source }
-  for _, s in ipairs(layers.stages(list, { identity_files = o.identity_files })) do stages[#stages + 1] = s end
-  stages[#stages + 1] = stream.buffer { max = 256 << 20 }
-  local sql = stream.run(stages).buffer.data
-  if not sql:find("CREATE ROLE", 1, true) and not sql:find("PostgreSQL database cluster dump", 1, true) then
-    pgvault.raise("verify", o.src .. " is not a dump of roles and grants (pg_dumpall --globals-only)")
-  end
-  stream.run { stream.string(globals.idempotent(sql)), dump.psql { db = o.db, pg_bin = o.pg_bin } }
   log.info("roles and grants from %s applied", o.src)
 end
 

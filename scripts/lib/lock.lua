@@ -45,12 +45,12 @@ function lock.identity()
   }
 end
 
--- Whether the holder recorded in `info` certainly no longer runs: it ran on
--- this machine (same host and boot) and its pid is gone or is another process.
-function lock.holder_gone(info, me)
+-- Whether the process recorded in `info` certainly no longer runs: it ran
+-- in this boot of this machine, and its pid is gone or is another process
+-- (another start time).
+function lock.process_gone(info, me)
   me = me or lock.identity()
-  if type(info) ~= "table" or info.host ~= me.host then return false end
-  if info.boot and me.boot and info.boot ~= me.boot then return true end -- rebooted since
+  if type(info) ~= "table" or info.host ~= me.host or not info.boot or info.boot ~= me.boot then return false end
   local pid = math.tointeger(info.pid)
   if not pid then return false end
   local stat = read_small("/proc/" .. pid .. "/stat")
@@ -60,11 +60,38 @@ function lock.holder_gone(info, me)
   return info.start ~= nil and fields[20] ~= info.start
 end
 
+-- Whether the holder recorded in `info` certainly no longer runs: it ran on
+-- this machine (same host) and the machine rebooted since, or its process
+-- is gone (lock.process_gone).
+function lock.holder_gone(info, me)
+  me = me or lock.identity()
+  if type(info) ~= "table" or info.host ~= me.host then return false end
+  if info.boot and me.boot and info.boot ~= me.boot then return true end -- rebooted since
+  return lock.process_gone(info, me)
+end
+
 local function random_token()
   local f = assert(io.open("/dev/urandom", "rb"))
   local bytes = f:read(12)
   f:close()
   return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- What a claim records (a backup's name reservation, lib.destination): its
+-- holder as a lock records it, the time, and a token unique to the claim,
+-- as JSON; prune reads it back (lock.claimant) to tell a claim whose
+-- process is gone from one in flight.
+function lock.claim_note(what)
+  local me = lock.identity()
+  return json.encode { what = what, tool = "pgvault " .. tostring(pgvault.version), host = me.host, boot = me.boot,
+    pid = me.pid, start = me.start, token = random_token(), at = os.date("!%Y-%m-%dT%H:%M:%SZ") } .. "\n"
+end
+
+-- The holder a claim note (or a lock) records, or nil when the text is not one.
+function lock.claimant(text)
+  local ok, info = pcall(json.decode, text or "")
+  if ok and type(info) == "table" and info.host and info.pid then return info end
+  return nil
 end
 
 function lock.describe(info)

@@ -156,120 +156,112 @@ function nightly.lock(run, s3opts, opts)
   error(held, 0)
 end
 
--- What to back up: the database, or with --all-databases every database
--- of its server, each under its own suffix (the database in the name).
-local function targets(o, suffix)
-  if not o.all_databases then return { { db = o.db, suffix = suffix } } end
-  local globals = require "lib.globals"
-  local out = {}
-  for _, name in ipairs(globals.databases(o.db)) do
-    out[#out + 1] = { db = globals.url(o.db, name), suffix = globals.suffix(suffix, name), name = name }
-  end
-  return out
+-- What lib.backup.run is given (each database's, with --all-databases).
+local function backup_options(run, s3opts)
+  local o = run.o
+  return { db = o.db, to = run.dest, suffix = o.suffix or run.env, compress = o.compress, level = o.level,
+    pg_bin = o.pg_bin, recipient = o.recipient, recipients_file = o.recipients_file, sign = o.sign,
+    sign_password_file = o.sign_password_file, s3 = s3opts, time = run.started }
 end
 
--- Backs up the database (or each one); returns what the summary says of
--- it. A database that fails does not stop the others; the step fails
--- naming them.
+local function record(run, b)
+  local m = b.manifest
+  run.done[#run.done + 1] = b
+  run.backups[#run.backups + 1] = { path = b.path, database = m.database, bytes = b.result.stored.bytes,
+    encrypted = m.encryption ~= nil, signed = run.o.sign ~= nil }
+end
+
+-- Backs up the database, or with --all-databases every database of its
+-- server (each under its own suffix: the database in the name) and the
+-- roles and grants (lib.globals: a database that fails does not stop the
+-- others; the step fails naming them). Returns what the summary says.
 function nightly.backup(run, s3opts)
   local o = run.o
   if not o.db then pgvault.raise("usage", "no database: give --db URL or db = ... in the environment") end
-  -- Signing happens inside lib.backup.run once lib.trust is wired into it
-  -- (trust.signer); until then a run asked to sign refuses rather than
-  -- writing unsigned backups.
-  if o.sign and not require("lib.trust").signer then
-    pgvault.raise("usage", "--sign: this build cannot sign manifests yet (lib.trust.signer); remove sign")
-  end
-  local encrypted = #(o.recipient or {}) + #(o.recipients_file or {}) > 0
-  local suffix = o.suffix or run.env
-  local list = targets(o, suffix)
   run.backups, run.done = {}, {}
-  local failed, bytes = {}, 0
-  for _, tg in ipairs(list) do
-    local ok, b = pcall(require("lib.backup").run, { db = tg.db, to = run.dest, suffix = tg.suffix,
-      compress = o.compress, level = o.level, pg_bin = o.pg_bin, recipient = o.recipient,
-      recipients_file = o.recipients_file, sign = o.sign, sign_password_file = o.sign_password_file, s3 = s3opts,
-      time = run.started })
-    if ok then
-      run.done[#run.done + 1] = b
-      run.backups[#run.backups + 1] = { path = b.path, database = b.manifest.database,
-        bytes = b.result.stored.bytes, encrypted = encrypted }
-      bytes = bytes + b.result.stored.bytes
-    elseif pgvault.signalled() or (pgvault.is_error(b) and b.kind == "interrupted") then
-      error(b, 0)
-    else
-      log.error("%s", pgvault.is_error(b) and b.message or tostring(b))
-      failed[#failed + 1] = { name = tg.name or "the database", err = b }
-    end
-  end
   if o.all_databases then
-    local ok, g = pcall(require("lib.globals").dump, { db = o.db, to = run.dest, env = suffix,
-      stamp = naming.stamp(run.started), recipients = encrypted and require("lib.backup").options(o).recipients,
-      s3 = s3opts, pg_bin = o.pg_bin })
-    if ok then run.globals = g else failed[#failed + 1] = { name = "roles and grants", err = g } end
+    local globals = require "lib.globals"
+    local res = globals.backup_all(backup_options(run, s3opts))
+    for _, b in ipairs(res.backups) do record(run, b) end
+    run.globals = res.globals
+    globals.check(res)
+  else
+    record(run, require("lib.backup").run(backup_options(run, s3opts)))
   end
   run.last = run.done[#run.done]
-  if #failed > 0 then
-    local first = failed[1].err
-    local parts = {}
-    for _, f in ipairs(failed) do
-      parts[#parts + 1] = f.name .. ": " .. (pgvault.is_error(f.err) and f.err.message or tostring(f.err))
-    end
-    if #list == 1 and not o.all_databases then error(first, 0) end
-    pgvault.raise(pgvault.is_error(first) and first.kind or "internal", string.format("%d of %d failed: %s",
-      #failed, #list + (o.all_databases and 1 or 0), table.concat(parts, "; ")))
-  end
-  if #run.done == 1 then
+  local bytes = run.globals and run.globals.bytes or 0
+  for _, b in ipairs(run.backups) do bytes = bytes + b.bytes end
+  if not o.all_databases then
     return string.format("%s (%s)", run.last.path:match("[^/]+$"), require("lib.cli").bytes(bytes))
   end
-  return string.format("%d databases%s (%s)", #run.done, run.globals and " and the roles" or "",
-    require("lib.cli").bytes(bytes))
+  return string.format("%d databases and the roles (%s)", #run.done, require("lib.cli").bytes(bytes))
 end
 
--- Read-back check of the off-site copy, as `pgvault verify s3://…` does it
--- (lib.verify: every byte decrypted, decompressed and counted against the
--- manifest). Without an identity an encrypted backup can only be checked as
--- stored bytes: its size and SHA-256 against the manifest. Returns the rows
--- counted, or nil for a stored-bytes check.
-local function readback_one(run, s3opts, b, encrypted)
-  local o = run.o
-  local s3 = require "pgvault.s3"
-  if encrypted and #(o.identity or {}) == 0 then
-    local stream = require "pgvault.stream"
-    local client <close> = s3.client(s3opts)
-    stream.run { client:reader { url = b.path }, stream.sha256 { bytes = b.result.stored.bytes,
-      expect = b.result.stored.sha256, what = b.path }, stream.discard() }
-    return nil
+-- The public keys the read-back check trusts: --trust (and PGVAULT_TRUST);
+-- a run that signs and names none checks with KEY.pub, the public half that
+-- 'pgvault keygen --sign KEY' wrote beside its key.
+function nightly.trusted(o)
+  if #(o.trust or {}) > 0 or (os.getenv("PGVAULT_TRUST") or "") ~= "" or not o.sign then return o.trust end
+  if fs.exists(o.sign .. ".pub") then
+    log.info("the read-back check takes the signature's public key from %s.pub (give --trust KEY.pub to name it)",
+      o.sign)
+    return { o.sign .. ".pub" }
   end
-  local ok, res = pcall(require("lib.verify").run, { src = b.path, identity = o.identity, trust = o.trust,
-    s3 = s3opts })
+  log.warn("the read-back check cannot check the signatures: no --trust KEY.pub and no %s.pub", o.sign)
+  return o.trust
+end
+
+-- Read-back check of one backup in the bucket, as `pgvault verify s3://…`
+-- does it (lib.verify: every byte decrypted, decompressed and counted
+-- against the manifest; signed by a trusted key). Without an identity an
+-- encrypted backup can only be checked as stored: its size, digests and
+-- signature (lib.globals.read). Returns the rows counted, or nil.
+local function readback_one(run, s3opts, path, trusted)
+  local o = run.o
+  local ok, res = pcall(function()
+    if #(o.identity or {}) == 0 and path:match("%.age$") then
+      return require("lib.globals").read { src = path, s3 = s3opts, trust = trusted, stored_only = true }
+    end
+    if require("lib.globals").parse(path) then
+      require("lib.globals").read { src = path, s3 = s3opts, trust = trusted,
+        identities = require("lib.layers").read_identities(o.identity) }
+      return 0
+    end
+    return require("lib.verify").run({ src = path, identity = o.identity, trust = trusted, s3 = s3opts })
+      .archive.totals.rows
+  end)
   if not ok then
     if pgvault.is_error(res) and res.kind ~= "interrupted" then
       res.message = "the copy in the bucket did not verify: " .. res.message
     end
     error(res, 0)
   end
-  return res.archive.totals.rows
+  return res
 end
 
 function nightly.readback(run, s3opts)
   local o = run.o
   local endpoint = o.endpoint_url or os.getenv("AWS_ENDPOINT_URL") or ""
-  local total = 0
-  for _, b in ipairs(run.done) do total = total + b.result.stored.bytes end
+  local paths, total = {}, 0
+  for _, b in ipairs(run.done) do
+    paths[#paths + 1], total = b.path, total + b.result.stored.bytes
+  end
+  if run.globals then paths[#paths + 1], total = run.globals.path, total + run.globals.bytes end
   if endpoint:find("backblazeb2.com", 1, true) then
     log.info("the read-back check downloads %s from Backblaze B2: downloads above B2's free allowance cost "
       .. "money (--no-readback, or readback = false, skips it)", require("lib.cli").bytes(total))
   end
+  local trusted = nightly.trusted(o)
   local rows, bytes_only = 0, false
-  for i, b in ipairs(run.done) do
-    local n = readback_one(run, s3opts, b, run.backups[i].encrypted)
+  for _, path in ipairs(paths) do
+    local n = readback_one(run, s3opts, path, trusted)
     if n then rows = rows + n else bytes_only = true end
   end
+  local signed = require("lib.trust").keys(trusted) and ", signatures good" or ""
   if bytes_only then
-    return "stored bytes match (no identity to decrypt with: give identity = ... for the full check)"
+    return "stored bytes match" .. signed .. " (no identity to decrypt with: give identity = ... for the full check)"
   end
-  return string.format("every byte read back and checked (%d rows)", rows)
+  return string.format("every byte read back and checked (%d rows)%s", rows, signed)
 end
 
 -- Prunes the destination by the environment's rules (none: nothing but
@@ -281,8 +273,15 @@ function nightly.prune(run, s3opts)
   local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(run.o.grace) })
   local done = prune.apply(plan, inv)
   run.pruned = { kept = #plan.keep, removed = done.backups, orphans = done.orphans, uploads = done.uploads }
-  if retention.empty(policy) then return "no keep rules: nothing removed but leftovers (" .. done.orphans .. ")" end
-  return string.format("%d kept, %d removed", #plan.keep, done.backups)
+  local swept = {}
+  local function count(n, what, how)
+    if n > 0 then swept[#swept + 1] = string.format("%d %s%s %s", n, what, n == 1 and "" or "s", how) end
+  end
+  count(done.orphans, "leftover", "removed")
+  count(done.uploads, "unfinished upload", "aborted")
+  local rest = #swept > 0 and ("; " .. table.concat(swept, ", ")) or ""
+  if retention.empty(policy) then return "no keep rules: no backup removed" .. rest end
+  return string.format("%d kept, %d removed%s", #plan.keep, done.backups, rest)
 end
 
 -- ------------------------------------------------------------------------

@@ -14,9 +14,12 @@
 -- backup pruned half-way is never "latest". Archives without a manifest,
 -- temporary files (.NAME.RANDOM.partial), stale reservations and stale
 -- multipart uploads are removed once older than the grace period (an
--- upload may be in flight); a young reservation protects its backup.
+-- upload may be in flight); a young reservation protects its backup, unless
+-- the process it names ran on this machine and is gone (lib.lock): then
+-- it goes at once, with what its backup left.
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
+local lock = require "lib.lock"
 local manifest = require "lib.manifest"
 local naming = require "lib.naming"
 local retention = require "lib.retention"
@@ -170,27 +173,68 @@ local function age_text(seconds)
   return string.format("%dd", seconds // 86400)
 end
 
--- What is not a complete backup: incomplete archives, strays, temporaries,
--- reservations and uploads, into plan.orphans (past the grace period) or
--- plan.young (left alone). Returns the complete backups.
-local function sort_leftovers(inv, plan, grace, now)
-  local reserved = {}
-  local function put(list, entry, why) list[#list + 1] = { entry = entry, why = why } end
+-- The stem (STAMP[-N]_SUFFIX) of a backup's file, of a temporary file
+-- being written for one (.NAME.RANDOM.partial), or of an upload's key.
+local function stem_of(name)
+  name = name:gsub("^%.", ""):gsub("%.[^.]+%.partial$", "")
+  return name:match("^(.-)%.backup") or name:match("^(.-)_globals%.sql")
+end
+
+-- Who holds a young reservation (lib.lock.claim_note), or nil.
+local function claimant(inv, r)
+  if (r.size or 0) > 4096 then return nil end
+  local ok, text
+  if inv.remote then
+    ok, text = pcall(inv.client.get, inv.client, r.path)
+  else
+    ok, text = pcall(fs.read_file, r.path)
+  end
+  return ok and lock.claimant(text) or nil
+end
+
+-- Reservations: stale past the grace period, or sooner when the process
+-- that made it is gone (it ran on this machine: a killed backup); a live
+-- one protects its backup. Returns the stems reserved and the stems whose
+-- backup is gone (-> the pid that held it).
+local function sort_reservations(inv, plan, grace, now)
+  local reserved, gone = {}, {}
+  local me = lock.identity()
   for _, r in ipairs(inv.reservations) do
     local age = now - (r.mtime or now)
-    if age > grace then put(plan.orphans, r, "stale reservation, " .. age_text(age) .. " old") else
-      reserved[r.stem] = true end
+    local holder = age <= grace and claimant(inv, r)
+    if age > grace then
+      plan.orphans[#plan.orphans + 1] = { entry = r, why = "stale reservation, " .. age_text(age) .. " old" }
+    elseif holder and lock.process_gone(holder, me) then
+      gone[r.stem] = tostring(holder.pid)
+      plan.orphans[#plan.orphans + 1] = { entry = r, why = string.format("stale reservation: its backup (pid %s "
+        .. "on this machine) is gone", gone[r.stem]) }
+    else
+      reserved[r.stem] = true
+    end
+  end
+  return reserved, gone
+end
+
+-- What is not a complete backup: incomplete archives, strays, temporaries,
+-- reservations and uploads, into plan.orphans (past the grace period, or
+-- left by a backup whose process is gone) or plan.young (left alone).
+-- Returns the complete backups.
+local function sort_leftovers(inv, plan, grace, now)
+  local function put(list, entry, why) list[#list + 1] = { entry = entry, why = why } end
+  local reserved, gone = sort_reservations(inv, plan, grace, now)
+  local function dead(name)
+    local pid = gone[stem_of(name) or ""]
+    return pid and string.format("its backup (pid %s) is gone", pid)
   end
   local complete = {}
   for _, b in ipairs(inv.backups) do
     local age = now - (b.mtime or now)
-    local stem = b.name:match("^(.-)%.backup") or b.name:match("^(.-)_globals%.sql")
     if b.manifest_entry then
       complete[#complete + 1] = b
-    elseif reserved[stem] or age <= grace then
+    elseif not dead(b.name) and (reserved[stem_of(b.name)] or age <= grace) then
       put(plan.young, b, string.format("no manifest, %s old: an upload may be in flight", age_text(age)))
     else
-      put(plan.orphans, b, "no manifest, " .. age_text(age) .. " old")
+      put(plan.orphans, b, "no manifest, " .. (dead(b.name) or (age_text(age) .. " old")))
       if b.signature_entry then put(plan.orphans, b.signature_entry, "signature of an incomplete backup") end
     end
   end
@@ -198,13 +242,16 @@ local function sort_leftovers(inv, plan, grace, now)
     for _, e in ipairs(list) do
       local age = now - (e.mtime or now)
       local what = e.name:match("%.partial$") and "temporary file" or "without its archive"
-      put(age > grace and plan.orphans or plan.young, e, what .. ", " .. age_text(age) .. " old")
+      local why = dead(e.name)
+      put((why or age > grace) and plan.orphans or plan.young, e, what .. ", " .. (why or (age_text(age) .. " old")))
     end
   end
   for _, u in ipairs(inv.uploads) do
     local age = now - (u.mtime or now)
-    if age > grace then
-      plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload started " .. age_text(age) .. " ago" }
+    local why = dead(u.name)
+    if why or age > grace then
+      plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload: " .. (why or ("started "
+        .. age_text(age) .. " ago")) }
     end
   end
   return complete

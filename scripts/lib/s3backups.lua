@@ -99,6 +99,7 @@ end
 -- valid, matches its archive's size and names that database.
 function s3backups.latest(url, opts, how)
   local database = (how or {}).database
+  local accept = (how or {}).accept or function(b) return not database or b.manifest.database == database end
   local client <close> = s3.client(opts)
   local list, present, bucket = listing(client, url)
   for _, b in ipairs(list) do
@@ -106,7 +107,7 @@ function s3backups.latest(url, opts, how)
     if murl then
       local _, text = pcall(client.get, client, murl) -- text: the body, or the error
       judge(b, murl, text)
-      if b.status == "ok" and (not database or b.manifest.database == database) then return b end
+      if b.status == "ok" and accept(b) then return b end
     end
   end
   pgvault.raise("io", string.format("no complete backup (one with a manifest)%s under %s",

@@ -35,8 +35,15 @@ end
 -- The newest complete backup (one with a good manifest) in `place`, of
 -- `database` when given.
 function source.resolve_latest(place, opts)
-  local list = is_s3(place) and require("lib.s3backups").scan(place .. "/", opts.s3)
-    or catalog.scan(place)
+  if is_s3(place) then
+    -- one listing, manifests read newest first until one fits
+    local s3backups = require "lib.s3backups"
+    local ok, b = pcall(s3backups.latest, place .. "/", opts.s3, { database = opts.database,
+      accept = function(e) return catalog.fits(e, opts.database, opts.identities) end })
+    if ok then return b.path end
+    if not (pgvault.is_error(b) and b.message:find("^no complete backup")) then error(b, 0) end
+  end
+  local list = is_s3(place) and require("lib.s3backups").scan(place .. "/", opts.s3) or catalog.scan(place)
   local b, others = catalog.latest(list, opts.database, opts.identities)
   if b then return b.path end
   if opts.database and #others > 0 then

@@ -1,3 +1,4 @@
+-- covers: scripts/neon_restore.lua scripts/lib/neon.lua scripts/lib/fly.lua
 -- neon-restore's secrets (issue 11's class, in issue 16's workflow): the Neon
 -- API key, the Fly token and the database password never reach a log line
 -- (even with -v), an error, the state file, a command line or the

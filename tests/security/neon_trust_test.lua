@@ -1,3 +1,4 @@
+-- covers: scripts/neon_restore.lua scripts/lib/trust.lua
 -- neon-restore --trust (issues 11 and 16: "signature and manifest checked as
 -- restore does"): anyone who can write the bucket or the backup directory
 -- can replace an archive under an intact signed manifest, and restoring

@@ -1,3 +1,4 @@
+-- covers: scripts/restore.lua scripts/verify.lua scripts/lib/trust.lua
 -- Issue 11's attacks by someone who can write where backups are stored (a
 -- directory here; tests/security/sign_bucket_test.lua does a bucket). The
 -- hostile archive's SQL creates a superuser role when it is restored by a

@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/lib/trust.lua bindings/crypto/signing.c
 -- backup --sign into a directory: what the signed manifest records, the
 -- signature written before the manifest (which stays the commit marker),
 -- minisign -V on it, a wrong signing password failing before anything is

@@ -1,3 +1,4 @@
+-- covers: scripts/backup.lua scripts/list.lua scripts/lib/trust.lua scripts/lib/s3backups.lua
 -- Signed backups in a bucket, whose writers are not trusted: backup --sign
 -- uploads NAME.manifest.json.minisig before the manifest; list --trust
 -- shows good / bad / none; restore (streaming, and …/latest of an encrypted

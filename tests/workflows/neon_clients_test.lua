@@ -1,3 +1,4 @@
+-- covers: scripts/lib/fly.lua scripts/lib/neon.lua
 -- lib.fly's token handling and lib.neon's URL helpers, as the vendors' CLIs
 -- behave (flyctl's tokens.Parse and FlapsHeader; neonctl's pooled host).
 local t = require "harness.testing"

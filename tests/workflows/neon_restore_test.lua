@@ -1,3 +1,4 @@
+-- covers: scripts/neon_restore.lua scripts/lib/neon_restore.lua scripts/lib/neon.lua scripts/lib/fly.lua
 -- pgvault neon-restore end to end against the fake Neon (real databases,
 -- PgBouncer pooler, spec-checked) and the fake Fly Machines API; then a
 -- failure injected at each step, --dry-run and --rollback.

@@ -151,12 +151,12 @@ end)
 t.test("bad option values are usage errors naming the option; ignored options are not offered", function()
   local cases = {
     { { "upload", FILE, UP, "--part-size", "4" },
-      "%-%-part%-size must be a whole number from 5 to 5120, not 4" },
-    { { "upload", FILE, UP, "--part-size", "8.5" }, "%-%-part%-size must be a whole number" },
-    { { "upload", FILE, UP, "--parallel", "0" }, "%-%-parallel must be a whole number from 1 to 64, not 0" },
-    { { "download", UP, "--retries", "many" }, "%-%-retries must be a whole number from 1 to 100, not \"many\"" },
+      "%-%-part%-size must be an integer from 5 to 5120, not 4" },
+    { { "upload", FILE, UP, "--part-size", "8.5" }, "%-%-part%-size must be an integer" },
+    { { "upload", FILE, UP, "--parallel", "0" }, "%-%-parallel must be an integer from 1 to 64, not 0" },
+    { { "download", UP, "--retries", "many" }, "%-%-retries must be an integer from 1 to 100, not \"many\"" },
     { { "backup", "--db", SRC, "--to", "s3://" .. BUCKET .. "/", "--retries", "101" },
-      "%-%-retries must be a whole number from 1 to 100, not 101" },
+      "%-%-retries must be an integer from 1 to 100, not 101" },
     { { "s3", "ls", "s3://" .. BUCKET .. "/", "--endpoint-url", "ftp://x" },
       "%-%-endpoint%-url must start with https://" },
     { { "list", "--from", "s3://" .. BUCKET .. "/", "--ca-bundle", D .. "/none.pem" },
