@@ -6,6 +6,7 @@ local cjson = require "cjson"
 local t = require "harness.testing"
 local h = require "harness.env"
 local fs = require "pgvault.fs"
+local proc = require "pgvault.proc"
 local saas = require "harness.saas"
 local s3h = require "harness.s3"
 
@@ -68,6 +69,10 @@ t.test("end to end: restore, swap, Fly secret deployed, env file rewritten", fun
   t.eq(h.read(s.envfile), "# prod\nexport DATABASE_URL=\"" .. env:pooled_url(s.db) .. "\"\nSECRET=1\n")
   t.eq(fs.stat(s.envfile).mode, 384)
   t.match(r.stdout, "previous database kept as " .. st.old_db)
+  -- pg_restore, the row counts and the carried-over settings went to the
+  -- direct host: PgBouncer (the pooled host) never saw the new database
+  t.no_match(h.read(env.bouncer.log), "db=" .. st.new_db, "nothing reached the new database through the pooler")
+  t.no_match(r.stderr, "instead of the pooled", "handed the direct URL, not switched to it")
   env:check_spec()
   -- later: --resume --drop-old deletes the previous database
   r = env:pgvault({ "neon-restore", "--resume", "--drop-old" }, { cwd = s.dir })
@@ -452,6 +457,29 @@ t.test("--resume and --rollback take the run's settings from its record; each sa
   t.eq(r.code, 2)
   t.match(r.stderr, "deleted the previous database %(%-%-drop%-old%): there is nothing to roll back to")
   t.eq(rows(s2.db), "3\n", "the restored database stays")
+end)
+
+t.test("the app's session on the live database (through the pooler) is ended for the swap, and logged", function()
+  local s = scenario()
+  local sleeper = proc.spawn({ pg.bindir .. "/psql", "-X", "-q", "-h", env.bouncer.addr,
+    "-p", tostring(math.tointeger(pg.port)), "-U", pg.user, "-d", s.db, "-c", "SELECT pg_sleep(60);",
+    stdout = "pipe", stderr = "pipe", env = { PGPASSWORD = pg.password } })
+  local deadline = proc.now() + 10
+  while proc.now() < deadline and h.psql(pg.admin_url("postgres"),
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = '" .. s.db .. "' AND query LIKE '%pg_sleep%'") == "0\n" do
+    proc.sleep(0.05)
+  end
+  local r = run(s)
+  sleeper:wait(10)
+  sleeper:close()
+  t.eq(r.code, 0, r.stderr)
+  t.match(h.read(env.bouncer.log), "login attempt: db=" .. s.db, "the session went through PgBouncer")
+  local pid = r.stderr:match("terminating session (%d+) %(user " .. pg.user .. ", [^)]*%) on database " .. s.db)
+  t.ok(pid, r.stderr)
+  local _, count = r.stderr:gsub("terminating session " .. pid .. " ", "")
+  t.eq(count, 1, "logged once")
+  t.eq(rows(s.db), "3\n", "swapped")
+  t.eq(rows(state_file(s).old_db), "4\n")
 end)
 
 t.test("the live database's settings and comment carry over to the restored one, as restore does", function()
