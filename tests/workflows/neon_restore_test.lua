@@ -200,6 +200,19 @@ t.test("--dry-run with --to DIR: the newest backup of the database, each step wi
   t.eq(env:writes(), {})
 end)
 
+t.test("without --branch: the project's default branch (default: true), not the first one listed", function()
+  local s = scenario()
+  local dev = "br-dev-654321"
+  env:control("neon", "reset", { default_branch = dev, databases = { { name = s.db, owner = pg.user, branch = dev } } })
+  local r = env:pgvault({ "neon-restore", s.src, "--project", env.project, "--database", s.db, "--dry-run" },
+    { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "branch dev %(" .. dev:gsub("%-", "%%-") .. "%), database " .. s.db)
+  t.match(r.stdout, "read%-write endpoint ep%-dev%-654321")
+  t.eq(env:writes(), {})
+  env:check_spec()
+end)
+
 t.test("what would fail later is found first: one line, what to check, no write call", function()
   local s = scenario()
   local function refused(args, pattern, code)
