@@ -436,6 +436,19 @@ local function say_state(r)
   return table.concat(lines, "; ")
 end
 
+-- Where a --rollback that failed stopped (it can be run again: each of
+-- its changes is made only when it is still to do).
+local function rollback_state(r)
+  local s = r.steps
+  local out = { (s.swap_in == "done" or s.swap_out == "done") and "the databases are not renamed back yet"
+    or string.format("database %s is the previous one again (the restored copy is %s)", r.database, r.new_db) }
+  if r.fly_app and s.secret == "done" then
+    out[#out + 1] = string.format("the Fly app %s's DATABASE_URL is not set back yet", r.fly_app)
+  end
+  if r.env_file and s.env_file == "done" then out[#out + 1] = r.env_file .. " is not rewritten back yet" end
+  return table.concat(out, "; ")
+end
+
 -- A failure before the swap: the new database goes (the live one first put
 -- back under its name if it was moved); returns what the error should say.
 local function undo_before_swap(run)
@@ -487,6 +500,13 @@ function Run:close(err)
       err.message = string.format("step %s failed (%s). %s", tostring(r.current), err.message, where)
     else
       log.error("step %s failed. %s", tostring(r.current), where)
+    end
+  elseif err ~= nil and self.rolling_back then
+    local where = rollback_state(r) .. ": run 'pgvault neon-restore --rollback' again to finish it"
+    if pgvault.is_error(err) then
+      err.message = string.format("--rollback failed (%s). %s", err.message, where)
+    else
+      log.error("--rollback failed. %s", where)
     end
   end
   if self.neon then self.neon:close() end
@@ -626,7 +646,7 @@ function nr.rollback(o)
   if r.steps.drop_old == "done" then
     usage("%s deleted the previous database (--drop-old): there is nothing to roll back to", path)
   end
-  local run <close> = setmetatable({ o = o, keys = api_keys(o), path = path, r = r }, Run)
+  local run <close> = setmetatable({ o = o, keys = api_keys(o), path = path, r = r, rolling_back = true }, Run)
   clients(run)
   local n, f = run.neon, run.fly
   if r.steps.swap_in == "done" then rename(run, r.database, r.new_db) end

@@ -374,15 +374,18 @@ end)
 t.test("Fly 5xx on setting the secret after the swap: says where things are; --resume finishes", function()
   local s = scenario()
   env:fly_faults{ { method = "POST", path = "/secrets$", times = 10, action = { status = 500 } } }
-  local r = run(s)
+  local r = run(s, { "--drop-old" })
   t.eq(r.code, 1)
   t.match(r.stderr, "step secret")
   t.match(r.stderr, "is the restored one")
   t.match(r.stderr, "%-%-resume")
   t.eq(rows(s.db), "3\n", "the swap stays")
-  t.eq(state_file(s).steps.secret, "failed")
+  local st = state_file(s)
+  t.eq(st.steps.secret, "failed")
+  t.eq(rows(st.old_db), "4\n", "--drop-old deletes the previous database only once every step before it is done")
   env:fly_faults({})
   assert_resumes(s)
+  t.eq(db_exists(st.old_db), false, "deleted at the end of the resumed run")
 end)
 
 t.test("a run that died between a rename and its record resumes without renaming twice", function()
@@ -438,6 +441,32 @@ t.test("--rollback of an app that had no DATABASE_URL removes it again", functio
   t.eq(r.code, 0, r.stderr)
   t.eq(env:fly_state().secrets.DATABASE_URL, nil)
   t.eq(env:fly_state().secrets.OTHER, "x")
+end)
+
+t.test("a --rollback stopped by a Fly error says where it is and finishes when run again", function()
+  local s = scenario()
+  t.eq(run(s).code, 0)
+  local st = state_file(s)
+  env:fly_faults{ { method = "POST", path = "/secrets$", times = 10, action = { status = 500 } } }
+  local r = env:pgvault({ "neon-restore", "--rollback" }, { cwd = s.dir })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "%-%-rollback failed %([^\n]*HTTP 500[^\n]*%)%. database " .. s.db .. " is the previous one "
+    .. "again %(the restored copy is " .. st.new_db .. "%); the Fly app " .. env.app:gsub("%p", "%%%0")
+    .. "'s DATABASE_URL is not set back yet; [^\n]* is not rewritten back yet: run 'pgvault neon%-restore "
+    .. "%-%-rollback' again to finish it\n$")
+  t.eq(rows(s.db), "4\n", "the databases were renamed back")
+  env:fly_faults({})
+  env:control("neon", "clear")
+  r = env:pgvault({ "neon-restore", "--rollback" }, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  for _, c in ipairs(env:neon_calls()) do
+    t.ok(c.method == "GET", "not renamed twice: " .. c.method .. " " .. c.path)
+  end
+  t.eq(rows(s.db), "4\n")
+  t.eq(rows(st.new_db), "3\n")
+  for _, m in ipairs(env:fly_state().machines) do t.eq(#m.updates, 2, "the previous URL deployed to " .. m.id) end
+  t.eq(h.read(s.envfile), "# prod\nexport DATABASE_URL=\"" .. env:pooled_url(s.db) .. "\"\nSECRET=1\n")
+  env:check_spec()
 end)
 
 t.test("--resume and --rollback take the run's settings from its record; each says what it does", function()
