@@ -67,7 +67,7 @@ faults: deps all
 asan: deps
 	$(MAKE) B=build-asan BIN=bin/pgvault-asan \
 	  OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:verify_asan_link_order=0:quarantine_size_mb=32 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	  PGVAULT_BIN=bin/pgvault-asan bin/pgvault-asan run tests/run.lua $(T)
 
 # The suite with every pgvault process under valgrind's memcheck.

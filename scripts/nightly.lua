@@ -8,8 +8,8 @@ local retention = require "lib.retention"
 local s3cli = require "lib.s3cli"
 
 local KEYS = { "db", "to", "suffix", "all_databases", "compress", "level", "pg_bin", "endpoint_url", "region",
-  "profile", "ca_bundle", "part_size", "parallel", "retries", "recipient", "recipients_file", "identity", "sign",
-  "sign_password_file", "trust", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+  "profile", "ca_bundle", "part_size", "parallel", "retries", "timeout", "recipient", "recipients_file", "identity",
+  "sign", "sign_password_file", "trust", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
   "keep_yearly", "keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly",
   "keep_within_monthly", "keep_within_yearly", "grace", "readback", "ping", "webhook", "webhook_secret",
   "drill_every", "drill_db", "lock_ttl" }
@@ -38,7 +38,7 @@ local o = config.apply(cli.parse(arg, spec), spec)
 local ping = notify.new(o)
 local s3opts = s3cli.opts(o)
 local run = nightly.new(o)
-nightly.prepare(run)
+nightly.prepare(run, s3opts)
 -- The lock goes with the run, however it ends (an error, Ctrl-C).
 local held
 local release <close> = setmetatable({}, { -- luacheck: ignore release

@@ -9,7 +9,8 @@ local s3cli = require "lib.s3cli"
 
 local KEYS = { "to", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
   "keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly", "keep_within_monthly",
-  "keep_within_yearly", "grace", "lock_ttl", "endpoint_url", "region", "profile", "ca_bundle", "retries" }
+  "keep_within_yearly", "grace", "lock_ttl", "endpoint_url", "region", "profile", "ca_bundle", "retries", "timeout",
+  "trust" }
 local options = config.options(KEYS)
 options[#options + 1] = { "dry-run", "n", false, "change nothing: print what would be kept (and why) and removed" }
 options[#options + 1] = { "json", nil, false, "print the plan (or what was done) as JSON" }
@@ -36,7 +37,7 @@ local s3opts = s3cli.opts(o)
 
 -- 1. The rules.
 local policy = retention.policy(o)
-log.info("%s, per suffix; the newest backup of each is always kept", retention.describe(policy))
+prune.announce(policy)
 
 -- 2. One run at a time (a dry run changes nothing and needs no lock).
 local held <close> = not o.dry_run and lock.acquire { -- luacheck: ignore held (released when the run ends)
@@ -47,7 +48,7 @@ local held <close> = not o.dry_run and lock.acquire { -- luacheck: ignore held (
 local inv = prune.inventory(dest, s3opts)
 
 -- 4. What goes.
-local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(o.grace) })
+local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(o.grace), trust = o.trust })
 
 -- 5. A table for --dry-run, or the deletions.
 local rows = prune.rows(plan)

@@ -44,7 +44,8 @@ if o.globals then require("lib.globals").restore_step(job) end
 local db <close> = restore.create(job, src)
 
 -- The stored bytes flow through these stages, in this order, into
--- pg_restore (with --jobs N: a temporary file that pg_restore -j reads).
+-- pg_restore (with --jobs N: N sessions loading the tables as their data
+-- arrives, lib.streamed_restore; no temporary copy of the backup).
 restore.load(job, db, {
   src:reader(),                 -- the file, or the object streamed from the bucket
   trust.verifier(src),          -- each block held until its SHA-256 matches the manifest's

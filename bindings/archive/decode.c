@@ -50,7 +50,7 @@ int ar_dec_begin(ar_decoder *d, int algo, char *msg, size_t msgsz)
     switch (algo) {
     case AR_ALGO_GZIP:
         if (!d->isal) {
-            d->isal = malloc(sizeof *d->isal);
+            d->isal = calloc(1, sizeof *d->isal);
             if (!d->isal) goto oom;
         }
         isal_inflate_init(d->isal);

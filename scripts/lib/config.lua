@@ -81,7 +81,7 @@ config.KEYS = {
   { "ping", "string", "healthchecks.io-style URL: URL/start, URL on success, URL/fail with the log tail",
     arg = "URL", secret = "path" },
   { "webhook", "string", "POST the JSON summary of each run to URL", arg = "URL", secret = "path" },
-  { "webhook_secret", "string", "sign webhook bodies: X-Pgvault-Signature: sha256=HMAC(secret, body)",
+  { "webhook_secret", "string", "sign webhook bodies: X-Pgvault-Signature-256: sha256=HMAC(secret, body)",
     arg = "SECRET", secret = "all" },
   { "drill_every", "enum", "restore drill of the new backup: week (default: first run of the week), day or "
     .. "never", arg = "WHEN", values = { "week", "day", "never" }, default = "week" },
@@ -504,7 +504,7 @@ function config.option(name, overrides)
   local k = config.BY_NAME[name] or error("lib.config: no key " .. tostring(name), 2)
   local opt
   if k.negate then
-    opt = { "no-" .. dashed(name), nil, false, k.help }
+    opt = { "no-" .. dashed(name), nil, false, k.help, negate = true }
   elseif k.type == "boolean" then
     opt = { dashed(name), nil, false, k.help }
   else

@@ -13,7 +13,8 @@ local rowcheck = require "lib.rowcheck"
 local drill = {}
 
 -- o: src, source (optional: a function giving the source stage, default
--- the file src), layers (from layers.detect), identity_files, url, summary.
+-- the file src), verifier (optional: a stage right after it, lib.trust's
+-- block check), layers (from layers.detect), identity_files, url, summary.
 -- Returns {database=, tables=, problems={...}, seconds=}.
 function drill.run(o)
   local _, name = dump.conninfo(o.url)
@@ -35,6 +36,7 @@ function drill.run(o)
   local t0 = proc.now()
   local ok, res = pcall(function()
     local stages = { o.source and o.source() or stream.file_reader(o.src) }
+    if o.verifier then stages[#stages + 1] = o.verifier end
     for _, s in ipairs(layers.stages(o.layers, { identity_files = o.identity_files })) do stages[#stages + 1] = s end
     stages[#stages + 1] = dump.pg_restore { db = dump.conninfo(o.url, { password = true }),
       args = { "--exit-on-error", "--no-owner", "--no-privileges" } }

@@ -19,9 +19,10 @@
 --   globals.apply{ src =, db =, identities =, trust =, s3 =, pg_bin = }  replays it with psql
 --
 -- A role that may not read passwords (pg_authid; Neon's roles) gets
--- --no-role-passwords. Replaying creates roles that are missing and leaves
--- existing ones (CREATE ROLE wrapped to skip duplicate_object), so a restore
--- onto a server that has some of them does not stop at the first.
+-- --no-role-passwords. Replaying creates roles and tablespaces that are
+-- missing and leaves existing ones (CREATE ROLE wrapped to skip
+-- duplicate_object; CREATE TABLESPACE of one the server has left out), so a
+-- restore onto a server that has some of them does not stop at the first.
 local pg = require "pgvault.pg"
 local pgvault = require "pgvault"
 local stream = require "pgvault.stream"
@@ -177,6 +178,9 @@ function globals.dump(o)
   if not can_read_passwords(o.db) then
     args[#args + 1] = "--no-role-passwords"
     log.info("this role cannot read role passwords: roles are dumped without them (--no-role-passwords)")
+  elseif not o.recipients then
+    log.warn("the roles' password hashes go into the roles-and-grants dump unencrypted: whoever can read %s can "
+      .. "try to crack them (give -r RECIPIENT to encrypt it)", o.to)
   end
   local dest <close> = require("lib.destination").open(o.to, { s3 = o.s3 })
   local stages = { dump.pg_dumpall { db = o.db, args = args, pg_bin = o.pg_bin }, stream.sha256 { label = "plain" },
@@ -240,6 +244,28 @@ function globals.idempotent(sql)
   end):sub(2))
 end
 
+-- The names of the tablespaces the server of `url` has.
+local function tablespaces(url)
+  local c <close> = pg.connect(url)
+  local have = {}
+  for _, r in ipairs(c:query("SELECT spcname FROM pg_tablespace")) do have[r.spcname] = true end
+  return have
+end
+
+-- pg_dumpall's "CREATE TABLESPACE name OWNER ..." of a tablespace in `have`
+-- (a set of names) is left out, so that replaying onto a server that has
+-- it goes on (CREATE TABLESPACE cannot be wrapped like CREATE ROLE: it does
+-- not run inside a transaction block). Its ALTER, GRANT and COMMENT stay.
+function globals.skip_tablespaces(sql, have)
+  return (("\n" .. sql):gsub("\nCREATE TABLESPACE ([^\n]-) OWNER [^\n]*", function(id)
+    local name = id:match('^"(.*)"$')
+    name = name and name:gsub('""', '"') or id
+    if not have[name] then return nil end
+    log.info("tablespace %s exists on the server: kept as it is", name)
+    return "\n-- pgvault: tablespace " .. id .. " exists: not created"
+  end):sub(2))
+end
+
 -- `restore --globals FILE`, once the restore's plan has reached the server
 -- (job.admin, its maintenance database): FILE applied there, with the
 -- restore's identities, trusted keys and S3 settings.
@@ -252,7 +278,7 @@ end
 -- Replays a roles-and-grants dump into the server of `db` with psql,
 -- stopping at an error.
 function globals.apply(o)
-  local sql = globals.read(o)
+  local sql = globals.skip_tablespaces(globals.read(o), tablespaces(o.db))
   local ok, err = pcall(stream.run, { stream.string(globals.idempotent(sql)),
     require("pgvault.dump").psql { db = o.db, pg_bin = o.pg_bin } })
   if not ok then

@@ -158,8 +158,8 @@ function lock.store(o)
   to = to:gsub("^file://", ""):gsub("/+$", "")
   local st = fs.stat(to)
   if not st or st.type ~= "dir" then
-    pgvault.raise("io", string.format("cannot lock %s: %s", to, st and "not a directory" or "no such directory"),
-      { path = to })
+    pgvault.raise("io", string.format("cannot lock %s: %s: check the destination (DEST, --to or the environment's "
+      .. "to)", to, st and "not a directory" or "no such directory"), { path = to })
   end
   return setmetatable({ path = to .. "/" .. name }, FileStore)
 end
@@ -241,7 +241,11 @@ local function try(store, me, o)
   if not current then return nil, nil end -- released meanwhile: try again
   local ok, holder = pcall(json.decode, current)
   if not ok or type(holder) ~= "table" then holder = { unreadable = current } end
-  local stale = lock.holder_gone(holder, me) or (tonumber(holder.expires) and tonumber(holder.expires) < os.time())
+  -- Expired is stale unless the holder runs on this machine, where we can
+  -- see that it is alive (a long step: it refreshes between steps).
+  local here = holder.host == me.host and holder.boot ~= nil and holder.boot == me.boot
+  local expired = tonumber(holder.expires) and tonumber(holder.expires) < os.time()
+  local stale = lock.holder_gone(holder, me) or (expired and not here)
   if stale and not holder.unreadable then
     -- Take it over only if it is still that same stale lock.
     if store:read() == current then

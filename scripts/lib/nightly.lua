@@ -48,7 +48,12 @@ function Run:step(name, fn, unless)
   end
   local t0 = proc.now()
   self:note("%s ...", name)
-  local ok, res = pcall(fn, self)
+  local ok, res = pcall(function()
+    -- A bucket lock expires (lock_ttl) unless its holder pushes the expiry
+    -- on: before each step. A lock taken over meanwhile stops the run here.
+    if self.held then self.held:refresh() end
+    return fn(self)
+  end)
   s.seconds = proc.now() - t0
   if ok then
     s.detail = res
@@ -139,8 +144,20 @@ end
 -- Steps
 -- ------------------------------------------------------------------------
 
--- A directory destination must exist before its lock can be taken.
-function nightly.prepare(run)
+-- What lib.backup.run is given (each database's, with --all-databases).
+local function backup_options(run, s3opts)
+  local o = run.o
+  return { db = o.db, to = run.dest, suffix = o.suffix or run.env, compress = o.compress, level = o.level,
+    pg_bin = o.pg_bin, recipient = o.recipient, recipients_file = o.recipients_file, sign = o.sign,
+    sign_password_file = o.sign_password_file, s3 = s3opts, time = run.started }
+end
+
+-- Before anything runs (no lock, no ping): the settings a typo could
+-- spoil are checked, so that a misconfigured run says so at once (exit
+-- 2); a directory destination is made, since its lock lives in it.
+function nightly.prepare(run, s3opts)
+  if not run.o.db then pgvault.raise("usage", "no database: give --db URL or db = ... in the environment") end
+  require("lib.backup").options(backup_options(run, s3opts))
   if not run.remote then fs.mkdir_p((run.dest:gsub("^file://", ""))) end
 end
 
@@ -149,19 +166,14 @@ end
 function nightly.lock(run, s3opts, opts)
   local ok, held = pcall(require("lib.lock").acquire, { to = run.dest, env = run.env, wait = opts.wait, s3 = s3opts,
     command = "nightly", ttl = opts.ttl })
-  if ok then return held end
+  if ok then
+    run.held = held
+    return held
+  end
   if pgvault.is_error(held) and held.kind == "s3" and not held.http_status then
     held.message = held.message .. ": check the endpoint and that the bucket is reachable from here"
   end
   error(held, 0)
-end
-
--- What lib.backup.run is given (each database's, with --all-databases).
-local function backup_options(run, s3opts)
-  local o = run.o
-  return { db = o.db, to = run.dest, suffix = o.suffix or run.env, compress = o.compress, level = o.level,
-    pg_bin = o.pg_bin, recipient = o.recipient, recipients_file = o.recipients_file, sign = o.sign,
-    sign_password_file = o.sign_password_file, s3 = s3opts, time = run.started }
 end
 
 local function record(run, b)
@@ -177,7 +189,6 @@ end
 -- others; the step fails naming them). Returns what the summary says.
 function nightly.backup(run, s3opts)
   local o = run.o
-  if not o.db then pgvault.raise("usage", "no database: give --db URL or db = ... in the environment") end
   run.backups, run.done = {}, {}
   if o.all_databases then
     local globals = require "lib.globals"
@@ -200,15 +211,19 @@ end
 -- The public keys the read-back check trusts: --trust (and PGVAULT_TRUST);
 -- a run that signs and names none checks with KEY.pub, the public half that
 -- 'pgvault keygen --sign KEY' wrote beside its key.
-function nightly.trusted(o)
+function nightly.trusted(run)
+  local o = run.o
+  if run.trusted ~= nil then return run.trusted or nil end
+  run.trusted = o.trust or false
   if #(o.trust or {}) > 0 or (os.getenv("PGVAULT_TRUST") or "") ~= "" or not o.sign then return o.trust end
   if fs.exists(o.sign .. ".pub") then
     log.info("the read-back check takes the signature's public key from %s.pub (give --trust KEY.pub to name it)",
       o.sign)
-    return { o.sign .. ".pub" }
+    run.trusted = { o.sign .. ".pub" }
+  else
+    log.warn("the read-back check cannot check the signatures: no --trust KEY.pub and no %s.pub", o.sign)
   end
-  log.warn("the read-back check cannot check the signatures: no --trust KEY.pub and no %s.pub", o.sign)
-  return o.trust
+  return run.trusted or nil
 end
 
 -- Read-back check of one backup in the bucket, as `pgvault verify s3://…`
@@ -251,7 +266,7 @@ function nightly.readback(run, s3opts)
     log.info("the read-back check downloads %s from Backblaze B2: downloads above B2's free allowance cost "
       .. "money (--no-readback, or readback = false, skips it)", require("lib.cli").bytes(total))
   end
-  local trusted = nightly.trusted(o)
+  local trusted = nightly.trusted(run)
   local rows, bytes_only = 0, false
   for _, path in ipairs(paths) do
     local n = readback_one(run, s3opts, path, trusted)
@@ -269,8 +284,12 @@ end
 function nightly.prune(run, s3opts)
   local prune = require "lib.prune"
   local policy = retention.policy(run.o)
+  prune.announce(policy)
   local inv = prune.inventory(run.dest, s3opts)
-  local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(run.o.grace) })
+  local plan = prune.plan(inv, policy, { grace = prune.grace_seconds(run.o.grace), trust = nightly.trusted(run) })
+  for _, b in ipairs(plan.damaged) do
+    log.warn("prune left %s alone and did not count it as the newest: %s", b.name, tostring(b.problem))
+  end
   local done = prune.apply(plan, inv)
   run.pruned = { kept = #plan.keep, removed = done.backups, orphans = done.orphans, uploads = done.uploads }
   local swept = {}
@@ -339,28 +358,24 @@ local function drill_one(run, s3opts, b)
   local o = run.o
   local dump = require "pgvault.dump"
   local layers = require "lib.layers"
+  local trust = require "lib.trust"
   local url = o.drill_db
   if not url or #run.done > 1 then
     local db = b.manifest.database or "db"
     url = dump.conninfo(o.drill_db or o.db, { dbname = "pgvault_drill_" .. naming.cut(db, 63 - 14), password = true })
   end
-  local head, source
-  if run.remote then
-    local client = require("pgvault.s3").client(s3opts)
-    head = client:get(b.path, { range = "bytes=0-63" })
-    source = function() return client:reader { url = b.path } end
-  else
-    local f = assert(io.open(b.path, "rb"))
-    head = f:read(64) or ""
-    f:close()
-  end
-  local list = layers.detect(head, b.path)
-  if list[1] == "age" and #(o.identity or {}) == 0 then
+  -- The backup as a restore reads it: with trusted keys, signed, and each
+  -- block checked before pg_restore sees it.
+  local src <close> = require("lib.source").open(b.path, { s3 = s3opts, manifest = "required" })
+  local job = { trust = nightly.trusted(run), identities = layers.read_identities(o.identity) }
+  trust.authenticate(job, src)
+  if layers.has(src.layers, "age") and #job.identities == 0 then
     pgvault.raise("usage", "the backup is encrypted and no identity is configured: the drill cannot restore it "
       .. "(give identity = ... or --drill-every never)")
   end
-  local res = require("lib.drill").run { src = b.path, source = source, layers = list, identity_files = o.identity,
-    url = url, summary = b.result.archive }
+  local res = require("lib.drill").run { src = b.path, source = function() return src:reader() end,
+    verifier = trust.verifier(src), layers = src.layers, identity_files = o.identity, url = url,
+    summary = b.result.archive }
   if #res.problems > 0 then
     pgvault.raise("verify", "restore drill of " .. b.path .. ": " .. table.concat(res.problems, "; "))
   end

@@ -10,9 +10,10 @@
 -- environment, with the database in it for --all-databases), and each
 -- group's newest is kept whatever the rules say; its manifest is read to
 -- make sure it is one (a damaged newest manifest is left alone and does
--- not count). Removing a backup deletes its manifest first, so that a
--- backup pruned half-way is never "latest". Archives without a manifest,
--- temporary files (.NAME.RANDOM.partial), stale reservations and stale
+-- not count; with trusted keys, nor does one they did not sign). Removing
+-- a backup deletes its manifest first, so that a backup pruned half-way
+-- is never "latest". Archives without a manifest, temporary files
+-- (.NAME.RANDOM.partial), stale reservations and stale
 -- multipart uploads are removed once older than the grace period (an
 -- upload may be in flight); a young reservation protects its backup, unless
 -- the process it names ran on this machine and is gone (lib.lock): then
@@ -46,8 +47,10 @@ end
 -- Entries {name, path, size, mtime} of a directory (regular files only).
 local function list_dir(dir)
   local st = fs.stat(dir)
-  if not st then pgvault.raise("io", "cannot prune " .. dir .. ": no such directory") end
-  if st.type ~= "dir" then pgvault.raise("io", "cannot prune " .. dir .. ": not a directory") end
+  if not st or st.type ~= "dir" then
+    pgvault.raise("io", string.format("cannot prune %s: %s: check the destination (DEST, --to or the environment's "
+      .. "to)", dir, st and "not a directory" or "no such directory"))
+  end
   local out = {}
   for _, name in ipairs(fs.listdir(dir)) do
     local path = dir .. "/" .. name
@@ -142,17 +145,28 @@ function prune.inventory(dest, s3opts)
   return inv
 end
 
--- The manifest of backup b, read and checked, or nil and why not.
-local function read_manifest(inv, b)
+local function read_entry(inv, e)
+  if inv.remote then return pcall(inv.client.get, inv.client, e.path) end
+  return pcall(fs.read_file, e.path)
+end
+
+-- The manifest of backup b, read and checked, or nil and why not. With
+-- trusted keys (plan's opts.trust) it must also be signed by one of them
+-- and name this very object and its size (lib.trust.check): a backup that
+-- anyone who can write the bucket could have made never counts as the
+-- newest, so forged newer backups cannot get the real ones pruned.
+local function read_manifest(inv, b, keys)
   local e = b.manifest_entry
   if e.size > manifest.MAX_BYTES then return nil, e.path .. " is too large to be a pgvault manifest" end
-  local ok, text
-  if inv.remote then
-    ok, text = pcall(inv.client.get, inv.client, e.path)
-  else
-    ok, text = pcall(fs.read_file, e.path)
-  end
+  local ok, text = read_entry(inv, e)
   if not ok then return nil, "cannot read " .. e.path .. ": " .. tostring(text) end
+  if keys then
+    local sig = b.signature_entry and select(2, read_entry(inv, b.signature_entry)) or nil
+    local tok, m = pcall(require("lib.trust").check, { keys = keys, manifest = text, signature = sig,
+      object = b.name, bytes = b.size, where = b.name })
+    if not tok then return nil, pgvault.is_error(m) and m.message or tostring(m), "untrusted" end
+    return m
+  end
   local dok, m = pcall(manifest.decode, text, e.path)
   if not dok then return nil, tostring(m) end
   return m
@@ -161,6 +175,11 @@ end
 -- ------------------------------------------------------------------------
 -- Plan
 -- ------------------------------------------------------------------------
+
+-- Says which rules apply (the run's log).
+function prune.announce(policy)
+  log.info("%s, per suffix; the newest backup of each is always kept", retention.describe(policy))
+end
 
 -- Seconds in a grace duration ("24h", "2d"; default 24h).
 function prune.grace_seconds(text, now)
@@ -260,7 +279,7 @@ end
 -- The rules over the complete backups, and a check that each group's
 -- newest is really a backup: a damaged manifest is left alone (plan.damaged)
 -- and the group planned again.
-local function apply_rules(inv, plan, complete, policy, now)
+local function apply_rules(inv, plan, complete, policy, now, keys)
   while true do
     local keep, remove = retention.plan(complete, policy, now)
     local bad
@@ -271,11 +290,11 @@ local function apply_rules(inv, plan, complete, policy, now)
       if not seen[group] then
         seen[group] = true
         if not b.checked then
-          local m, why = read_manifest(inv, b)
+          local m, why, untrusted = read_manifest(inv, b, keys)
           b.checked = true
           if not m then
             bad = b
-            b.problem = why
+            b.problem, b.untrusted = why, untrusted
             break
           end
           b.manifest = m
@@ -291,7 +310,8 @@ local function apply_rules(inv, plan, complete, policy, now)
   end
 end
 
--- opts: grace (seconds), now. Returns
+-- opts: grace (seconds), now, trust (public key files: each group's newest
+-- must be signed by one; PGVAULT_TRUST too). Returns
 -- { keep = {{backup, reasons}}, remove = {backup}, damaged = {backup},
 --   orphans = {entry, why}, young = {entry, why}, uploads = {upload, why} }.
 function prune.plan(inv, policy, opts)
@@ -299,7 +319,7 @@ function prune.plan(inv, policy, opts)
   local grace = opts.grace or prune.grace_seconds(nil, now)
   local plan = { keep = {}, remove = {}, damaged = {}, orphans = {}, young = {}, uploads = {}, policy = policy }
   local complete = sort_leftovers(inv, plan, grace, now)
-  apply_rules(inv, plan, complete, policy, now)
+  apply_rules(inv, plan, complete, policy, now, require("lib.trust").keys(opts.trust))
   return plan
 end
 
@@ -352,7 +372,8 @@ function prune.rows(plan)
   for _, b in ipairs(plan.remove) do rows[#rows + 1] = { "remove", b.name, "no rule keeps it" } end
   table.sort(rows, function(a, b) return a[2] > b[2] end)
   for _, b in ipairs(plan.damaged) do
-    rows[#rows + 1] = { "leave", b.name, "damaged manifest, left for you to inspect: " .. tostring(b.problem) }
+    rows[#rows + 1] = { "leave", b.name, (b.untrusted and "not signed by a trusted key, not counted as the newest, "
+      .. "left for you to inspect: " or "damaged manifest, left for you to inspect: ") .. tostring(b.problem) }
   end
   for _, y in ipairs(plan.young) do rows[#rows + 1] = { "leave", y.entry.name, y.why } end
   for _, o in ipairs(plan.orphans) do rows[#rows + 1] = { "remove", o.entry.name, o.why } end

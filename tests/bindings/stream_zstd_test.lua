@@ -147,8 +147,11 @@ t.test("a large stream goes through in bounded memory", function()
   local bytes, hwm, base = r.stdout:match("(%d+)%s+(%d+)%s+(%d+)")
   t.ok(tonumber(bytes) > 250 * 1024 * 1024, "bytes through: " .. tostring(bytes))
   -- What the pipeline added to the process, not the data size (256 MiB).
-  t.ok(tonumber(hwm) - tonumber(base) < 64 * 1024,
-    "peak RSS " .. hwm .. " kB (" .. base .. " kB before) grew by less than 64 MiB")
+  -- Under AddressSanitizer freed chunks wait in its quarantine and every
+  -- allocation has redzones: a looser bound, still well below the data.
+  local limit = h.asan and 160 or 64
+  t.ok(tonumber(hwm) - tonumber(base) < limit * 1024,
+    "peak RSS " .. hwm .. " kB (" .. base .. " kB before) grew by less than " .. limit .. " MiB")
 end)
 
 -- Counts the frames of a .zst file as the zstd CLI sees them.

@@ -65,6 +65,8 @@ end
 local valgrind = os.getenv("PGVAULT_VALGRIND")
 -- True when every pgvault process runs under valgrind (make valgrind).
 h.valgrind = valgrind ~= nil
+-- True when the binary under test is AddressSanitizer's build (make asan).
+h.asan = (os.getenv("ASAN_OPTIONS") or "") ~= ""
 
 -- Runs the binary under test (under valgrind when PGVAULT_VALGRIND is set).
 function h.pgvault(args, opts)

@@ -85,6 +85,17 @@ function errorXml(code, message) {
     `<RequestId>proxy</RequestId></Error>`;
 }
 
+// A seeded generator (mulberry32) for the rules' rates, so a run's faults
+// are the same each time: a test asserting that faults were injected cannot
+// be failed by chance. Every new list of rules starts it again.
+let seed = 1;
+function random() {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+  x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+  return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+}
+
 // The rule that fires for this request, if any.
 function pickRule(op, req) {
   for (const r of rules) {
@@ -94,7 +105,7 @@ function pickRule(op, req) {
     r.seen = (r.seen || 0) + 1;
     if (r.seen <= (r.after || 0)) continue;
     if (r.count !== undefined && (r.fired || 0) >= r.count) continue;
-    if (Math.random() >= (r.rate === undefined ? 1 : r.rate)) continue;
+    if (random() >= (r.rate === undefined ? 1 : r.rate)) continue;
     r.fired = (r.fired || 0) + 1;
     return r;
   }
@@ -234,7 +245,10 @@ function handle(req, res) {
     let body = '';
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
-      if (url.pathname === '/__proxy/rules') rules = JSON.parse(body || '[]');
+      if (url.pathname === '/__proxy/rules') {
+        rules = JSON.parse(body || '[]');
+        seed = 1;
+      }
       if (url.pathname === '/__proxy/delay') delay = Number(JSON.parse(body || '{}').ms || 0);
       if (url.pathname === '/__proxy/reset') {
         rules = [];

@@ -167,3 +167,33 @@ environment "prod" {
   t.eq(h.psql(h.pg().url(target), "SELECT count(*) FROM t;"), "42\n", "restored")
   h.dropdb(target)
 end)
+
+t.test("config check: every setting's flag takes effect over the file and says so", function()
+  local d = setup()
+  local config = require "lib.config"
+  local args, want = { "--env", "prod", "--json" }, {}
+  for _, k in ipairs(config.KEYS) do
+    local opt = config.option(k.name)
+    local flag = "--" .. opt[1]
+    args[#args + 1] = flag
+    if k.type == "string" or k.type == "list" then
+      args[#args + 1] = k.name:match("url$") and "https://example.test/" .. k.name or "value-" .. k.name
+    elseif k.type == "integer" or k.type == "count" then
+      args[#args + 1] = tostring(k.min or 7)
+    elseif k.type == "duration" then
+      args[#args + 1] = "3d"
+    elseif k.type == "enum" then
+      args[#args + 1] = k.values[#k.values]
+    end
+    want[k.name] = flag
+  end
+  local r = check(args, { cwd = d })
+  t.eq(r.code, 0, r.stderr)
+  local got, values = {}, {}
+  for _, s in ipairs(require("cjson").decode(r.stdout).environments[1].settings) do
+    got[s.key], values[s.key] = s.source, s.value
+  end
+  for name, flag in pairs(want) do t.eq(got[name], flag, name .. " comes from " .. flag) end
+  t.eq(values.readback, "false", "--no-readback turns the read-back off")
+  t.eq(values.all_databases, "true", "--all-databases on")
+end)

@@ -91,10 +91,15 @@ t.test("the read-back check refuses an object replaced in the bucket, with or wi
     return run
   end
   -- Another backup of the same database, unsigned, as whoever can write to
-  -- the bucket could make.
+  -- the bucket could make. Its data differs: pg_dump's header carries the
+  -- time in seconds, so a dump of the same data in the same second is the
+  -- very same bytes (that is no forgery, and the check rightly took it).
+  h.psql(src, "INSERT INTO items VALUES (501, 'forged');")
   local forged = require("lib.backup").run { db = src, to = h.tmpdir(), suffix = "prod" }
+  h.psql(src, "DELETE FROM items WHERE id = 501;")
   local c = s3.client(opts)
   local run = fresh_run()
+  t.neq(forged.result.stored.sha256, run.last.result.stored.sha256, "the forgery is other bytes")
   t.eq(nightly_lib.readback(run, opts):match("signatures good$"), "signatures good", "as written: good")
   c:put(run.last.path, h.read(forged.path))
   local ok, err = pcall(nightly_lib.readback, run, opts)
@@ -107,4 +112,25 @@ t.test("the read-back check refuses an object replaced in the bucket, with or wi
   ok, err = pcall(nightly_lib.readback, run, opts)
   t.ok(not ok, "refused with its manifest replaced too")
   t.eq(err.kind, "trust", "the signature does not match the manifest")
+  -- the restore drill reads as a restore does: the replaced object never
+  -- reaches pg_restore
+  ok, err = pcall(nightly_lib.drill, run, opts)
+  t.ok(not ok, "the drill refuses it")
+  t.eq(err.kind, "trust", tostring(err.message))
+  t.eq(h.psql(h.pg().admin_url(), "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgvault_drill_%';"), "0\n",
+    "no scratch database was made")
+  run = fresh_run()
+  t.match(nightly_lib.drill(run, opts), "^restored into pgvault_drill_nightly_sign_test and dropped",
+    "a signed backup as written: the drill runs")
+  -- the prune step: a newer backup nobody signed is not "the newest", so
+  -- it cannot get the real ones pruned (it is left alone, and said so)
+  local naming = require "lib.naming"
+  local fake = dest .. naming.archive_name(naming.stamp(os.time() + 3600), "prod", ".zst")
+  c:put(fake, h.read(forged.path))
+  c:put(fake .. ".manifest.json", h.read(forged.path .. ".manifest.json"))
+  local pr = nightly_lib.new { settings = { env = "prod" }, to = dest, db = src, suffix = "prod", sign = KEY,
+    identity = {}, trust = {}, recipient = {}, recipients_file = {}, keep_last = 1 }
+  t.eq(nightly_lib.prune(pr, opts), "1 kept, 2 removed", "the newest signed backup kept, the two replaced removed")
+  t.ok(c:head(run.last.path) and c:head(run.last.path .. ".manifest.json"), "the newest signed backup stays")
+  t.ok(c:head(fake), "the unsigned one is left for you to inspect")
 end)

@@ -261,3 +261,43 @@ t.test("bad input: a bad duration is a usage error; a missing directory says so"
   t.match(r.stderr, "no such directory", "says so")
   t.eq(retention.seconds("24h", "grace"), 86400, "grace in seconds")
 end)
+
+t.test("--trust: the newest must be signed by a trusted key; forged newer backups get no real one pruned", function()
+  local trust = require "lib.trust"
+  local stream = require "pgvault.stream"
+  local keys = h.tmpdir()
+  local pub = trust.keygen(keys .. "/k").pub_path
+  local key <close> = trust.signing_key(keys .. "/k")
+  local X = stream.run({ stream.string("x"), stream.sha256(), stream.discard() }).sha256.sha256
+  local st = dir_store(h.tmpdir() .. "/b")
+  local function backup(days_ago, signed)
+    local name = naming.archive_name(stamp(days_ago), "prod", ".zst")
+    local text = manifest.encode(manifest.new { environment = "prod", database = "app",
+      stored = { name = name, bytes = 1, sha256 = X, block_size = 4096, blocks = { X } } })
+    st.put(name, "x", days_ago * DAY)
+    st.put(name .. naming.MANIFEST_SUFFIX, text, days_ago * DAY)
+    if signed then st.put(name .. ".manifest.json.minisig", trust.signature(key, text, name), days_ago * DAY) end
+    return name
+  end
+  local older, real = backup(3, true), backup(2, true)
+  -- what whoever can write the destination adds: newer, unsigned
+  local forged1, forged0 = backup(1, false), backup(0, false)
+  local r = run({ "prune", st.dest, "--keep-last", "1", "--dry-run" })
+  t.match(r.stdout, "keep%s+" .. forged0:gsub("%p", "%%%0"), "without --trust the newest forgery counts: "
+    .. r.stdout)
+  r = run({ "prune", st.dest, "--keep-last", "1", "--trust", pub, "--dry-run" })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "keep%s+" .. real:gsub("%p", "%%%0") .. "%s+last", "the newest signed backup is the newest")
+  t.match(r.stdout, "leave%s+" .. forged0:gsub("%p", "%%%0") .. "%s+not signed by a trusted key", r.stdout)
+  r = run({ "prune", st.dest, "--keep-last", "1", "--trust", pub })
+  t.eq(r.code, 0, r.stderr)
+  t.ok(st.exists(real) and st.exists(real .. naming.MANIFEST_SUFFIX), "kept")
+  t.ok(not st.exists(older), "the older one goes by the rule")
+  t.ok(st.exists(forged0) and st.exists(forged1), "the forgeries are left for you to inspect")
+  -- the same from the configuration's trust key (nightly's prune step reads it too)
+  h.write(st.dest .. "/../pgvault.conf.lua", string.format(
+    "environment 'prod' { to = %q, keep_last = 1, trust = %q }\n", st.dest, pub))
+  r = run({ "prune", "--config", st.dest .. "/../pgvault.conf.lua", "--env", "prod", "--dry-run" })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "keep%s+" .. real:gsub("%p", "%%%0") .. "%s+last", "trust from the file: " .. r.stdout)
+end)

@@ -150,6 +150,9 @@ environment "local" { db = "postgresql:///app" }
   t.eq(o2.suffix, "x")
   local o3 = run({ "--env", "local" }, path)
   t.eq(o3.readback, true, "readback defaults to true")
+  local o4 = run({ "--env", "local", "--no-readback" }, path)
+  t.eq(o4.readback, false, "--no-readback turns it off (regression: it set readback = true)")
+  t.eq(o4.settings.sources.readback, "--no-readback", "and says so")
   t.eq(o3.keep_last, nil, "nothing set")
 end)
 

@@ -231,3 +231,37 @@ t.test("nightly --all-databases --sign to a bucket: every manifest signed, the r
   t.eq(err.kind, "trust", tostring(err.message))
   t.eq(psql(admin(), "SELECT count(*) FROM pg_roles WHERE rolname = 'intruder';"), "0\n", "nothing applied")
 end)
+
+t.test("tablespaces and password hashes: a tablespace the server has is kept; no hash reaches a log line", function()
+  local loc = base .. "/ts_keep"
+  fs.mkdir_p(loc)
+  if h.run({ "id", "-u" }).stdout == "0\n" then t.eq(h.run({ "chown", "postgres", loc }).code, 0, "chown") end
+  psql(admin(), "CREATE TABLESPACE ts_keep LOCATION '" .. loc .. "';")
+  psql(admin(), "GRANT CREATE ON TABLESPACE ts_keep TO readers;")
+  local function lua(code, ...) return h.pgvault({ "-e", string.format(code, ...) }, { timeout = 300 }) end
+  local d = h.tmpdir()
+  local r = lua("require('lib.globals').dump{ db = %q, to = %q, env = 'prod', stamp = '20260101000000' }", admin(), d)
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stderr, "password hashes go into the roles%-and%-grants dump unencrypted: .*give %-r", "warned")
+  local g = d .. "/20260101000000_prod_globals.sql.zst"
+  local sql = h.run({ "zstd", "-dc", g }).stdout
+  t.match(sql, "PASSWORD 'SCRAM%-SHA%-256%$", "the hashes are in the dump (what the checks below look for)")
+  t.match(sql, "\nCREATE TABLESPACE ts_keep OWNER ", "and the tablespace")
+  -- replayed onto the server that has them all: the tablespace is kept
+  local applied = lua("require('lib.globals').apply{ src = %q, db = %q }", g, admin())
+  t.eq(applied.code, 0, applied.stderr)
+  t.match(applied.stderr, "tablespace ts_keep exists on the server: kept as it is", "said")
+  t.eq(psql(admin(), "SELECT has_tablespace_privilege('readers', 'ts_keep', 'CREATE');"), "t\n", "its grant stays")
+  -- by a role that may not change roles: one line, and still no hash
+  local refused = lua("require('lib.globals').apply{ src = %q, db = %q }", g, user_url())
+  t.eq(refused.code, 1, refused.stderr)
+  t.match(refused.stderr, "applying the roles and grants of .*_globals%.sql%.zst failed", "says what failed")
+  for _, out in ipairs({ r.stderr, applied.stderr, refused.stderr, r.stdout, applied.stdout, refused.stdout }) do
+    t.no_match(out, "SCRAM%-SHA%-256", "no password hash in what pgvault printed")
+  end
+  t.eq(globals.skip_tablespaces('CREATE TABLESPACE "a ""b" OWNER x LOCATION \'/l\';\nCREATE TABLESPACE c OWNER x '
+    .. "LOCATION '/m';\n", { ['a "b'] = true }), '-- pgvault: tablespace "a ""b" exists: not created\n'
+    .. "CREATE TABLESPACE c OWNER x LOCATION '/m';\n", "a quoted name; one the server lacks is created")
+  psql(admin(), "REVOKE CREATE ON TABLESPACE ts_keep FROM readers;")
+  psql(admin(), "DROP TABLESPACE ts_keep;")
+end)

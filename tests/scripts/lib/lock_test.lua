@@ -104,6 +104,14 @@ t.test("a holder on another machine: refused until its lock expires, then taken 
   end
 end)
 
+t.test("an expired lock whose holder still runs on this machine is not taken over (a long step)", function()
+  local place = places()[2]
+  local me = lock.identity()
+  plant(place, { host = me.host, pid = me.pid, boot = me.boot, start = me.start, expires = os.time() - 60,
+    started = os.time() - 7200, token = "x", command = "nightly" })
+  t.raises(function() lock.acquire(opts(place)) end, "locked by another run: host [^,]+, pid " .. me.pid)
+end)
+
 t.test("a directory that does not exist is not created by the lock", function()
   local dir = h.tmpdir() .. "/missing"
   t.raises(function() lock.acquire { to = dir, env = "prod" } end, "cannot lock .*/missing: no such directory")

@@ -50,3 +50,20 @@ t.test("Ctrl-C between two steps, while a step's own error left the stop pending
   t.eq(r.stdout, "finally\ttrue\tbackup\tfalse\n", "the final part ran: " .. r.stderr)
   t.eq(r.code, 130, "and the exit code says interrupted")
 end)
+
+t.test("the lock is refreshed before each step; a lock taken over meanwhile fails the next step", function()
+  local run = new_run()
+  local refreshed, lost = 0, false
+  run.held = { refresh = function()
+    if lost then pgvault.raise("exists", "the lock x is no longer held by this run (taken over after it expired?)") end
+    refreshed = refreshed + 1
+  end }
+  run:procedure(function()
+    run:step("backup", function() end)
+    run:step("read-back", function() lost = true end)
+    run:step("prune", function() error("must not run") end)
+  end, function() end)
+  t.eq(refreshed, 2, "before the backup and before the read-back")
+  t.eq(run.failed.name, "prune", "the step after the lock was lost fails")
+  t.match(run.failed.error, "no longer held by this run", "saying why")
+end)
