@@ -53,6 +53,14 @@ nr.STEPS = { "create", "restore", "swap_out", "swap_in", "secret", "deploy", "en
 local RUN_OPTIONS = { "project", "branch", "database", "role", "fly_app", "env_file", "no_swap", "swap", "stage",
   "to", "source_database" }
 
+-- An option of restore's, as restore describes it (the same engine).
+local function restore_option(name)
+  for _, opt in ipairs(restore.CLI.options) do
+    if opt[1] == name then return opt end
+  end
+  error("restore has no option --" .. name)
+end
+
 local options = {}
 local function add_options(list) for _, opt in ipairs(list) do options[#options + 1] = opt end end
 add_options {
@@ -75,7 +83,7 @@ add_options {
   { "resume", nil, false, "go on with the newest run in .pgvault/ from the step that failed" },
   { "rollback", nil, false, "undo the newest run: the previous database back under its name, DATABASE_URL and "
     .. "the env file back" },
-  { "jobs", "j", "N", "parallel pg_restore jobs (a .zst, .age or s3:// backup is laid down as a temporary file)" },
+  restore_option("jobs"),
   config.option("identity", { [4] = "age identity file that opens an encrypted backup" }),
 }
 add_options(trust.TRUST_OPTIONS)
@@ -287,9 +295,8 @@ function Run:restore_options()
   local r, o = self.r, self.o
   local url = self.neon:connection_uri(r.branch_id, r.endpoint_id, r.database, r.role, false)
   neon.protect(url)
-  -- (--dry-run fetches nothing for pg_restore --jobs)
   return { src = r.backup or r.src, db = url, database = r.source_database or r.database,
-    jobs = not o.dry_run and (o.jobs or r.jobs) or nil, count_rows = o.count_rows,
+    jobs = o.jobs or r.jobs, count_rows = o.count_rows,
     identity = #(o.identity or {}) > 0 and o.identity or r.identity,
     trust = #(o.trust or {}) > 0 and o.trust or r.trust, s3 = s3cli.opts(o), pg_bin = o.pg_bin }
 end

@@ -99,7 +99,7 @@ t.test("settings and keys from the configuration file (--env), never from a flag
   t.eq(r.code, 2, "no flag for the API key")
 end)
 
-t.test("from a bucket: …/latest of the database streams in; with --jobs 2 it is fetched first", function()
+t.test("from a bucket: …/latest of the database streams in; with --jobs 2 on two sessions as it arrives", function()
   local s = scenario()
   local bucket = s3h.make_bucket("neon-restore-source")
   local b = h.pgvault({ "backup", "--db", pg.url(s.db), "--to", "s3://" .. bucket .. "/prod/" }, { env = h.s3().env })
@@ -112,6 +112,7 @@ t.test("from a bucket: …/latest of the database streams in; with --jobs 2 it i
     local place = ("s3://" .. bucket .. "/prod"):gsub("%p", "%%%0")
     t.match(r.stderr, "the newest complete backup of database " .. s.db .. " in " .. place .. " is ")
     t.eq(rows(s.db), "4\n", "the bucket's backup, with --jobs " .. jobs)
+    if jobs == "2" then t.match(r.stderr, "on 2 sessions as it arrives", "--jobs is restore's") end
     t.match(state_file(s).backup, "^" .. place .. "/%d+_local%.backup%.zst$", "the resolved backup is recorded")
   end
   env:check_spec()
