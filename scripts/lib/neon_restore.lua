@@ -88,7 +88,7 @@ add_options {
 }
 add_options(trust.TRUST_OPTIONS)
 add_options {
-  { "count-rows", nil, false, "check row counts with count(*) on every table (slow on big databases)" },
+  restore_option("count-rows"),
   config.option("pg_bin", { [4] = "directory of the pg_restore to use (default: the newest here)" }),
   { "lease-wait", nil, "SECONDS", "how long to wait for a Fly machine leased by someone else (default 60)" },
   config.option("neon_api_host"),
