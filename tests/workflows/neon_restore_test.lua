@@ -342,6 +342,23 @@ t.test("a network error after the create was done: looked at, not sent twice", f
   t.match(r.stderr, "looking whether Neon made the change")
 end)
 
+t.test("network errors after a rename and after the delete were done: looked at, none sent twice", function()
+  local s = scenario()
+  env:neon_faults{ { method = "PATCH", action = "drop_after" }, { method = "DELETE", action = "drop_after" } }
+  local r = run(s, { "--drop-old" })
+  t.eq(r.code, 0, r.stderr)
+  local sent = { PATCH = 0, DELETE = 0 }
+  for _, c in ipairs(env:neon_calls()) do
+    if sent[c.method] then sent[c.method] = sent[c.method] + 1 end
+  end
+  t.eq(sent, { PATCH = 2, DELETE = 1 }, "one call per rename and one delete")
+  local _, looked = r.stderr:gsub("looking whether Neon made the change", "")
+  t.eq(looked, 2, r.stderr)
+  t.eq(rows(s.db), "3\n")
+  t.eq(db_exists(state_file(s).old_db), false)
+  env:check_spec()
+end)
+
 t.test("the create operation fails: nothing changed, resumable", function()
   local s = scenario()
   env:neon_faults{ { method = "POST", path = "/databases$", action = "op_failed" } }
