@@ -640,12 +640,29 @@ end
 -- back to <db>_restore_<stamp>, kept), DATABASE_URL back to the previous
 -- database's pooled URL (deployed unless the run staged it; removed again
 -- when the app had none), and the env file the same way.
+-- What --rollback has to undo of run record `r`: a list of sentences.
+local function undo_list(r)
+  local s, out = r.steps, {}
+  if s.swap_in == "done" or s.swap_out == "done" then
+    out[#out + 1] = string.format("rename the databases back (%s to %s, %s to %s)", r.database, r.new_db, r.old_db,
+      r.database)
+  end
+  if r.fly_app and s.secret == "done" then
+    out[#out + 1] = (r.had_secret == false and string.format("remove the Fly app %s's DATABASE_URL again", r.fly_app)
+      or string.format("point the Fly app %s's DATABASE_URL back at %s", r.fly_app, r.database))
+      .. (r.stage and "" or " and deploy it")
+  end
+  if r.env_file and s.env_file == "done" then out[#out + 1] = "rewrite DATABASE_URL in " .. r.env_file .. " back" end
+  return out
+end
+
 function nr.rollback(o)
   check_modes(o)
   local path, r = newest_state()
+  local todo = undo_list(r)
   if o.dry_run then
     return print(recorded(path, r) .. "\n--rollback would " .. (r.rolled_back and "do nothing: it was rolled back"
-      or "rename the databases back and set DATABASE_URL and the env file back"))
+      or #todo == 0 and "do nothing: the run changed nothing that is still in place" or table.concat(todo, "; ")))
   end
   if r.rolled_back then
     return print(string.format("%s was rolled back already: %s is the previous database", path, r.database))
@@ -654,14 +671,14 @@ function nr.rollback(o)
     usage("%s deleted the previous database (--drop-old): there is nothing to roll back to", path)
   end
   local run <close> = setmetatable({ o = o, keys = api_keys(o), path = path, r = r, rolling_back = true }, Run)
-  clients(run)
+  if #todo > 0 then clients(run) end
   local n, f = run.neon, run.fly
   if r.steps.swap_in == "done" then rename(run, r.database, r.new_db) end
   if r.steps.swap_out == "done" then rename(run, r.old_db, r.database) end
   r.steps.swap_in, r.steps.swap_out = nil, nil
   run:save()
-  local url = n:connection_uri(r.branch_id, r.endpoint_id, r.database, r.role, true)
-  neon.protect(url)
+  local url = #todo > 0 and n:connection_uri(r.branch_id, r.endpoint_id, r.database, r.role, true)
+  if url then neon.protect(url) end
   if f and r.steps.secret == "done" then
     -- an app that had no DATABASE_URL before gets none again
     local v = f:set_secrets{ DATABASE_URL = r.had_secret ~= false and url }
@@ -671,8 +688,13 @@ function nr.rollback(o)
   if r.env_file and r.steps.env_file == "done" then envfile.set(r.env_file, "DATABASE_URL", url) end
   r.steps.env_file, r.rolled_back = nil, true
   run:save()
-  print(string.format("rolled back: %s is the previous database again%s; the restored copy is kept as %s",
-    r.database, f and string.format(" and the Fly app %s's DATABASE_URL names it", r.fly_app) or "", r.new_db))
+  if #todo == 0 then
+    return print(string.format("nothing to roll back: %s changed nothing that is still in place (%s is as it was); "
+      .. "it is marked rolled back, so --resume will not go on with it", path, r.database))
+  end
+  print(string.format("rolled back: %s is the previous database again%s%s", r.database,
+    f and string.format(" and the Fly app %s's DATABASE_URL names it", r.fly_app) or "",
+    r.steps.restore == "done" and ("; the restored copy is kept as " .. r.new_db) or ""))
 end
 
 return nr
