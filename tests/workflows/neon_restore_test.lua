@@ -81,6 +81,22 @@ t.test("end to end: restore, swap, Fly secret deployed, env file rewritten", fun
   env:check_spec()
 end)
 
+t.test("the new database gets the live one's owner, not the role neon-restore connects as", function()
+  local s = scenario()
+  local owner = "neon_shop_owner"
+  h.psql(pg.admin_url("postgres"), string.format("CREATE ROLE %s NOLOGIN; GRANT %s TO %s; "
+    .. "ALTER DATABASE %s OWNER TO %s;", owner, owner, pg.user, s.db, owner))
+  env:control("neon", "reset", { roles = { { name = owner, password = "unused" } },
+    databases = { { name = s.db, owner = owner } } })
+  local r = run(s, { "--role", pg.user })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(rows(s.db), "3\n")
+  t.eq(h.psql(pg.admin_url("postgres"), "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '" .. s.db
+    .. "'"), owner .. "\n", "the same owner")
+  t.eq(state_file(s).owner, owner)
+  env:check_spec()
+end)
+
 t.test("settings and keys from the configuration file (--env), never from a flag", function()
   local s = scenario()
   h.write(s.dir .. "/pgvault.conf.lua", table.concat({
