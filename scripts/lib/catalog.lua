@@ -23,14 +23,9 @@ function catalog.newest_first(list)
   return list
 end
 
--- The newest complete backup (status ok) in `list` (newest first) of
--- `database` (any when nil), and the names of the databases the complete
--- backups are of, for a message when there is none. An encrypted backup's
--- manifest keeps its database private (lib.trust): `identities` open it.
--- Whether backup `b` is complete and of `database` (any when nil); an
+-- Whether backup `b` (a manifest read) is of `database` (any when nil); an
 -- encrypted backup's sealed manifest is opened with `identities` first.
-function catalog.fits(b, database, identities)
-  if b.status ~= "ok" then return false end
+local function of_database(b, database, identities)
   if not database then return true end
   if b.manifest.private and identities and #identities > 0 then
     pcall(require("lib.trust").open, b.manifest, identities)
@@ -38,20 +33,69 @@ function catalog.fits(b, database, identities)
   return b.manifest.database == database
 end
 
-function catalog.latest(list, database, identities)
-  local seen, names = {}, {}
+-- Whether backup `b` is complete and of `database` (any when nil).
+function catalog.fits(b, database, identities)
+  return b.status == "ok" and of_database(b, database, identities)
+end
+
+-- What "latest" takes (lib.source, for a directory and a bucket alike):
+-- choose(b) says whether backup b, of any status, newest first, is the one:
+-- it fits (catalog.fits) and, with `accept` (lib.trust.accepts: b -> its
+-- signed manifest, or nil and why), a trusted key signed it; the signed
+-- manifest then replaces the one read before, and decides the database.
+-- A backup of the database passed over (refused by `accept`, or its size
+-- not its manifest's) gets one warning line; skipped() counts them.
+function catalog.chooser(database, identities, accept)
+  local skipped = 0
+  local function skip(fmt, ...)
+    skipped = skipped + 1
+    log.warn("passing over a backup for latest: " .. fmt, ...)
+  end
+  local function choose(b)
+    if b.status == "size mismatch" and of_database(b, database, identities) then
+      skip("%s has %d bytes, but its manifest records %s: it was damaged or replaced", b.path, b.size,
+        tostring(b.manifest.stored.bytes))
+      return false
+    end
+    if not catalog.fits(b, database, identities) then return false end
+    if not accept then return true end
+    local m, why = accept(b)
+    if not m then
+      skip("%s", why)
+      return false
+    end
+    b.manifest = m
+    return of_database(b, database, identities)
+  end
+  return choose, function() return skipped end
+end
+
+-- The names of the databases the complete backups in `list` are of, sorted,
+-- and how many keep theirs sealed (encrypted, not opened).
+function catalog.databases(list)
+  local seen, names, sealed = {}, {}, 0
   for _, b in ipairs(list) do
-    if catalog.fits(b, database, identities) then return b, names end
-    if b.status == "ok" then
-      local db = b.manifest.database
-      if db and not seen[db] then
-        seen[db] = true
-        names[#names + 1] = db
-      end
+    local db = b.status == "ok" and b.manifest.database
+    if db and not seen[db] then
+      seen[db] = true
+      names[#names + 1] = db
+    elseif b.status == "ok" and not db and b.manifest.private then
+      sealed = sealed + 1
     end
   end
   table.sort(names)
-  return nil, names
+  return names, sealed
+end
+
+-- The newest backup in `list` (newest first) that catalog.chooser(database,
+-- identities, accept) takes, or nil and the databases the complete backups
+-- are of (for a message); and how many newer ones were passed over.
+function catalog.latest(list, database, identities, accept)
+  local choose, skipped = catalog.chooser(database, identities, accept)
+  for _, b in ipairs(list) do
+    if choose(b) then return b, {}, skipped() end
+  end
+  return nil, catalog.databases(list), skipped()
 end
 
 function catalog.scan(dir)

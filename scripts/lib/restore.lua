@@ -61,7 +61,7 @@ restore.CLI = {
     { "identity", "i", "FILE", "age identity file to decrypt an encrypted (.age) backup", multi = true },
   },
   positionals = { { "SRC", "the backup: a file, DIR/latest, or s3://BUCKET/PREFIX/NAME (…/latest: the newest "
-    .. "complete backup of the database)" } },
+    .. "complete backup of the database; with --trust, the newest one a trusted key signed)" } },
 }
 
 local function usage(fmt, ...) pgvault.raise("usage", string.format(fmt, ...)) end
@@ -113,7 +113,7 @@ end
 -- Step 2: the backup, its manifest (required from a bucket) and layers.
 function restore.open(job)
   local src = source.open(job.src, { s3 = job.s3, database = job.database, identities = job.identities,
-    manifest = job.src:sub(1, 5) == "s3://" and "required" or "optional" })
+    trust = job.trust, manifest = job.src:sub(1, 5) == "s3://" and "required" or "optional" })
   if layers.has(src.layers, "age") and #job.identities == 0 then
     src:close()
     usage("%s is encrypted (age): give the identity file that opens it with -i FILE", src.name)
@@ -418,9 +418,11 @@ end
 function restore.load_into(opts, dbname)
   local job <close> = restore.plan(opts)
   local src <close> = restore.open(job)
+  local trust = require "lib.trust"
+  trust.authenticate(job, src)
   local db = restore.into(job, src, dbname)
-  restore.load(job, db, { src:reader(), restore.checksum(src), restore.unwrap(job, src), restore.progress(),
-    restore.pg_restore(job, src, db) })
+  restore.load(job, db, { src:reader(), trust.verifier(src), restore.checksum(src), restore.unwrap(job, src),
+    restore.progress(), restore.pg_restore(job, src, db) })
   restore.check_rows(job, src, db)
   return { row_counts_checked = db.checked, result = db.result, manifest = src.manifest }
 end

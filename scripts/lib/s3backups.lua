@@ -96,10 +96,12 @@ end
 
 -- The newest complete backup under url (of database how.database when
 -- given): one listing, then the manifests newest first, only until one is
--- valid, matches its archive's size and names that database.
+-- valid, matches its archive's size and names that database; or, with
+-- how.accept(b) (lib.catalog.chooser), until it takes one (of any status).
 function s3backups.latest(url, opts, how)
   local database = (how or {}).database
-  local accept = (how or {}).accept or function(b) return not database or b.manifest.database == database end
+  local accept = (how or {}).accept
+    or function(b) return b.status == "ok" and (not database or b.manifest.database == database) end
   local client <close> = s3.client(opts)
   local list, present, bucket = listing(client, url)
   for _, b in ipairs(list) do
@@ -107,7 +109,7 @@ function s3backups.latest(url, opts, how)
     if murl then
       local _, text = pcall(client.get, client, murl) -- text: the body, or the error
       judge(b, murl, text)
-      if b.status == "ok" and accept(b) then return b end
+      if accept(b) then return b end
     end
   end
   pgvault.raise("io", string.format("no complete backup (one with a manifest)%s under %s",

@@ -33,19 +33,39 @@ local function latest_place(spec)
 end
 
 -- The newest complete backup (one with a good manifest) in `place`, of
--- `database` when given.
+-- opts.database when given, that lib.catalog.chooser takes: with trusted
+-- keys (opts.trust, PGVAULT_TRUST), the newest one a trusted key signed,
+-- each newer one passed over said in a warning line. Returns its path and
+-- whether a trusted key's signature chose it.
 function source.resolve_latest(place, opts)
+  local accept = require("lib.trust").accepts(opts.trust, opts.s3)
+  local choose, skipped = catalog.chooser(opts.database, opts.identities, accept)
+  local list
   if is_s3(place) then
-    -- one listing, manifests read newest first until one fits
+    -- one listing, manifests read newest first until one is taken
     local s3backups = require "lib.s3backups"
-    local ok, b = pcall(s3backups.latest, place .. "/", opts.s3, { database = opts.database,
-      accept = function(e) return catalog.fits(e, opts.database, opts.identities) end })
-    if ok then return b.path end
+    local ok, b = pcall(s3backups.latest, place .. "/", opts.s3, { database = opts.database, accept = choose })
+    if ok then return b.path, accept ~= nil end
     if not (pgvault.is_error(b) and b.message:find("^no complete backup")) then error(b, 0) end
+  else
+    list = catalog.scan(place)
+    for _, b in ipairs(list) do
+      if choose(b) then return b.path, accept ~= nil end
+    end
   end
-  local list = is_s3(place) and require("lib.s3backups").scan(place .. "/", opts.s3) or catalog.scan(place)
-  local b, others = catalog.latest(list, opts.database, opts.identities)
-  if b then return b.path end
+  local of = opts.database and (" of database " .. opts.database) or ""
+  if accept and skipped() > 0 then
+    pgvault.raise("trust", string.format("no complete backup%s in %s is signed by a trusted key (%d passed "
+      .. "over, see above): check that --trust names the public key of your backup job's 'backup --sign KEY'",
+      of, place, skipped()))
+  end
+  list = list or require("lib.s3backups").scan(place .. "/", opts.s3)
+  local others, sealed = catalog.databases(list)
+  if opts.database and sealed > 0 and #(opts.identities or {}) == 0 then
+    pgvault.raise("io", string.format("no complete backup of database %s in %s: %d encrypted ones keep their "
+      .. "database in the sealed part of their manifest; give the identity that opens them with -i FILE",
+      opts.database, place, sealed))
+  end
   if opts.database and #others > 0 then
     pgvault.raise("io", string.format("no complete backup of database %s in %s (it holds backups of %s): "
       .. "name the backup, or choose the database with --database NAME", opts.database, place,
@@ -108,16 +128,18 @@ end
 
 -- opts: identities (open encrypted manifests' private parts for …/latest),
 -- s3 (options of pgvault.s3), manifest ("required", "optional" or
--- "skip"), database (…/latest picks a backup of this database).
+-- "skip"), database (…/latest picks a backup of this database), trust
+-- (files of trusted public keys: …/latest picks one they signed).
 function source.open(spec, opts)
   opts = opts or {}
   if type(spec) ~= "string" or spec == "" then pgvault.raise("usage", "name the backup to read") end
-  local self = setmetatable({ s3 = opts.s3 }, Source)
+  local self = setmetatable({ s3 = opts.s3, opts = opts }, Source)
   local place = latest_place(spec)
   if place then
-    spec = source.resolve_latest(place, opts)
-    log.info("the newest complete backup%s in %s is %s", opts.database and (" of database " .. opts.database) or "",
-      place, spec)
+    local signed
+    spec, signed = source.resolve_latest(place, opts)
+    log.info("the newest complete backup%s in %s%s is %s", opts.database and (" of database " .. opts.database) or "",
+      place, signed and " signed by a trusted key" or "", spec)
   end
   if is_s3(spec) then open_bucket(self, spec, opts) else open_local(self, spec, opts) end
   self.layers = layers.require(self.head, self.name, self.manifest)
@@ -155,19 +177,20 @@ function Source:localize()
   return path
 end
 
--- The newest other complete backup of `database` in the same place, or nil.
+-- The newest other complete backup of `database` in the same place (with
+-- trusted keys, one they signed), or nil: for a message, so quietly.
 function Source:previous(database)
   local place = self.remote and self.url:match("^(.*/)[^/]*$") or (self.name:match("^(.*)/[^/]*$") or ".")
-  local ok, list = pcall(function()
-    return self.remote and require("lib.s3backups").scan(place, self.s3) or catalog.scan(place)
-  end)
-  if not ok then return nil end
-  for _, b in ipairs(list) do
-    if b.status == "ok" and b.path ~= self.name and (not database or b.manifest.database == database) then
-      return b.path
+  local ok, path = pcall(function()
+    local list = self.remote and require("lib.s3backups").scan(place, self.s3) or catalog.scan(place)
+    local accept = require("lib.trust").accepts(self.opts.trust, self.s3)
+    for _, b in ipairs(list) do
+      if b.path ~= self.name and catalog.fits(b, database, self.opts.identities) and (not accept or accept(b)) then
+        return b.path
+      end
     end
-  end
-  return nil
+  end)
+  return ok and path or nil
 end
 
 function Source:close()

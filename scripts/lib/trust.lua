@@ -37,6 +37,9 @@
 --       manifest checked as above ({name=, manifest=, trusted=} for trust.verifier); nil without keys
 --   trust.annotate(backups, o) -> bool         list: b.sig = good / bad / none with --trust (true
 --       then); with -i, encrypted manifests' private parts opened (their database shown)
+--   trust.accepts(files, s3opts) -> accept | nil   …/latest (lib.source): accept(b) -> the signed
+--       manifest, or nil and why, for a listed backup b (lib.catalog, lib.s3backups), checked as
+--       trust.check does (its size too); nil without trusted keys
 --
 -- The pieces
 --   trust.keys(files) -> keys | nil           the trusted public keys: each FILE of `files` and each
@@ -398,6 +401,21 @@ function trust.annotate(list, o)
   end
   if client then client:close() end
   return keys ~= nil
+end
+
+function trust.accepts(files, s3opts)
+  local keys = trust.keys(files)
+  if not keys then return nil end
+  return function(b)
+    -- a server that fails to answer raises: an outage must not pass a backup over
+    local client <close> = b.key and require("pgvault.s3").client(s3opts) or nil
+    local text, sig = listed_texts(b, client)
+    local ok, m = pcall(trust.check, { keys = keys, manifest = text, signature = sig, object = b.name, bytes = b.size,
+      where = b.path })
+    if ok then return m end
+    if not (pgvault.is_error(m) and (m.kind == "trust" or m.kind == "verify")) then error(m, 0) end
+    return nil, m.message
+  end
 end
 
 function trust.authenticate_object(client, url, o)

@@ -42,7 +42,7 @@ verify.CLI = {
     { "database", nil, "NAME", "with …/latest: the newest backup of database NAME" },
   },
   positionals = { { "SRC", "the backup file, '-', DIR/latest, or s3://BUCKET/PREFIX/NAME (…/latest: the newest "
-    .. "complete one)" } },
+    .. "complete one; with --trust, the newest one a trusted key signed)" } },
 }
 
 -- Step 1: the options checked.
@@ -63,10 +63,12 @@ function verify.plan(o)
 end
 
 -- Step 2: the backup, read once (a pipe is copied as it is read), and its
--- manifest unless --no-manifest.
+-- manifest unless --no-manifest. The identities (-i) are read here: …/latest
+-- opens encrypted backups' sealed manifests with them to find the database.
 function verify.open(job)
-  return source.open(job.src, { s3 = job.s3, database = job.database, manifest = job.no_manifest and "skip"
-    or "optional", once = not job.restore_into })
+  job.identities = job.identities or layers.read_identities(job.identity)
+  return source.open(job.src, { s3 = job.s3, database = job.database, trust = job.trust, identities = job.identities,
+    manifest = job.no_manifest and "skip" or "optional", once = not job.restore_into })
 end
 
 -- The stages verify.read takes.
@@ -153,11 +155,14 @@ function verify.compare(job, src, r)
 end
 
 -- Step 5: --restore-into URL: restores into that scratch database, compares
--- each table's rows with the archive's, and drops it again.
+-- each table's rows with the archive's, and drops it again. The backup is
+-- read a second time: with --trust each block is checked again before it
+-- goes on, so one replaced since step 3 never reaches pg_restore.
 function verify.drill(job, src, r)
   if not job.restore_into then return end
   local d = require("lib.drill").run { src = src.name, source = function() return src:reader() end,
-    layers = src.layers, identity_files = job.identity, url = job.restore_into, summary = r.archive }
+    verifier = require("lib.trust").verifier(src), layers = src.layers, identity_files = job.identity,
+    url = job.restore_into, summary = r.archive }
   for _, p in ipairs(d.problems) do job.problems[#job.problems + 1] = p end
   job.drill = d
 end

@@ -168,3 +168,17 @@ t.test("list -i tells which encrypted backups the key opens, reading only their 
   end
   t.eq(seen, 2)
 end)
+
+t.test("verify DIR/latest --database NAME -i: the database is read from the sealed manifests", function()
+  -- regression test: verify did not open the private parts, so it found no backup of the database
+  local r = h.pgvault({ "verify", backups .. "/latest", "--database", SRC_DB, "-i", KEY1 })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stderr, "the newest complete backup of database " .. SRC_DB .. " in .* is " .. RAW_AGE:gsub("%p", "%%%0"))
+end)
+
+t.test("…/latest --database NAME without -i, all backups encrypted: the message says to give -i", function()
+  local r = h.pgvault({ "verify", backups .. "/latest", "--database", SRC_DB })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "no complete backup of database " .. SRC_DB .. " in .*: 2 encrypted ones keep their database "
+    .. "in the sealed part of their manifest; give the identity that opens them with %-i FILE")
+end)

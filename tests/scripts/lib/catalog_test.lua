@@ -45,3 +45,29 @@ t.test("latest: the newest complete backup, of one database when asked", functio
   t.eq(none, nil)
   t.eq(names, { "billing", "shop" })
 end)
+
+t.test("latest with accept: the newest backup it takes; the ones of the database it refuses are counted", function()
+  local d = h.tmpdir()
+  put(d, "20250101000000_x.backup", "a", m("shop", 1))
+  put(d, "20250102000000_x.backup", "b", m("shop", 1))
+  put(d, "20250103000000_x.backup", "c", m("billing", 1))
+  put(d, "20250104000000_x.backup", "dd", m("shop", 1)) -- size mismatch
+  put(d, "20250105000000_x.backup", "e", m("shop", 1))
+  local list = catalog.scan(d)
+  local asked = {}
+  local function accept(b)
+    asked[#asked + 1] = b.name
+    if b.name == "20250101000000_x.backup" then return { format = 1, database = "shop", stored = { bytes = 1 } } end
+    return nil, b.path .. " is not signed"
+  end
+  local b, _, skipped = catalog.latest(list, "shop", nil, accept)
+  t.eq(b.name, "20250101000000_x.backup")
+  t.eq(skipped, 3, "two refused, one damaged")
+  t.eq(asked, { "20250105000000_x.backup", "20250102000000_x.backup", "20250101000000_x.backup" },
+    "asked only about complete backups of the database")
+  -- the signed manifest decides the database
+  b, _, skipped = catalog.latest(list, "shop", nil, function() return { format = 1, database = "billing" } end)
+  t.eq(b, nil)
+  t.eq(skipped, 1, "only the damaged one is passed over with a warning")
+  t.eq(catalog.latest(list, nil, nil, function(e) return e.manifest end).name, "20250105000000_x.backup")
+end)
