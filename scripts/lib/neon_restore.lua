@@ -112,7 +112,8 @@ nr.CLI = {
     .. "never on the command line.",
   options = config.with_options(s3cli.with_options(options)),
   positionals = { { "SRC", "the backup: a file, DIR/latest or s3://BUCKET/PREFIX/NAME (…/latest: the newest "
-    .. "complete backup of --database); default: the newest in --to", optional = true } },
+    .. "complete backup of --database; with --trust, the newest one a trusted key signed); default: the newest in "
+    .. "--to", optional = true } },
 }
 
 local function usage(fmt, ...) pgvault.raise("usage", string.format(fmt, ...)) end
