@@ -126,6 +126,18 @@ local function open_bucket(self, spec, opts)
   if not self.manifest then self.why = want == "skip" and "not read" or ("no manifest " .. b.manifest_url) end
 end
 
+-- `spec` with a …/latest resolved (source.resolve_latest, said in an info
+-- line), and whether it was one; any other spec is itself. restore, verify
+-- and download take …/latest through this one step.
+function source.latest(spec, opts)
+  local place = latest_place(spec)
+  if not place then return spec, false end
+  local path, signed = source.resolve_latest(place, opts)
+  log.info("the newest complete backup%s in %s%s is %s", opts.database and (" of database " .. opts.database) or "",
+    place, signed and " signed by a trusted key" or "", path)
+  return path, true
+end
+
 -- opts: identities (open encrypted manifests' private parts for …/latest),
 -- s3 (options of pgvault.s3), manifest ("required", "optional" or
 -- "skip"), database (…/latest picks a backup of this database), trust
@@ -134,13 +146,7 @@ function source.open(spec, opts)
   opts = opts or {}
   if type(spec) ~= "string" or spec == "" then pgvault.raise("usage", "name the backup to read") end
   local self = setmetatable({ s3 = opts.s3, opts = opts }, Source)
-  local place = latest_place(spec)
-  if place then
-    local signed
-    spec, signed = source.resolve_latest(place, opts)
-    log.info("the newest complete backup%s in %s%s is %s", opts.database and (" of database " .. opts.database) or "",
-      place, signed and " signed by a trusted key" or "", spec)
-  end
+  spec = source.latest(spec, opts)
   if is_s3(spec) then open_bucket(self, spec, opts) else open_local(self, spec, opts) end
   self.layers = layers.require(self.head, self.name, self.manifest)
   return self
