@@ -70,10 +70,10 @@ local function compression(o)
   if o.level and not level then usage("--level must be an integer, not '%s'", tostring(o.level)) end
   if compress == "zstd" then
     level = level or 3
-    if level < 1 or level > 19 then usage("--level for zstd must be 1..19") end
+    if level < 1 or level > 19 then usage("--level for zstd must be 1..19, not %d", level) end
   elseif compress == "pg" then
     level = level or 6
-    if level < 1 or level > 9 then usage("--level for pg (gzip) must be 1..9") end
+    if level < 1 or level > 9 then usage("--level for pg (gzip) must be 1..9, not %d", level) end
   elseif level then
     usage("--level makes no sense with --compress none")
   end

@@ -61,10 +61,14 @@ function source.resolve_latest(place, opts)
   end
   list = list or require("lib.s3backups").scan(place .. "/", opts.s3)
   local others, sealed = catalog.databases(list)
-  if opts.database and sealed > 0 and #(opts.identities or {}) == 0 then
-    pgvault.raise("io", string.format("no complete backup of database %s in %s: %d encrypted ones keep their "
-      .. "database in the sealed part of their manifest; give the identity that opens them with -i FILE",
-      opts.database, place, sealed))
+  if opts.database and sealed > 0 then
+    -- with -i given, these are the ones its identities do not open
+    local given = #(opts.identities or {}) > 0
+    pgvault.raise("io", string.format("no complete backup of database %s in %s%s: %d encrypted ones keep their "
+      .. "database in the sealed part of their manifest; %s", opts.database, place,
+      #others > 0 and (" (it holds backups of " .. table.concat(others, ", ") .. ")") or "", sealed,
+      given and "the identities given with -i open none of them: give the identity of a recipient they were "
+        .. "encrypted to" or "give the identity that opens them with -i FILE"))
   end
   if opts.database and #others > 0 then
     pgvault.raise("io", string.format("no complete backup of database %s in %s (it holds backups of %s): "

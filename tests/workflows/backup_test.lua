@@ -95,7 +95,26 @@ t.test("usage errors exit 2 with one line", function()
   t.eq(r.code, 2)
   r = backup({ "--level", "42" })
   t.eq(r.code, 2)
-  t.match(r.stderr, "1%.%.19")
+  t.match(r.stderr, "%-%-level for zstd must be 1%.%.19, not 42") -- regression test: the value was not said
+  r = backup({ "--compress", "pg", "--level", "12" })
+  t.eq(r.code, 2)
+  t.match(r.stderr, "%-%-level for pg %(gzip%) must be 1%.%.9, not 12")
+end)
+
+t.test("a password-protected signing key without its password: exit 2, naming the option that gives it", function()
+  -- regression test: it said only "none was given" (exit 1), not where a password goes
+  local dir = h.tmpdir()
+  h.write(dir .. "/pw.txt", "correct horse\n")
+  local k = h.pgvault({ "keygen", "--sign", "--password-file", dir .. "/pw.txt", "-o", dir .. "/sign.key" })
+  t.eq(k.code, 0, k.stderr)
+  local r = backup({ "--to", dir .. "/out", "--sign", dir .. "/sign.key" })
+  t.eq(r.code, 2, r.stderr)
+  t.match(r.stderr, "the signing key is encrypted with a password, and none was given: give the file holding its "
+    .. "password with %-%-sign%-password%-file FILE")
+  t.eq(fs.exists(dir .. "/out"), false, "nothing was dumped")
+  r = h.pgvault({ "keygen", "--sign", "-y", dir .. "/sign.key" })
+  t.eq(r.code, 2, r.stderr)
+  t.match(r.stderr, "give the file holding its password with %-%-password%-file FILE")
 end)
 
 local function expect_failure(r, pattern, dir)
