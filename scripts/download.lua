@@ -35,15 +35,15 @@ end
 if o.no_verify and (#o.trust > 0 or os.getenv("PGVAULT_TRUST")) then
   pgvault.raise("usage", "--no-verify and --trust contradict each other")
 end
+source.check_choosing(o.SOURCE, o) -- --database (and -i) only with …/latest
+if #o.identity > 0 and not o.SOURCE:find("/latest$") then
+  pgvault.raise("usage", "-i opens encrypted manifests to choose among backups: use it with s3://BUCKET/PREFIX/latest")
+end
 local s3opts = s3cli.opts(o)
 -- …/latest: chosen as restore and verify choose it (lib.source.latest)
 local latest
 o.SOURCE, latest = source.latest(o.SOURCE, { s3 = s3opts, database = o.database, identities = o.identity,
   trust = o.trust })
-if (o.database or #o.identity > 0) and not latest then
-  pgvault.raise("usage", (o.database and "--database" or "-i") .. " chooses among backups: use it with "
-    .. "s3://BUCKET/PREFIX/latest")
-end
 local _, key = s3.parse_url(o.SOURCE)
 if key == "" or key:sub(-1) == "/" then pgvault.raise("usage", "the source must name an object: s3://BUCKET/KEY") end
 local out = o.output or key:match("([^/]+)$")

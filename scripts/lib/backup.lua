@@ -92,6 +92,10 @@ local function recipients(o)
     list[#list + 1] = checked
   end
   for _, f in ipairs(o.recipients_file or {}) do
+    if not require("pgvault.fs").exists(f) then
+      usage("-R/--recipients-file: no file %s (it lists age recipients, one a line, as 'pgvault keygen -y KEY' prints "
+        .. "them)", f)
+    end
     for _, r in ipairs(crypto.read_recipients(f)) do list[#list + 1] = r end
   end
   -- the encryptor refuses some mixes (post-quantum with X25519): say so now

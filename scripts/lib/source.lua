@@ -130,6 +130,17 @@ local function open_bucket(self, spec, opts)
   if not self.manifest then self.why = want == "skip" and "not read" or ("no manifest " .. b.manifest_url) end
 end
 
+-- --database NAME chooses among backups (…/latest); with another SRC it
+-- would be ignored, so it is a usage error (the scripts call this; Lua
+-- callers such as neon-restore pass `database` for any source).
+function source.check_choosing(spec, o)
+  if type(spec) == "string" and latest_place(spec) then return end
+  if o.database then
+    pgvault.raise("usage", string.format("--database chooses among backups: use it with DIR/latest or "
+      .. "s3://BUCKET/PREFIX/latest, not %s", tostring(spec)))
+  end
+end
+
 -- `spec` with a …/latest resolved (source.resolve_latest, said in an info
 -- line), and whether it was one; any other spec is itself. restore, verify
 -- and download take …/latest through this one step.

@@ -97,7 +97,7 @@ end)
 t.test("download --database without …/latest is a usage error", function()
   local r = pgvault({ "download", SIGNED, "--database", OLDER, "-o", h.tmpdir() .. "/x" })
   t.eq(r.code, 2, r.stderr)
-  t.match(r.stderr, "%-%-database chooses among backups: use it with s3://BUCKET/PREFIX/latest")
+  t.match(r.stderr, "%-%-database chooses among backups: use it with DIR/latest or s3://BUCKET/PREFIX/latest")
 end)
 
 h.dropdb(OLDER)
