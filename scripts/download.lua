@@ -47,6 +47,14 @@ o.SOURCE, latest = source.latest(o.SOURCE, { s3 = s3opts, database = o.database,
 local _, key = s3.parse_url(o.SOURCE)
 if key == "" or key:sub(-1) == "/" then pgvault.raise("usage", "the source must name an object: s3://BUCKET/KEY") end
 local out = o.output or key:match("([^/]+)$")
+-- said before a byte moves (file_writer's no_clobber still guards the race)
+for _, path in ipairs({ out, latest and naming.manifest_path(out) or nil }) do
+  local st = out ~= "-" and not o.force and fs.stat(path, true)
+  if st and (st.type == "file" or st.type == "link") then -- /dev/null or a FIFO is written through
+    pgvault.raise("exists", string.format("%s already exists: name another file with -o FILE, or overwrite it with -f",
+      path), { path = path })
+  end
+end
 
 local client <close> = s3.client(s3opts)
 

@@ -73,7 +73,7 @@ t.test("download …/latest --database NAME -o FILE: that database's backup, wit
   -- the same again: nothing is overwritten without -f
   r = pgvault({ "download", PREFIX .. "latest", "--database", OLDER, "-o", file })
   t.eq(r.code, 1, r.stderr)
-  t.match(r.stderr, "exists")
+  t.match(r.stderr, "already exists: name another file with %-o FILE, or overwrite it with %-f")
   r = pgvault({ "download", PREFIX .. "latest", "--database", OLDER, "-o", file, "-f" })
   t.eq(r.code, 0, r.stderr)
 end)
