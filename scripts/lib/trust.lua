@@ -46,7 +46,7 @@
 --       file named in PGVAULT_TRUST (separated by ':'); nil when there are none.
 --       keys[i] = {public_key = "RW...", key_id = "…", path = FILE}
 --   trust.signing_key(path, {password_file = FILE, password_option = "--flag"}) -> handle (the secret stays
---                                             in secure memory; a sealed key without a password: usage, naming --flag)
+--                                             in secure memory; a sealed key and no password: the error names --flag)
 --   trust.keygen(path, {password_file = FILE}) -> {public_key=, key_id=, pub_path=}
 --       a new pair: the secret key file (0600, never overwritten) and PATH.pub
 --   trust.BLOCK_SIZE, trust.block_size(dest, s3opts) -> n   4 MiB for a file; the part size for s3://
@@ -127,8 +127,8 @@ function trust.signing_key(path, opts)
   local ok, key = pcall(crypto.read_signing_key, path, { password = pw })
   if pw then pw:close() end
   if not ok and not pw and opts and opts.password_option and pgvault.is_error(key) and key.failure == "password" then
-    pgvault.raise("usage", string.format("%s: give the file holding its password with %s FILE", key.message,
-      opts.password_option))
+    error(pgvault.error(key.kind, string.format("%s: give the file holding its password with %s FILE", key.message,
+      opts.password_option), { failure = key.failure }), 0)
   end
   if not ok then error(key, 0) end
   return key

