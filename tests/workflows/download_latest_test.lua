@@ -11,6 +11,7 @@ local h = require "harness.env"
 local fs = require "pgvault.fs"
 local s3 = require "pgvault.s3"
 local s3h = require "harness.s3"
+local fixture = require "harness.dbfixture"
 
 local BUCKET = "download-latest"
 local PREFIX = "s3://" .. BUCKET .. "/prod/"
@@ -32,15 +33,10 @@ local TRUST = keys .. "/ours.key.pub"
 local function backup(db, ...)
   local url = h.createdb(db)
   h.psql(url, "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('" .. db .. "');")
-  local argv = { "backup", "--db", url, "--to", PREFIX }
-  for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
-  local r = pgvault(argv)
-  assert(r.code == 0, r.stderr)
-  return r.stdout:match("([^\n]+)\n$")
+  return fixture.backup(url, PREFIX, { ... }, { env = ENV, timeout = 180 })
 end
 
-local function base(url) return url:match("([^/]+)$") end
-local function pat(s) return (s:gsub("%p", "%%%0")) end
+local base, pat = fixture.base, fixture.literal
 
 -- the older backup is signed by our key, the newer one (another database) is not
 local SIGNED = backup(OLDER, "--sign", keys .. "/ours.key")
