@@ -76,6 +76,9 @@ local function run_files(env_path)
       PGVAULT_BIN = bin, TMPDIR = tmp, PGVAULT_HISTORY = tmp .. "/history",
       -- children inherit no other variable of ours (host/child.c's allow-list)
       PGVAULT_VALGRIND = valgrind or false, PGVAULT_TEST_VERBOSE = os.getenv("PGVAULT_TEST_VERBOSE") or false,
+      -- the fault matrix: all rows (make faults), the seed of its signal points
+      PGVAULT_FAULTS = os.getenv("PGVAULT_FAULTS") or false,
+      PGVAULT_FAULTS_SEED = os.getenv("PGVAULT_FAULTS_SEED") or false,
     }
     argv.stdout = "inherit"
     running[#running + 1] = { file = file, handle = proc.spawn(argv), out = out, result = result,

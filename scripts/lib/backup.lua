@@ -160,7 +160,7 @@ end
 
 -- The stages. Each returns a stage, or false when the options leave it out.
 function backup.pg_dump(job)
-  return dump.pg_dump { db = job.db, compress = job.compress == "pg" and job.level or 0,
+  return dump.pg_dump { db = database.with_session_options(job.db), compress = job.compress == "pg" and job.level or 0,
     server_version = job.info.version_num, pg_bin = job.pg_bin, log_warnings = false }
 end
 

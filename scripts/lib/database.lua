@@ -19,9 +19,33 @@ local database = {}
 -- and run with the rights of the role running pgvault.
 database.SEARCH_PATH = "pg_catalog, pg_temp"
 
--- pg.connect (same arguments) with the search path pinned.
+-- pgvault's own sessions run without the timeouts a role or database may
+-- set for its applications (statement_timeout = '1s' would cancel a
+-- restore's checks half-way), as pg_dump and pg_restore do for theirs;
+-- given at connection time, so that not even the first statement runs
+-- under them. PGOPTIONS, or the target's own options, come first.
+database.SESSION_OPTIONS = "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+
+-- `target` (a URL or key=value conninfo) as a conninfo with the session
+-- options added: for pgvault's sessions, and for pg_dump's and
+-- pg_restore's (whose first statement runs before they clear the
+-- timeouts themselves).
+function database.with_session_options(target)
+  local kv = pg.parse_conninfo(target or "")
+  local own = kv.options or os.getenv("PGOPTIONS")
+  kv.options = (own and own ~= "" and (own .. " ") or "") .. database.SESSION_OPTIONS
+  local parts = {}
+  for k, v in pairs(kv) do
+    parts[#parts + 1] = k .. "='" .. v:gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
+  end
+  table.sort(parts)
+  return table.concat(parts, " ")
+end
+
+-- pg.connect (same arguments) with the search path pinned and the session
+-- options above.
 function database.connect(target, opts)
-  local c = pg.connect(target, opts)
+  local c = pg.connect(database.with_session_options(target), opts)
   c:exec("SET search_path = " .. database.SEARCH_PATH)
   return c
 end
@@ -198,14 +222,33 @@ function database.allow_connections(c, name, allow)
   c:exec("ALTER DATABASE " .. q(c, name) .. " ALLOW_CONNECTIONS " .. (allow and "true" or "false"))
 end
 
+-- The key of the advisory lock of restores of database `name`.
+local LOCK_KEY = "hashtext('pgvault restore ' || $1)::bigint"
+
+-- The session holding the restore lock of `name`, described ("session
+-- 1234 of user u from 10.0.0.5, pgvault, since 2026-11-30 21:40:02+00"),
+-- or nil if none is seen (it ended meanwhile, or is not visible to us).
+local function lock_holder(c, name)
+  local ok, rows = pcall(c.query, c, [[SELECT a.pid, a.usename, coalesce(host(a.client_addr), 'a local socket')
+      AS client, a.application_name, to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SSOF') AS since
+    FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND ((l.classid::bigint << 32) | l.objid::bigint) = ]] .. LOCK_KEY, name)
+  local r = ok and rows[1]
+  if not r then return nil end
+  return string.format("session %s of user %s from %s, %s, since %s", tostring(r.pid), tostring(r.usename),
+    tostring(r.client), r.application_name ~= "" and r.application_name or "no application name", tostring(r.since))
+end
+
 -- Holds a lock for the rest of the connection's life so that one restore
 -- of database `name` runs at a time on this server; raises when another
--- holds it.
+-- holds it, naming the session that does.
 function database.lock(c, name)
-  local rows = c:query("SELECT pg_try_advisory_lock(hashtext('pgvault restore ' || $1)) AS ok", name)
+  local rows = c:query("SELECT pg_try_advisory_lock(" .. LOCK_KEY .. ") AS ok", name)
   if not rows[1].ok then
-    pgvault.raise("exists", string.format("another pgvault restore of database %s is running on this server: "
-      .. "wait for it to finish", name))
+    local holder = lock_holder(c, name)
+    pgvault.raise("exists", string.format("another pgvault restore of database %s is running on this server%s: "
+      .. "wait for it to finish", name, holder and (" (" .. holder .. ")") or ""))
   end
 end
 

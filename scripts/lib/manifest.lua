@@ -104,6 +104,22 @@ local function invalid(where, why)
 end
 
 -- The manifest in `text`, checked; `where` names it in errors.
+-- Where `v` holds a number no JSON can write (1e400 reads as infinity),
+-- in a field this pgvault does not know as well: nothing could write such
+-- a manifest again. nil when there is none.
+local function non_finite(v, path)
+  for k, x in pairs(v) do
+    local at = path == "" and tostring(k) or (path .. "." .. tostring(k))
+    if type(x) == "table" then
+      local why = non_finite(x, at)
+      if why then return why end
+    elseif type(x) == "number" and (x ~= x or x == math.huge or x == -math.huge) then
+      return at .. " is a number out of range"
+    end
+  end
+  return nil
+end
+
 function manifest.decode(text, where)
   where = where or "the manifest"
   if type(text) ~= "string" then invalid(where, "no text") end
@@ -124,6 +140,8 @@ function manifest.decode(text, where)
       if why then invalid(where, why) end
     end
   end
+  why = non_finite(m, "")
+  if why then invalid(where, why) end
   return m
 end
 

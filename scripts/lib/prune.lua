@@ -15,9 +15,10 @@
 -- is never "latest". Archives without a manifest, temporary files
 -- (.NAME.RANDOM.partial), stale reservations and stale
 -- multipart uploads are removed once older than the grace period (an
--- upload may be in flight); a young reservation protects its backup, unless
--- the process it names ran on this machine and is gone (lib.lock): then
--- it goes at once, with what its backup left.
+-- upload may be in flight); a young reservation, or one whose holder still
+-- runs on this machine, protects its backup (archive, temporary files,
+-- upload) whatever the grace; one whose process ran on this machine and
+-- is gone goes at once, with what its backup left (lib.lock).
 local fs = require "pgvault.fs"
 local pgvault = require "pgvault"
 local lock = require "lib.lock"
@@ -199,9 +200,10 @@ local function stem_of(name)
   return name:match("^(.-)%.backup") or name:match("^(.-)_globals%.sql")
 end
 
--- Who holds a young reservation (lib.lock.claim_note), or nil.
+-- Who holds a reservation (lib.lock.claim_note), or nil (an empty one
+-- names nobody: not read).
 local function claimant(inv, r)
-  if (r.size or 0) > 4096 then return nil end
+  if r.size == 0 or (r.size or 0) > 4096 then return nil end
   local ok, text
   if inv.remote then
     ok, text = pcall(inv.client.get, inv.client, r.path)
@@ -220,8 +222,10 @@ local function sort_reservations(inv, plan, grace, now)
   local me = lock.identity()
   for _, r in ipairs(inv.reservations) do
     local age = now - (r.mtime or now)
-    local holder = age <= grace and claimant(inv, r)
-    if age > grace then
+    local holder = claimant(inv, r)
+    if holder and holder.host == me.host and holder.boot == me.boot and not lock.process_gone(holder, me) then
+      reserved[r.stem] = true -- its backup is under way, whatever its age
+    elseif age > grace then
       plan.orphans[#plan.orphans + 1] = { entry = r, why = "stale reservation, " .. age_text(age) .. " old" }
     elseif holder and lock.process_gone(holder, me) then
       gone[r.stem] = tostring(holder.pid)
@@ -262,13 +266,16 @@ local function sort_leftovers(inv, plan, grace, now)
       local age = now - (e.mtime or now)
       local what = e.name:match("%.partial$") and "temporary file" or "without its archive"
       local why = dead(e.name)
-      put((why or age > grace) and plan.orphans or plan.young, e, what .. ", " .. (why or (age_text(age) .. " old")))
+      local under_way = not why and reserved[stem_of(e.name) or ""]
+      if under_way then what = what .. " of a backup under way" end
+      put((why or (age > grace and not under_way)) and plan.orphans or plan.young, e,
+        what .. ", " .. (why or (age_text(age) .. " old")))
     end
   end
   for _, u in ipairs(inv.uploads) do
     local age = now - (u.mtime or now)
     local why = dead(u.name)
-    if why or age > grace then
+    if why or (age > grace and not reserved[stem_of(u.name) or ""]) then
       plan.uploads[#plan.uploads + 1] = { upload = u, why = "unfinished upload: " .. (why or ("started "
         .. age_text(age) .. " ago")) }
     end

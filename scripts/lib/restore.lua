@@ -109,8 +109,55 @@ function restore.plan(opts)
   job.bin = dump.find_bin { program = "pg_restore", pg_bin = job.pg_bin }
   job.admin = database.admin_connect(job.db)
   database.lock(job.admin, job.target)
+  restore.sweep(job)
   job.live = database.properties(job.admin, job.target)
   return job
+end
+
+-- The comment a database carries while it is being restored into (until
+-- its properties are carried over). It names the target and the database
+-- itself, so that a database a killed restore left behind is known for
+-- what it is, and never the live one (which has another name).
+local function unfinished_note(target, name)
+  return string.format("pgvault: unfinished restore of database %s into %s; the next restore of %s drops it",
+    target, name, target)
+end
+
+-- Whether `name` is a database a restore of `target` made (its name:
+-- <target>_restore_<stamp>[_N], lib.database.free_name) and that carries
+-- the note of an unfinished one, or no comment at all (a restore killed
+-- in its CREATE DATABASE, before the comment).
+local function unfinished(target, name, note)
+  local tail = name:match("(_restore_%d%d%d%d%d%d%d%d%d%d%d%d%d%d_%d+)$")
+    or name:match("(_restore_%d%d%d%d%d%d%d%d%d%d%d%d%d%d)$")
+  if not tail or name == target or naming.db_with_suffix(target, tail) ~= name then return false end
+  return type(note) ~= "string" or note == unfinished_note(target, name)
+end
+
+-- What a restore of this target that was killed (SIGKILL, a crash) left:
+-- its unfinished database, known by its name and comment. The target's
+-- lock is held, so no other restore of it is running. A database that
+-- cannot be dropped is a warning.
+function restore.sweep(job)
+  local ok, rows = pcall(job.admin.query, job.admin, "SELECT datname, shobj_description(oid, 'pg_database') "
+    .. "AS note FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
+  local found = false
+  for _, r in ipairs(ok and rows or {}) do
+    if unfinished(job.target, r.datname, r.note) then
+      found = true
+      log.warn("dropping database %s, left by a restore of %s that did not finish", r.datname, job.target)
+      local dok, err = pcall(database.drop, job.admin, r.datname, job.seen_sessions)
+      if not dok then log.warn("could not drop %s (%s): drop it by hand", r.datname, tostring(err)) end
+    end
+  end
+  -- Killed in its swap, between keeping new sessions out of the target and
+  -- letting them in again, a restore leaves the target refusing them.
+  local live = found and database.properties(job.admin, job.target)
+  if live and live.allow_connections == false then
+    log.warn("database %s does not accept connections, as a restore killed during its swap leaves it: allowing "
+      .. "them again", job.target)
+    database.allow_connections(job.admin, job.target, true)
+  end
 end
 
 -- Step 2: the backup, its manifest (required from a bucket) and layers.
@@ -211,8 +258,18 @@ function restore.create(job, src)
   else
     db.name = database.free_name(admin, job.target, "_restore_" .. job.stamp)
   end
-  database.create(admin, db.name, props)
+  local ok, err = pcall(database.create, admin, db.name, props)
+  if not ok then
+    -- (interrupted or failed in its CREATE DATABASE, which the server may
+    -- have finished all the same: the name is ours, free_name chose it)
+    restore.drop_unfinished(job, db.name)
+    error(err, 0)
+  end
   db.created = true
+  if not db.in_place then
+    db.noted = pcall(admin.exec, admin, string.format("COMMENT ON DATABASE %s IS %s", admin:quote_ident(db.name),
+      admin:quote_literal(unfinished_note(job.target, db.name))))
+  end
   log.info("restoring %s into %s database %s", src.name, db.in_place and "the re-created" or "new", db.name)
   return db
 end
@@ -232,7 +289,7 @@ function restore.pg_restore(job, src, db)
   local args = { "--exit-on-error" }
   for _, a in ipairs(job.restore_args or {}) do args[#args + 1] = a end
   db.restore_args = args
-  db.conninfo = dump.conninfo(job.db, { dbname = db.name, password = true })
+  db.conninfo = dump.conninfo(database.with_session_options(job.db), { dbname = db.name, password = true })
   if job.jobs == 1 then return dump.pg_restore { db = db.conninfo, args = args, pg_bin = job.pg_bin } end
   log.info("restoring %s on %d sessions as it arrives", src.name, job.jobs)
   return streamed.sink(job, db)
@@ -289,6 +346,10 @@ end
 -- comment, connection limit, security labels), from the database being
 -- replaced, else from the manifest.
 function restore.carry_over(job, db)
+  if db.noted then
+    job.admin:exec("COMMENT ON DATABASE " .. job.admin:quote_ident(db.name) .. " IS NULL")
+    db.noted = false
+  end
   if not db.props then return 0 end
   local missed = database.apply(job.admin, db.name, db.props)
   if missed > 0 then
@@ -351,6 +412,38 @@ function restore.swap(job, db)
   end
 end
 
+-- How long a failed restore waits for the server to answer again (it
+-- restarted: the failure may be that) to drop its unfinished database.
+restore.RECONNECT_SECONDS = 30
+
+-- Drops `name` over a new connection, once the server accepts one; true,
+-- or false and why not.
+local function drop_after_reconnect(job, name)
+  local deadline, c, err = proc.now() + restore.RECONNECT_SECONDS, nil, nil
+  local said = false
+  repeat
+    local ok, res = pcall(database.admin_connect, job.db)
+    if ok then c = res break end
+    err = res
+    if not (type(res) == "table" and res.connect) or pgvault.signalled() then break end
+    if not said then log.info("waiting for the server to answer again, to drop %s", name) end
+    said = true
+    proc.sleep(0.5)
+  until proc.now() > deadline
+  if not c then return false, err end
+  if job.admin then job.admin:close() end
+  job.admin = c
+  return pcall(pgvault.uninterrupted, database.drop, c, name)
+end
+
+-- Drops the unfinished database `name` (after Ctrl-C too; over a new
+-- connection if the server restarted); a failure is logged.
+function restore.drop_unfinished(job, name)
+  local ok, err = pcall(pgvault.uninterrupted, database.drop, job.admin, name)
+  if not ok then ok, err = drop_after_reconnect(job, name) end
+  if not ok then log.error("could not drop the unfinished database %s (%s): drop it by hand", name, tostring(err)) end
+end
+
 -- What the target is like after a failure, for the error message.
 local function after_failure(job, db)
   if db.in_place and db.dropped then
@@ -362,10 +455,7 @@ local function after_failure(job, db)
     return string.format("database %s was dropped before the restore and is now %s: restore a backup into it%s",
       job.target, ok and "empty" or "incomplete", prev and (", e.g. 'pgvault restore " .. prev .. " --db URL'") or "")
   end
-  local dok, derr = pcall(pgvault.uninterrupted, database.drop, job.admin, db.name)
-  if not dok then
-    log.error("could not drop the unfinished database %s (%s): drop it by hand", db.name, tostring(derr))
-  end
+  restore.drop_unfinished(job, db.name)
   if db.moved then return nil end
   if job.live then return string.format("database %s left as it was", job.target) end
   return string.format("database %s was not created", job.target)

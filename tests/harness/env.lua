@@ -84,8 +84,9 @@ end
 
 -- PostgreSQL -------------------------------------------------------------
 
-function h.pg()
-  local c = load_config().pg
+-- A cluster's settings (user, password, port, socket_dir ...) with url(db)
+-- and admin_url(db): the suite's (h.pg), or one a test started itself.
+function h.cluster(c)
   local pg = {}
   for k, v in pairs(c) do pg[k] = v end
   function pg.url(db)
@@ -96,6 +97,8 @@ function h.pg()
   end
   return pg
 end
+
+function h.pg() return h.cluster(load_config().pg) end
 
 -- URL without its password, and the password (for PGPASSWORD).
 local function split_password(url)

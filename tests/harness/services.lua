@@ -44,7 +44,9 @@ local function as_postgres(argv)
   return out
 end
 
-function services.start_pg(base, bindir)
+-- A cluster in base/pg; settings: more server settings ({ max_connections
+-- = 8 }), for a cluster of a test's own.
+function services.start_pg(base, bindir, settings)
   bindir = bindir or PG_BIN
   if not fs.exists(bindir .. "/initdb") then
     error("PostgreSQL server programs are missing from " .. bindir .. ": run 'make deps'")
@@ -62,6 +64,7 @@ function services.start_pg(base, bindir)
     local candidate = math.random(20000, 45000)
     local opts = string.format("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off " ..
       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200", candidate, dir .. "/sock")
+    for k, v in pairs(settings or {}) do opts = opts .. string.format(" -c %s=%s", k, tostring(v)) end
     local r = run(as_postgres({ bindir .. "/pg_ctl", "-D", data, "-l", dir .. "/server.log", "-w", "-t", "60",
       "-o", opts, "start" }), { timeout = 90 })
     if r.code == 0 then
@@ -88,6 +91,12 @@ end
 function services.stop_pg(pg, bindir)
   if not pg then return end
   run(as_postgres({ (bindir or pg.bindir) .. "/pg_ctl", "-D", pg.data_dir, "-m", "immediate", "-w", "stop" }))
+end
+
+-- Restarts a cluster (fast shutdown: every session is ended), as a fault.
+function services.restart_pg(pg)
+  must(run(as_postgres({ pg.bindir .. "/pg_ctl", "-D", pg.data_dir, "-m", "fast", "-w", "-t", "60", "restart" }),
+    { timeout = 90 }), "restarting PostgreSQL")
 end
 
 -- The S3 server: Ceph's RADOS Gateway on a throwaway cluster (harness.rgw).
