@@ -100,8 +100,10 @@ end
 
 function catalog.scan(dir)
   local st = fs.stat(dir)
-  if not st then pgvault.raise("io", "cannot list " .. dir .. ": no such directory") end
-  if st.type ~= "dir" then pgvault.raise("io", "cannot list " .. dir .. ": not a directory") end
+  if not st or st.type ~= "dir" then
+    pgvault.raise("io", string.format("cannot list %s: %s: name the directory (or s3://BUCKET/PREFIX/) that "
+      .. "'backup --to' wrote to (default db_backups)", dir, st and "not a directory" or "no such directory"))
+  end
   local out = {}
   for _, name in ipairs(fs.listdir(dir)) do
     local b = naming.parse(name)
