@@ -47,13 +47,13 @@ end
 -- not its manifest's) gets one warning line; skipped() counts them.
 function catalog.chooser(database, identities, accept)
   local skipped = 0
-  local function skip(fmt, ...)
+  local function pass_over(fmt, ...)
     skipped = skipped + 1
     log.warn("passing over a backup for latest: " .. fmt, ...)
   end
   local function choose(b)
     if b.status == "size mismatch" and of_database(b, database, identities) then
-      skip("%s has %d bytes, but its manifest records %s: it was damaged or replaced", b.path, b.size,
+      pass_over("%s has %d bytes, but its manifest records %s: it was damaged or replaced", b.path, b.size,
         tostring(b.manifest.stored.bytes))
       return false
     end
@@ -61,7 +61,7 @@ function catalog.chooser(database, identities, accept)
     if not accept then return true end
     local m, why = accept(b)
     if not m then
-      skip("%s", why)
+      pass_over("%s", why)
       return false
     end
     b.manifest = m

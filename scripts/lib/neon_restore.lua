@@ -544,20 +544,20 @@ local function plan_steps(run, out)
     add("     GET %s/connection_uri?branch_id=%s&endpoint_id=%s&database_name=%s&role_name=%s&pooled=%s", P,
       r.branch_id, r.endpoint_id, db, r.role, pooled and "true" or "false")
   end
-  local function skip(step) return r.steps[step] == "done" end
-  if not skip("create") then
+  local function finished(step) return r.steps[step] == "done" end
+  if not finished("create") then
     add("2. create database %s on branch %s, owner %s, and wait for its operations", r.new_db, r.branch, r.owner)
     add("     POST %s %s", DB, json.encode({ database = { name = r.new_db, owner_name = r.owner } }))
     add("     GET %s/operations/{id} until each one has finished", P)
   end
-  if not skip("restore") then
+  if not finished("restore") then
     add("3. restore %s into it through the direct host %s (%s): size, SHA-256 and row counts checked against "
       .. "the manifest; the privileges and settings of %s carried over", r.backup or r.src, r.host,
       run.backup_info or "opened when it runs", r.database)
   end
   if not r.swap then
     add("4. no swap (--no-swap): %s keeps its name and the app is pointed at %s", r.database, r.new_db)
-  elseif not (skip("swap_out") and skip("swap_in")) then
+  elseif not (finished("swap_out") and finished("swap_in")) then
     add("4. swap names (the sessions on each database ended first, each logged)")
     add("     PATCH %s/%s %s", DB, r.database, json.encode({ database = { name = r.old_db } }))
     add("     PATCH %s/%s %s", DB, r.new_db, json.encode({ database = { name = r.database } }))
@@ -566,7 +566,7 @@ local function plan_steps(run, out)
   if not r.fly_app then
     add("5. no Fly app (--fly-app): no secret is set")
   else
-    if not skip("secret") then
+    if not finished("secret") then
       add("5. set the Fly app %s's DATABASE_URL to the pooled URL of %s (%s)", r.fly_app, app_db,
         neon.pooled_host(r.host))
       uri(app_db, true)
@@ -574,16 +574,16 @@ local function plan_steps(run, out)
     end
     if r.stage then
       add("6. not deployed (--stage): 'fly secrets deploy -a %s' deploys it later", r.fly_app)
-    elseif not skip("deploy") then
+    elseif not finished("deploy") then
       add("6. deploy it to the app's machines as 'fly secrets deploy' does (a stopped machine is not started)")
       add("     GET /v1/apps/%s/machines; for each machine POST …/machines/{id}/lease, then GET …/machines/{id}, "
         .. "POST …/machines/{id} {\"config\":…,\"min_secrets_version\":N}, GET …/machines/{id}/wait, DELETE "
         .. "…/machines/{id}/lease", r.fly_app)
     end
   end
-  if r.env_file and not skip("env_file") then add("7. rewrite DATABASE_URL in %s", r.env_file) end
+  if r.env_file and not finished("env_file") then add("7. rewrite DATABASE_URL in %s", r.env_file) end
   local old = r.swap and r.old_db or r.database
-  if r.drop_old and not skip("drop_old") then
+  if r.drop_old and not finished("drop_old") then
     add("8. delete the previous database %s", old)
     add("     DELETE %s/%s", DB, old)
   elseif not r.drop_old then
