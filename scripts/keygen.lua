@@ -41,7 +41,8 @@ if o.sign and o.pq then pgvault.raise("usage", "--pq is for age identities, not 
 
 if o.convert and o.sign then
   if not o.INPUT then pgvault.raise("usage", "keygen --sign -y needs the signing key file as INPUT") end
-  local key <close> = require("lib.trust").signing_key(o.INPUT, { password_file = o.password_file })
+  local key <close> = require("lib.trust").signing_key(o.INPUT, { password_file = o.password_file,
+    password_option = "--password-file" })
   write(key:public_key_file())
   return
 end

@@ -28,9 +28,10 @@ if o.rollback then return nr.rollback(o) end
 local run <close> = nr.start(o)
 
 -- The backup, opened as restore opens it (a file, DIR/latest or s3://…;
--- …/latest: the newest complete backup of this database; its manifest
--- read and checked), with pg_restore found and the server reached through
--- the live database's direct URL, which is locked against a second restore.
+-- …/latest: the newest complete backup of this database, or of
+-- --source-database; its manifest read and checked), with pg_restore found
+-- and the server reached through the live database's direct URL, which is
+-- locked against a second restore.
 local job <close> = run:needs("restore") and restore.plan(run:restore_options()) or nil
 local src <close> = job and restore.open(job) or nil
 if src then

@@ -14,6 +14,7 @@ local trust = require "lib.trust"
 local spec = require("lib.config").cli(cli.with_options(cli.with_options(restore.CLI, trust.TRUST_OPTIONS),
   require("lib.globals").RESTORE_OPTIONS))
 local o = require("lib.config").apply(cli.parse(arg, spec), spec, { db = false })
+require("lib.source").check_choosing(o.SRC, o) -- --database only with …/latest
 
 -- Check the options, find pg_restore, reach the server and lock the target
 -- database against a second restore. Nothing is created yet.

@@ -13,6 +13,7 @@ local verify = require "lib.verify"
 -- what the flags leave out.
 local spec = require("lib.config").cli(cli.with_options(verify.CLI, trust.TRUST_OPTIONS))
 local o = require("lib.config").apply(cli.parse(arg, spec), spec)
+require("lib.source").check_choosing(o.SRC, o) -- --database only with …/latest
 local job = verify.plan(o)
 
 -- The backup: a file, '-' or a pipe (read once), DIR/latest or s3://…; its

@@ -250,9 +250,10 @@ static CURLcode attempt(CURL *e, http_call *c, attempt_state *st)
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body ? c->body : "");
     }
     /* libcurl sends a request again by itself when a kept-alive
-     * connection turns out closed; for a request that may be acted on twice
+     * connection turns out closed; for a request that may be acted on twice,
+     * or one whose caller looks before sending it again (retry = "never"),
      * only a new connection is sure not to be. */
-    if (!idempotent(c->method)) curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+    if (!idempotent(c->method) || c->retry_never) curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     c->attempts++;
     pv_log(PV_LOG_DEBUG, "http: %s %s (attempt %d)", c->method, c->shown, c->attempts);
     CURLcode rc = curl_easy_perform(e);

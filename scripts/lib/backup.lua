@@ -70,10 +70,10 @@ local function compression(o)
   if o.level and not level then usage("--level must be an integer, not '%s'", tostring(o.level)) end
   if compress == "zstd" then
     level = level or 3
-    if level < 1 or level > 19 then usage("--level for zstd must be 1..19") end
+    if level < 1 or level > 19 then usage("--level for zstd must be 1..19, not %d", level) end
   elseif compress == "pg" then
     level = level or 6
-    if level < 1 or level > 9 then usage("--level for pg (gzip) must be 1..9") end
+    if level < 1 or level > 9 then usage("--level for pg (gzip) must be 1..9, not %d", level) end
   elseif level then
     usage("--level makes no sense with --compress none")
   end
@@ -92,6 +92,10 @@ local function recipients(o)
     list[#list + 1] = checked
   end
   for _, f in ipairs(o.recipients_file or {}) do
+    if not require("pgvault.fs").exists(f) then
+      usage("-R/--recipients-file: no file %s (it lists age recipients, one a line, as 'pgvault keygen -y KEY' prints "
+        .. "them)", f)
+    end
     for _, r in ipairs(crypto.read_recipients(f)) do list[#list + 1] = r end
   end
   -- the encryptor refuses some mixes (post-quantum with X25519): say so now

@@ -47,13 +47,13 @@ end
 -- not its manifest's) gets one warning line; skipped() counts them.
 function catalog.chooser(database, identities, accept)
   local skipped = 0
-  local function skip(fmt, ...)
+  local function pass_over(fmt, ...)
     skipped = skipped + 1
     log.warn("passing over a backup for latest: " .. fmt, ...)
   end
   local function choose(b)
     if b.status == "size mismatch" and of_database(b, database, identities) then
-      skip("%s has %d bytes, but its manifest records %s: it was damaged or replaced", b.path, b.size,
+      pass_over("%s has %d bytes, but its manifest records %s: it was damaged or replaced", b.path, b.size,
         tostring(b.manifest.stored.bytes))
       return false
     end
@@ -61,7 +61,7 @@ function catalog.chooser(database, identities, accept)
     if not accept then return true end
     local m, why = accept(b)
     if not m then
-      skip("%s", why)
+      pass_over("%s", why)
       return false
     end
     b.manifest = m
@@ -100,8 +100,10 @@ end
 
 function catalog.scan(dir)
   local st = fs.stat(dir)
-  if not st then pgvault.raise("io", "cannot list " .. dir .. ": no such directory") end
-  if st.type ~= "dir" then pgvault.raise("io", "cannot list " .. dir .. ": not a directory") end
+  if not st or st.type ~= "dir" then
+    pgvault.raise("io", string.format("cannot list %s: %s: name the directory (or s3://BUCKET/PREFIX/) that "
+      .. "'backup --to' wrote to (default db_backups)", dir, st and "not a directory" or "no such directory"))
+  end
   local out = {}
   for _, name in ipairs(fs.listdir(dir)) do
     local b = naming.parse(name)

@@ -244,9 +244,18 @@ function globals.idempotent(sql)
   end):sub(2))
 end
 
--- The names of the tablespaces the server of `url` has.
-local function tablespaces(url)
+-- The names of the tablespaces the server of `url` has. Replaying roles
+-- and grants needs a superuser or a role with CREATEROLE (PostgreSQL checks
+-- it even for a role that exists): anyone else is told so before anything
+-- is applied.
+local function tablespaces(url, src)
   local c <close> = pg.connect(url)
+  local me = c:query("SELECT current_user AS name, rolsuper OR rolcreaterole AS may "
+    .. "FROM pg_roles WHERE rolname = current_user")[1]
+  if not (me.may == true or me.may == "t") then
+    pgvault.raise("pg", string.format("applying the roles and grants of %s needs a superuser or a role with "
+      .. "CREATEROLE, and %s is neither: give --db the URL of such a role", src, me.name))
+  end
   local have = {}
   for _, r in ipairs(c:query("SELECT spcname FROM pg_tablespace")) do have[r.spcname] = true end
   return have
@@ -278,7 +287,8 @@ end
 -- Replays a roles-and-grants dump into the server of `db` with psql,
 -- stopping at an error.
 function globals.apply(o)
-  local sql = globals.skip_tablespaces(globals.read(o), tablespaces(o.db))
+  local have = tablespaces(o.db, o.src)
+  local sql = globals.skip_tablespaces(globals.read(o), have)
   local ok, err = pcall(stream.run, { stream.string(globals.idempotent(sql)),
     require("pgvault.dump").psql { db = o.db, pg_bin = o.pg_bin } })
   if not ok then

@@ -65,6 +65,10 @@ function layers.read_identities(files)
   local crypto = require "pgvault.crypto"
   local ids = {}
   for _, file in ipairs(files or {}) do
+    if not require("pgvault.fs").exists(file) then
+      pgvault.raise("usage", string.format("-i/--identity: no file %s (an age identity file, as 'pgvault keygen -o "
+        .. "FILE' writes one)", file))
+    end
     for _, id in ipairs(crypto.read_identities(file)) do ids[#ids + 1] = id end
   end
   return ids

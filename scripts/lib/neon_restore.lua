@@ -51,9 +51,19 @@ nr.STEPS = { "create", "restore", "swap_out", "swap_in", "secret", "deploy", "en
 -- The options that shape a new run; a resumed or rolled-back run takes
 -- them from its record, so giving one there is a mistake.
 local RUN_OPTIONS = { "project", "branch", "database", "role", "fly_app", "env_file", "no_swap", "swap", "stage",
-  "to" }
+  "to", "source_database" }
 
-local options = {
+-- An option of restore's, as restore describes it (the same engine).
+local function restore_option(name)
+  for _, opt in ipairs(restore.CLI.options) do
+    if opt[1] == name then return opt end
+  end
+  error("restore has no option --" .. name)
+end
+
+local options = {}
+local function add_options(list) for _, opt in ipairs(list) do options[#options + 1] = opt end end
+add_options {
   config.option("neon_project", { "project" }),
   config.option("neon_branch", { "branch" }),
   config.option("neon_database", { "database" }),
@@ -62,6 +72,8 @@ local options = {
   config.option("env_file"),
   config.option("to", { short = false, [4] = "where the backups are: with no SRC, the newest complete backup of "
     .. "--database there is restored" }),
+  { "source-database", nil, "NAME", "with …/latest or --to: the newest backup of database NAME (default: "
+    .. "--database; for a backup of a database named otherwise)" },
   { "no-swap", nil, false, "keep the new database's name <db>_restore_<stamp> and point the app at it; the live "
     .. "database stays as it is" },
   { "swap", nil, false, "rename the new database to <db>, the live one to <db>_old_<stamp> (the default)" },
@@ -71,19 +83,22 @@ local options = {
   { "resume", nil, false, "go on with the newest run in .pgvault/ from the step that failed" },
   { "rollback", nil, false, "undo the newest run: the previous database back under its name, DATABASE_URL and "
     .. "the env file back" },
-  { "jobs", "j", "N", "parallel pg_restore jobs (an s3:// backup is fetched into a temporary file first)" },
+  restore_option("jobs"),
   config.option("identity", { [4] = "age identity file that opens an encrypted backup" }),
-  { "count-rows", nil, false, "check row counts with count(*) on every table (slow on big databases)" },
+}
+add_options(trust.TRUST_OPTIONS)
+add_options {
+  restore_option("count-rows"),
   config.option("pg_bin", { [4] = "directory of the pg_restore to use (default: the newest here)" }),
   { "lease-wait", nil, "SECONDS", "how long to wait for a Fly machine leased by someone else (default 60)" },
   config.option("neon_api_host"),
   config.option("flaps_base_url"),
 }
-for _, opt in ipairs(trust.TRUST_OPTIONS) do options[#options + 1] = opt end
 
 nr.CLI = {
   usage = "pgvault neon-restore [--env NAME] [SRC] --project ID --database NAME [--branch NAME|ID] [--role NAME]\n"
     .. "       [--fly-app APP] [--env-file FILE] [--no-swap] [--stage] [--drop-old] [--dry-run] [--jobs N] [-i FILE]\n"
+    .. "       [--trust KEY.pub]... [--to DEST] [--source-database NAME]\n"
     .. "       pgvault neon-restore --resume [--drop-old] [--dry-run]\n"
     .. "       pgvault neon-restore --rollback [--dry-run]",
   summary = "Restores SRC into a NEW database <db>_restore_<stamp> created through the Neon API on the branch\n"
@@ -97,7 +112,8 @@ nr.CLI = {
     .. "never on the command line.",
   options = config.with_options(s3cli.with_options(options)),
   positionals = { { "SRC", "the backup: a file, DIR/latest or s3://BUCKET/PREFIX/NAME (…/latest: the newest "
-    .. "complete backup of --database); default: the newest in --to", optional = true } },
+    .. "complete backup of --database; with --trust, the newest one a trusted key signed); default: the newest in "
+    .. "--to", optional = true } },
 }
 
 local function usage(fmt, ...) pgvault.raise("usage", string.format(fmt, ...)) end
@@ -185,7 +201,8 @@ local function check_modes(o)
   if o.SRC then usage("%s takes no SRC: it goes on with the backup the run recorded", mode) end
   local sources = o.settings and o.settings.sources or {}
   for _, name in ipairs(RUN_OPTIONS) do
-    local flag = sources[name] or sources["neon_" .. name] or (o[name] == true and "--" .. name:gsub("_", "-"))
+    local flag = sources[name] or sources["neon_" .. name]
+    if not flag and o[name] ~= nil and o[name] ~= false then flag = "--" .. name:gsub("_", "-") end
     if type(flag) == "string" and flag:sub(1, 2) == "--" then
       usage("%s takes the run's settings from its record; %s cannot change them (start a new run instead)", mode,
         flag)
@@ -233,6 +250,7 @@ local function resolve(run)
     endpoint_id = endpoint.id, host = endpoint.host, database = db.name, owner = db.owner_name,
     role = o.role or db.owner_name, new_db = naming.db_with_suffix(db.name, "_restore_" .. stamp),
     old_db = naming.db_with_suffix(db.name, "_old_" .. stamp), swap = not o.no_swap, drop_old = o.drop_old,
+    source_database = o.source_database,
     fly_app = fly_app, had_secret = had_secret, env_file = o.env_file, stage = o.stage, jobs = o.jobs,
     identity = o.identity, steps = {}, started_at = naming.iso8601(),
   }
@@ -278,9 +296,9 @@ function Run:restore_options()
   local r, o = self.r, self.o
   local url = self.neon:connection_uri(r.branch_id, r.endpoint_id, r.database, r.role, false)
   neon.protect(url)
-  -- (--dry-run fetches nothing for pg_restore --jobs)
-  return { src = r.backup or r.src, db = url, database = r.database, jobs = not o.dry_run and (o.jobs or r.jobs) or nil,
-    count_rows = o.count_rows, identity = #(o.identity or {}) > 0 and o.identity or r.identity,
+  return { src = r.backup or r.src, db = url, database = r.source_database or r.database,
+    jobs = o.jobs or r.jobs, count_rows = o.count_rows,
+    identity = #(o.identity or {}) > 0 and o.identity or r.identity,
     trust = #(o.trust or {}) > 0 and o.trust or r.trust, s3 = s3cli.opts(o), pg_bin = o.pg_bin }
 end
 
@@ -426,6 +444,19 @@ local function say_state(r)
   return table.concat(lines, "; ")
 end
 
+-- Where a --rollback that failed stopped (it can be run again: each of
+-- its changes is made only when it is still to do).
+local function rollback_state(r)
+  local s = r.steps
+  local out = { (s.swap_in == "done" or s.swap_out == "done") and "the databases are not renamed back yet"
+    or string.format("database %s is the previous one again (the restored copy is %s)", r.database, r.new_db) }
+  if r.fly_app and s.secret == "done" then
+    out[#out + 1] = string.format("the Fly app %s's DATABASE_URL is not set back yet", r.fly_app)
+  end
+  if r.env_file and s.env_file == "done" then out[#out + 1] = r.env_file .. " is not rewritten back yet" end
+  return table.concat(out, "; ")
+end
+
 -- A failure before the swap: the new database goes (the live one first put
 -- back under its name if it was moved); returns what the error should say.
 local function undo_before_swap(run)
@@ -478,6 +509,13 @@ function Run:close(err)
     else
       log.error("step %s failed. %s", tostring(r.current), where)
     end
+  elseif err ~= nil and self.rolling_back then
+    local where = rollback_state(r) .. ": run 'pgvault neon-restore --rollback' again to finish it"
+    if pgvault.is_error(err) then
+      err.message = string.format("--rollback failed (%s). %s", err.message, where)
+    else
+      log.error("--rollback failed. %s", where)
+    end
   end
   if self.neon then self.neon:close() end
   if self.fly then self.fly:close() end
@@ -506,20 +544,20 @@ local function plan_steps(run, out)
     add("     GET %s/connection_uri?branch_id=%s&endpoint_id=%s&database_name=%s&role_name=%s&pooled=%s", P,
       r.branch_id, r.endpoint_id, db, r.role, pooled and "true" or "false")
   end
-  local function skip(step) return r.steps[step] == "done" end
-  if not skip("create") then
+  local function finished(step) return r.steps[step] == "done" end
+  if not finished("create") then
     add("2. create database %s on branch %s, owner %s, and wait for its operations", r.new_db, r.branch, r.owner)
     add("     POST %s %s", DB, json.encode({ database = { name = r.new_db, owner_name = r.owner } }))
     add("     GET %s/operations/{id} until each one has finished", P)
   end
-  if not skip("restore") then
+  if not finished("restore") then
     add("3. restore %s into it through the direct host %s (%s): size, SHA-256 and row counts checked against "
       .. "the manifest; the privileges and settings of %s carried over", r.backup or r.src, r.host,
       run.backup_info or "opened when it runs", r.database)
   end
   if not r.swap then
     add("4. no swap (--no-swap): %s keeps its name and the app is pointed at %s", r.database, r.new_db)
-  elseif not (skip("swap_out") and skip("swap_in")) then
+  elseif not (finished("swap_out") and finished("swap_in")) then
     add("4. swap names (the sessions on each database ended first, each logged)")
     add("     PATCH %s/%s %s", DB, r.database, json.encode({ database = { name = r.old_db } }))
     add("     PATCH %s/%s %s", DB, r.new_db, json.encode({ database = { name = r.database } }))
@@ -528,7 +566,7 @@ local function plan_steps(run, out)
   if not r.fly_app then
     add("5. no Fly app (--fly-app): no secret is set")
   else
-    if not skip("secret") then
+    if not finished("secret") then
       add("5. set the Fly app %s's DATABASE_URL to the pooled URL of %s (%s)", r.fly_app, app_db,
         neon.pooled_host(r.host))
       uri(app_db, true)
@@ -536,16 +574,16 @@ local function plan_steps(run, out)
     end
     if r.stage then
       add("6. not deployed (--stage): 'fly secrets deploy -a %s' deploys it later", r.fly_app)
-    elseif not skip("deploy") then
+    elseif not finished("deploy") then
       add("6. deploy it to the app's machines as 'fly secrets deploy' does (a stopped machine is not started)")
       add("     GET /v1/apps/%s/machines; for each machine POST …/machines/{id}/lease, then GET …/machines/{id}, "
         .. "POST …/machines/{id} {\"config\":…,\"min_secrets_version\":N}, GET …/machines/{id}/wait, DELETE "
         .. "…/machines/{id}/lease", r.fly_app)
     end
   end
-  if r.env_file and not skip("env_file") then add("7. rewrite DATABASE_URL in %s", r.env_file) end
+  if r.env_file and not finished("env_file") then add("7. rewrite DATABASE_URL in %s", r.env_file) end
   local old = r.swap and r.old_db or r.database
-  if r.drop_old and not skip("drop_old") then
+  if r.drop_old and not finished("drop_old") then
     add("8. delete the previous database %s", old)
     add("     DELETE %s/%s", DB, old)
   elseif not r.drop_old then
@@ -603,12 +641,29 @@ end
 -- back to <db>_restore_<stamp>, kept), DATABASE_URL back to the previous
 -- database's pooled URL (deployed unless the run staged it; removed again
 -- when the app had none), and the env file the same way.
+-- What --rollback has to undo of run record `r`: a list of sentences.
+local function undo_list(r)
+  local s, out = r.steps, {}
+  if s.swap_in == "done" or s.swap_out == "done" then
+    out[#out + 1] = string.format("rename the databases back (%s to %s, %s to %s)", r.database, r.new_db, r.old_db,
+      r.database)
+  end
+  if r.fly_app and s.secret == "done" then
+    out[#out + 1] = (r.had_secret == false and string.format("remove the Fly app %s's DATABASE_URL again", r.fly_app)
+      or string.format("point the Fly app %s's DATABASE_URL back at %s", r.fly_app, r.database))
+      .. (r.stage and "" or " and deploy it")
+  end
+  if r.env_file and s.env_file == "done" then out[#out + 1] = "rewrite DATABASE_URL in " .. r.env_file .. " back" end
+  return out
+end
+
 function nr.rollback(o)
   check_modes(o)
   local path, r = newest_state()
+  local todo = undo_list(r)
   if o.dry_run then
     return print(recorded(path, r) .. "\n--rollback would " .. (r.rolled_back and "do nothing: it was rolled back"
-      or "rename the databases back and set DATABASE_URL and the env file back"))
+      or #todo == 0 and "do nothing: the run changed nothing that is still in place" or table.concat(todo, "; ")))
   end
   if r.rolled_back then
     return print(string.format("%s was rolled back already: %s is the previous database", path, r.database))
@@ -616,15 +671,15 @@ function nr.rollback(o)
   if r.steps.drop_old == "done" then
     usage("%s deleted the previous database (--drop-old): there is nothing to roll back to", path)
   end
-  local run <close> = setmetatable({ o = o, keys = api_keys(o), path = path, r = r }, Run)
-  clients(run)
+  local run <close> = setmetatable({ o = o, keys = api_keys(o), path = path, r = r, rolling_back = true }, Run)
+  if #todo > 0 then clients(run) end
   local n, f = run.neon, run.fly
   if r.steps.swap_in == "done" then rename(run, r.database, r.new_db) end
   if r.steps.swap_out == "done" then rename(run, r.old_db, r.database) end
   r.steps.swap_in, r.steps.swap_out = nil, nil
   run:save()
-  local url = n:connection_uri(r.branch_id, r.endpoint_id, r.database, r.role, true)
-  neon.protect(url)
+  local url = #todo > 0 and n:connection_uri(r.branch_id, r.endpoint_id, r.database, r.role, true)
+  if url then neon.protect(url) end
   if f and r.steps.secret == "done" then
     -- an app that had no DATABASE_URL before gets none again
     local v = f:set_secrets{ DATABASE_URL = r.had_secret ~= false and url }
@@ -634,8 +689,13 @@ function nr.rollback(o)
   if r.env_file and r.steps.env_file == "done" then envfile.set(r.env_file, "DATABASE_URL", url) end
   r.steps.env_file, r.rolled_back = nil, true
   run:save()
-  print(string.format("rolled back: %s is the previous database again%s; the restored copy is kept as %s",
-    r.database, f and string.format(" and the Fly app %s's DATABASE_URL names it", r.fly_app) or "", r.new_db))
+  if #todo == 0 then
+    return print(string.format("nothing to roll back: %s changed nothing that is still in place (%s is as it was); "
+      .. "it is marked rolled back, so --resume will not go on with it", path, r.database))
+  end
+  print(string.format("rolled back: %s is the previous database again%s%s", r.database,
+    f and string.format(" and the Fly app %s's DATABASE_URL names it", r.fly_app) or "",
+    r.steps.restore == "done" and ("; the restored copy is kept as " .. r.new_db) or ""))
 end
 
 return nr

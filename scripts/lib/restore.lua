@@ -74,7 +74,10 @@ function restore.options(o)
   if type(r.src) ~= "string" or r.src == "" then usage("a backup to restore is required") end
   if type(r.db) ~= "string" or r.db == "" then usage("missing --db URL (see 'pgvault restore --help')") end
   r.jobs = math.tointeger(tonumber(r.jobs or 1))
-  if not r.jobs or r.jobs < 1 or r.jobs > 64 then usage("--jobs must be 1..64") end
+  if not r.jobs or r.jobs < 1 or r.jobs > 64 then
+    usage("--jobs must be 1..64, not '%s'", tostring(r.jobs or o.jobs))
+  end
+  if r.yes and not r.in_place then usage("--yes confirms --in-place and means nothing without it") end
   if r.in_place and not r.yes then
     usage("--in-place drops the current database before restoring; add --yes to confirm")
   end

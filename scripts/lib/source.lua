@@ -61,10 +61,14 @@ function source.resolve_latest(place, opts)
   end
   list = list or require("lib.s3backups").scan(place .. "/", opts.s3)
   local others, sealed = catalog.databases(list)
-  if opts.database and sealed > 0 and #(opts.identities or {}) == 0 then
-    pgvault.raise("io", string.format("no complete backup of database %s in %s: %d encrypted ones keep their "
-      .. "database in the sealed part of their manifest; give the identity that opens them with -i FILE",
-      opts.database, place, sealed))
+  if opts.database and sealed > 0 then
+    -- with -i given, these are the ones its identities do not open
+    local given = #(opts.identities or {}) > 0
+    pgvault.raise("io", string.format("no complete backup of database %s in %s%s: %d encrypted ones keep their "
+      .. "database in the sealed part of their manifest; %s", opts.database, place,
+      #others > 0 and (" (it holds backups of " .. table.concat(others, ", ") .. ")") or "", sealed,
+      given and "the identities given with -i open none of them: give the identity of a recipient they were "
+        .. "encrypted to" or "give the identity that opens them with -i FILE"))
   end
   if opts.database and #others > 0 then
     pgvault.raise("io", string.format("no complete backup of database %s in %s (it holds backups of %s): "
@@ -126,6 +130,29 @@ local function open_bucket(self, spec, opts)
   if not self.manifest then self.why = want == "skip" and "not read" or ("no manifest " .. b.manifest_url) end
 end
 
+-- --database NAME chooses among backups (…/latest); with another SRC it
+-- would be ignored, so it is a usage error (the scripts call this; Lua
+-- callers such as neon-restore pass `database` for any source).
+function source.check_choosing(spec, o)
+  if type(spec) == "string" and latest_place(spec) then return end
+  if o.database then
+    pgvault.raise("usage", string.format("--database chooses among backups: use it with DIR/latest or "
+      .. "s3://BUCKET/PREFIX/latest, not %s", tostring(spec)))
+  end
+end
+
+-- `spec` with a …/latest resolved (source.resolve_latest, said in an info
+-- line), and whether it was one; any other spec is itself. restore, verify
+-- and download take …/latest through this one step.
+function source.latest(spec, opts)
+  local place = latest_place(spec)
+  if not place then return spec, false end
+  local path, signed = source.resolve_latest(place, opts)
+  log.info("the newest complete backup%s in %s%s is %s", opts.database and (" of database " .. opts.database) or "",
+    place, signed and " signed by a trusted key" or "", path)
+  return path, true
+end
+
 -- opts: identities (open encrypted manifests' private parts for …/latest),
 -- s3 (options of pgvault.s3), manifest ("required", "optional" or
 -- "skip"), database (…/latest picks a backup of this database), trust
@@ -134,13 +161,7 @@ function source.open(spec, opts)
   opts = opts or {}
   if type(spec) ~= "string" or spec == "" then pgvault.raise("usage", "name the backup to read") end
   local self = setmetatable({ s3 = opts.s3, opts = opts }, Source)
-  local place = latest_place(spec)
-  if place then
-    local signed
-    spec, signed = source.resolve_latest(place, opts)
-    log.info("the newest complete backup%s in %s%s is %s", opts.database and (" of database " .. opts.database) or "",
-      place, signed and " signed by a trusted key" or "", spec)
-  end
+  spec = source.latest(spec, opts)
   if is_s3(spec) then open_bucket(self, spec, opts) else open_local(self, spec, opts) end
   self.layers = layers.require(self.head, self.name, self.manifest)
   return self

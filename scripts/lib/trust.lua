@@ -45,7 +45,8 @@
 --   trust.keys(files) -> keys | nil           the trusted public keys: each FILE of `files` and each
 --       file named in PGVAULT_TRUST (separated by ':'); nil when there are none.
 --       keys[i] = {public_key = "RW...", key_id = "…", path = FILE}
---   trust.signing_key(path, {password_file = FILE}) -> handle (the secret stays in secure memory)
+--   trust.signing_key(path, {password_file = FILE, password_option = "--flag"}) -> handle (the secret stays
+--                                             in secure memory; a sealed key and no password: the error names --flag)
 --   trust.keygen(path, {password_file = FILE}) -> {public_key=, key_id=, pub_path=}
 --       a new pair: the secret key file (0600, never overwritten) and PATH.pub
 --   trust.BLOCK_SIZE, trust.block_size(dest, s3opts) -> n   4 MiB for a file; the part size for s3://
@@ -125,6 +126,10 @@ function trust.signing_key(path, opts)
   local pw = password(opts)
   local ok, key = pcall(crypto.read_signing_key, path, { password = pw })
   if pw then pw:close() end
+  if not ok and not pw and opts and opts.password_option and pgvault.is_error(key) and key.failure == "password" then
+    error(pgvault.error(key.kind, string.format("%s: give the file holding its password with %s FILE", key.message,
+      opts.password_option), { failure = key.failure }), 0)
+  end
   if not ok then error(key, 0) end
   return key
 end
@@ -294,7 +299,7 @@ function trust.signer(o)
     if o.sign_password_file then pgvault.raise("usage", "--sign-password-file only goes with --sign KEY") end
     return nil
   end
-  return trust.signing_key(o.sign, { password_file = o.sign_password_file })
+  return trust.signing_key(o.sign, { password_file = o.sign_password_file, password_option = "--sign-password-file" })
 end
 
 function trust.blocks(job)

@@ -26,11 +26,13 @@ verify.CLI = {
   summary = "Reads the whole backup SRC (a pg_dump custom-format archive, possibly zstd-compressed\n"
     .. "and age-encrypted: the layers are recognised by their magic bytes and peeled as the\n"
     .. "bytes stream) and checks every data block: each table's data decodes to its end and\n"
-    .. "its COPY rows are counted. If SRC.manifest.json exists, the sizes, SHA-256 digests and\n"
-    .. "per-table row counts must match it. Exits 0 only if the archive is whole and matches.\n"
-    .. "SRC may be a pipe or '-' (read once), DIR/latest, or s3://BUCKET/PREFIX/NAME (…/latest:\n"
-    .. "the newest backup with a manifest): the object streams from the bucket, with no\n"
-    .. "temporary file, and is compared with NAME.manifest.json beside it.",
+    .. "its rows are counted (COPY lines, or the rows of --inserts archives' INSERTs). If\n"
+    .. "SRC.manifest.json exists, the sizes, SHA-256 digests and per-table row counts must\n"
+    .. "match it. Exits 0 only if the archive is whole and matches. SRC may be a pipe or '-'\n"
+    .. "(read once), DIR/latest, or s3://BUCKET/PREFIX/NAME (…/latest: the newest complete\n"
+    .. "backup; --database NAME: of that database; with --trust, the newest one a trusted key\n"
+    .. "signed): the object streams from the bucket, with no temporary file, and is compared\n"
+    .. "with NAME.manifest.json beside it.",
   options = s3cli.with_options {
     { "identity", "i", "FILE", "age identity file to decrypt with", multi = true },
     { "list", "l", false, "print the table of contents exactly as pg_restore --list does" },

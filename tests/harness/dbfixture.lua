@@ -67,4 +67,18 @@ function fixture.fingerprint(url, opts)
   return fp
 end
 
+-- `pgvault backup --db url --to to ARGS…` (opts: env, timeout), which must
+-- succeed; returns the archive's path (stdout's last line).
+function fixture.backup(url, to, args, opts)
+  local argv = { "backup", "--db", url, "--to", to }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local r = h.pgvault(argv, opts)
+  assert(r.code == 0, r.stderr)
+  return r.stdout:match("([^\n]+)\n$")
+end
+
+-- The last part of a path or URL, and a Lua pattern matching `s` literally.
+function fixture.base(path) return path:match("([^/]+)$") end
+function fixture.literal(s) return (s:gsub("%p", "%%%0")) end
+
 return fixture

@@ -32,6 +32,7 @@ const branches = config.branches.map((b) => ({ ...b, created_at: now(), updated_
 const endpoints = branches.map((b) => ({
   id: b.endpoint, branch_id: b.id, host: `${b.endpoint}.${config.host_suffix}`, created_at: now(), updated_at: now(),
 }));
+const configuredRoles = config.roles.slice();
 const databases = []; // { id, branch_id, name, owner_name, created_at, updated_at }
 let nextDbId = 100000;
 for (const d of Array.isArray(config.databases) ? config.databases : []) {
@@ -279,12 +280,20 @@ async function control(what, body) {
     return { databases: databases.map(dbView), operations: operations.map(opView), running: running() };
   }
   if (what === 'reset') {
-    // body: { databases: [{ name, owner }] } replaces the control plane's list
+    // body: { databases: [{ name, owner, branch }] } replaces the control
+    // plane's list (branch: an id, default the first); default_branch (an
+    // id) makes that branch the project's default, else the configured one is;
+    // roles ([{ name, password }]) are added to the configured ones
+    config.roles = configuredRoles.concat(Array.isArray(body && body.roles) ? body.roles : []);
     databases.splice(0, databases.length);
     operations.splice(0, operations.length);
     violations.length = 0;
+    const want = body && body.default_branch;
+    if (want && !branchOf(want)) throw new Error(`no branch ${want}`);
+    for (const b of branches) b.default = want ? b.id === want : !!config.branches.find((c) => c.id === b.id).default;
     for (const d of Array.isArray(body && body.databases) ? body.databases : []) {
-      databases.push({ id: nextDbId++, branch_id: branches[0].id, name: d.name, owner_name: d.owner,
+      if (d.branch && !branchOf(d.branch)) throw new Error(`no branch ${d.branch}`);
+      databases.push({ id: nextDbId++, branch_id: d.branch || branches[0].id, name: d.name, owner_name: d.owner,
         created_at: now(), updated_at: now() });
     }
     return { ok: true };

@@ -14,6 +14,7 @@ local fs = require "pgvault.fs"
 local s3 = require "pgvault.s3"
 local s3h = require "harness.s3"
 local f = require "security.sign_fixtures"
+local fixture = require "harness.dbfixture"
 
 local TARGET = "latest_trust_src"
 local COPY_DB = "latest_trust_copy"
@@ -38,15 +39,10 @@ local src_url = h.createdb(TARGET)
 h.psql(src_url, "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('old');")
 
 local function backup(...)
-  local argv = { "backup", "--db", src_url, "--to", PREFIX }
-  for _, a in ipairs({ ... }) do argv[#argv + 1] = a end
-  local r = pgvault(argv)
-  assert(r.code == 0, r.stderr)
-  return r.stdout:match("([^\n]+)\n$")
+  return fixture.backup(src_url, PREFIX, { ... }, { env = ENV, timeout = 180 })
 end
 
-local function base(url) return url:match("([^/]+)$") end
-local function pat(s) return (s:gsub("%p", "%%%0")) end
+local base, pat = fixture.base, fixture.literal
 
 -- The good one, oldest; then, newer, what a bucket writer can plant.
 local GOOD = backup("--sign", keys .. "/ours.key")

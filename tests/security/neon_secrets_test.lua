@@ -51,6 +51,23 @@ t.test("refused credentials are not echoed in the error", function()
   t.no_match(r.stderr, "SECRETPART")
 end)
 
+t.test("an API error that echoes the new URL: the password is not in the error or the state file", function()
+  local s = env:app_database("sec_echo_shop")
+  env:fly_faults{ { method = "POST", path = "/secrets$", times = 10, action = { status = 422,
+    body = { error = "invalid value for DATABASE_URL: " .. env:pooled_url("sec_echo_shop") } } } }
+  local r = env:pgvault({ "neon-restore", s.src, "--project", env.project, "--database", "sec_echo_shop",
+    "--fly-app", env.app }, { cwd = s.dir })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "step secret failed %(.*invalid value for DATABASE_URL")
+  no_secret(r.stdout .. r.stderr, "output")
+  for _, name in ipairs(fs.listdir(s.dir .. "/.pgvault")) do
+    local text = h.read(s.dir .. "/.pgvault/" .. name)
+    t.match(text, "invalid value for DATABASE_URL", "the error is recorded")
+    no_secret(text, "state file")
+  end
+  env:fly_faults({})
+end)
+
 t.test("the keys have no flag: they could only be passed where every user sees them", function()
   for _, flag in ipairs({ "--neon-api-key", "--fly-api-token", "--api-key", "--token" }) do
     local r = h.pgvault({ "neon-restore", flag, "x" })

@@ -85,6 +85,21 @@ t.test("a replaced object under an intact signed manifest is refused before anyt
   t.eq(r.stdout, "", "no plan")
 end)
 
+t.test("--resume checks with the keys the run recorded: an object replaced after a failure is refused", function()
+  local s = app_database("trust_shop_resume", { "--sign", keys .. "/sign.key" })
+  env:neon_faults{ { method = "POST", path = "/databases$", action = { status = 500 } } }
+  local r = neon_restore(s, { "--trust", PUB })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "step create failed")
+  local size = #h.read(s.src)
+  local hostile = f.hostile_archive(h.tmpdir(), "neon_trust_resume_src", MARKER)
+  h.write(s.src, h.read(f.pad_zstd(f.zstd(hostile, hostile .. ".zst"), size)))
+  env:control("neon", "clear")
+  env:control("fly", "clear")
+  refused(s, env:pgvault({ "neon-restore", "--resume" }, { cwd = s.dir, env = { PGVAULT_TRUST = false } }),
+    "does not match what was recorded", "--resume without --trust")
+end)
+
 t.test("an unsigned backup is refused with --trust, PGVAULT_TRUST or the configuration's trust", function()
   local s = app_database("trust_shop_unsigned")
   refused(s, neon_restore(s, { "--trust", PUB }), "is not signed", "--trust")

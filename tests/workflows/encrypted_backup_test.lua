@@ -182,3 +182,13 @@ t.test("…/latest --database NAME without -i, all backups encrypted: the messag
   t.match(r.stderr, "no complete backup of database " .. SRC_DB .. " in .*: 2 encrypted ones keep their database "
     .. "in the sealed part of their manifest; give the identity that opens them with %-i FILE")
 end)
+
+t.test("…/latest --database NAME -i with an identity that opens none of them: the message says so", function()
+  -- regression test: it said "no complete backup (one with a manifest)", as if the backups were incomplete
+  local r = h.pgvault({ "restore", backups .. "/latest", "--db", PG.url(SRC_DB), "-i", OTHER })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "no complete backup of database " .. SRC_DB .. " in .*: 2 encrypted ones keep their database "
+    .. "in the sealed part of their manifest; the identities given with %-i open none of them: give the identity "
+    .. "of a recipient they were encrypted to")
+  t.eq(databases(SRC_DB .. "_restore"), {}, "nothing was created")
+end)

@@ -69,7 +69,12 @@ t.test("an empty or missing directory", function()
   t.match(r.stdout, "^no backups in ")
   r = h.pgvault({ "list", "--from", "/nonexistent/backups" })
   t.eq(r.code, 1)
-  t.eq(r.stderr, "pgvault: list: cannot list /nonexistent/backups: no such directory\n")
+  t.eq(r.stderr, "pgvault: list: cannot list /nonexistent/backups: no such directory: name the directory (or "
+    .. "s3://BUCKET/PREFIX/) that 'backup --to' wrote to (default db_backups)\n")
+  -- regression test: a new user's first 'pgvault list' (no db_backups here) did not say what to do
+  r = h.pgvault({ "list" }, { cwd = h.tmpdir() })
+  t.eq(r.code, 1)
+  t.match(r.stderr, "^pgvault: list: cannot list db_backups: no such directory: name the directory")
 end)
 
 t.test("a real backup is listed as ok with its database", function()

@@ -6,6 +6,7 @@ local cjson = require "cjson"
 local t = require "harness.testing"
 local h = require "harness.env"
 local fs = require "pgvault.fs"
+local proc = require "pgvault.proc"
 local saas = require "harness.saas"
 local s3h = require "harness.s3"
 
@@ -68,11 +69,31 @@ t.test("end to end: restore, swap, Fly secret deployed, env file rewritten", fun
   t.eq(h.read(s.envfile), "# prod\nexport DATABASE_URL=\"" .. env:pooled_url(s.db) .. "\"\nSECRET=1\n")
   t.eq(fs.stat(s.envfile).mode, 384)
   t.match(r.stdout, "previous database kept as " .. st.old_db)
+  -- pg_restore, the row counts and the carried-over settings went to the
+  -- direct host: PgBouncer (the pooled host) never saw the new database
+  t.no_match(h.read(env.bouncer.log), "db=" .. st.new_db, "nothing reached the new database through the pooler")
+  t.no_match(r.stderr, "instead of the pooled", "handed the direct URL, not switched to it")
   env:check_spec()
   -- later: --resume --drop-old deletes the previous database
   r = env:pgvault({ "neon-restore", "--resume", "--drop-old" }, { cwd = s.dir })
   t.eq(r.code, 0, r.stderr)
   t.eq(db_exists(st.old_db), false, "old database deleted")
+  env:check_spec()
+end)
+
+t.test("the new database gets the live one's owner, not the role neon-restore connects as", function()
+  local s = scenario()
+  local owner = "neon_shop_owner"
+  h.psql(pg.admin_url("postgres"), string.format("CREATE ROLE %s NOLOGIN; GRANT %s TO %s; "
+    .. "ALTER DATABASE %s OWNER TO %s;", owner, owner, pg.user, s.db, owner))
+  env:control("neon", "reset", { roles = { { name = owner, password = "unused" } },
+    databases = { { name = s.db, owner = owner } } })
+  local r = run(s, { "--role", pg.user })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(rows(s.db), "3\n")
+  t.eq(h.psql(pg.admin_url("postgres"), "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '" .. s.db
+    .. "'"), owner .. "\n", "the same owner")
+  t.eq(state_file(s).owner, owner)
   env:check_spec()
 end)
 
@@ -94,7 +115,7 @@ t.test("settings and keys from the configuration file (--env), never from a flag
   t.eq(r.code, 2, "no flag for the API key")
 end)
 
-t.test("from a bucket: …/latest of the database streams in; with --jobs 2 it is fetched first", function()
+t.test("from a bucket: …/latest of the database streams in; with --jobs 2 on two sessions as it arrives", function()
   local s = scenario()
   local bucket = s3h.make_bucket("neon-restore-source")
   local b = h.pgvault({ "backup", "--db", pg.url(s.db), "--to", "s3://" .. bucket .. "/prod/" }, { env = h.s3().env })
@@ -107,9 +128,56 @@ t.test("from a bucket: …/latest of the database streams in; with --jobs 2 it i
     local place = ("s3://" .. bucket .. "/prod"):gsub("%p", "%%%0")
     t.match(r.stderr, "the newest complete backup of database " .. s.db .. " in " .. place .. " is ")
     t.eq(rows(s.db), "4\n", "the bucket's backup, with --jobs " .. jobs)
+    if jobs == "2" then t.match(r.stderr, "on 2 sessions as it arrives", "--jobs is restore's") end
     t.match(state_file(s).backup, "^" .. place .. "/%d+_local%.backup%.zst$", "the resolved backup is recorded")
   end
   env:check_spec()
+end)
+
+t.test("--source-database: …/latest of a database named otherwise", function()
+  local s = scenario()
+  n = n + 1
+  local target = "shop_target" .. n
+  h.createdb(target)
+  h.psql(pg.url(target), "CREATE TABLE customers(id int PRIMARY KEY, name text); "
+    .. "INSERT INTO customers VALUES (9, 'x');")
+  env:control("neon", "reset", { databases = { { name = s.db, owner = pg.user }, { name = target, owner = pg.user } } })
+  local args = { "neon-restore", s.dir .. "/backups/latest", "--project", env.project, "--database", target }
+  local r = env:pgvault(args, { cwd = s.dir })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "no complete backup of database " .. target .. " in [^\n]*%(it holds backups of " .. s.db .. "%)")
+  t.eq(env:writes(), {})
+  args[#args + 1] = "--source-database"
+  args[#args + 1] = s.db
+  r = env:pgvault(args, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(rows(target), "3\n", "the backup of " .. s.db .. " replaced " .. target)
+  t.eq(rows(s.db), "4\n", s.db .. " untouched")
+  r = env:pgvault({ "neon-restore", "--resume", "--source-database", "x" }, { cwd = s.dir })
+  t.eq(r.code, 2)
+  t.match(r.stderr, "%-%-source%-database cannot change them")
+end)
+
+t.test("an encrypted backup: without -i refused before anything changes; with -i restored", function()
+  local s = scenario()
+  local keys = h.tmpdir()
+  t.eq(h.run({ "age-keygen", "-o", keys .. "/age.txt" }).code, 0)
+  local recipient = h.run({ "age-keygen", "-y", keys .. "/age.txt" }).stdout:match("%S+")
+  local b = h.pgvault({ "backup", "--db", pg.url(s.db), "--to", s.dir .. "/enc", "-r", recipient })
+  t.eq(b.code, 0, b.stderr)
+  local src = b.stdout:match("([^\n]+)\n?$")
+  t.match(src, "%.age$")
+  h.psql(pg.url(s.db), "INSERT INTO customers VALUES (5, 'later')")
+  local args = { "neon-restore", src, "--project", env.project, "--database", s.db }
+  local r = env:pgvault(args, { cwd = s.dir })
+  t.eq(r.code, 2, r.stderr)
+  t.match(r.stderr, "is encrypted %(age%): give the identity file that opens it with %-i FILE")
+  t.eq(env:writes(), {}, "nothing changed")
+  args[#args + 1] = "-i"
+  args[#args + 1] = keys .. "/age.txt"
+  r = env:pgvault(args, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.eq(rows(s.db), "4\n")
 end)
 
 t.test("--dry-run prints the plan and makes no write call", function()
@@ -147,6 +215,19 @@ t.test("--dry-run with --to DIR: the newest backup of the database, each step wi
     t.match(r.stdout, "\n" .. step:gsub("%p", "%%%0"), step)
   end
   t.eq(env:writes(), {})
+end)
+
+t.test("without --branch: the project's default branch (default: true), not the first one listed", function()
+  local s = scenario()
+  local dev = "br-dev-654321"
+  env:control("neon", "reset", { default_branch = dev, databases = { { name = s.db, owner = pg.user, branch = dev } } })
+  local r = env:pgvault({ "neon-restore", s.src, "--project", env.project, "--database", s.db, "--dry-run" },
+    { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "branch dev %(" .. dev:gsub("%-", "%%-") .. "%), database " .. s.db)
+  t.match(r.stdout, "read%-write endpoint ep%-dev%-654321")
+  t.eq(env:writes(), {})
+  env:check_spec()
 end)
 
 t.test("what would fail later is found first: one line, what to check, no write call", function()
@@ -253,6 +334,26 @@ t.test("Neon 500 on creating the database: nothing changed, resumable", function
   assert_resumes(s)
 end)
 
+t.test("--rollback after a failure before the swap: nothing to undo, said so, nothing changed", function()
+  local s = scenario()
+  env:neon_faults{ { method = "POST", path = "/databases$", action = { status = 500 } } }
+  t.eq(run(s).code, 1)
+  env:control("neon", "clear")
+  env:control("fly", "clear")
+  local r = env:pgvault({ "neon-restore", "--rollback", "--dry-run" }, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "%-%-rollback would do nothing: the run changed nothing that is still in place")
+  r = env:pgvault({ "neon-restore", "--rollback" }, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, "nothing to roll back: [^\n]*%(" .. s.db .. " is as it was%)")
+  t.no_match(r.stdout, "restored copy", "there is none")
+  t.eq(env:writes(), {}, "no call that changes anything")
+  t.eq(rows(s.db), "4\n")
+  r = env:pgvault({ "neon-restore", "--resume" }, { cwd = s.dir })
+  t.eq(r.code, 2)
+  t.match(r.stderr, "rolled back")
+end)
+
 t.test("423 Locked and 503 then success: waited for, no failure", function()
   local s = scenario()
   env:neon_faults{ { method = "POST", path = "/databases$", times = 2, action = { status = 423 } },
@@ -275,6 +376,23 @@ t.test("a network error after the create was done: looked at, not sent twice", f
   end
   t.eq(posts, 1, "the POST was not repeated")
   t.match(r.stderr, "looking whether Neon made the change")
+end)
+
+t.test("network errors after a rename and after the delete were done: looked at, none sent twice", function()
+  local s = scenario()
+  env:neon_faults{ { method = "PATCH", action = "drop_after" }, { method = "DELETE", action = "drop_after" } }
+  local r = run(s, { "--drop-old" })
+  t.eq(r.code, 0, r.stderr)
+  local sent = { PATCH = 0, DELETE = 0 }
+  for _, c in ipairs(env:neon_calls()) do
+    if sent[c.method] then sent[c.method] = sent[c.method] + 1 end
+  end
+  t.eq(sent, { PATCH = 2, DELETE = 1 }, "one call per rename and one delete")
+  local _, looked = r.stderr:gsub("looking whether Neon made the change", "")
+  t.eq(looked, 2, r.stderr)
+  t.eq(rows(s.db), "3\n")
+  t.eq(db_exists(state_file(s).old_db), false)
+  env:check_spec()
 end)
 
 t.test("the create operation fails: nothing changed, resumable", function()
@@ -310,15 +428,18 @@ end)
 t.test("Fly 5xx on setting the secret after the swap: says where things are; --resume finishes", function()
   local s = scenario()
   env:fly_faults{ { method = "POST", path = "/secrets$", times = 10, action = { status = 500 } } }
-  local r = run(s)
+  local r = run(s, { "--drop-old" })
   t.eq(r.code, 1)
   t.match(r.stderr, "step secret")
   t.match(r.stderr, "is the restored one")
   t.match(r.stderr, "%-%-resume")
   t.eq(rows(s.db), "3\n", "the swap stays")
-  t.eq(state_file(s).steps.secret, "failed")
+  local st = state_file(s)
+  t.eq(st.steps.secret, "failed")
+  t.eq(rows(st.old_db), "4\n", "--drop-old deletes the previous database only once every step before it is done")
   env:fly_faults({})
   assert_resumes(s)
+  t.eq(db_exists(st.old_db), false, "deleted at the end of the resumed run")
 end)
 
 t.test("a run that died between a rename and its record resumes without renaming twice", function()
@@ -376,6 +497,32 @@ t.test("--rollback of an app that had no DATABASE_URL removes it again", functio
   t.eq(env:fly_state().secrets.OTHER, "x")
 end)
 
+t.test("a --rollback stopped by a Fly error says where it is and finishes when run again", function()
+  local s = scenario()
+  t.eq(run(s).code, 0)
+  local st = state_file(s)
+  env:fly_faults{ { method = "POST", path = "/secrets$", times = 10, action = { status = 500 } } }
+  local r = env:pgvault({ "neon-restore", "--rollback" }, { cwd = s.dir })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "%-%-rollback failed %([^\n]*HTTP 500[^\n]*%)%. database " .. s.db .. " is the previous one "
+    .. "again %(the restored copy is " .. st.new_db .. "%); the Fly app " .. env.app:gsub("%p", "%%%0")
+    .. "'s DATABASE_URL is not set back yet; [^\n]* is not rewritten back yet: run 'pgvault neon%-restore "
+    .. "%-%-rollback' again to finish it\n$")
+  t.eq(rows(s.db), "4\n", "the databases were renamed back")
+  env:fly_faults({})
+  env:control("neon", "clear")
+  r = env:pgvault({ "neon-restore", "--rollback" }, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  for _, c in ipairs(env:neon_calls()) do
+    t.ok(c.method == "GET", "not renamed twice: " .. c.method .. " " .. c.path)
+  end
+  t.eq(rows(s.db), "4\n")
+  t.eq(rows(st.new_db), "3\n")
+  for _, m in ipairs(env:fly_state().machines) do t.eq(#m.updates, 2, "the previous URL deployed to " .. m.id) end
+  t.eq(h.read(s.envfile), "# prod\nexport DATABASE_URL=\"" .. env:pooled_url(s.db) .. "\"\nSECRET=1\n")
+  env:check_spec()
+end)
+
 t.test("--resume and --rollback take the run's settings from its record; each says what it does", function()
   local s = scenario()
   t.eq(run(s).code, 0)
@@ -408,6 +555,29 @@ t.test("--resume and --rollback take the run's settings from its record; each sa
   t.eq(rows(s2.db), "3\n", "the restored database stays")
 end)
 
+t.test("the app's session on the live database (through the pooler) is ended for the swap, and logged", function()
+  local s = scenario()
+  local sleeper = proc.spawn({ pg.bindir .. "/psql", "-X", "-q", "-h", env.bouncer.addr,
+    "-p", tostring(math.tointeger(pg.port)), "-U", pg.user, "-d", s.db, "-c", "SELECT pg_sleep(60);",
+    stdout = "pipe", stderr = "pipe", env = { PGPASSWORD = pg.password } })
+  local deadline = proc.now() + 10
+  while proc.now() < deadline and h.psql(pg.admin_url("postgres"),
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = '" .. s.db .. "' AND query LIKE '%pg_sleep%'") == "0\n" do
+    proc.sleep(0.05)
+  end
+  local r = run(s)
+  sleeper:wait(10)
+  sleeper:close()
+  t.eq(r.code, 0, r.stderr)
+  t.match(h.read(env.bouncer.log), "login attempt: db=" .. s.db, "the session went through PgBouncer")
+  local pid = r.stderr:match("terminating session (%d+) %(user " .. pg.user .. ", [^)]*%) on database " .. s.db)
+  t.ok(pid, r.stderr)
+  local _, count = r.stderr:gsub("terminating session " .. pid .. " ", "")
+  t.eq(count, 1, "logged once")
+  t.eq(rows(s.db), "3\n", "swapped")
+  t.eq(rows(state_file(s).old_db), "4\n")
+end)
+
 t.test("the live database's settings and comment carry over to the restored one, as restore does", function()
   local s = scenario()
   h.psql(pg.admin_url("postgres"), "COMMENT ON DATABASE " .. s.db .. " IS 'production'; ALTER DATABASE " .. s.db
@@ -424,7 +594,12 @@ t.test("--rollback after a swap renames both back", function()
   local s = scenario()
   t.eq(run(s).code, 0)
   local st = state_file(s)
-  local r = env:pgvault({ "neon-restore", "--rollback" }, { cwd = s.dir })
+  local r = env:pgvault({ "neon-restore", "--rollback", "--dry-run" }, { cwd = s.dir })
+  t.eq(r.code, 0, r.stderr)
+  t.match(r.stdout, ("--rollback would rename the databases back (" .. s.db .. " to " .. st.new_db .. ", " .. st.old_db
+    .. " to " .. s.db .. "); point the Fly app " .. env.app .. "'s DATABASE_URL back at " .. s.db
+    .. " and deploy it; rewrite DATABASE_URL in " .. s.envfile .. " back\n"):gsub("%p", "%%%0"))
+  r = env:pgvault({ "neon-restore", "--rollback" }, { cwd = s.dir })
   t.eq(r.code, 0, r.stderr)
   t.eq(rows(s.db), "4\n", "the previous database is back under its name")
   t.eq(rows(st.new_db), "3\n")

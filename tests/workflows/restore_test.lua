@@ -208,6 +208,28 @@ t.test("misuse exits 2", function()
   t.eq(restore({ ZST, "--db", "postgresql://u@h" }).code, 2, "no database name in the URL")
 end)
 
+t.test("an option that would be ignored, or names a missing file, is a usage error naming it", function()
+  -- regression test: --yes without --in-place and --database with a named backup were parsed and ignored
+  -- (the restore ran), --jobs x did not say the value, a missing -i file did not name the option
+  local before = databases(LIVE)
+  local cases = {
+    { { "--yes" }, "%-%-yes confirms %-%-in%-place and means nothing without it" },
+    { { "--database", "other" }, "%-%-database chooses among backups: use it with DIR/latest or "
+      .. "s3://BUCKET/PREFIX/latest, not " },
+    { { "--jobs", "x" }, "%-%-jobs must be 1%.%.64, not 'x'" },
+    { { "-i", backups .. "/no-such-key.txt" },
+      "%-i/%-%-identity: no file .*no%-such%-key%.txt %(an age identity file" },
+  }
+  for _, c in ipairs(cases) do
+    local argv = { ZST, "--db", live_url }
+    for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
+    local r = restore(argv)
+    t.eq(r.code, 2, r.stderr)
+    t.match(r.stderr, c[2])
+  end
+  t.eq(databases(LIVE), before, "nothing was restored")
+end)
+
 -- Installs tests/fixtures/ext (an extension with a configuration table)
 -- into the cluster's share directory; only our own, uniquely named files.
 local function install_fixture_extension()

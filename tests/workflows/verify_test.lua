@@ -258,6 +258,10 @@ t.test("bad input: not an archive, missing file, directory, s3, unsupported opti
   t.match(r.stderr, "name one backup: s3://BUCKET/PREFIX/NAME")
   r = verify({ "verify" })
   t.eq(r.code, 2)
+  -- regression test: --database with a named backup was parsed and ignored
+  r = verify({ "verify", junk, "--database", "app" })
+  t.eq(r.code, 2)
+  t.match(r.stderr, "%-%-database chooses among backups: use it with DIR/latest")
   local empty = dir .. "/empty"
   fs.write_file(empty, "")
   r = verify({ "verify", empty })

@@ -164,6 +164,12 @@ t.test("restore --globals FILE into a fresh cluster state: roles, memberships, o
   t.eq(r.code, 1, "without the roles the restore cannot give the database its owner")
   t.match(r.stderr, "app_owner", "says which role is missing")
   t.eq(psql(admin(), "SELECT count(*) FROM pg_database WHERE datname LIKE 'app%';"), "0\n", "nothing left")
+  -- A role without CREATEROLE is told what --globals needs before anything changes.
+  r = h.pgvault({ "restore", app, "--globals", g, "--db", user_url("app") })
+  t.eq(r.code, 1, r.stderr)
+  t.match(r.stderr, "\npgvault: restore: applying the roles and grants of [^\n]* needs a superuser or a role "
+    .. "with CREATEROLE, and pgvault_test is neither: give %-%-db the URL of such a role\n$", "one line, the last")
+  t.eq(psql(admin(), "SELECT count(*) FROM pg_roles WHERE rolname = 'app_owner';"), "0\n", "no role made")
   r = h.pgvault({ "restore", app, "--globals", g, "--db", admin("app") })
   t.eq(r.code, 0, r.stderr)
   t.match(r.stderr, "roles and grants from .*_prod_globals%.sql%.zst applied", "said")
@@ -255,7 +261,8 @@ t.test("tablespaces and password hashes: a tablespace the server has is kept; no
   -- by a role that may not change roles: one line, and still no hash
   local refused = lua("require('lib.globals').apply{ src = %q, db = %q }", g, user_url())
   t.eq(refused.code, 1, refused.stderr)
-  t.match(refused.stderr, "applying the roles and grants of .*_globals%.sql%.zst failed", "says what failed")
+  t.match(refused.stderr, "applying the roles and grants of .*_globals%.sql%.zst needs a superuser or a role with "
+    .. "CREATEROLE", "says what is needed")
   for _, out in ipairs({ r.stderr, applied.stderr, refused.stderr, r.stdout, applied.stdout, refused.stdout }) do
     t.no_match(out, "SCRAM%-SHA%-256", "no password hash in what pgvault printed")
   end
