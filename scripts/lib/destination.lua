@@ -286,6 +286,8 @@ function Dest:commit(m)
   local text = type(m) == "string" and m or manifests.encode(m)
   local ok, err = pcall(self.write_beside, self, naming.MANIFEST_SUFFIX, text)
   if not ok then
+    -- (interrupted once it had landed: ours goes first, then the archive)
+    self:unclaim(self.name .. naming.MANIFEST_SUFFIX, text)
     self:discard()
     error(err, 0)
   end
