@@ -24,7 +24,7 @@ local rounds = tonumber(os.getenv("PGVAULT_BENCH_ROUNDS")) or 3
 local pg, stop = scale.start()
 local work = fs.tmpdir("pgvault-bench-restore")
 fs.chmod(work, 493)
-local s3, s3_handle
+local s3, stop_s3
 local env = { PGPASSWORD = pg.password }
 
 local function fresh(name)
@@ -75,7 +75,7 @@ end
 local function from_bucket(db)
   local base = work .. "/s3base"
   fs.mkdir_p(base)
-  s3, s3_handle = services.start_s3(base, bench.root)
+  s3, stop_s3 = services.start_s3(base)
   local s3env = { AWS_ACCESS_KEY_ID = s3.access_key, AWS_SECRET_ACCESS_KEY = s3.secret_key, AWS_REGION = s3.region,
     AWS_ENDPOINT_URL = s3.endpoint, AWS_PROFILE = false, AWS_CONFIG_FILE = "/nonexistent",
     AWS_SHARED_CREDENTIALS_FILE = "/nonexistent", PGPASSWORD = pg.password }
@@ -123,7 +123,7 @@ local ok, err = pcall(function()
   if what == "bucket" or what == "all" then from_bucket(db) end
   print("caveat: a 2-core machine shared with other work: compare the ratios, not the seconds")
 end)
-if s3_handle then s3_handle:close() end
+if stop_s3 then stop_s3() end
 pcall(fs.remove_tree, work)
 stop()
 if not ok then

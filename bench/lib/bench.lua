@@ -188,11 +188,15 @@ function bench.rounds(runs, rounds)
   end
 end
 
--- Keeps the best (fastest) of the measurements given under each name.
+-- Keeps the best (fastest) of the measurements given under each name; the
+-- best one's `all` lists every measurement's wall time, in order.
 function bench.best()
-  local best = {}
+  local best, all = {}, {}
   return best, function(name, r)
+    all[name] = all[name] or {}
+    table.insert(all[name], r.seconds)
     if not best[name] or r.seconds < best[name].seconds then best[name] = r end
+    best[name].all = all[name]
     return r
   end
 end
@@ -209,10 +213,27 @@ end
 -- Prints one comparison row and returns the ratio. CPU seconds follow the
 -- wall times: on a machine shared with other sessions (the scheduler
 -- shares CPU between sessions first) wall time mostly follows them.
+-- With every round's times (bench.best), the rounds follow on a line of
+-- their own with the median of the rounds' ratios (round k of pgvault
+-- against round k of the peer, which ran next to it): on a busy machine a
+-- best-of-three can pick one contender's lucky round.
 function bench.row(name, ours, peer)
   local ratio = ours.seconds / math.max(peer.seconds, 1e-6)
   print(string.format("%-34s pgvault %7.2fs (cpu %.1fs) %6.1f MiB | peer %7.2fs (cpu %.1fs) %6.1f MiB | ratio %.2f",
     name, ours.seconds, ours.cpu or 0, ours.rss_kb / 1024, peer.seconds, peer.cpu or 0, peer.rss_kb / 1024, ratio))
+  if ours.all and peer.all and #ours.all > 1 and #ours.all == #peer.all then
+    local ratios, fmt = {}, function(list)
+      local out = {}
+      for i, v in ipairs(list) do out[i] = string.format("%.2f", v) end
+      return table.concat(out, " ")
+    end
+    for i = 1, #ours.all do ratios[i] = ours.all[i] / math.max(peer.all[i], 1e-6) end
+    table.sort(ratios)
+    local n = #ratios
+    local median = n % 2 == 1 and ratios[(n + 1) // 2] or (ratios[n // 2] + ratios[n // 2 + 1]) / 2
+    print(string.format("  rounds: pgvault %s | peer %s | median of the rounds' ratios %.2f", fmt(ours.all),
+      fmt(peer.all), median))
+  end
   return ratio
 end
 

@@ -1,5 +1,5 @@
 /*
- * handoff.c: stream.handoff{buffers=4, size=1 MiB}, a thread boundary in a
+ * handoff.c: stream.handoff{buffers=32, size=64 KiB}, a thread boundary in a
  * pipeline. The stages before it run on the caller's thread; the stages
  * after it run on a thread of their own, fed through a ring of `buffers`
  * buffers of `size` bytes. Memory stays bounded (the ring), and the two
@@ -14,6 +14,13 @@
  * The report says how long each side waited for the other (`waited_in`:
  * the writer for a free buffer, the downstream is slower; `waited_out`:
  * the thread for a full one, the upstream is slower).
+ *
+ * Many small buffers rather than a few big ones (2 MiB in all by default):
+ * on a busy machine a thread waits its turn for a core after each wake-up,
+ * and with a few 1 MiB buffers the two sides took turns more than they ran
+ * together (measured: verify of a 223 MiB .zst under a load of 10 on two
+ * cores, 3.6-6.9 s with 4 x 1 MiB, 1.7-4.1 s with 32 x 64 KiB, for the
+ * same CPU time).
  */
 #include "stages.h"
 
@@ -204,8 +211,8 @@ static const pv_stage_ops handoff_ops = {.name = "handoff",
 int pv_stream_handoff(lua_State *L)
 {
     int opts = lua_istable(L, 1) ? 1 : 0;
-    lua_Integer nbuf = pv_opt_int(L, opts, "buffers", 4);
-    lua_Integer size = pv_opt_int(L, opts, "size", 1 << 20);
+    lua_Integer nbuf = pv_opt_int(L, opts, "buffers", 32);
+    lua_Integer size = pv_opt_int(L, opts, "size", 64 << 10);
     if (nbuf < 2 || nbuf > 64) return luaL_argerror(L, 1, "buffers must be 2 to 64");
     if (size < 4096 || size > (64 << 20))
         return luaL_argerror(L, 1, "size must be 4 KiB to 64 MiB");

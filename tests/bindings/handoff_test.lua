@@ -21,6 +21,14 @@ local function noise(n)
   return table.concat(parts)
 end
 
+t.test("the default ring is 32 buffers of 64 KiB (2 MiB): small hand-overs, bounded memory", function()
+  local data = noise(300 * 1024)
+  local r = stream.run { stream.string(data), stream.handoff(), stream.buffer { max = #data } }
+  t.ok(r.buffer.data == data, "the same bytes")
+  t.eq(r.handoff.buffers, 32)
+  t.eq(r.handoff.size, 65536)
+end)
+
 t.test("bytes cross unchanged and in order, whatever the buffer and write sizes", function()
   local data = noise(3 * 1024 * 1024 + 4)
   local direct = stream.run { stream.string(data), stream.sha256(), stream.discard() }
