@@ -1,3 +1,4 @@
+-- covers: scripts/lib/lock.lua scripts/lib/prune.lua scripts/lib/destination.lua
 -- Runs at the same time (issue 14), as separate pgvault processes: two
 -- nightly runs of one environment (the second refuses naming the first,
 -- or waits for it with --wait; a lock left by a crashed run elsewhere is
@@ -5,7 +6,6 @@
 -- is under way (never removed, whatever --grace); backups of several
 -- databases into one directory and one bucket prefix at once (all
 -- complete, none overwritten, `list` shows each).
--- covers: scripts/lib/lock.lua scripts/lib/prune.lua scripts/lib/destination.lua
 local t = require "harness.testing"
 local h = require "harness.env"
 local s3h = require "harness.s3"
