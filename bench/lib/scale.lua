@@ -15,14 +15,8 @@ local scale = {}
 local PG_BIN = "/usr/lib/postgresql/15/bin"
 scale.dir = os.getenv("PGVAULT_BENCH_DATA") or "/tmp/pgvault-bench-data"
 
-local is_root = proc.run({ "id", "-u" }).stdout == "0\n"
-
-local function as_postgres(argv)
-  if not is_root then return argv end
-  local out = { "runuser", "-u", "postgres", "--" }
-  for _, a in ipairs(argv) do out[#out + 1] = a end
-  return out
-end
+local services = require "harness.services"
+local is_root, as_postgres = services.is_root, services.as_postgres
 
 local function must(argv, what, timeout)
   argv.timeout = timeout or 300

@@ -36,7 +36,8 @@ end
 
 local is_root = proc.run({ "id", "-u" }).stdout == "0\n"
 
--- Runs a PostgreSQL server program as user postgres when we are root.
+-- Runs a PostgreSQL server program as user postgres when we are root
+-- (bench/lib/scale.lua uses it too).
 local function as_postgres(argv)
   if not is_root then return argv end
   local out = { "runuser", "-u", "postgres", "--" }
@@ -127,5 +128,8 @@ function services.start(base, _root)
   fs.write_file(base .. "/env.json", cjson.encode(desc), { mode = 384 })
   return desc, stop, base .. "/env.json"
 end
+
+services.as_postgres = as_postgres
+services.is_root = is_root
 
 return services
