@@ -98,7 +98,10 @@ static int client_info(lua_State *L)
 
 /* A stage made from the client at 1 with the stage options at 2. Settings
  * in those options would be ignored, so they are refused: they belong on
- * s3.client{}. */
+ * s3.client{}. The client stays on the stack (above the options, which
+ * `push` reads at 1) until the stage holds its own reference to the
+ * settings: unreachable, it could be finalized by a collection inside
+ * push's allocations, its settings freed before the stage took them. */
 static int stage_of_client(lua_State *L, int (*push)(lua_State *, s3_settings *))
 {
     client_ud *u = check_client(L, 1);
@@ -112,7 +115,7 @@ static int stage_of_client(lua_State *L, int (*push)(lua_State *, s3_settings *)
         lua_pop(L, 1);
     }
     lua_settop(L, 2);
-    lua_remove(L, 1);
+    lua_rotate(L, 1, 1); /* options at 1, the client at 2 */
     return push(L, u->c.set);
 }
 
@@ -127,13 +130,13 @@ static int client_reader(lua_State *L)
 }
 
 /* s3.writer{...} / s3.reader{...}: a client from the same table, then the
- * client's stage (which keeps the settings when the client is collected). */
+ * client's stage (which keeps the settings when the client is collected).
+ * The client stays at 2 until push returns (see stage_of_client). */
 static int module_stage(lua_State *L, int (*push)(lua_State *, s3_settings *))
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     client_ud *u = new_client(L, 1);
-    lua_pop(L, 1);
     return push(L, u->c.set);
 }
 

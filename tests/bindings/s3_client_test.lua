@@ -88,3 +88,32 @@ t.test("s3.writer{} and s3.reader{} take their settings from their own table", f
   -- and a bad setting there fails as building a client does
   t.raises(function() s3.reader(s3h.direct({ url = url, endpoint_url = "ftp://x" })) end, "must start with https://")
 end)
+
+-- Regression (heap corruption, seen once as glibc's "corrupted double-linked
+-- list" in concurrency_test's process): s3.reader{}/s3.writer{} and
+-- client:reader{}/client:writer{} dropped the client from the C stack
+-- before the stage took its reference to the client's settings. An
+-- allocation in between (the stage's userdata) could run a whole GC cycle,
+-- finalize the unreachable client, free the settings, and the stage then
+-- used freed memory (its keys zeroed: a refused signature; under ASan a
+-- heap-use-after-free). A collector that finishes a whole cycle, finalizers
+-- included, at every allocation makes that window certain.
+t.test("a stage keeps its settings when the collector runs a whole cycle inside its constructor", function()
+  local url = "s3://" .. BUCKET .. "/gc-window.txt"
+  s3.put(url, "survives the collector", s3h.direct())
+  collectgarbage("incremental", 1, 1000, 40)
+  collectgarbage() -- (the new pause takes effect from a completed cycle)
+  local ok, err = pcall(function()
+    for i = 1, 3 do
+      local r = s3.reader(s3h.direct({ url = url }))
+      local w = s3.client(s3h.direct()):writer { url = url .. "." .. i }
+      local c = s3.client(s3h.direct()):reader { url = url }
+      t.eq(stream.run { r, stream.buffer() }.buffer.data, "survives the collector", "s3.reader{} " .. i)
+      stream.run { stream.string("written " .. i), w }
+      t.eq(stream.run { c, stream.buffer() }.buffer.data, "survives the collector", "client:reader{} " .. i)
+    end
+  end)
+  collectgarbage("incremental", 200, 100, 13) -- Lua 5.4's defaults
+  if not ok then error(err, 0) end
+  for i = 1, 3 do t.eq(s3.get(url .. "." .. i, s3h.direct()), "written " .. i, "client:writer{} " .. i) end
+end)
