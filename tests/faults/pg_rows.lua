@@ -1,8 +1,9 @@
 -- The PostgreSQL rows of the fault matrix (format: tests/faults/matrix.lua):
 -- the dumping backend terminated in the middle of its COPY, the server
--- restarted in the middle of a restore (a cluster of the row's own),
--- every connection slot taken (ditto), and a statement timeout set on the
--- role the command connects as.
+-- restarted in the middle of a restore (a cluster of the row's own), the
+-- server's disk full under a restore or a backup (ditto), every connection
+-- slot taken (ditto), and a statement timeout set on the role the command
+-- connects as.
 local t = require "harness.testing"
 local h = require "harness.env"
 local children = require "harness.children"
@@ -82,6 +83,60 @@ for _, op in ipairs({ "restore_dir", "restore_bucket" }) do
     cluster = function(ctx) ctx.pg = require("faults.matrix").own_cluster(ctx) end,
     during = restart_mid_restore })
 end
+
+-- The server's disk full: the row's own cluster has a tablespace on a
+-- 16 MiB tmpfs, and template0 moved there, so that a new database (the
+-- restore's, CREATE DATABASE ... TEMPLATE template0) lands on it: its
+-- catalog (~8 MiB) fits, the ~15 MiB of rows pg_restore loads next do
+-- not. WAL and the cluster's own files stay on the big disk: with those
+-- full too, PostgreSQL itself stops (a checkpoint that cannot write
+-- PANICs), and no client can promise anything then.
+local function disk_cluster(ctx)
+  local matrix = require "faults.matrix"
+  ctx.pg = matrix.own_cluster(ctx)
+  ctx.disk = h.mount_tmpfs("16m")
+  local r = proc.run({ "chown", "postgres:postgres", ctx.disk })
+  assert(r.code == 0, r.stderr)
+  local admin = ctx.pg.admin_url("postgres")
+  h.psql(admin, string.format("CREATE TABLESPACE faults_small LOCATION '%s';", ctx.disk))
+  h.psql(admin, "ALTER DATABASE template0 SET TABLESPACE faults_small;")
+  if ctx.op:match("^backup") then
+    -- the backup's source on that disk, which is then filled up
+    local url = ctx.pg.url(ctx.source_name)
+    h.psql(admin, string.format("CREATE DATABASE %s OWNER %s TABLESPACE faults_small;", ctx.source_name, ctx.pg.user))
+    h.psql(url, "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 20000) g;")
+    ctx.pg_source = url
+  end
+end
+
+-- Fills the tablespace's disk up (before a backup).
+local function fill_disk(ctx)
+  proc.run({ "dd", "if=/dev/zero", "of=" .. ctx.disk .. "/filler", "bs=64k" })
+  local r = proc.run({ "df", "-k", "--output=avail", ctx.disk })
+  t.eq(r.stdout:match("(%d+)%s*$"), "0", ctx.name .. ": the disk is full")
+end
+
+local function no_restore_lock(ctx)
+  t.eq(h.psql(ctx.pg.admin_url("postgres"), "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory';"), "0\n",
+    ctx.name .. ": no advisory lock held (the restore's lock released)")
+end
+
+for _, op in ipairs({ "restore_dir", "restore_bucket" }) do
+  add({ op = op, fault = "the server's disk full (the new database's tablespace)",
+    at = "pg_restore loading the new database", outcome = "fails",
+    message = "restore into %S+ failed %(database %S+ left as it was%): .*No space left on device",
+    short = op == "restore_dir",
+    holds = "exit 1, one line with the server's \"No space left on device\"; the half-restored database dropped, the "
+      .. "live one untouched, the restore's lock released",
+    cluster = disk_cluster, check = no_restore_lock })
+end
+
+-- A backup only reads: the server's disk full does not stop it.
+add({ op = "backup_dir", fault = "the server's disk full (the database's tablespace)", at = "the whole backup",
+  outcome = "completes",
+  short = false, holds = "completes: pg_dump only reads (its snapshot writes nothing on the server)",
+  cluster = disk_cluster, setup = fill_disk,
+  after = function(ctx) os.remove(ctx.disk .. "/filler") end })
 
 -- Every connection slot a role may use is taken.
 local function full_cluster(ctx)
