@@ -25,6 +25,11 @@ h.psql(SRC, "CREATE TABLE items AS SELECT g AS id, md5(g::text) || md5((g * 7)::
 local BUCKET = s3h.make_bucket("concurrency")
 local ENV = s3h.env()
 t.teardown(function() h.dropdb(DB) end)
+-- The proxy's slowed requests keep an upload or a download under way
+-- while another command runs; under valgrind every pgvault process is ten
+-- to thirty times slower, and so must they be (the slowed command then
+-- waits longer than --timeout's default 60 s for an answer).
+local SLOW = h.valgrind and 20 or 1
 
 local function wait_done(handle, output, seconds)
   local code = handle:wait(seconds or 300)
@@ -139,9 +144,9 @@ t.test("prune never removes a backup whose upload is under way, whatever --grace
   local r = h.pgvault({ "backup", "--db", SRC, "--to", to, "--suffix", "conc" }, { env = ENV })
   t.eq(r.code, 0, r.stderr)
   local older = r.stdout:match("(s3://%S+)\n?$")
-  proxy:rules({ { op = "UploadPart", action = "slow", ms = 2500 } })
+  proxy:rules({ { op = "UploadPart", action = "slow", ms = 2500 * SLOW } })
   local backup, backup_out = children.pgvault({ "backup", "--db", SRC, "--to", to, "--suffix", "conc",
-    "--compress", "none", "--part-size", "5", "--parallel", "1" }, proxy:env())
+    "--compress", "none", "--part-size", "5", "--parallel", "1", "--timeout", "600" }, proxy:env())
   local deadline = proc.now() + 120
   while proc.now() < deadline and (proxy:stats().ops.UploadPart or 0) < 1 do proc.sleep(0.05) end
   t.ok((proxy:stats().ops.UploadPart or 0) >= 1, "the upload is under way")
@@ -244,8 +249,9 @@ t.test("two restores of one database at once: the second is refused naming the f
     local admin = h.pg().admin_url("postgres")
     -- the first restore holds the lock of its target while its downloads
     -- are slowed down
-    proxy:rules({ { op = "GetObject", action = "slow", ms = 3000 } })
-    local first, first_out = children.pgvault({ "restore", backup, "--db", h.pg().url(target) }, proxy:env())
+    proxy:rules({ { op = "GetObject", action = "slow", ms = 3000 * SLOW } })
+    local first, first_out = children.pgvault({ "restore", backup, "--db", h.pg().url(target), "--timeout", "600" },
+      proxy:env())
     local deadline = proc.now() + 120
     while proc.now() < deadline and (proxy:stats().ops.GetObject or 0) < 1 do proc.sleep(0.05) end
     t.ok((proxy:stats().ops.GetObject or 0) >= 1, "the first restore is reading the backup")
