@@ -11,6 +11,10 @@
  * are kept up to AR_MAX_KEPT_STR bytes, definitions are skipped as they
  * stream past, the TOC grows only as entries actually arrive and stops at
  * AR_MAX_ENTRIES / AR_MAX_TOC_MEMORY, and each decoder owns a fixed buffer.
+ * A lean parser (a verifier with no --list to print) keeps only the
+ * entries that have data, and of the others just their dump ids (4 bytes
+ * each, for the uniqueness check): 100,000 large objects are 100,000 BLOB
+ * entries that cost ~250 bytes each when kept.
  */
 #ifndef PGVAULT_ARCHIVE_H
 #define PGVAULT_ARCHIVE_H
@@ -81,8 +85,10 @@ typedef struct ar_toc {
     int nentries, cap;
     int *data_idx; /* indices of entries with data, in TOC order */
     int ndata;
-    uint64_t toc_end; /* byte offset just past the TOC */
-    size_t memory;    /* bytes allocated for the TOC, bounded */
+    uint64_t toc_end;     /* byte offset just past the TOC */
+    size_t memory;        /* bytes allocated for the TOC, bounded */
+    int32_t *dropped_ids; /* a lean parser: dump ids of the entries without data it let go */
+    int ndropped, dropped_cap;
     bool all_offsets; /* every data entry has a position (flag 2) */
     ar_read_mode read;
 } ar_toc;
@@ -147,6 +153,8 @@ typedef struct ar_parser {
     ar_toc *toc;
     const ar_hooks *hooks; /* NULL: a verifier, nothing to tell */
     bool keep_sql;         /* keep entry->sql (a restorer needs it) */
+    bool lean;             /* keep only the entries with data (nothing to list) */
+    size_t entry_mark;     /* toc->memory when the entry being read began */
     bool owns_toc;
     int phase;          /* AR_PH_* */
     int state;          /* field being read */
@@ -225,10 +233,10 @@ void ar_list(lua_State *L, const ar_toc *toc, bool verbose);
 void ar_push_summary(lua_State *L, const ar_toc *toc, uint64_t bytes, bool complete);
 
 /* file.c: whole-file verification, data blocks inflated on `threads`
- * threads when the TOC has offsets. Returns 0 or -1 with err set; on
+ * threads when the TOC has offsets; lean: see ar_parser.lean. Returns 0 or -1 with err set; on
  * success (and on failure after the TOC) *out holds the TOC. */
-int ar_read_file(const char *path, int threads, bool fill_offsets, ar_toc **out, uint64_t *bytes,
-                 pv_err *err);
+int ar_read_file(const char *path, int threads, bool fill_offsets, bool lean, ar_toc **out,
+                 uint64_t *bytes, pv_err *err);
 
 /* Writes "position set" and `pos[i]` into the offset field at `field[i]`
  * of the archive file at path, after checking each field holds an unset

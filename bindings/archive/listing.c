@@ -163,8 +163,9 @@ static void set_header(lua_State *L, const ar_toc *t, uint64_t bytes, bool compl
     pv_set_bool(L, "offsets", t->all_offsets);
     pv_set_bool(L, "complete", complete);
     if (t->read.mode) {
-        lua_createtable(L, 0, 4);
+        lua_createtable(L, 0, 5);
         pv_set_str(L, "mode", t->read.mode);
+        pv_set_int(L, "toc_memory", (lua_Integer)t->memory);
         pv_set_int(L, "threads", (lua_Integer)t->read.threads);
         pv_set_int(L, "ranges", (lua_Integer)t->read.ranges);
         pv_set_str(L, "reason", t->read.reason);

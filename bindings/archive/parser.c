@@ -90,7 +90,9 @@ int ar_fail_at(ar_parser *p, bool truncated, uint64_t at, const ar_entry *e, con
 
 static ar_entry *cur_entry(ar_parser *p)
 {
-    if (p->phase == AR_PH_TOC && p->cur < p->toc->nentries) return &p->toc->entries[p->cur];
+    /* the entry being read is the last one (a lean parser drops some) */
+    if (p->phase == AR_PH_TOC && p->cur < p->toc->toc_count && p->toc->nentries > 0)
+        return &p->toc->entries[p->toc->nentries - 1];
     if (p->phase == AR_PH_BLOCKS && p->block_entry >= 0) return &p->toc->entries[p->block_entry];
     /* inside a block header: the block that should be starting */
     if (p->phase == AR_PH_BLOCKS && (p->state == B_DUMPID || p->have > 0) &&
@@ -182,6 +184,7 @@ void ar_toc_free(ar_toc *toc)
         free(e->deps);
     }
     free(toc->entries);
+    free(toc->dropped_ids);
     free(toc->data_idx);
     free(toc->dbname);
     free(toc->server_version);
@@ -282,7 +285,7 @@ static int str_done(ar_parser *p)
 static bool keeps_sql(const ar_parser *p)
 {
     if (!p->keep_sql || p->phase != AR_PH_TOC) return false;
-    const ar_entry *e = &p->toc->entries[p->cur];
+    const ar_entry *e = &p->toc->entries[p->toc->nentries - 1];
     const char *d = e->desc;
     if (p->state == E_COPY) return e->had_dumper;
     return p->state == E_DEFN && d &&
