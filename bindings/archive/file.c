@@ -203,7 +203,7 @@ static int fill(ar_toc *t, int fd, pv_err *err)
     return 0;
 }
 
-int ar_read_file(const char *path, int threads, bool fill_offsets, bool lean, ar_toc **out,
+int ar_read_file(const char *path, int threads, bool fill_offsets, int list, ar_toc **out,
                  uint64_t *bytes, pv_err *err)
 {
     *out = NULL;
@@ -225,7 +225,8 @@ int ar_read_file(const char *path, int threads, bool fill_offsets, bool lean, ar
     *bytes = size;
     ar_parser p;
     ar_parser_init(&p, err);
-    p.lean = lean;
+    p.lean = true;
+    p.list = list;
     p.pause_at_blocks = true;
     int rc = read_range(&p, fd, 0, size, err);
     if (rc == 0 && p.phase != AR_PH_BLOCKS) rc = ar_parser_finish(&p); /* ends in the TOC */

@@ -185,6 +185,7 @@ void ar_toc_free(ar_toc *toc)
     }
     free(toc->entries);
     free(toc->dropped_ids);
+    free(toc->listing.s);
     free(toc->data_idx);
     free(toc->dbname);
     free(toc->server_version);

@@ -277,6 +277,7 @@ static int on_offset(ar_parser *p, ar_entry *e, int64_t v)
     e->off_pos = pos;
     e->off_field_pos = p->field_pos;
     p->cur++;
+    if (p->list && ar_list_entry(p, e) < 0) return -1;
     if (p->lean && !e->had_dumper && drop_entry(p, e) < 0) return -1;
     return next_entry(p);
 }
