@@ -221,6 +221,8 @@ int ar_parser_feed(ar_parser *p, const uint8_t *data, size_t len);
 int ar_parser_finish(ar_parser *p);
 void ar_parser_free(ar_parser *p);
 void ar_toc_free(ar_toc *toc);
+/* Frees an entry's strings and dependencies and zeroes it. */
+void ar_entry_free(ar_entry *e);
 /* "entry 3357 (TABLE DATA public.t1)" */
 void ar_entry_name(const ar_entry *e, char *out, size_t outsz);
 const char *ar_algo_name(int algo);

@@ -171,18 +171,22 @@ void ar_parser_init_blocks(ar_parser *p, ar_toc *toc, int first, int last, uint6
     ar_expect(p, B_TYPE);
 }
 
+void ar_entry_free(ar_entry *e)
+{
+    free(e->tag);
+    free(e->desc);
+    free(e->ns);
+    free(e->owner);
+    free(e->sql);
+    free(e->deps);
+    memset(e, 0, sizeof *e);
+}
+
 void ar_toc_free(ar_toc *toc)
 {
     if (!toc) return;
-    for (int i = 0; i < toc->nentries; i++) {
-        ar_entry *e = &toc->entries[i];
-        free(e->tag);
-        free(e->desc);
-        free(e->ns);
-        free(e->owner);
-        free(e->sql);
-        free(e->deps);
-    }
+    for (int i = 0; i < toc->nentries; i++)
+        ar_entry_free(&toc->entries[i]);
     free(toc->entries);
     free(toc->dropped_ids);
     free(toc->listing.s);

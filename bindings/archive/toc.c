@@ -236,13 +236,7 @@ static int drop_entry(ar_parser *p, ar_entry *e)
 {
     ar_toc *t = p->toc;
     int32_t id = e->dump_id;
-    free(e->tag);
-    free(e->desc);
-    free(e->ns);
-    free(e->owner);
-    free(e->sql);
-    free(e->deps);
-    memset(e, 0, sizeof *e);
+    ar_entry_free(e);
     t->nentries--;
     t->memory = p->entry_mark;
     if (t->ndropped == t->dropped_cap) {
