@@ -121,14 +121,23 @@ local function nightly_of(db, dir, keep)
   empty_bucket(b)
 end
 
--- The rows of one database: backup, verify, restore, each contender once
--- per round, rounds interleaved. Returns the best of each.
-local function rows_of(db, label, with_nightly)
+-- The rows of one database: backup, verify, restore (and nightly), each
+-- contender once per round, rounds interleaved; each operation's row is
+-- printed, and given to `done(op, ours)` (ours.peer: the peer's), as soon
+-- as its rounds are over. Returns the best of each.
+local function rows_of(db, label, with_nightly, done)
   local best, keep = bench.best()
   local dir = work .. "/" .. db
   local peer_file = dir .. "/peer.dump"
   local zst
-  local loads = {}
+  local function finished(op)
+    local load = bench.load()
+    bench.row(string.format("%-9s %s", label, op), best[op], best[op .. " peer"])
+    print("  load after the rounds: " .. load)
+    io.stdout:flush()
+    best[op].load, best[op].peer = load, best[op .. " peer"]
+    if done then done(op, best[op]) end
+  end
   local function settled(f)
     return function()
       bench.settle(pg)
@@ -151,7 +160,7 @@ local function rows_of(db, label, with_nightly)
     end),
   }
   bench.rounds(runs, rounds)
-  loads.backup = bench.load()
+  finished("backup")
   bench.measure({ "cat", zst }) -- the page cache holds it for both readers
   runs = {
     function() keep("verify", bench.must(bench.measure_self({ bench.bin, "-q", "verify", zst }), "pgvault verify")) end,
@@ -161,7 +170,7 @@ local function rows_of(db, label, with_nightly)
     end,
   }
   bench.rounds(runs, rounds)
-  loads.verify = bench.load()
+  finished("verify")
   local function drop(name) bench.admin_psql(pg, "DROP DATABASE IF EXISTS " .. name .. " WITH (FORCE);") end
   runs = {
     settled(function()
@@ -177,17 +186,10 @@ local function rows_of(db, label, with_nightly)
     end),
   }
   bench.rounds(runs, rounds)
-  loads.restore = bench.load()
-  local ops = { "backup", "verify", "restore" }
+  finished("restore")
   if with_nightly then
     nightly_of(db, dir, keep)
-    loads.nightly = bench.load()
-    ops[#ops + 1] = "nightly"
-  end
-  for _, op in ipairs(ops) do
-    bench.row(string.format("%-9s %s", label, op), best[op], best[op .. " peer"])
-    best[op].load = loads[op]
-    print("  load after the rounds: " .. loads[op])
+    finished("nightly")
   end
   print(string.format("  archive %.1f MiB (.zst) vs %.1f MiB (pg_dump -Fc)", bench.size(zst) / 1048576,
     bench.size(peer_file) / 1048576))
@@ -209,16 +211,11 @@ local function exponent(xs, ys)
   return den > 0 and num / den or 0 / 0
 end
 
--- Appends the best results of one size to the results file.
-local function record(mb, bytes, best)
+-- Appends the best result of one operation on one size to the results file.
+local function record(mb, bytes, op, r)
   local f = assert(io.open(results_file, "a"))
-  for _, op in ipairs({ "backup", "verify", "restore", "nightly" }) do
-    local r, p = best[op], best[op .. " peer"]
-    if r and p then
-      f:write(string.format("%s\t%d\t%d\t%s\t%.2f\t%.2f\t%d\t%s\t%s\n", run_label, mb, bytes, op, r.seconds, p.seconds,
-        r.rss_kb, r.load or "?", os.date("!%Y-%m-%dT%H:%M:%SZ")))
-    end
-  end
+  f:write(string.format("%s\t%d\t%d\t%s\t%.2f\t%.2f\t%d\t%s\t%s\n", run_label, mb, bytes, op, r.seconds,
+    r.peer.seconds, r.rss_kb, r.load or "?", os.date("!%Y-%m-%dT%H:%M:%SZ")))
   f:close()
 end
 
@@ -268,7 +265,7 @@ local function scale_rows()
     print(string.format("-- %d MB of rows (%s in %s), load %s", mb, disk(), scale.dir, bench.load()))
     local db = scale.rows(pg, mb)
     local bytes = tonumber(bench.psql(pg, db, "SELECT pg_database_size(current_database());"))
-    record(mb, bytes, rows_of(db, mb .. " MB", nightly_on))
+    rows_of(db, mb .. " MB", nightly_on, function(op, r) record(mb, bytes, op, r) end)
   end
   print_exponents()
 end
