@@ -48,10 +48,12 @@ if not run_label then
   run_label = r.code == 0 and r.stdout:match("%S+") or "unlabelled"
 end
 
-local pg, stop = scale.start()
+-- The cluster (not for `exponent`, which only reads the results file).
+local pg, stop = nil, function() end
+if what ~= "exponent" then pg, stop = scale.start() end
 local work = fs.tmpdir("pgvault-bench-scale")
-local env = { PGPASSWORD = pg.password }
-local conn = { "-h", "127.0.0.1", "-p", tostring(math.tointeger(pg.port)), "-U", pg.user }
+local env = { PGPASSWORD = pg and pg.password }
+local conn = pg and { "-h", "127.0.0.1", "-p", tostring(math.tointeger(pg.port)), "-U", pg.user }
 
 local function pg_tool(name, ...)
   local argv = { pg.bindir .. "/" .. name }
@@ -214,23 +216,25 @@ end
 -- Appends the best result of one operation on one size to the results file.
 local function record(mb, bytes, op, r)
   local f = assert(io.open(results_file, "a"))
-  f:write(string.format("%s\t%d\t%d\t%s\t%.2f\t%.2f\t%d\t%s\t%s\n", run_label, mb, bytes, op, r.seconds,
-    r.peer.seconds, r.rss_kb, r.load or "?", os.date("!%Y-%m-%dT%H:%M:%SZ")))
+  f:write(string.format("%s\t%d\t%d\t%s\t%.2f\t%.2f\t%d\t%s\t%s\t%.2f\t%.2f\n", run_label, mb, bytes, op,
+    r.seconds, r.peer.seconds, r.rss_kb, r.load or "?", os.date("!%Y-%m-%dT%H:%M:%SZ"), r.cpu or 0, r.peer.cpu or 0))
   f:close()
 end
 
 -- The newest result of each size and operation under this label, from the
--- results file: { [op] = { [mb] = {bytes, ours, peer, rss_kb} } }.
+-- results file: { [op] = { [mb] = {bytes, ours, peer, rss_kb, cpu, peer_cpu} } }
+-- (CPU seconds, user + system with children, from lines that have them).
 local function recorded()
   local by_op = {}
   local f = io.open(results_file, "r")
   if not f then return by_op end
   for line in f:lines() do
     local l, mb, bytes, op, ours, peer, rss = line:match("^([^\t]+)\t(%d+)\t(%d+)\t(%a+)\t([%d.]+)\t([%d.]+)\t(%d+)")
+    local cpu, peer_cpu = line:match("\t[^\t]*\t[^\t]*\t([%d.]+)\t([%d.]+)$")
     if l == run_label then
       by_op[op] = by_op[op] or {}
       by_op[op][tonumber(mb)] = { bytes = tonumber(bytes), ours = tonumber(ours), peer = tonumber(peer),
-        rss_kb = tonumber(rss) }
+        rss_kb = tonumber(rss), cpu = tonumber(cpu), peer_cpu = tonumber(peer_cpu) }
     end
   end
   f:close()
@@ -246,14 +250,18 @@ local function print_exponents()
     for mb in pairs(by_op[op] or {}) do mbs[#mbs + 1] = mb end
     table.sort(mbs)
     if #mbs >= 2 then
-      local bytes, ours, peers, rss = {}, {}, {}, 0
+      local bytes, ours, peers, cpus, peer_cpus, rss = {}, {}, {}, {}, {}, 0
       for i, mb in ipairs(mbs) do
         local r = by_op[op][mb]
         bytes[i], ours[i], peers[i], rss = r.bytes, r.ours, r.peer, math.max(rss, r.rss_kb)
+        cpus[#cpus + 1], peer_cpus[#peer_cpus + 1] = r.cpu, r.peer_cpu
       end
-      print(string.format("%-8s pgvault %.2f | peer %.2f | sizes %s MB | pgvault peak RSS %.1f MiB (< 64: %s)", op,
+      -- On a shared machine CPU seconds follow the work more closely than wall time.
+      local cpu = #cpus == #mbs and string.format(" | CPU time: pgvault %.2f, peer %.2f", exponent(bytes, cpus),
+        exponent(bytes, peer_cpus)) or ""
+      print(string.format("%-8s pgvault %.2f | peer %.2f | sizes %s MB | pgvault peak RSS %.1f MiB (< 64: %s)%s", op,
         exponent(bytes, ours), exponent(bytes, peers), table.concat(mbs, ","), rss / 1024,
-        rss < 64 * 1024 and "met" or "NOT met"))
+        rss < 64 * 1024 and "met" or "NOT met", cpu))
     else
       print(string.format("%-8s fewer than two sizes recorded", op))
     end
