@@ -14,7 +14,7 @@
 -- own, inside its time); nightly (backup, read-back verify of the bucket
 -- copy, prune; into a throwaway RADOS Gateway, as bench/nightly.lua)
 -- `pg_dump -Fc` to a file, then `aws s3 cp` (PGVAULT_BENCH_NIGHTLY=0 skips
--- nightly).
+-- nightly; PGVAULT_BENCH_OPS=nightly runs nightly alone).
 -- Each size's best times are appended to rows-results.txt in the data
 -- directory under a label (PGVAULT_BENCH_LABEL, default the commit), so
 -- sizes measured by separate runs (one size per run under the bench lock)
@@ -29,6 +29,7 @@ local fs = require "pgvault.fs"
 local proc = require "pgvault.proc"
 local s3 = require "pgvault.s3"
 local services = require "harness.services"
+local rgw = require "harness.rgw"
 
 local what = arg and arg[1] or "all"
 if what == "--drop" then
@@ -41,6 +42,7 @@ local sizes = {}
 for mb in (os.getenv("PGVAULT_BENCH_SIZES") or "512,2048,5120"):gmatch("%d+") do sizes[#sizes + 1] = tonumber(mb) end
 
 local nightly_on = os.getenv("PGVAULT_BENCH_NIGHTLY") ~= "0"
+local only_nightly = os.getenv("PGVAULT_BENCH_OPS") == "nightly"
 local results_file = scale.dir .. "/rows-results.txt"
 local run_label = os.getenv("PGVAULT_BENCH_LABEL")
 if not run_label then
@@ -77,7 +79,7 @@ local function s3_server()
   local opts = { endpoint_url = d.endpoint, region = d.region, access_key_id = d.access_key,
     secret_access_key = d.secret_key }
   s3.create_bucket("s3://scale", opts)
-  bucket = { client = s3.client(opts), stop = function()
+  bucket = { client = s3.client(opts), desc = d, stop = function()
     stop_s3()
     pcall(fs.remove_tree, base)
   end, env = { AWS_ACCESS_KEY_ID = d.access_key, AWS_SECRET_ACCESS_KEY = d.secret_key, AWS_REGION = d.region,
@@ -89,10 +91,14 @@ end
 
 -- Empties the bucket (untimed): the server keeps objects in RAM (memstore,
 -- 4 GiB), so at most one archive of the 5 GB database is held at a time.
+-- RGW frees a deleted object's data only at its garbage collection (hours
+-- later by default), so that is run now: without it the second 2.3 GB
+-- upload of the 5 GB rows filled the store and stalled (read timeouts).
 local function empty_bucket(b)
   local keys = {}
   for _, o in ipairs(b.client:list("s3://scale/")) do keys[#keys + 1] = o.key end
   if #keys > 0 then b.client:delete_many("s3://scale/", keys) end
+  rgw.admin(b.desc, { "gc", "process", "--include-all" })
 end
 
 -- nightly of `db` against pg_dump -Fc && aws s3 cp, `rounds` interleaved
@@ -101,6 +107,7 @@ local function nightly_of(db, dir, keep)
   local b = s3_server()
   local url = string.format("postgresql://%s@127.0.0.1:%d/%s", pg.user, math.tointeger(pg.port), db)
   local peer_file = dir .. "/nightly-peer.dump"
+  fs.mkdir_p(dir)
   local function before()
     empty_bucket(b)
     bench.settle(pg)
@@ -140,61 +147,69 @@ local function rows_of(db, label, with_nightly, done)
     best[op].load, best[op].peer = load, best[op .. " peer"]
     if done then done(op, best[op]) end
   end
-  local function settled(f)
-    return function()
-      bench.settle(pg)
-      f()
+  -- backup, verify and restore (PGVAULT_BENCH_OPS=nightly leaves them out)
+  local function file_rows()
+    local function settled(f)
+      return function()
+        bench.settle(pg)
+        f()
+      end
     end
+    local runs = {
+      settled(function()
+        pcall(fs.remove_tree, dir .. "/ours")
+        fs.mkdir_p(dir .. "/ours")
+        local r = keep("backup", bench.must(bench.measure_self({ bench.bin, "-q", "backup", "--db",
+          bench.url(pg, db), "--to", dir .. "/ours" }), "pgvault backup"))
+        zst = r.stdout:match("([^\n]+)\n$") or zst
+      end),
+      settled(function()
+        fs.mkdir_p(dir)
+        os.remove(peer_file)
+        keep("backup peer", bench.must(bench.measure(pg_tool("pg_dump", "-Fc", "-f", peer_file, "-d", db),
+          { env = env }), "pg_dump -Fc"))
+      end),
+    }
+    bench.rounds(runs, rounds)
+    finished("backup")
+    bench.measure({ "cat", zst }) -- the page cache holds it for both readers
+    runs = {
+      function()
+        keep("verify", bench.must(bench.measure_self({ bench.bin, "-q", "verify", zst }), "pgvault verify"))
+      end,
+      function()
+        keep("verify peer", bench.must(bench.measure_sh(string.format("zstd -dc '%s' | '%s/pg_restore' -f /dev/null",
+          zst, pg.bindir)), "zstd -dc | pg_restore"))
+      end,
+    }
+    bench.rounds(runs, rounds)
+    finished("verify")
+    local function drop(name) bench.admin_psql(pg, "DROP DATABASE IF EXISTS " .. name .. " WITH (FORCE);") end
+    runs = {
+      settled(function()
+        keep("restore", bench.must(bench.measure_self({ bench.bin, "-q", "restore", zst, "--db",
+          bench.url(pg, db .. "_r") }), "pgvault restore"))
+        drop(db .. "_r")
+      end),
+      settled(function()
+        bench.admin_psql(pg, "CREATE DATABASE " .. db .. "_p OWNER " .. pg.user .. " TEMPLATE template0;")
+        keep("restore peer", bench.must(bench.measure(pg_tool("pg_restore", "--exit-on-error", "-d", db .. "_p",
+          peer_file), { env = env }), "pg_restore -d"))
+        drop(db .. "_p")
+      end),
+    }
+    bench.rounds(runs, rounds)
+    finished("restore")
   end
-  local runs = {
-    settled(function()
-      pcall(fs.remove_tree, dir .. "/ours")
-      fs.mkdir_p(dir .. "/ours")
-      local r = keep("backup", bench.must(bench.measure_self({ bench.bin, "-q", "backup", "--db",
-        bench.url(pg, db), "--to", dir .. "/ours" }), "pgvault backup"))
-      zst = r.stdout:match("([^\n]+)\n$") or zst
-    end),
-    settled(function()
-      fs.mkdir_p(dir)
-      os.remove(peer_file)
-      keep("backup peer", bench.must(bench.measure(pg_tool("pg_dump", "-Fc", "-f", peer_file, "-d", db),
-        { env = env }), "pg_dump -Fc"))
-    end),
-  }
-  bench.rounds(runs, rounds)
-  finished("backup")
-  bench.measure({ "cat", zst }) -- the page cache holds it for both readers
-  runs = {
-    function() keep("verify", bench.must(bench.measure_self({ bench.bin, "-q", "verify", zst }), "pgvault verify")) end,
-    function()
-      keep("verify peer", bench.must(bench.measure_sh(string.format("zstd -dc '%s' | '%s/pg_restore' -f /dev/null",
-        zst, pg.bindir)), "zstd -dc | pg_restore"))
-    end,
-  }
-  bench.rounds(runs, rounds)
-  finished("verify")
-  local function drop(name) bench.admin_psql(pg, "DROP DATABASE IF EXISTS " .. name .. " WITH (FORCE);") end
-  runs = {
-    settled(function()
-      keep("restore", bench.must(bench.measure_self({ bench.bin, "-q", "restore", zst, "--db",
-        bench.url(pg, db .. "_r") }), "pgvault restore"))
-      drop(db .. "_r")
-    end),
-    settled(function()
-      bench.admin_psql(pg, "CREATE DATABASE " .. db .. "_p OWNER " .. pg.user .. " TEMPLATE template0;")
-      keep("restore peer", bench.must(bench.measure(pg_tool("pg_restore", "--exit-on-error", "-d", db .. "_p",
-        peer_file), { env = env }), "pg_restore -d"))
-      drop(db .. "_p")
-    end),
-  }
-  bench.rounds(runs, rounds)
-  finished("restore")
+  if not only_nightly then file_rows() end
   if with_nightly then
     nightly_of(db, dir, keep)
     finished("nightly")
   end
-  print(string.format("  archive %.1f MiB (.zst) vs %.1f MiB (pg_dump -Fc)", bench.size(zst) / 1048576,
-    bench.size(peer_file) / 1048576))
+  if zst then
+    print(string.format("  archive %.1f MiB (.zst) vs %.1f MiB (pg_dump -Fc)", bench.size(zst) / 1048576,
+      bench.size(peer_file) / 1048576))
+  end
   pcall(fs.remove_tree, dir)
   return best
 end
