@@ -10,7 +10,11 @@
  *
  * The summary has the header fields, per-table compressed and uncompressed
  * sizes and COPY row counts, large objects and totals, and with list=true
- * the TOC exactly as `pg_restore --list` prints it.
+ * the TOC exactly as `pg_restore --list` prints it. The reader keeps only
+ * the TOC entries that have data (archive.h: lean), and the listing as
+ * text, so 100,000 large objects cost it 4 bytes each (+ their lines with
+ * list=true), not a kept entry each; read.toc_memory says how many bytes
+ * it held for the TOC.
  */
 #include "archive/archive.h"
 
@@ -49,7 +53,8 @@ static int archive_read(lua_State *L)
     pv_err_clear(&err);
     ar_toc *toc = NULL;
     uint64_t bytes = 0;
-    int rc = ar_read_file(path, (int)threads, fill, &toc, &bytes, &err);
+    int mode = !list ? AR_LIST_NONE : verbose ? AR_LIST_VERBOSE : AR_LIST;
+    int rc = ar_read_file(path, (int)threads, fill, mode, &toc, &bytes, &err);
     if (rc == 0) {
         push_summary(L, toc, bytes, true, list, verbose);
         ar_toc_free(toc);
@@ -115,6 +120,8 @@ static int verifier_start(pv_stage *s, pv_err *err)
     ar_parser_init(&v->p, err);
     v->ready = true;
     if (v->p.failed) return -1;
+    v->p.lean = true;
+    v->p.list = !v->list ? AR_LIST_NONE : v->verbose ? AR_LIST_VERBOSE : AR_LIST;
     v->p.toc->read = (ar_read_mode){"stream", 1, 1, NULL};
     return 0;
 }

@@ -11,6 +11,11 @@
  * are kept up to AR_MAX_KEPT_STR bytes, definitions are skipped as they
  * stream past, the TOC grows only as entries actually arrive and stops at
  * AR_MAX_ENTRIES / AR_MAX_TOC_MEMORY, and each decoder owns a fixed buffer.
+ * A lean parser (the verifier, archive.read) keeps only the entries that
+ * have data, and of the others just their dump ids (4 bytes each, for the
+ * uniqueness check): 100,000 large objects are 100,000 BLOB entries that
+ * cost ~250 bytes each when kept. A listing is written as the entries
+ * are read (~45 bytes a large object), so it keeps no entry either.
  */
 #ifndef PGVAULT_ARCHIVE_H
 #define PGVAULT_ARCHIVE_H
@@ -68,6 +73,16 @@ typedef struct ar_read_mode {
     const char *reason;
 } ar_read_mode;
 
+/* A growing text: pg_restore --list's lines, written as entries are read. */
+typedef struct ar_text {
+    char *s;
+    size_t len, cap;
+} ar_text;
+
+/* What a reader lists: nothing, pg_restore --list's entries, or every
+ * entry with its dependencies (verbose). */
+enum { AR_LIST_NONE, AR_LIST, AR_LIST_VERBOSE };
+
 /* The header and TOC, shared read-only by the data readers once complete. */
 typedef struct ar_toc {
     int vmaj, vmin, vrev;
@@ -81,9 +96,13 @@ typedef struct ar_toc {
     int nentries, cap;
     int *data_idx; /* indices of entries with data, in TOC order */
     int ndata;
-    uint64_t toc_end; /* byte offset just past the TOC */
-    size_t memory;    /* bytes allocated for the TOC, bounded */
-    bool all_offsets; /* every data entry has a position (flag 2) */
+    uint64_t toc_end;     /* byte offset just past the TOC */
+    size_t memory;        /* bytes allocated for the TOC, bounded */
+    int32_t *dropped_ids; /* a lean parser: dump ids of the entries without data it let go */
+    int ndropped, dropped_cap;
+    ar_text listing;     /* a parser with `list`: the listing's lines so far */
+    int listing_section; /* the section of the entries listed so far */
+    bool all_offsets;    /* every data entry has a position (flag 2) */
     ar_read_mode read;
 } ar_toc;
 
@@ -147,6 +166,9 @@ typedef struct ar_parser {
     ar_toc *toc;
     const ar_hooks *hooks; /* NULL: a verifier, nothing to tell */
     bool keep_sql;         /* keep entry->sql (a restorer needs it) */
+    bool lean;             /* keep only the entries with data */
+    int list;              /* AR_LIST_*: list each entry as it is read */
+    size_t entry_mark;     /* toc->memory when the entry being read began */
     bool owns_toc;
     int phase;          /* AR_PH_* */
     int state;          /* field being read */
@@ -199,6 +221,8 @@ int ar_parser_feed(ar_parser *p, const uint8_t *data, size_t len);
 int ar_parser_finish(ar_parser *p);
 void ar_parser_free(ar_parser *p);
 void ar_toc_free(ar_toc *toc);
+/* Frees an entry's strings and dependencies and zeroes it. */
+void ar_entry_free(ar_entry *e);
 /* "entry 3357 (TABLE DATA public.t1)" */
 void ar_entry_name(const ar_entry *e, char *out, size_t outsz);
 const char *ar_algo_name(int algo);
@@ -219,16 +243,19 @@ void ar_rows_feed(ar_rows *r, ar_entry *e, const uint8_t *data, size_t n);
 /* The table's data is over: it must have ended where its format ends. */
 int ar_rows_end(ar_rows *r, ar_entry *e, char *msg, size_t msgsz);
 
-/* listing.c: pg_restore --list's text for the TOC, appended to a buffer. */
+/* listing.c: pushes pg_restore --list's text for the TOC: the lines
+ * written as entries were read (ar_parser.list), else made from the kept
+ * entries. */
 void ar_list(lua_State *L, const ar_toc *toc, bool verbose);
 /* Pushes the summary table (header, per-table sizes and rows, totals). */
 void ar_push_summary(lua_State *L, const ar_toc *toc, uint64_t bytes, bool complete);
 
 /* file.c: whole-file verification, data blocks inflated on `threads`
- * threads when the TOC has offsets. Returns 0 or -1 with err set; on
+ * threads when the TOC has offsets; a lean parser listing as `list`
+ * (AR_LIST_*) says. Returns 0 or -1 with err set; on
  * success (and on failure after the TOC) *out holds the TOC. */
-int ar_read_file(const char *path, int threads, bool fill_offsets, ar_toc **out, uint64_t *bytes,
-                 pv_err *err);
+int ar_read_file(const char *path, int threads, bool fill_offsets, int list, ar_toc **out,
+                 uint64_t *bytes, pv_err *err);
 
 /* Writes "position set" and `pos[i]` into the offset field at `field[i]`
  * of the archive file at path, after checking each field holds an unset

@@ -203,8 +203,8 @@ static int fill(ar_toc *t, int fd, pv_err *err)
     return 0;
 }
 
-int ar_read_file(const char *path, int threads, bool fill_offsets, ar_toc **out, uint64_t *bytes,
-                 pv_err *err)
+int ar_read_file(const char *path, int threads, bool fill_offsets, int list, ar_toc **out,
+                 uint64_t *bytes, pv_err *err)
 {
     *out = NULL;
     *bytes = 0;
@@ -225,6 +225,8 @@ int ar_read_file(const char *path, int threads, bool fill_offsets, ar_toc **out,
     *bytes = size;
     ar_parser p;
     ar_parser_init(&p, err);
+    p.lean = true;
+    p.list = list;
     p.pause_at_blocks = true;
     int rc = read_range(&p, fd, 0, size, err);
     if (rc == 0 && p.phase != AR_PH_BLOCKS) rc = ar_parser_finish(&p); /* ends in the TOC */

@@ -7,9 +7,10 @@
  * archives up to 1.14 print the stored level as pg_restore 11-15 does;
  * 1.15 and 1.16 (readable by pg_restore 16/17 only) print the algorithm.
  */
-#include "archive.h"
+#include "parser.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -48,15 +49,71 @@ static bool listed(const ar_toc *t, const ar_entry *e, int cur)
     return res != 0;
 }
 
-/* sanitize_line: NULL becomes "-" or "", CR and LF become spaces. */
-static void add_clean(luaL_Buffer *b, const char *s, bool hyphen)
+/* A growing text (the listing's lines); false when out of memory. */
+static bool text_add(ar_text *x, const char *s, size_t n)
 {
-    if (!s) {
-        if (hyphen) luaL_addchar(b, '-');
-        return;
+    if (x->len + n + 1 > x->cap) {
+        size_t cap = x->cap ? x->cap : 4096;
+        while (cap < x->len + n + 1)
+            cap *= 2;
+        char *b = realloc(x->s, cap);
+        if (!b) return false;
+        x->s = b;
+        x->cap = cap;
     }
-    for (; *s; s++)
-        luaL_addchar(b, (*s == '\n' || *s == '\r') ? ' ' : *s);
+    memcpy(x->s + x->len, s, n);
+    x->len += n;
+    x->s[x->len] = '\0';
+    return true;
+}
+
+/* sanitize_line: NULL becomes "-" or "", CR and LF become spaces. */
+static bool text_clean(ar_text *x, const char *s, bool hyphen)
+{
+    if (!s) return !hyphen || text_add(x, "-", 1);
+    size_t at = x->len;
+    if (!text_add(x, s, strlen(s))) return false;
+    for (size_t i = at; i < x->len; i++)
+        if (x->s[i] == '\n' || x->s[i] == '\r') x->s[i] = ' ';
+    return true;
+}
+
+/* One entry's line of the listing (and, verbose, its dependencies);
+ * *section is the section of the entries so far (pg_restore's curSection). */
+static bool text_entry(ar_text *x, const ar_toc *t, const ar_entry *e, int *section, bool verbose)
+{
+    char line[64];
+    if (e->section != 1) *section = e->section;
+    if (verbose || listed(t, e, *section)) {
+        int n = snprintf(line, sizeof line, "%d; %u %u ", (int)e->dump_id, e->tableoid, e->oid);
+        if (!text_add(x, line, (size_t)n) || !text_add(x, e->desc, strlen(e->desc)) ||
+            !text_add(x, " ", 1) || !text_clean(x, e->ns, true) || !text_add(x, " ", 1) ||
+            !text_clean(x, e->tag, false) || !text_add(x, " ", 1) ||
+            !text_clean(x, e->owner, false) || !text_add(x, "\n", 1))
+            return false;
+    }
+    if (verbose && e->ndeps > 0) {
+        if (!text_add(x, ";\tdepends on:", 13)) return false;
+        for (int j = 0; j < e->ndeps; j++) {
+            int n = snprintf(line, sizeof line, " %d", (int)e->deps[j]);
+            if (!text_add(x, line, (size_t)n)) return false;
+        }
+        if (!text_add(x, "\n", 1)) return false;
+    }
+    return true;
+}
+
+int ar_list_entry(ar_parser *p, const ar_entry *e)
+{
+    ar_toc *t = p->toc;
+    size_t cap = t->listing.cap;
+    if (!t->listing.s && !text_add(&t->listing, "", 0)) return ar_fail(p, "out of memory");
+    if (t->listing_section == 0) t->listing_section = 2;
+    if (!text_entry(&t->listing, t, e, &t->listing_section, p->list == AR_LIST_VERBOSE))
+        return ar_fail(p, "out of memory listing the TOC");
+    if (!ar_account(p, t->listing.cap - cap))
+        return ar_fail(p, "the TOC's listing needs more memory than allowed");
+    return 0;
 }
 
 static void stamp(const ar_toc *t, char *out, size_t outsz)
@@ -88,7 +145,12 @@ void ar_list(lua_State *L, const ar_toc *t, bool verbose)
     stamp(t, line, sizeof line);
     lua_pushfstring(L, ";\n; Archive created at %s\n;     dbname: ", line);
     luaL_addvalue(&b);
-    add_clean(&b, t->dbname, false);
+    if (t->dbname) {
+        ar_text name = {0};
+        if (!text_clean(&name, t->dbname, false)) luaL_error(L, "out of memory");
+        luaL_addlstring(&b, name.s, name.len);
+        free(name.s);
+    }
     if (t->vmin >= 15)
         snprintf(line, sizeof line, "\n;     TOC Entries: %d\n;     Compression: %s\n",
                  (int)t->toc_count, ar_algo_name(t->algo));
@@ -112,32 +174,30 @@ void ar_list(lua_State *L, const ar_toc *t, bool verbose)
         luaL_addchar(&b, '\n');
     }
     luaL_addstring(&b, ";\n;\n; Selected TOC Entries:\n;\n");
-    int cur = 2;
-    for (int i = 0; i < t->nentries; i++) {
-        const ar_entry *e = &t->entries[i];
-        if (e->section != 1) cur = e->section;
-        if (verbose || listed(t, e, cur)) {
-            snprintf(line, sizeof line, "%d; %u %u ", (int)e->dump_id, e->tableoid, e->oid);
-            luaL_addstring(&b, line);
-            luaL_addstring(&b, e->desc);
-            luaL_addchar(&b, ' ');
-            add_clean(&b, e->ns, true);
-            luaL_addchar(&b, ' ');
-            add_clean(&b, e->tag, false);
-            luaL_addchar(&b, ' ');
-            add_clean(&b, e->owner, false);
-            luaL_addchar(&b, '\n');
-        }
-        if (verbose && e->ndeps > 0) {
-            luaL_addstring(&b, ";\tdepends on:");
-            for (int j = 0; j < e->ndeps; j++) {
-                snprintf(line, sizeof line, " %d", (int)e->deps[j]);
-                luaL_addstring(&b, line);
-            }
-            luaL_addchar(&b, '\n');
-        }
-    }
     luaL_pushresult(&b);
+    /* the lines written as the entries were read, else made from them */
+    ar_text x = {0};
+    const ar_text *body = &t->listing;
+    if (!t->listing.s) {
+        int section = 2;
+        for (int i = 0; i < t->nentries; i++) {
+            if (!text_entry(&x, t, &t->entries[i], &section, verbose)) {
+                free(x.s);
+                luaL_error(L, "out of memory listing the TOC");
+            }
+        }
+        body = &x;
+    }
+    /* one string of the final size: no doubling buffer beside the text */
+    size_t hlen;
+    const char *head = lua_tolstring(L, -1, &hlen);
+    luaL_Buffer all;
+    char *dst = luaL_buffinitsize(L, &all, hlen + body->len);
+    memcpy(dst, head, hlen);
+    if (body->len) memcpy(dst + hlen, body->s, body->len);
+    free(x.s);
+    luaL_pushresultsize(&all, hlen + body->len);
+    lua_remove(L, -2);
 }
 
 /* The header's fields and what the reader saw of the file as a whole. */
@@ -163,8 +223,9 @@ static void set_header(lua_State *L, const ar_toc *t, uint64_t bytes, bool compl
     pv_set_bool(L, "offsets", t->all_offsets);
     pv_set_bool(L, "complete", complete);
     if (t->read.mode) {
-        lua_createtable(L, 0, 4);
+        lua_createtable(L, 0, 5);
         pv_set_str(L, "mode", t->read.mode);
+        pv_set_int(L, "toc_memory", (lua_Integer)t->memory);
         pv_set_int(L, "threads", (lua_Integer)t->read.threads);
         pv_set_int(L, "ranges", (lua_Integer)t->read.ranges);
         pv_set_str(L, "reason", t->read.reason);

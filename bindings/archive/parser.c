@@ -90,7 +90,9 @@ int ar_fail_at(ar_parser *p, bool truncated, uint64_t at, const ar_entry *e, con
 
 static ar_entry *cur_entry(ar_parser *p)
 {
-    if (p->phase == AR_PH_TOC && p->cur < p->toc->nentries) return &p->toc->entries[p->cur];
+    /* the entry being read is the last one (a lean parser drops some) */
+    if (p->phase == AR_PH_TOC && p->cur < p->toc->toc_count && p->toc->nentries > 0)
+        return &p->toc->entries[p->toc->nentries - 1];
     if (p->phase == AR_PH_BLOCKS && p->block_entry >= 0) return &p->toc->entries[p->block_entry];
     /* inside a block header: the block that should be starting */
     if (p->phase == AR_PH_BLOCKS && (p->state == B_DUMPID || p->have > 0) &&
@@ -169,19 +171,25 @@ void ar_parser_init_blocks(ar_parser *p, ar_toc *toc, int first, int last, uint6
     ar_expect(p, B_TYPE);
 }
 
+void ar_entry_free(ar_entry *e)
+{
+    free(e->tag);
+    free(e->desc);
+    free(e->ns);
+    free(e->owner);
+    free(e->sql);
+    free(e->deps);
+    memset(e, 0, sizeof *e);
+}
+
 void ar_toc_free(ar_toc *toc)
 {
     if (!toc) return;
-    for (int i = 0; i < toc->nentries; i++) {
-        ar_entry *e = &toc->entries[i];
-        free(e->tag);
-        free(e->desc);
-        free(e->ns);
-        free(e->owner);
-        free(e->sql);
-        free(e->deps);
-    }
+    for (int i = 0; i < toc->nentries; i++)
+        ar_entry_free(&toc->entries[i]);
     free(toc->entries);
+    free(toc->dropped_ids);
+    free(toc->listing.s);
     free(toc->data_idx);
     free(toc->dbname);
     free(toc->server_version);
@@ -282,7 +290,7 @@ static int str_done(ar_parser *p)
 static bool keeps_sql(const ar_parser *p)
 {
     if (!p->keep_sql || p->phase != AR_PH_TOC) return false;
-    const ar_entry *e = &p->toc->entries[p->cur];
+    const ar_entry *e = &p->toc->entries[p->toc->nentries - 1];
     const char *d = e->desc;
     if (p->state == E_COPY) return e->had_dumper;
     return p->state == E_DEFN && d &&

@@ -98,6 +98,10 @@ char *ar_take_str(ar_parser *p);
 /* A hook returned -1: the parser stops with the error the hook recorded. */
 int ar_hook_failed(ar_parser *p);
 
+/* listing.c: appends the entry's lines to toc->listing (p->list says
+ * which); 0 or -1 with the failure recorded. */
+int ar_list_entry(ar_parser *p, const ar_entry *e);
+
 /* toc.c: entered from H_TOCCOUNT and E_OFFSET. */
 int ar_start_toc(ar_parser *p);
 

@@ -230,6 +230,29 @@ static int on_dep(ar_parser *p, ar_entry *e, int64_t len)
 
 static int next_entry(ar_parser *p);
 
+/* A lean parser lets go of an entry without data once it is read: its
+ * strings are freed, its slot is reused, and only its dump id is kept. */
+static int drop_entry(ar_parser *p, ar_entry *e)
+{
+    ar_toc *t = p->toc;
+    int32_t id = e->dump_id;
+    ar_entry_free(e);
+    t->nentries--;
+    t->memory = p->entry_mark;
+    if (t->ndropped == t->dropped_cap) {
+        int cap = t->dropped_cap ? t->dropped_cap * 2 : 1024;
+        if (cap > AR_MAX_ENTRIES) cap = AR_MAX_ENTRIES;
+        if (!ar_account(p, (size_t)(cap - t->dropped_cap) * sizeof(int32_t)))
+            return ar_fail(p, "the TOC needs more memory than allowed");
+        int32_t *n = realloc(t->dropped_ids, (size_t)cap * sizeof(int32_t));
+        if (!n) return ar_fail(p, "out of memory reading the TOC");
+        t->dropped_ids = n;
+        t->dropped_cap = cap;
+    }
+    t->dropped_ids[t->ndropped++] = id;
+    return 0;
+}
+
 static int on_offset(ar_parser *p, ar_entry *e, int64_t v)
 {
     (void)v;
@@ -248,6 +271,8 @@ static int on_offset(ar_parser *p, ar_entry *e, int64_t v)
     e->off_pos = pos;
     e->off_field_pos = p->field_pos;
     p->cur++;
+    if (p->list && ar_list_entry(p, e) < 0) return -1;
+    if (p->lean && !e->had_dumper && drop_entry(p, e) < 0) return -1;
     return next_entry(p);
 }
 
@@ -311,21 +336,29 @@ static int cmp_id(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Dump ids must be unique: sorted (id, index) pairs show a repeat. */
+/* Dump ids must be unique: sorted (id, index) pairs show a repeat. The
+ * ids a lean parser let go of follow the kept entries' (index nentries +
+ * j); a repeat is told with a kept entry of the pair where there is one. */
 static int check_unique_ids(ar_parser *p)
 {
     ar_toc *t = p->toc;
-    int64_t *ids = malloc(((size_t)t->nentries + 1) * sizeof(int64_t));
+    size_t n = (size_t)t->nentries + (size_t)t->ndropped;
+    int64_t *ids = malloc((n + 1) * sizeof(int64_t));
     if (!ids) return ar_fail(p, "out of memory checking the TOC");
     for (int i = 0; i < t->nentries; i++)
         ids[i] = ((int64_t)t->entries[i].dump_id << 32) | (uint32_t)i;
-    qsort(ids, (size_t)t->nentries, sizeof *ids, cmp_id);
-    for (int i = 1; i < t->nentries; i++) {
+    for (int j = 0; j < t->ndropped; j++)
+        ids[t->nentries + j] = ((int64_t)t->dropped_ids[j] << 32) | (uint32_t)(t->nentries + j);
+    qsort(ids, n, sizeof *ids, cmp_id);
+    for (size_t i = 1; i < n; i++) {
         if ((ids[i] >> 32) == (ids[i - 1] >> 32)) {
-            const ar_entry *e = &t->entries[(uint32_t)ids[i]];
+            uint32_t a = (uint32_t)ids[i], b = (uint32_t)ids[i - 1];
+            uint32_t k = a < (uint32_t)t->nentries ? a : b;
+            const ar_entry *e = k < (uint32_t)t->nentries ? &t->entries[k] : NULL;
+            int32_t id = (int32_t)(ids[i] >> 32);
             free(ids);
-            return ar_fail_at(p, false, e->off_field_pos, e, "dump id %d appears twice in the TOC",
-                              (int)e->dump_id);
+            return ar_fail_at(p, false, e ? e->off_field_pos : t->toc_end, e,
+                              "dump id %d appears twice in the TOC", (int)id);
         }
     }
     free(ids);
@@ -372,6 +405,7 @@ static int next_entry(ar_parser *p)
     }
     memset(&t->entries[t->nentries], 0, sizeof(ar_entry));
     t->nentries++;
+    p->entry_mark = t->memory;
     p->dep_n = 0;
     ar_expect(p, E_DUMPID);
     return AR_CHOSEN;

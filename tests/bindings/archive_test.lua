@@ -212,6 +212,8 @@ t.test("parallel and sequential whole-file reads agree, and say which ran", func
   local path = dump("z1", { "-Z1" })
   local one = archive.read(path, { threads = 1 })
   local four = archive.read(path, { threads = 4 })
+  t.eq(four.read.toc_memory, one.read.toc_memory, "the same TOC kept")
+  one.read.toc_memory = nil
   t.eq(one.read, { mode = "sequential", threads = 1, ranges = 1, reason = "one thread was asked for" })
   t.eq(four.read.mode, "parallel")
   t.ok(four.read.threads >= 2 and four.read.ranges == four.read.threads, "ranges on threads of their own")

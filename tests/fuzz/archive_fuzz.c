@@ -106,6 +106,9 @@ static int push_in_pieces(const uint8_t *data, size_t size, lua_State *L)
     if (seed & 2) {
         p.keep_sql = true;
         p.hooks = &hooks;
+    } else { /* a verifier: entries without data let go, listed as they pass */
+        p.lean = true;
+        p.list = (seed & 4) ? ((seed & 1) ? AR_LIST_VERBOSE : AR_LIST) : AR_LIST_NONE;
     }
     int rc = 0;
     while (at < size && rc == 0) {
@@ -142,7 +145,7 @@ static int read_whole(const uint8_t *data, size_t size)
     pv_err_clear(&err);
     ar_toc *toc = NULL;
     uint64_t bytes = 0;
-    int rc = ar_read_file(path, 2, false, &toc, &bytes, &err);
+    int rc = ar_read_file(path, 2, false, AR_LIST, &toc, &bytes, &err);
     ar_toc_free(toc);
     close(fd);
     return rc;
