@@ -48,10 +48,14 @@ function streamed.sink(job, db)
     return dump.pg_restore { db = db.conninfo, file = toc, jobs = jobs, args = a, pg_bin = job.pg_bin }
   end
   -- the sessions connect now: a refused connection stops the restore
-  -- before a byte is read (cleanup closes those already open)
+  -- before a byte is read (cleanup closes those already open). Each needs
+  -- a session of its own (its settings, then COPY), as pg_restore does:
+  -- Neon's pooled host is swapped for the direct one (pg_restore's stage
+  -- says so in its warning).
   local workers = {}
   db.streamed = { tmp = tmp, toc = toc, pg_restore = pg_restore, sessions = workers }
-  for i = 1, job.jobs do workers[i] = pg.connect(db.conninfo) end
+  local direct = pg.direct_url(db.conninfo)
+  for i = 1, job.jobs do workers[i] = pg.connect(direct) end
   return archive.restorer { toc_file = toc, predata = pg_restore("pre-data", 1), workers = workers,
     spill = job.spill or streamed.DEFAULT_SPILL, split = job.split, list = true, label = "archive" }
 end
