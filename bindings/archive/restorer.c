@@ -27,9 +27,8 @@
  * on its connection gets a cancel request, and a worker ends its
  * connection when it stops, so the server rolls back what it had begun.
  */
-#include "../pg/load.h"
 #include "parser.h"
-#include "spill.h"
+#include "session.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,14 +38,6 @@
 #include <unistd.h>
 
 #define MAX_WORKERS 16
-/* The most bytes of a large object in one write record. */
-#define LO_PIECE ((size_t)1 << 20)
-
-/* What a job's bytes are. */
-enum { JOB_COPY, JOB_SQL, JOB_LO };
-/* The records of a large objects' job: a tag, then (but for close) a
- * 32-bit little-endian OID or byte count; a write's bytes follow it. */
-enum { LO_OPEN = 'O', LO_WRITE = 'W', LO_CLOSE = 'C' };
 
 typedef struct restorer restorer;
 
@@ -56,13 +47,6 @@ typedef struct {
     pthread_t tid;
     bool started;
 } worker;
-
-/* Where a worker is in a large objects' job. */
-typedef struct {
-    uint8_t head[5];
-    int have;
-    uint32_t left; /* bytes of the current write still to come */
-} lo_reader;
 
 struct restorer {
     pv_stage base;
@@ -186,100 +170,6 @@ static int wait_predata(restorer *r)
     return ok ? 0 : -1;
 }
 
-/* "loading entry 3363 (TABLE DATA public.t1): " before a session's error. */
-static void name_job(const char *what, pv_err *err)
-{
-    char msg[sizeof err->message];
-    size_t k = (size_t)snprintf(msg, sizeof msg, "%s: ", what);
-    if (k < sizeof msg)
-        snprintf(msg + k, sizeof msg - k, "%.*s", (int)(sizeof msg - k - 1), err->message);
-    memcpy(err->message, msg, sizeof msg);
-}
-
-static uint32_t le32(const uint8_t *b)
-{
-    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-}
-
-/* Large objects' records as they arrive, cut anywhere. */
-static int lo_feed(pg_load *l, lo_reader *lr, const uint8_t *d, size_t n, pv_err *err)
-{
-    while (n > 0) {
-        if (lr->left > 0) {
-            size_t k = n < lr->left ? n : lr->left;
-            if (pg_load_lo_write(l, d, k, err) < 0) return -1;
-            d += k;
-            n -= k;
-            lr->left -= (uint32_t)k;
-            continue;
-        }
-        lr->head[lr->have++] = *d++;
-        n--;
-        if (lr->have < (lr->head[0] == LO_CLOSE ? 1 : 5)) continue;
-        lr->have = 0;
-        int rc = 0;
-        if (lr->head[0] == LO_OPEN) {
-            rc = pg_load_lo_open(l, le32(lr->head + 1), err);
-        } else if (lr->head[0] == LO_WRITE) {
-            lr->left = le32(lr->head + 1);
-        } else {
-            rc = pg_load_lo_close(l, err);
-        }
-        if (rc < 0) return -1;
-    }
-    return 0;
-}
-
-static int begin_job(restorer *r, pg_load *l, sp_job *j, pv_err *err)
-{
-    (void)r;
-    if (j->kind == JOB_COPY) return pg_load_copy_begin(l, j->sql, err);
-    return j->kind == JOB_LO ? pg_load_exec(l, "BEGIN", err) : 0;
-}
-
-static int feed_job(restorer *r, pg_load *l, sp_job *j, lo_reader *lr, const uint8_t *d, size_t n,
-                    pv_err *err)
-{
-    if (j->kind == JOB_COPY) return pg_load_copy_data(l, d, n, err);
-    if (j->kind == JOB_SQL) return pg_load_sql(l, d, n, r->std_strings, err);
-    return lo_feed(l, lr, d, n, err);
-}
-
-static int end_job(pg_load *l, sp_job *j, pv_err *err)
-{
-    if (j->kind == JOB_COPY) return pg_load_copy_end(l, NULL, err);
-    if (j->kind == JOB_SQL) return pg_load_sql_end(l, err);
-    return pg_load_exec(l, "COMMIT", err);
-}
-
-/* Feeds one job into the worker's session as its bytes arrive: -1 with
- * err set on a failure, -1 alone once stopped. */
-static int load_job(worker *w, sp_job *j, pv_err *err)
-{
-    restorer *r = w->r;
-    pg_load *l = w->load;
-    lo_reader lr = {{0}, 0, 0};
-    int rc = l ? begin_job(r, l, j, err) : 0;
-    while (rc == 0) {
-        const uint8_t *data;
-        size_t len;
-        int k = sp_peek(&r->spill, j, &data, &len);
-        if (k < 0) return -1;
-        if (k == 0) {
-            rc = l ? end_job(l, j, err) : 0;
-            break;
-        }
-        if (l) rc = feed_job(r, l, j, &lr, data, len, err);
-        sp_consumed(&r->spill, j, len);
-    }
-    if (rc < 0 && err->set) {
-        char what[200];
-        snprintf(what, sizeof what, "loading %s", j->name);
-        name_job(what, err);
-    }
-    return rc;
-}
-
 /* The session's settings, then the jobs; the connection ends with the
  * worker (an unfinished transaction or COPY is rolled back with it). */
 static void *worker_main(void *arg)
@@ -289,12 +179,12 @@ static void *worker_main(void *arg)
     pv_err err;
     pv_err_clear(&err);
     int rc = w->load ? pg_load_exec(w->load, r->preamble, &err) : 0;
-    if (rc < 0) name_job("setting up a restore session", &err);
+    if (rc < 0) ar_err_prefix(&err, "setting up a restore session");
     if (rc == 0 && wait_predata(r) < 0) rc = -1; /* pre-data failed: it said why */
     while (rc == 0) {
         sp_job *j = sp_take(&r->spill);
         if (!j) break;
-        rc = load_job(w, j, &err);
+        rc = ar_load_job(&r->spill, w->load, j, r->std_strings, &err);
     }
     pg_load_close(w->load);
     if (rc != 0 && err.set) fail(r, &err);

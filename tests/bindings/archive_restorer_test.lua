@@ -1,4 +1,4 @@
--- covers: bindings/archive/restorer.c bindings/archive/spill.c scripts/lib/streamed_restore.lua
+-- covers: bindings/archive/ bindings/pg/load.c scripts/lib/streamed_restore.lua
 -- archive.restorer and lib.streamed_restore: restore --jobs N while the
 -- archive arrives (issue 17). The result must be what pg_restore -j N
 -- gives: the schema (pg_dump -s), every table's rows and contents, the
