@@ -50,7 +50,7 @@ CREATE TABLE app.events_other PARTITION OF app.events DEFAULT;
 INSERT INTO app.events SELECT g, date '2023-01-01' + (g % 900), 'e' || g FROM generate_series(1, 5000) g;
 CREATE INDEX events_k ON app.events (k);
 CREATE TABLE "Weird ""Name""" ("select" int, "two words" text, g int GENERATED ALWAYS AS ("select" * 2) STORED);
-INSERT INTO "Weird ""Name""" ("select", "two words") VALUES (1, 'a;b'), (2, 'ünïcödé');
+INSERT INTO "Weird ""Name""" ("select", "two words") VALUES (1, 'a;b'), (2, 'ünïcödé'), (3, E'back\\'';x');
 CREATE TABLE app.empty (x int);
 CREATE SEQUENCE app.counter START 100;
 SELECT nextval('app.counter'), nextval('app.counter');
@@ -161,6 +161,14 @@ t.test("an --inserts archive: its INSERT statements are the data", function()
   local file = fx.pg_dump(source_db(), dir .. "/ins.dump", { "--inserts", "-Z0" })
   streamed_restore({ stream.file_reader(file) }, fresh("restorer_c"))
   same_as_pg_restore("restorer_c", "--inserts")
+end)
+
+t.test("an --inserts archive written with standard_conforming_strings off: the sessions take its setting", function()
+  local url = source_db() .. "?options=-c%20standard_conforming_strings%3Doff"
+  local file = fx.pg_dump(url, dir .. "/ins_off.dump", { "--inserts", "-Z0" })
+  t.match(fs.read_file(file), "SET standard_conforming_strings = 'off';", "the archive says so")
+  streamed_restore({ stream.file_reader(file) }, fresh("restorer_h"))
+  same_as_pg_restore("restorer_h", "--inserts, standard_conforming_strings off")
 end)
 
 t.test("a cut archive fails with the cause, and nothing is left in the temporary directory", function()
@@ -289,7 +297,7 @@ end)
 
 t.teardown(function()
   for _, db in ipairs({ "restorer_src", "restorer_peer", "restorer_a", "restorer_b", "restorer_c", "restorer_d",
-    "restorer_e", "restorer_f", "restorer_g" }) do
+    "restorer_e", "restorer_f", "restorer_g", "restorer_h" }) do
     h.dropdb(db)
   end
 end)
