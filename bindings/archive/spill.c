@@ -108,7 +108,10 @@ int sp_append(sp_spill *s, sp_job *j, const uint8_t *data, size_t len)
         pthread_mutex_lock(&s->mu);
         s->fill[k] = at + n;
         j->bytes += n;
-        pthread_cond_broadcast(&s->cv);
+        if (s->fill[k] == SP_SLOT || j->bytes - j->woke >= SP_WAKE) {
+            j->woke = j->bytes;
+            pthread_cond_broadcast(&s->cv);
+        }
         pthread_mutex_unlock(&s->mu);
         data += n;
         len -= n;

@@ -18,6 +18,10 @@
 #include <pthread.h>
 
 #define SP_SLOT ((size_t)1 << 20)
+/* A reader waiting for a job's bytes is woken once this many have
+ * arrived (or its slot is full, or the job complete): fewer wake-ups, and
+ * larger writes to the server. */
+#define SP_WAKE ((uint64_t)256 << 10)
 
 typedef struct sp_job {
     struct sp_job *next; /* the queue of jobs not yet taken */
@@ -25,6 +29,7 @@ typedef struct sp_job {
     size_t read;         /* bytes read of the head slot */
     bool complete;       /* every byte has arrived */
     uint64_t bytes;
+    uint64_t woke;   /* bytes when its reader was last woken */
     int kind;        /* what the bytes are, for the one who loads them */
     const char *sql; /* the statement they go with (COPY ... FROM stdin), or NULL */
     char name[160];  /* "entry 3363 (TABLE DATA public.t1)" */
