@@ -221,14 +221,19 @@ static void join_threads(restorer *r)
 /* ------------------------------------------------------------------ */
 
 /* The settings of pg_restore's sessions (_doSetFixedOutputState), with
- * the archive's own encoding, standard strings and search path. */
+ * the archive's own encoding, standard strings and search path; and
+ * commits that do not wait for their WAL to reach the disk (a table's
+ * pieces commit often): durability is unchanged for the restore as a
+ * whole, since post-data's pg_restore and the swap commit synchronously
+ * after it, and WAL is flushed in order. */
 static int on_toc(void *ctx, ar_toc *t)
 {
     restorer *r = ctx;
     static const char head[] = "SET statement_timeout = 0;\nSET lock_timeout = 0;\n"
                                "SET idle_in_transaction_session_timeout = 0;\n";
     static const char tail[] = "SET check_function_bodies = false;\nSET xmloption = content;\n"
-                               "SET client_min_messages = warning;\nSET row_security = off;\n";
+                               "SET client_min_messages = warning;\nSET row_security = off;\n"
+                               "SET synchronous_commit = off;\n";
     size_t len = sizeof head + sizeof tail;
     for (int i = 0; i < t->nentries; i++)
         if (t->entries[i].sql && !t->entries[i].had_dumper) len += strlen(t->entries[i].sql) + 1;
