@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CONN_MT "pgvault.pg.connection"
 #define BOX_MT "pgvault.pg.results"
 #define NULL_MT "pgvault.pg.null"
 
@@ -36,7 +35,7 @@
 
 static pg_conn *check_conn(lua_State *L)
 {
-    pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
+    pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
     if (!c->conn) luaL_argerror(L, 1, "the connection is closed");
     return c;
 }
@@ -52,13 +51,13 @@ static void conn_release(pg_conn *c)
 
 static int conn_close(lua_State *L)
 {
-    conn_release(luaL_checkudata(L, 1, CONN_MT));
+    conn_release(luaL_checkudata(L, 1, PG_CONN_MT));
     return 0;
 }
 
 static int conn_tostring(lua_State *L)
 {
-    pg_conn *c = luaL_checkudata(L, 1, CONN_MT);
+    pg_conn *c = luaL_checkudata(L, 1, PG_CONN_MT);
     lua_pushfstring(L, "pgvault.pg connection %s (%s)", c->desc[0] ? c->desc : "-",
                     c->conn ? "open" : "closed");
     return 1;
@@ -92,7 +91,7 @@ static int pg_connect(lua_State *L)
     pg_conn *c = lua_newuserdatauv(L, sizeof *c, 0);
     memset(c, 0, sizeof *c);
     c->quiet = quiet;
-    luaL_setmetatable(L, CONN_MT);
+    luaL_setmetatable(L, PG_CONN_MT);
     pg_conninfo ci;
     pv_err err;
     pv_err_clear(&err);
@@ -381,13 +380,13 @@ static int conn_info(lua_State *L)
 
 static int conn_notices(lua_State *L)
 {
-    pg_push_notices(L, luaL_checkudata(L, 1, CONN_MT));
+    pg_push_notices(L, luaL_checkudata(L, 1, PG_CONN_MT));
     return 1;
 }
 
 static int conn_clear_notices(lua_State *L)
 {
-    pg_notices_free(luaL_checkudata(L, 1, CONN_MT));
+    pg_notices_free(luaL_checkudata(L, 1, PG_CONN_MT));
     return 0;
 }
 
@@ -551,7 +550,7 @@ int luaopen_pgvault_pg(lua_State *L)
                                             {"quote_literal", conn_quote_literal},
                                             {"close", conn_close},
                                             {NULL, NULL}};
-    new_class(L, CONN_MT, conn_meta, conn_methods);
+    new_class(L, PG_CONN_MT, conn_meta, conn_methods);
     static const luaL_Reg box_meta[] = {{"__gc", box_gc}, {NULL, NULL}};
     new_class(L, BOX_MT, box_meta, NULL);
 

@@ -6,11 +6,14 @@
  *    thread runs the `predata` stage (pg_restore --section=pre-data on that
  *    file: the tables exist before any data goes in);
  *  - each data block becomes a job in the spill (spill.c): a table's COPY
- *    statement and its COPY text, a table's INSERT statements, or a block
- *    of large objects as lo_open / lowrite / lo_close SQL in a transaction;
- *  - `workers` (psql sessions, one thread each) take jobs in the order
- *    they started to arrive and feed them in while they arrive; a job
- *    nobody has taken yet waits in the spill, whose budget bounds memory;
+ *    text (the job names its COPY statement), a table's INSERT statements,
+ *    or a block of large objects as records (open OID, write N bytes,
+ *    close) loaded in a transaction;
+ *  - `workers` (pgvault.pg connections lent to the restorer, one thread
+ *    each, libpq in-process: bindings/pg/load.c) take jobs in the order
+ *    they started to arrive and feed them in while they arrive
+ *    (PQputCopyData, statements, lo_write); a job nobody has taken yet
+ *    waits in the spill, whose budget bounds memory;
  *  - a table's COPY text is cut at the end of a line every `split` bytes
  *    into pieces, each a COPY of its own, so that the sessions load one big
  *    table together (rows are lines in COPY text; the table's indexes,
@@ -20,11 +23,12 @@
  * blocks, and post-data with pg_restore -j N on toc_file) is run by
  * scripts/lib/streamed_restore.lua after the stream has ended.
  *
- * A worker blocked in a write to its psql (a table waiting on a lock, say)
- * is waited for on abort, as a pipeline's sink would be; Ctrl-C ends it.
+ * A failure, an abort or Ctrl-C stops every worker: each blocked in a call
+ * on its connection gets a cancel request, and a worker ends its
+ * connection when it stops, so the server rolls back what it had begun.
  */
 #include "parser.h"
-#include "spill.h"
+#include "session.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,13 +38,12 @@
 #include <unistd.h>
 
 #define MAX_WORKERS 16
-#define HEX_PIECE 16384
 
 typedef struct restorer restorer;
 
 typedef struct {
     restorer *r;
-    pv_stage *stage;
+    pg_load *load; /* NULL: a session that drops what it gets (tests) */
     pthread_t tid;
     bool started;
 } worker;
@@ -70,8 +73,8 @@ struct restorer {
     bool splitting;  /* the current block is COPY text that may be cut */
     bool line_start; /* the last byte appended ended a line */
     bool blobs;
+    bool std_strings; /* the archive's standard_conforming_strings */
     char *preamble;
-    uint8_t *hex;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool sync_ready;
@@ -87,17 +90,27 @@ static const pv_stage_ops sink_ops;
 /* Failures                                                            */
 /* ------------------------------------------------------------------ */
 
+/* Stops every worker: those waiting for bytes or jobs at once, those
+ * blocked in a call on their connection by a cancel request. */
+static void stop_all(restorer *r)
+{
+    sp_stop(&r->spill);
+    for (int i = 0; i < r->nworkers; i++)
+        if (r->workers[i].started) pg_load_cancel(r->workers[i].load);
+}
+
 /* Records the first failure, stops every thread. */
 static void fail(restorer *r, const pv_err *err)
 {
     pthread_mutex_lock(&r->mu);
-    if (!r->failed) {
+    bool first = !r->failed;
+    if (first) {
         r->failed = true;
         r->terr = *err;
     }
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    sp_stop(&r->spill);
+    if (first) stop_all(r);
 }
 
 /* The first failure of a thread, for the pipeline's error. */
@@ -157,52 +170,23 @@ static int wait_predata(restorer *r)
     return ok ? 0 : -1;
 }
 
-static int stage_write(pv_stage *st, const uint8_t *data, size_t len, pv_err *err)
-{
-    st->bytes_in += len;
-    return st->ops->write(st, data, len, err);
-}
-
-/* Feeds one job into the worker's session as its bytes arrive. */
-static int load_job(restorer *r, pv_stage *st, sp_job *j, pv_err *err)
-{
-    for (;;) {
-        const uint8_t *data;
-        size_t len;
-        int k = sp_peek(&r->spill, j, &data, &len);
-        if (k <= 0) return k;
-        if (stage_write(st, data, len, err) < 0) {
-            /* say which table: "loading entry 3363 (TABLE DATA public.t1): ..." */
-            char msg[sizeof err->message];
-            size_t k = (size_t)snprintf(msg, sizeof msg, "loading %s: ", j->name);
-            if (k < sizeof msg)
-                snprintf(msg + k, sizeof msg - k, "%.*s", (int)(sizeof msg - k - 1), err->message);
-            memcpy(err->message, msg, sizeof msg);
-            return -1;
-        }
-        sp_consumed(&r->spill, j, len);
-    }
-}
-
+/* The session's settings, then the jobs; the connection ends with the
+ * worker (an unfinished transaction or COPY is rolled back with it). */
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     restorer *r = w->r;
-    pv_stage *st = w->stage;
     pv_err err;
     pv_err_clear(&err);
-    st->state = PV_STAGE_STARTED;
-    int rc = st->ops->start ? st->ops->start(st, &err) : 0;
-    if (rc == 0) rc = stage_write(st, (const uint8_t *)r->preamble, strlen(r->preamble), &err);
-    if (rc == 0 && wait_predata(r) < 0) return NULL; /* pre-data failed: it said why */
+    int rc = w->load ? pg_load_exec(w->load, r->preamble, &err) : 0;
+    if (rc < 0) ar_err_prefix(&err, "setting up a restore session");
+    if (rc == 0 && wait_predata(r) < 0) rc = -1; /* pre-data failed: it said why */
     while (rc == 0) {
         sp_job *j = sp_take(&r->spill);
         if (!j) break;
-        rc = load_job(r, st, j, &err);
+        rc = ar_load_job(&r->spill, w->load, j, r->std_strings, &err);
     }
-    bool stopped = sp_stopped(&r->spill);
-    if (rc == 0 && !stopped && st->ops->finish) rc = st->ops->finish(st, &err);
-    if (rc == 0 && !stopped) st->state = PV_STAGE_FINISHED;
+    pg_load_close(w->load);
     if (rc != 0 && err.set) fail(r, &err);
     return NULL;
 }
@@ -237,15 +221,19 @@ static void join_threads(restorer *r)
 /* ------------------------------------------------------------------ */
 
 /* The settings of pg_restore's sessions (_doSetFixedOutputState), with
- * the archive's own encoding, standard strings and search path; psql's
- * query output (lo_open's results) discarded. */
+ * the archive's own encoding, standard strings and search path; and
+ * commits that do not wait for their WAL to reach the disk (a table's
+ * pieces commit often): durability is unchanged for the restore as a
+ * whole, since post-data's pg_restore and the swap commit synchronously
+ * after it, and WAL is flushed in order. */
 static int on_toc(void *ctx, ar_toc *t)
 {
     restorer *r = ctx;
-    static const char head[] = "\\o /dev/null\nSET statement_timeout = 0;\nSET lock_timeout = 0;\n"
+    static const char head[] = "SET statement_timeout = 0;\nSET lock_timeout = 0;\n"
                                "SET idle_in_transaction_session_timeout = 0;\n";
     static const char tail[] = "SET check_function_bodies = false;\nSET xmloption = content;\n"
-                               "SET client_min_messages = warning;\nSET row_security = off;\n";
+                               "SET client_min_messages = warning;\nSET row_security = off;\n"
+                               "SET synchronous_commit = off;\n";
     size_t len = sizeof head + sizeof tail;
     for (int i = 0; i < t->nentries; i++)
         if (t->entries[i].sql && !t->entries[i].had_dumper) len += strlen(t->entries[i].sql) + 1;
@@ -255,6 +243,8 @@ static int on_toc(void *ctx, ar_toc *t)
     for (int i = 0; i < t->nentries; i++) {
         const char *sql = t->entries[i].had_dumper ? NULL : t->entries[i].sql;
         if (!sql) continue;
+        if (t->entries[i].desc && strcmp(t->entries[i].desc, "STDSTRINGS") == 0)
+            r->std_strings = strstr(sql, "'on'") != NULL;
         strcat(r->preamble, sql);
         if (sql[0] && sql[strlen(sql) - 1] != '\n') strcat(r->preamble, "\n");
     }
@@ -279,41 +269,31 @@ static int new_job(restorer *r, ar_entry *e)
         r->jobs = n;
         r->jobs_cap = cap;
     }
-    r->cur = sp_job_new(&r->spill, name);
+    bool copy = !r->blobs && e->has_copy && e->sql;
+    int kind = r->blobs ? JOB_LO : copy ? JOB_COPY : JOB_SQL;
+    r->cur = sp_job_new(&r->spill, name, kind, copy ? e->sql : NULL);
     if (!r->cur) return hook_failed(r);
     r->jobs[r->njobs++] = r->cur;
     r->cur_entry = e;
+    r->line_start = true;
     return 0;
 }
 
-/* "COPY public.t1 (id, v) FROM stdin;\n" */
-static int copy_statement(restorer *r, const ar_entry *e)
-{
-    size_t n = strlen(e->sql);
-    if (append(r, e->sql, n) < 0) return -1;
-    r->line_start = true;
-    return n == 0 || e->sql[n - 1] != '\n' ? append(r, "\n", 1) : 0;
-}
-
+/* INSERT statements: the data is the SQL. */
 static int on_block_begin(void *ctx, ar_entry *e)
 {
     restorer *r = ctx;
-    if (new_job(r, e) < 0) return -1;
     r->blobs = strcmp(e->desc, "BLOBS") == 0;
     r->splitting = !r->blobs && e->has_copy && e->sql && r->split > 0;
-    if (r->blobs) return append(r, "BEGIN;\n", 7);
-    if (e->has_copy && e->sql) return copy_statement(r, e);
-    return 0; /* INSERT statements: the data is the SQL */
+    return new_job(r, e);
 }
 
-/* The piece of a table's COPY so far ends (its own end-of-data line) and
- * the next one starts: another session may load it at the same time. */
+/* The piece of a table's COPY so far ends and the next one starts:
+ * another session may load it at the same time. */
 static int next_piece(restorer *r)
 {
-    if (append(r, "\\.\n", 3) < 0) return -1;
     sp_job_done(&r->spill, r->cur);
-    if (new_job(r, r->cur_entry) < 0) return -1;
-    return copy_statement(r, r->cur_entry);
+    return new_job(r, r->cur_entry);
 }
 
 /* COPY text, cut at a line's end once a piece has `split` bytes, until the
@@ -337,32 +317,25 @@ static int copy_data(restorer *r, const uint8_t *data, size_t len)
     return 0;
 }
 
+static int lo_record(restorer *r, uint8_t tag, uint32_t v)
+{
+    const char rec[5] = {(char)tag, (char)(v & 255), (char)(v >> 8 & 255), (char)(v >> 16 & 255),
+                         (char)(v >> 24)};
+    return append(r, rec, tag == LO_CLOSE ? 1 : 5);
+}
+
 static int on_lo_begin(void *ctx, ar_entry *e, uint32_t oid)
 {
     (void)e;
-    restorer *r = ctx;
-    char sql[96];
-    int n = snprintf(sql, sizeof sql, "SELECT pg_catalog.lo_open('%u', 131072);\n", oid);
-    return append(r, sql, (size_t)n);
+    return lo_record(ctx, LO_OPEN, oid);
 }
 
-/* A large object's bytes as lowrite calls with a hex bytea literal (an E''
- * literal reads the same whatever standard_conforming_strings is). */
 static int lo_data(restorer *r, const uint8_t *data, size_t len)
 {
-    static const char digits[] = "0123456789abcdef";
-    static const char pre[] = "SELECT pg_catalog.lowrite(0, E'\\\\x", post[] = "');\n";
     while (len > 0) {
-        size_t n = len < HEX_PIECE ? len : HEX_PIECE, o = 0;
-        memcpy(r->hex, pre, sizeof pre - 1);
-        o = sizeof pre - 1;
-        for (size_t i = 0; i < n; i++) {
-            r->hex[o++] = (uint8_t)digits[data[i] >> 4];
-            r->hex[o++] = (uint8_t)digits[data[i] & 15];
-        }
-        memcpy(r->hex + o, post, sizeof post - 1);
-        o += sizeof post - 1;
-        if (append(r, (const char *)r->hex, o) < 0) return -1;
+        size_t n = len < LO_PIECE ? len : LO_PIECE;
+        if (lo_record(r, LO_WRITE, (uint32_t)n) < 0 || append(r, (const char *)data, n) < 0)
+            return -1;
         data += n;
         len -= n;
     }
@@ -380,15 +353,13 @@ static int on_data(void *ctx, const uint8_t *data, size_t len)
 static int on_lo_end(void *ctx, ar_entry *e)
 {
     (void)e;
-    static const char sql[] = "SELECT pg_catalog.lo_close(0);\n";
-    return append(ctx, sql, sizeof sql - 1);
+    return lo_record(ctx, LO_CLOSE, 0);
 }
 
 static int on_block_end(void *ctx, ar_entry *e)
 {
     (void)e;
     restorer *r = ctx;
-    if (r->blobs && append(r, "COMMIT;\n", 8) < 0) return -1;
     sp_job_done(&r->spill, r->cur);
     r->cur = NULL;
     return 0;
@@ -426,8 +397,7 @@ static int restorer_start(pv_stage *s, pv_err *err)
     r->p.pause_at_blocks = true;
     r->p.toc->read = (ar_read_mode){"stream", 1, 1, NULL};
     r->sink.ops = &sink_ops;
-    r->hex = malloc(2 * HEX_PIECE + 64);
-    if (!r->hex || sp_init(&r->spill, r->budget) < 0) goto oom;
+    if (sp_init(&r->spill, r->budget) < 0) goto oom;
     r->spill_ready = true;
     if (pthread_mutex_init(&r->mu, NULL) != 0) goto oom;
     if (pthread_cond_init(&r->cv, NULL) != 0) {
@@ -487,7 +457,7 @@ static int restorer_finish(pv_stage *s, pv_err *err)
     r->p.err = err;
     int rc = ar_parser_finish(&r->p);
     if (rc < 0) {
-        sp_stop(&r->spill);
+        stop_all(r);
         join_threads(r);
         return -1;
     }
@@ -502,13 +472,8 @@ static void restorer_abort(pv_stage *s)
 {
     restorer *r = (restorer *)s;
     if (!r->sync_ready) return;
-    sp_stop(&r->spill);
+    stop_all(r);
     join_threads(r);
-    for (int i = 0; i < r->nworkers; i++) {
-        pv_stage *w = r->workers[i].stage;
-        if (w->state == PV_STAGE_STARTED && w->ops->abort) w->ops->abort(w);
-        if (w->state == PV_STAGE_STARTED) w->state = PV_STAGE_ABORTED;
-    }
     if (r->predata->state == PV_STAGE_STARTED && r->predata->ops->abort)
         r->predata->ops->abort(r->predata);
     if (r->predata->state == PV_STAGE_STARTED) r->predata->state = PV_STAGE_ABORTED;
@@ -536,9 +501,11 @@ static void restorer_release(pv_stage *s)
     }
     r->sync_ready = false;
     free(r->preamble);
-    free(r->hex);
     r->preamble = NULL;
-    r->hex = NULL;
+    for (int i = 0; i < r->nworkers; i++) {
+        pg_load_free(r->workers[i].load);
+        r->workers[i].load = NULL;
+    }
     if (r->ready) ar_parser_free(&r->p);
     r->ready = false;
 }
@@ -583,13 +550,37 @@ static pv_stage *unused_stage(lua_State *L, int idx, bool source, const char *wh
         luaL_error(L, "archive.restorer: %s (%s) was already used", what, st->ops->name);
     if (source ? !st->ops->run : !st->ops->write)
         luaL_error(L, "archive.restorer: %s (%s) must be a %s", what, st->ops->name,
-                   source ? "source (pg_restore on toc_file)" : "sink (psql)");
+                   source ? "source (pg_restore on toc_file)" : "sink");
     return st;
 }
 
-/* archive.restorer{toc_file=PATH, predata=STAGE, workers={STAGE, ...},
- * spill=BYTES, split=BYTES, list=false, label=?}: list=true puts
- * pg_restore --list's text of the TOC in the report. */
+/* Checks workers[1..n]: each a pgvault.pg connection, open and given once,
+ * or "discard". Leaves on the stack a copy of the list the restorer keeps
+ * (the connections live as long as it does). */
+static void check_workers(lua_State *L, int list, int n)
+{
+    lua_createtable(L, n, 0);
+    for (int i = 1; i <= n; i++) {
+        lua_geti(L, list, i);
+        const char *why =
+            lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "discard") == 0
+                ? NULL
+                : pg_load_unusable(L, -1);
+        if (why) luaL_error(L, "archive.restorer: worker %d %s", i, why);
+        for (int k = 1; k < i && lua_type(L, -1) == LUA_TUSERDATA; k++) {
+            lua_geti(L, -2, k);
+            if (lua_rawequal(L, -1, -2)) luaL_error(L, "archive.restorer: a worker appears twice");
+            lua_pop(L, 1);
+        }
+        lua_rawseti(L, -2, i);
+    }
+}
+
+/* archive.restorer{toc_file=PATH, predata=STAGE, workers={CONN, ...},
+ * spill=BYTES, split=BYTES, list=false, label=?}: each worker a
+ * pgvault.pg connection, lent to the restorer for good (it ends it), or
+ * "discard" (a session that drops the data: tests of the archive's path);
+ * list=true puts pg_restore --list's text of the TOC in the report. */
 int ar_restorer_new(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -602,17 +593,11 @@ int ar_restorer_new(lua_State *L)
     lua_getfield(L, 1, "predata"); /* 2 */
     pv_stage *pre = unused_stage(L, 2, true, "predata");
     if (lua_getfield(L, 1, "workers") != LUA_TTABLE) /* 3 */
-        return luaL_argerror(L, 1, "workers= (a list of psql stages) is required");
+        return luaL_argerror(L, 1, "workers= (a list of pgvault.pg connections) is required");
     int n = (int)luaL_len(L, 3);
-    if (n < 1 || n > MAX_WORKERS) return luaL_argerror(L, 1, "workers: 1 to 16 stages");
-    pv_stage *ws[MAX_WORKERS];
-    for (int i = 0; i < n; i++) {
-        lua_geti(L, 3, i + 1);
-        ws[i] = unused_stage(L, -1, false, "a worker");
-        for (int k = 0; k < i; k++)
-            if (ws[k] == ws[i]) luaL_error(L, "archive.restorer: a worker appears twice");
-        lua_pop(L, 1);
-    }
+    if (n < 1 || n > MAX_WORKERS) return luaL_argerror(L, 1, "workers: 1 to 16 connections");
+    check_workers(L, 3, n);
+    lua_replace(L, 3);
     restorer *r = pv_stage_new(L, &restorer_ops, sizeof *r, 1); /* 4 */
     snprintf(r->toc_path, sizeof r->toc_path, "%s", toc);
     r->toc_fd = -1;
@@ -623,10 +608,12 @@ int ar_restorer_new(lua_State *L)
         return luaL_argerror(L, 1, "split must be 0 (a table in one piece) or at least 64 KiB");
     r->split = (size_t)split;
     r->predata = pre;
-    r->nworkers = n;
     for (int i = 0; i < n; i++) {
+        lua_geti(L, 3, i + 1);
         r->workers[i].r = r;
-        r->workers[i].stage = ws[i];
+        r->workers[i].load = pg_load_lend(L, -1);
+        r->nworkers = i + 1;
+        lua_pop(L, 1);
     }
     lua_createtable(L, 2, 0); /* the stages live as long as the restorer */
     lua_pushvalue(L, 2);

@@ -49,11 +49,13 @@ void sp_free(sp_spill *s)
     memset(s, 0, sizeof *s);
 }
 
-sp_job *sp_job_new(sp_spill *s, const char *name)
+sp_job *sp_job_new(sp_spill *s, const char *name, int kind, const char *sql)
 {
     sp_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->head = j->tail = -1;
+    j->kind = kind;
+    j->sql = sql;
     snprintf(j->name, sizeof j->name, "%s", name);
     pthread_mutex_lock(&s->mu);
     if (s->queue_tail)
@@ -106,7 +108,10 @@ int sp_append(sp_spill *s, sp_job *j, const uint8_t *data, size_t len)
         pthread_mutex_lock(&s->mu);
         s->fill[k] = at + n;
         j->bytes += n;
-        pthread_cond_broadcast(&s->cv);
+        if (s->fill[k] == SP_SLOT || j->bytes - j->woke >= SP_WAKE) {
+            j->woke = j->bytes;
+            pthread_cond_broadcast(&s->cv);
+        }
         pthread_mutex_unlock(&s->mu);
         data += n;
         len -= n;

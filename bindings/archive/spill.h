@@ -18,6 +18,10 @@
 #include <pthread.h>
 
 #define SP_SLOT ((size_t)1 << 20)
+/* A reader waiting for a job's bytes is woken once this many have
+ * arrived (or its slot is full, or the job complete): fewer wake-ups, and
+ * larger writes to the server. */
+#define SP_WAKE ((uint64_t)256 << 10)
 
 typedef struct sp_job {
     struct sp_job *next; /* the queue of jobs not yet taken */
@@ -25,7 +29,10 @@ typedef struct sp_job {
     size_t read;         /* bytes read of the head slot */
     bool complete;       /* every byte has arrived */
     uint64_t bytes;
-    char name[160]; /* "entry 3363 (TABLE DATA public.t1)" */
+    uint64_t woke;   /* bytes when its reader was last woken */
+    int kind;        /* what the bytes are, for the one who loads them */
+    const char *sql; /* the statement they go with (COPY ... FROM stdin), or NULL */
+    char name[160];  /* "entry 3363 (TABLE DATA public.t1)" */
 } sp_job;
 
 typedef struct sp_spill {
@@ -43,9 +50,10 @@ typedef struct sp_spill {
 
 int sp_init(sp_spill *s, size_t budget);
 void sp_free(sp_spill *s);
-/* A new job, queued at once so that a worker may start loading it while
- * its bytes arrive. NULL when out of memory. */
-sp_job *sp_job_new(sp_spill *s, const char *name);
+/* A new job (kind and sql as the loader reads them), queued at once so
+ * that a worker may start loading it while its bytes arrive. NULL when out
+ * of memory. */
+sp_job *sp_job_new(sp_spill *s, const char *name, int kind, const char *sql);
 /* Appends bytes to a job, waiting for free slots. -1 once stopped. */
 int sp_append(sp_spill *s, sp_job *j, const uint8_t *data, size_t len);
 void sp_job_done(sp_spill *s, sp_job *j);

@@ -9,6 +9,8 @@
 
 #include <libpq-fe.h>
 
+#define PG_CONN_MT "pgvault.pg.connection"
+
 /* Notices kept per connection; older ones are dropped (and counted). */
 #define PG_MAX_NOTICES 500
 

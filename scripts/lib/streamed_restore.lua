@@ -9,8 +9,9 @@
 -- The sink is archive.restorer: it writes the header and TOC to a private
 -- temporary file and, once the TOC is whole, runs pg_restore
 -- --section=pre-data on it while the data keeps coming; each table's data
--- goes into one of N psql sessions (COPY ... FROM stdin) as its block
--- arrives, large objects as lo_open/lowrite SQL; a block that arrives while
+-- goes into one of N sessions (COPY ... FROM stdin through libpq in this
+-- process: no client program, no password outside it) as its block
+-- arrives, large objects through lo_open/lo_write; a block that arrives while
 -- every session is busy waits in a bounded spill (`spill` bytes, 64 MiB by
 -- default), so the stream only waits once the spill is full; a table's COPY
 -- text is cut every `split` bytes (32 MiB by default) into pieces that the
@@ -24,6 +25,7 @@
 local archive = require "pgvault.archive"
 local dump = require "pgvault.dump"
 local fs = require "pgvault.fs"
+local pg = require "pgvault.pg"
 local stream = require "pgvault.stream"
 
 local streamed = {}
@@ -45,9 +47,15 @@ function streamed.sink(job, db)
     for _, x in ipairs(extra or {}) do a[#a + 1] = x end
     return dump.pg_restore { db = db.conninfo, file = toc, jobs = jobs, args = a, pg_bin = job.pg_bin }
   end
+  -- the sessions connect now: a refused connection stops the restore
+  -- before a byte is read (cleanup closes those already open). Each needs
+  -- a session of its own (its settings, then COPY), as pg_restore does:
+  -- Neon's pooled host is swapped for the direct one (pg_restore's stage
+  -- says so in its warning).
   local workers = {}
-  for i = 1, job.jobs do workers[i] = dump.psql { db = db.conninfo, pg_bin = job.pg_bin } end
-  db.streamed = { tmp = tmp, toc = toc, pg_restore = pg_restore }
+  db.streamed = { tmp = tmp, toc = toc, pg_restore = pg_restore, sessions = workers }
+  local direct = pg.direct_url(db.conninfo)
+  for i = 1, job.jobs do workers[i] = pg.connect(direct) end
   return archive.restorer { toc_file = toc, predata = pg_restore("pre-data", 1), workers = workers,
     spill = job.spill or streamed.DEFAULT_SPILL, split = job.split, list = true, label = "archive" }
 end
@@ -77,10 +85,14 @@ function streamed.finish(job, db, result)
   if not ok then error(err, 0) end
 end
 
--- The temporary directory goes, whatever happened.
+-- The temporary directory and the sessions go, whatever happened (a
+-- session the restorer ran is closed already).
 function streamed.cleanup(db)
-  if db.streamed and db.streamed.tmp then pcall(fs.remove_tree, db.streamed.tmp) end
-  if db.streamed then db.streamed.tmp = nil end
+  local s = db.streamed
+  if not s then return end
+  for _, c in ipairs(s.sessions or {}) do c:close() end
+  if s.tmp then pcall(fs.remove_tree, s.tmp) end
+  s.tmp = nil
 end
 
 return streamed

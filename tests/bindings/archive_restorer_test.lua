@@ -1,4 +1,4 @@
--- covers: bindings/archive/restorer.c bindings/archive/spill.c scripts/lib/streamed_restore.lua
+-- covers: bindings/archive/ bindings/pg/load.c scripts/lib/streamed_restore.lua
 -- archive.restorer and lib.streamed_restore: restore --jobs N while the
 -- archive arrives (issue 17). The result must be what pg_restore -j N
 -- gives: the schema (pg_dump -s), every table's rows and contents, the
@@ -15,6 +15,7 @@ local stream = require "pgvault.stream"
 local archive = require "pgvault.archive"
 local dump = require "pgvault.dump"
 local fs = require "pgvault.fs"
+local proc = require "pgvault.proc"
 local streamed = require "lib.streamed_restore"
 
 local dir = h.tmpdir()
@@ -49,7 +50,7 @@ CREATE TABLE app.events_other PARTITION OF app.events DEFAULT;
 INSERT INTO app.events SELECT g, date '2023-01-01' + (g % 900), 'e' || g FROM generate_series(1, 5000) g;
 CREATE INDEX events_k ON app.events (k);
 CREATE TABLE "Weird ""Name""" ("select" int, "two words" text, g int GENERATED ALWAYS AS ("select" * 2) STORED);
-INSERT INTO "Weird ""Name""" ("select", "two words") VALUES (1, 'a;b'), (2, 'ünïcödé');
+INSERT INTO "Weird ""Name""" ("select", "two words") VALUES (1, 'a;b'), (2, 'ünïcödé'), (3, E'back\\'';x');
 CREATE TABLE app.empty (x int);
 CREATE SEQUENCE app.counter START 100;
 SELECT nextval('app.counter'), nextval('app.counter');
@@ -162,6 +163,14 @@ t.test("an --inserts archive: its INSERT statements are the data", function()
   same_as_pg_restore("restorer_c", "--inserts")
 end)
 
+t.test("an --inserts archive written with standard_conforming_strings off: the sessions take its setting", function()
+  local url = source_db() .. "?options=-c%20standard_conforming_strings%3Doff"
+  local file = fx.pg_dump(url, dir .. "/ins_off.dump", { "--inserts", "-Z0" })
+  t.match(fs.read_file(file), "SET standard_conforming_strings = 'off';", "the archive says so")
+  streamed_restore({ stream.file_reader(file) }, fresh("restorer_h"))
+  same_as_pg_restore("restorer_h", "--inserts, standard_conforming_strings off")
+end)
+
 t.test("a cut archive fails with the cause, and nothing is left in the temporary directory", function()
   local data = fs.read_file(fx.pg_dump(source_db(), dir .. "/cut.dump", { "-Z0" }))
   local ok, e = pcall(streamed_restore, { stream.string(data:sub(1, #data * 2 // 3)) }, fresh("restorer_d"))
@@ -179,9 +188,85 @@ t.test("a session's failure names the table and stops the stream", function()
   local bad = data:sub(1, at - 1) .. "x7" .. data:sub(at + 2)
   local ok, e = pcall(streamed_restore, { stream.string(bad) }, fresh("restorer_e"), 2, 2 << 20)
   t.eq(ok, false)
-  -- psql stops at the error; its context names the table and the line
-  t.match(tostring(e), "invalid input syntax for type integer: \"x7\"")
-  t.match(tostring(e), "COPY customers, line 17")
+  -- one line: the job (entry and table), the server's message and
+  -- SQLSTATE, and its context (the table and the line of the COPY)
+  t.eq(e.kind, "pg")
+  t.eq(e.sqlstate, "22P02")
+  t.match(e.message, "^loading entry %d+ %(TABLE DATA app%.customers%): invalid input syntax for type "
+    .. "integer: \"x7\" %(SQLSTATE 22P02%); context: COPY customers, line 17, column id: \"x7\"$")
+  t.eq(e.message:find("\n"), nil, "one line")
+end)
+
+-- The restore's archive through a FIFO: `first`, then (once a session of
+-- `db` is in its COPY into app.orders) this process's children and the
+-- answer to `sql` go to `out`, then `rest`. Returns the writer.
+local function feed_fifo(name, data, db, sql)
+  local fifo, out = dir .. "/" .. name .. ".fifo", dir .. "/" .. name .. ".out"
+  local cut = data:find("10000\t1\t15000.00\t", 1, true)
+  t.ok(cut, "found order 10000's row")
+  fs.write_file(dir .. "/" .. name .. ".1", data:sub(1, cut))
+  fs.write_file(dir .. "/" .. name .. ".2", data:sub(cut + 1))
+  os.remove(fifo)
+  t.eq(h.run({ "mkfifo", fifo }).code, 0)
+  local script = [[
+q() { "$PSQL" -XAt -d "$ADMIN" -c "$1"; }
+{ cat "$NAME.1"
+  i=0
+  while [ -z "$(q "SELECT pid FROM pg_stat_activity WHERE datname = '$DB' AND query LIKE 'COPY app.orders %'")" ] &&
+    [ $i -lt 3000 ]; do sleep 0.02; i=$((i + 1)); done
+  { ps -o comm= --ppid "$WATCH"; q "$SQL"; } > "$OUT" 2>&1
+  cat "$NAME.2"
+} > "$FIFO"
+]]
+  local w = proc.spawn { "sh", "-c", script, stdout = "inherit", env = { PSQL = pg.bindir .. "/psql",
+    ADMIN = pg.admin_url("postgres"), DB = db, SQL = sql, WATCH = tostring(proc.getpid()),
+    NAME = dir .. "/" .. name, OUT = out, FIFO = fifo } }
+  return fifo, out, w
+end
+
+t.test("the sessions are libpq connections in this process: no psql child while the data loads", function()
+  local data = fs.read_file(fx.pg_dump(source_db(), dir .. "/inproc.dump", { "-Z0" }))
+  local fifo, out, w = feed_fifo("inproc", data, "restorer_f", "SELECT application_name FROM pg_stat_activity "
+    .. "WHERE datname = 'restorer_f' AND backend_type = 'client backend' ORDER BY 1")
+  streamed_restore({ stream.file_reader(fifo) }, fresh("restorer_f"), 2, nil, 0)
+  w:wait()
+  local seen = fs.read_file(out)
+  for line in seen:gmatch("[^\n]+") do t.ok(line ~= "psql", "a psql child during the data phase:\n" .. seen) end
+  t.match(seen, "\npgvault\npgvault\n$", "the two sessions, named by libpq's fallback application name")
+  same_as_pg_restore("restorer_f", "through a FIFO, in one piece per table")
+end)
+
+t.test("a session's backend terminated in the middle of a COPY: one line, a non-zero exit", function()
+  local data = fs.read_file(fx.pg_dump(source_db(), dir .. "/kill.dump", { "-Z0" }))
+  fresh("restorer_g")
+  local fifo, out, w = feed_fifo("kill", data, "restorer_g", "SELECT pg_terminate_backend(pid) FROM "
+    .. "pg_stat_activity WHERE datname = 'restorer_g' AND query LIKE 'COPY app.orders %'")
+  local script = dir .. "/kill.lua"
+  fs.write_file(script, string.format([[
+local stream = require "pgvault.stream"
+local dump = require "pgvault.dump"
+local streamed = require "lib.streamed_restore"
+local job = { jobs = 2, split = 0 }
+local db = { conninfo = dump.conninfo(%q, { password = true }) }
+local ok, err = pcall(function()
+  local r = stream.run { stream.file_reader(%q), streamed.sink(job, db) }
+  streamed.finish(job, db, r)
+end)
+streamed.cleanup(db)
+if not ok then error(err, 0) end
+]], pg.url("restorer_g"), fifo))
+  local r = h.pgvault({ "run", script })
+  w:wait()
+  t.match(fs.read_file(out), "\nt\n$", "the backend was terminated")
+  t.ok(r.code ~= 0, "a non-zero exit")
+  local lines = {}
+  for line in r.stderr:gmatch("[^\n]+") do lines[#lines + 1] = line end
+  t.eq(#lines, 1, "one line:\n" .. r.stderr)
+  t.match(r.stderr, "loading entry %d+ %(TABLE DATA app%.orders%): ")
+  -- the server's own word when libpq read it before the reset, else libpq's
+  t.ok(r.stderr:find("terminating connection due to administrator command", 1, true)
+    or r.stderr:find("lost the connection to [^ ]+@127%.0%.0%.1:%d+/restorer_g: server closed the connection"),
+    "the cause: " .. r.stderr)
 end)
 
 -- Every fuzz input through the restorer as through archive.read: the same
@@ -196,7 +281,7 @@ t.test("the archive fuzz corpus replays through the restorer", function()
     local ok = pcall(archive.read, cdir .. "/" .. name)
     local toc = dir .. "/replay" .. i .. ".toc"
     local ok2, e = pcall(stream.run, { stream.string(data), archive.restorer { toc_file = toc,
-      predata = stream.string(""), workers = { stream.discard(), stream.discard() }, spill = 2 << 20,
+      predata = stream.string(""), workers = { "discard", "discard" }, spill = 2 << 20,
       split = 65536 } })
     t.eq(ok2, ok, name .. ": the restorer agrees with archive.read")
     if not ok2 then t.eq(e.kind, "archive", name .. ": " .. tostring(e)) end
@@ -212,7 +297,7 @@ end)
 
 t.teardown(function()
   for _, db in ipairs({ "restorer_src", "restorer_peer", "restorer_a", "restorer_b", "restorer_c", "restorer_d",
-    "restorer_e" }) do
+    "restorer_e", "restorer_f", "restorer_g", "restorer_h" }) do
     h.dropdb(db)
   end
 end)
