@@ -580,12 +580,13 @@ static void mt_release(pv_stage *s)
 static int mt_report(pv_stage *s, lua_State *L)
 {
     unzstd_mt *u = (unzstd_mt *)s;
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     pv_set_int(L, "bytes_in", (lua_Integer)s->bytes_in);
     pv_set_int(L, "bytes_out", (lua_Integer)s->bytes_out);
     pv_set_int(L, "threads", u->threads);
     pv_set_int(L, "frames", (lua_Integer)u->frames);
     pv_set_int(L, "frames_in_sequence", (lua_Integer)u->frames_in_sequence);
+    pv_set_int(L, "frames_in_parallel", (lua_Integer)(u->frames - u->frames_in_sequence));
     return 1;
 }
 
