@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #define JOB_TARGET ((size_t)1 << 20)
 #define JOB_IN_MAX ((size_t)4 << 20)
@@ -106,12 +107,23 @@ static bool grow(uint8_t **buf, size_t *cap, size_t want, size_t max)
     return true;
 }
 
-/* Decodes a job of complete frames into its output buffer. */
+/* Decodes a job of complete frames into its output buffer: in one call,
+ * straight into the buffer (a streaming decoder copies every block out of
+ * its window); on an error, again streaming, for the error's place. The
+ * buffer is allocated at its bound once: only the pages written count. */
 static int decode_job(ZSTD_DCtx *d, job *j)
 {
     if (!d) {
         snprintf(j->reason, sizeof j->reason, "out of memory");
         return SLOT_FAILED;
+    }
+    if (grow(&j->out, &j->out_cap, JOB_OUT_MAX, JOB_OUT_MAX)) {
+        size_t n = ZSTD_decompressDCtx(d, j->out, j->out_cap, j->in, j->in_len);
+        if (!ZSTD_isError(n)) {
+            j->out_len = n;
+            return SLOT_DONE;
+        }
+        if (ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall) return SLOT_TOO_BIG;
     }
     ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
     ZSTD_inBuffer in = {j->in, j->in_len, 0};
