@@ -85,6 +85,16 @@ function verify.thread(job, wanted)
   return job.threads ~= 1 and wanted ~= false and stream.handoff()
 end
 
+-- Whether the backup's zstd frames are decoded by stream.unzstd's own
+-- threads: its manifest says they are independent frames of at most 4 MiB
+-- (what backup writes on up to two cores; bigger ones may be decoded in
+-- sequence). Older backups say nothing: one frame, decoded in sequence.
+function verify.decoded_apart(job, src)
+  local c = src.manifest and src.manifest.compression
+  return job.threads ~= 1 and src.layers[1] == "zstd" and type(c) == "table" and type(c.frame_size) == "number"
+    and c.frame_size > 0 and c.frame_size <= 4 << 20
+end
+
 function verify.unwrap(job, src)
   return layers.stages(src.layers, { identity_files = job.identity, name = src.name, threads = job.threads })
 end

@@ -47,6 +47,8 @@ t.test("a fresh backup is in frames of 4 MiB (on two cores), each decoded on its
   t.eq(z.frames, math.ceil(out.plain.bytes / FRAME), "frames of " .. (FRAME >> 20) .. " MiB")
   t.eq(z.frames_in_parallel, z.frames, "every frame decoded by a worker")
   t.eq(z.frames_in_sequence, 0)
+  local m = cjson.decode(h.read(ZST .. ".manifest.json"))
+  t.eq(m.compression.frame_size, FRAME, "the manifest records the frame size")
   local one = verify_json(ZST, { "--threads", "1" }).unzstd
   t.eq(one.threads, 1, "--threads 1: one thread")
   t.eq(one.frames, z.frames, "the single-threaded decoder counts the same frames")
@@ -65,6 +67,7 @@ local function rewritten(frame_size, name)
     stream.sha256 { label = "stored" }, stream.block_digests { block_size = m.stored.block_size, label = "blocks" },
     stream.file_writer(path) }
   m.stored.bytes, m.stored.sha256, m.stored.blocks = r.stored.bytes, r.stored.sha256, r.blocks.blocks
+  m.compression.frame_size = nil -- older versions did not record it
   h.write(path .. ".manifest.json", cjson.encode(m))
   return path, r.zstd.frames
 end
@@ -102,4 +105,18 @@ print(z.threads, z.frames, z.frames_in_parallel)]])
   t.eq(tonumber(parallel), tonumber(threads) > 1 and tonumber(frames) or 0, "frames decoded by the workers")
   t.eq(h.psql(pg.url(target), "SELECT count(*) FROM wide;"), "160000\n", "every row restored")
   h.dropdb(target)
+end)
+
+t.test("verify leaves the hand-off after zstd out only where the manifest says the frames decode apart", function()
+  local verify = require "lib.verify"
+  local function src(layers, compression) return { layers = layers, manifest = { compression = compression } } end
+  local zstd4 = { method = "zstd", level = 3, frame_size = 4 << 20 }
+  t.eq(verify.decoded_apart({}, src({ "zstd", "pgdmp" }, zstd4)), true, "4 MiB frames")
+  t.eq(verify.decoded_apart({ threads = 1 }, src({ "zstd", "pgdmp" }, zstd4)), false, "--threads 1")
+  t.eq(verify.decoded_apart({}, src({ "zstd", "pgdmp" }, { method = "zstd", level = 3 })), false,
+    "an older backup (one frame)")
+  t.eq(verify.decoded_apart({}, src({ "zstd", "pgdmp" }, { method = "zstd", frame_size = 16 << 20 })), false,
+    "16 MiB frames (may be decoded in sequence)")
+  t.eq(verify.decoded_apart({}, src({ "age", "zstd", "pgdmp" }, zstd4)), false, "decryption runs inline")
+  t.eq(verify.decoded_apart({}, { layers = { "zstd", "pgdmp" } }), false, "no manifest")
 end)
