@@ -31,8 +31,9 @@ local r = verify.read_file(job, src) or verify.read(job, src, {
   trust.verifier(src),      -- each block checked against the manifest's SHA-256 before it goes on
   verify.digest("stored"),  -- SHA-256 of the bytes as stored
   verify.thread(job, #src.layers > 1), -- reading and that digest on one core, the layers on the next
-  verify.unwrap(job, src),  -- age decryption and zstd decompression, as the layers are
-  verify.thread(job),       -- the archive digest and the parser on a third
+  verify.unwrap(job, src),  -- age decryption and zstd decompression (frames decoded on threads of its own)
+  verify.thread(job, not verify.decoded_apart(job, src)), -- the archive digest and the parser on a third
+                            -- (not when zstd's own threads decode the frames: a hand-off would only copy)
   verify.digest("plain"),   -- SHA-256 of the archive
   verify.archive(job),      -- every TOC entry and data block decoded, COPY rows counted
   verify.discard(),

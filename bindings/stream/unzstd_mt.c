@@ -5,12 +5,16 @@
  * thread. The stream's structure is walked as the compressed bytes arrive,
  * without decoding: frame headers and 3-byte block headers (RFC 8878) say
  * where each frame ends. Complete frames are gathered into jobs of about
- * 1 MiB compressed; each job is decoded by a worker into its own buffer,
- * and outputs are passed on in order by the writer's thread. A frame too
- * big for a job (a stream written as one frame, as every backup before
- * frame_size was) is decoded in sequence as it arrives, as unzstd does, and
- * so is a job whose output would grow past its bound. Memory: 2 x threads
- * jobs of at most 4 MiB in and 16 MiB out, allocated as they are needed.
+ * 1 MiB compressed, or of at most about 4 MiB decoded (the walk bounds a
+ * frame's decoded size by its blocks: 128 KiB at most each); each job is
+ * decoded by a worker into its own buffer, and outputs are passed on in
+ * order by the writer's thread. A frame too big for a job (a stream written
+ * as one frame, as every backup before frame_size was) is decoded in
+ * sequence as it arrives, as unzstd does, and so is a job whose output
+ * would grow past its bound. Memory: 2 x threads jobs of at most 4 MiB in
+ * and 16 MiB out, allocated as they are needed; with frames of 4 MiB
+ * (stream.zstd's default here), 4 MiB out each, however well the data
+ * compresses.
  *
  * Errors read as unzstd's: the walk judges nothing itself; from anything it
  * does not know, the rest is decoded in sequence for libzstd to judge.
@@ -22,8 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #define JOB_TARGET ((size_t)1 << 20)
+#define JOB_OUT_TARGET ((size_t)4 << 20)
 #define JOB_IN_MAX ((size_t)4 << 20)
 #define JOB_OUT_MAX ((size_t)16 << 20)
 #define MAX_THREADS 16
@@ -38,6 +44,7 @@ typedef struct {
     uint8_t *in, *out;
     size_t in_len, in_cap, out_len, out_cap;
     size_t frame_start; /* where the frame being gathered starts in `in` */
+    size_t out_bound;   /* its complete frames decode to at most this */
     char reason[96];
     size_t fail_at; /* input decoded when it failed */
 } job;
@@ -64,6 +71,7 @@ typedef struct {
     size_t have, need;
     uint64_t left;
     bool in_frame, last_block, checksum;
+    size_t frame_bound; /* the frame being walked decodes to at most this */
     /* decoding in sequence: a frame too big for a job, or (rest) all that
      * follows something the walk does not know, for libzstd to judge */
     bool big, rest;
@@ -71,6 +79,7 @@ typedef struct {
     uint8_t *out;
     size_t outcap, frame_left;
     uint64_t frames, frames_in_sequence;
+    size_t job_out_max; /* the largest output of a job decoded in parallel */
 } unzstd_mt;
 
 static uint32_t le32(const uint8_t *p)
@@ -106,12 +115,23 @@ static bool grow(uint8_t **buf, size_t *cap, size_t want, size_t max)
     return true;
 }
 
-/* Decodes a job of complete frames into its output buffer. */
+/* Decodes a job of complete frames into its output buffer: in one call,
+ * straight into the buffer (a streaming decoder copies every block out of
+ * its window); on an error, again streaming, for the error's place. The
+ * buffer is allocated at its bound once: only the pages written count. */
 static int decode_job(ZSTD_DCtx *d, job *j)
 {
     if (!d) {
         snprintf(j->reason, sizeof j->reason, "out of memory");
         return SLOT_FAILED;
+    }
+    if (grow(&j->out, &j->out_cap, JOB_OUT_MAX, JOB_OUT_MAX)) {
+        size_t n = ZSTD_decompressDCtx(d, j->out, j->out_cap, j->in, j->in_len);
+        if (!ZSTD_isError(n)) {
+            j->out_len = n;
+            return SLOT_DONE;
+        }
+        if (ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall) return SLOT_TOO_BIG;
     }
     ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
     ZSTD_inBuffer in = {j->in, j->in_len, 0};
@@ -191,7 +211,7 @@ static void free_slot(unzstd_mt *u, job *j)
 {
     pthread_mutex_lock(&u->mu);
     j->state = SLOT_FREE;
-    j->in_len = j->out_len = j->frame_start = 0;
+    j->in_len = j->out_len = j->frame_start = j->out_bound = 0;
     pthread_mutex_unlock(&u->mu);
 }
 
@@ -222,8 +242,10 @@ static int emit_next(unzstd_mt *u, bool wait, pv_err *err)
         ZSTD_DCtx_reset(u->dctx, ZSTD_reset_session_only);
         u->frames_in_sequence++;
         rc = stream_decode(u, j->in, j->in_len, j->at, err);
-    } else if (j->out_len > 0)
+    } else if (j->out_len > 0) {
+        if (j->out_len > u->job_out_max) u->job_out_max = j->out_len;
         rc = pv_emit(&u->base, j->out, j->out_len, err);
+    }
     free_slot(u, j);
     return rc < 0 ? -1 : 1;
 }
@@ -337,7 +359,8 @@ static int frame_end(unzstd_mt *u, pv_err *err)
     }
     job *j = &u->slots[u->cur];
     j->frame_start = j->in_len;
-    if (j->in_len >= JOB_TARGET) queue_job(u, j);
+    j->out_bound += u->frame_bound;
+    if (j->in_len >= JOB_TARGET || j->out_bound >= JOB_OUT_TARGET) queue_job(u, j);
     return 0;
 }
 
@@ -377,6 +400,7 @@ static int on_magic(unzstd_mt *u, pv_err *err)
 {
     uint32_t magic = le32(u->hdr);
     u->in_frame = true;
+    u->frame_bound = 0;
     if (magic == ZSTD_MAGICNUMBER) {
         expect(u, W_HEADER, 5);
         u->have = 4;
@@ -413,6 +437,7 @@ static int on_block(unzstd_mt *u, pv_err *err)
     if (type == 3 || (type != 1 && size > BLOCK_MAX)) return rest_in_sequence(u, err);
     expect(u, W_PAYLOAD, 0);
     u->left = type == 1 ? 1 : size;
+    u->frame_bound += type == 2 ? BLOCK_MAX : size; /* raw and RLE: the size itself */
     return 0;
 }
 
@@ -580,12 +605,14 @@ static void mt_release(pv_stage *s)
 static int mt_report(pv_stage *s, lua_State *L)
 {
     unzstd_mt *u = (unzstd_mt *)s;
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     pv_set_int(L, "bytes_in", (lua_Integer)s->bytes_in);
     pv_set_int(L, "bytes_out", (lua_Integer)s->bytes_out);
     pv_set_int(L, "threads", u->threads);
     pv_set_int(L, "frames", (lua_Integer)u->frames);
     pv_set_int(L, "frames_in_sequence", (lua_Integer)u->frames_in_sequence);
+    pv_set_int(L, "frames_in_parallel", (lua_Integer)(u->frames - u->frames_in_sequence));
+    pv_set_int(L, "job_out_max", (lua_Integer)u->job_out_max);
     return 1;
 }
 

@@ -12,6 +12,10 @@
 #include <unistd.h>
 #include <zstd.h>
 
+/* The smallest default frame: with level 3's ratio on database rows, about
+ * 2 MiB compressed, well inside a decoding job of unzstd_mt.c. */
+#define PV_ZSTD_FRAME_MIN (4LL << 20)
+
 /* ------------------------------------------------------------------ */
 /* compress                                                            */
 /* ------------------------------------------------------------------ */
@@ -60,12 +64,15 @@ static int zstd_start(pv_stage *s, pv_err *err)
     if (workers > 0 && z->job_size > 0)
         ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_jobSize, (int)z->job_size);
     z->threads = workers;
-    /* Independent frames decode in parallel; each ends with a flush of
-     * every job, so a frame holds several jobs per worker. */
+    /* Independent frames decode in parallel (stream.unzstd{threads=}), a
+     * frame per decoding job, and its jobs hold at most 4 MiB compressed:
+     * a frame is one job per worker (every worker busy until the frame's
+     * end flushes them) and at least 4 MiB: 4 MiB on 2 workers of 2 MiB
+     * jobs, 16 MiB on 8 (those decode in sequence, as single frames do). */
     if (z->frame_size < 0) {
         long long jobs =
-            4LL * (workers > 0 ? workers : 1) * (z->job_size > 0 ? z->job_size : 2 << 20);
-        z->frame_size = jobs > (4LL << 20) ? jobs : (4LL << 20);
+            (long long)(workers > 0 ? workers : 1) * (z->job_size > 0 ? z->job_size : 2LL << 20);
+        z->frame_size = jobs > PV_ZSTD_FRAME_MIN ? jobs : PV_ZSTD_FRAME_MIN;
     }
     return 0;
 }
@@ -184,6 +191,7 @@ typedef struct {
     uint8_t *out;
     size_t outcap;
     size_t frame_left; /* last ZSTD_decompressStream hint: 0 at a frame end */
+    long long frames;  /* frames ended */
 } unzstd_filter;
 
 static int unzstd_start(pv_stage *s, pv_err *err)
@@ -206,6 +214,7 @@ static int unzstd_write(pv_stage *s, const uint8_t *data, size_t len, pv_err *er
     ZSTD_inBuffer in = {data, len, 0};
     for (;;) {
         ZSTD_outBuffer out = {u->out, u->outcap, 0};
+        size_t was = in.pos;
         size_t r = ZSTD_decompressStream(u->dctx, &out, &in);
         if (ZSTD_isError(r)) {
             pv_err_set(err, "io", "not valid zstd data (%s) near compressed byte %llu",
@@ -213,6 +222,7 @@ static int unzstd_write(pv_stage *s, const uint8_t *data, size_t len, pv_err *er
             pv_err_str(err, "reason", ZSTD_getErrorName(r));
             return -1;
         }
+        if (r == 0 && (in.pos > was || out.pos > 0)) u->frames++; /* a frame ended */
         u->frame_left = r;
         if (out.pos > 0 && pv_emit(s, u->out, out.pos, err) < 0) return -1;
         /* Input consumed: stop at a frame end, or once a call makes no more
@@ -249,9 +259,14 @@ static void unzstd_release(pv_stage *s)
 
 static int unzstd_report(pv_stage *s, lua_State *L)
 {
-    lua_createtable(L, 0, 2);
+    unzstd_filter *u = (unzstd_filter *)s;
+    lua_createtable(L, 0, 6);
     pv_set_int(L, "bytes_in", (lua_Integer)s->bytes_in);
     pv_set_int(L, "bytes_out", (lua_Integer)s->bytes_out);
+    pv_set_int(L, "threads", 1);
+    pv_set_int(L, "frames", u->frames);
+    pv_set_int(L, "frames_in_sequence", u->frames);
+    pv_set_int(L, "frames_in_parallel", 0);
     return 1;
 }
 
@@ -265,6 +280,8 @@ static const pv_stage_ops unzstd_ops = {.name = "unzstd",
 int pv_stream_unzstd(lua_State *L)
 {
     int opts = lua_isnoneornil(L, 1) ? 0 : 1;
+    static const char *const known[] = {"threads", "label", NULL};
+    pv_opt_only(L, opts, known);
     lua_Integer threads = pv_opt_int(L, opts, "threads", 0);
     if (threads < 0 || threads > 64) return luaL_argerror(L, 1, "threads must be 0..64");
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);

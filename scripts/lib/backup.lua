@@ -284,7 +284,8 @@ function backup.manifest(job, dest, r)
     server_version = job.info.version,
     server_version_num = job.info.version_num,
     pg_dump_version = r.pg_dump.version,
-    compression = { method = method, level = method ~= "none" and job.level or nil },
+    compression = { method = method, level = method ~= "none" and job.level or nil,
+      frame_size = method == "zstd" and r.zstd and r.zstd.frame_size or nil }, -- independent frames (verify)
     stored = { name = dest.name, bytes = r.stored.bytes, sha256 = r.stored.sha256 },
     plain = { bytes = r.plain.bytes, sha256 = r.plain.sha256 },
     encryption = encryption,

@@ -14,7 +14,8 @@ local drill = {}
 
 -- o: src, source (optional: a function giving the source stage, default
 -- the file src), verifier (optional: a stage right after it, lib.trust's
--- block check), layers (from layers.detect), identity_files, url, summary.
+-- block check), layers (from layers.detect), identity_files, url, summary,
+-- threads (zstd decoding, as layers.stages).
 -- Returns {database=, tables=, problems={...}, seconds=}.
 function drill.run(o)
   local _, name = dump.conninfo(o.url)
@@ -37,7 +38,9 @@ function drill.run(o)
   local ok, res = pcall(function()
     local stages = { o.source and o.source() or stream.file_reader(o.src) }
     if o.verifier then stages[#stages + 1] = o.verifier end
-    for _, s in ipairs(layers.stages(o.layers, { identity_files = o.identity_files })) do stages[#stages + 1] = s end
+    for _, s in ipairs(layers.stages(o.layers, { identity_files = o.identity_files, threads = o.threads })) do
+      stages[#stages + 1] = s
+    end
     stages[#stages + 1] = dump.pg_restore { db = dump.conninfo(o.url, { password = true }),
       args = { "--exit-on-error", "--no-owner", "--no-privileges" } }
     stream.run(stages)

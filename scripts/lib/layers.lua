@@ -76,7 +76,10 @@ end
 
 -- Filter stages that peel `list` (from layers.detect) down to the archive,
 -- in pipeline order. opts: identities (read already), identity_files,
--- passphrase, name (of the backup, for messages).
+-- passphrase, name (of the backup, for messages), threads (zstd frames
+-- decoded on that many threads; 1: in this thread; nil: the CPUs, at most
+-- 4). The zstd stage's report is the run's `unzstd`: threads, frames,
+-- frames_in_parallel.
 function layers.stages(list, opts)
   opts = opts or {}
   local out = {}
@@ -89,7 +92,7 @@ function layers.stages(list, opts)
       end
       out[#out + 1] = require("pgvault.crypto").decryptor { identities = ids, passphrase = opts.passphrase }
     elseif layer == "zstd" then
-      out[#out + 1] = stream.unzstd {}
+      out[#out + 1] = stream.unzstd { threads = opts.threads, label = "unzstd" }
     end
   end
   return out

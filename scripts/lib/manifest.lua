@@ -29,7 +29,7 @@ manifest.MAX_BYTES = 64 << 20
 manifest.FIELDS = {
   format = "integer", tool = "string", created_at = "string", environment = "string", database = "string",
   server_version = "string", server_version_num = "integer", pg_dump_version = "string",
-  compression = { method = "string", level = "integer" },
+  compression = { method = "string", level = "integer", frame_size = "size" },
   stored = { name = "string", bytes = "size", sha256 = "sha256", block_size = "size", blocks = { "sha256" } },
   plain = { bytes = "size", sha256 = "sha256" },
   encryption = { method = "string", recipients = { "string" } },

@@ -307,6 +307,10 @@ function restore.load(job, db, stages)
   streamed.cleanup(db)
   if not ok then error(r, 0) end
   log.debug("the archive was loaded in %.2f s", proc.now() - t0)
+  if r.unzstd then
+    log.debug("zstd decoded on %d threads: %d of %d frames in parallel", r.unzstd.threads, r.unzstd.frames_in_parallel,
+      r.unzstd.frames)
+  end
   db.result = r
   return r
 end

@@ -38,8 +38,8 @@ verify.CLI = {
     { "list", "l", false, "print the table of contents exactly as pg_restore --list does" },
     { "json", nil, false, "print the summary as JSON" },
     { "restore-into", nil, "URL", "restore into this scratch database, compare row counts, drop it" },
-    { "threads", nil, "N", "threads inflating a plain archive file's data blocks (default: the CPUs, "
-      .. "at most 8); 1: one thread for everything" },
+    { "threads", nil, "N", "threads decoding zstd frames (default: the CPUs, at most 4) and inflating a plain "
+      .. "archive file's data blocks (at most 8); 1: one thread for everything" },
     { "no-manifest", nil, false, "do not compare with SRC.manifest.json" },
     { "database", nil, "NAME", "with …/latest: the newest backup of database NAME" },
   },
@@ -85,8 +85,18 @@ function verify.thread(job, wanted)
   return job.threads ~= 1 and wanted ~= false and stream.handoff()
 end
 
+-- Whether the backup's zstd frames are decoded by stream.unzstd's own
+-- threads: its manifest says they are independent frames of at most 4 MiB
+-- (what backup writes on up to two cores; bigger ones may be decoded in
+-- sequence). Older backups say nothing: one frame, decoded in sequence.
+function verify.decoded_apart(job, src)
+  local c = src.manifest and src.manifest.compression
+  return job.threads ~= 1 and src.layers[1] == "zstd" and type(c) == "table" and type(c.frame_size) == "number"
+    and c.frame_size > 0 and c.frame_size <= 4 << 20
+end
+
 function verify.unwrap(job, src)
-  return layers.stages(src.layers, { identity_files = job.identity, name = src.name })
+  return layers.stages(src.layers, { identity_files = job.identity, name = src.name, threads = job.threads })
 end
 
 function verify.archive(job)
@@ -164,7 +174,7 @@ function verify.drill(job, src, r)
   if not job.restore_into then return end
   local d = require("lib.drill").run { src = src.name, source = function() return src:reader() end,
     verifier = require("lib.trust").verifier(src), layers = src.layers, identity_files = job.identity,
-    url = job.restore_into, summary = r.archive }
+    url = job.restore_into, summary = r.archive, threads = job.threads }
   for _, p in ipairs(d.problems) do job.problems[#job.problems + 1] = p end
   job.drill = d
 end
@@ -194,7 +204,7 @@ function verify.report(job, src, r)
     for k, v in pairs(r.archive) do if k ~= "list" then copy[k] = v end end
     copy.tables = json.array(copy.tables)
     local out = { ok = #job.problems == 0, path = src.name, layers = json.array(src.layers), archive = copy,
-      stored = r.stored, plain = r.plain, problems = job.problems, restore = job.drill }
+      stored = r.stored, plain = r.plain, unzstd = r.unzstd, problems = job.problems, restore = job.drill }
     if src.manifest then out.manifest, out.matches = src.manifest_path, job.matches end
     io.stdout:write(json.encode(out), "\n")
   elseif job.list then
@@ -210,7 +220,7 @@ end
 
 -- For Lua callers (nightly's read-back check): the same steps, printing
 -- nothing. opts: src, identity (files), s3, no_manifest, database,
--- restore_into, threads. Returns {archive=, stored=, plain=, manifest=,
+-- restore_into, threads. Returns {archive=, stored=, plain=, unzstd=, manifest=,
 -- manifest_path=, problems=, matches=, drill=}; raises kind "verify" when
 -- anything did not match (the error's `result` is that table).
 function verify.run(opts)
@@ -222,7 +232,7 @@ function verify.run(opts)
     verify.digest("stored"), verify.unwrap(job, src), verify.digest("plain"), verify.archive(job), verify.discard() })
   verify.compare(job, src, r)
   verify.drill(job, src, r)
-  local out = { archive = r.archive, stored = r.stored, plain = r.plain, manifest = src.manifest,
+  local out = { archive = r.archive, stored = r.stored, plain = r.plain, unzstd = r.unzstd, manifest = src.manifest,
     manifest_path = src.manifest and src.manifest_path, problems = job.problems, matches = job.matches,
     drill = job.drill }
   if #job.problems > 0 then

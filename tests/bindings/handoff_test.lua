@@ -50,6 +50,28 @@ t.test("bytes cross unchanged and in order, whatever the buffer and write sizes"
   t.eq(r.b.sha256, direct.sha256.sha256)
 end)
 
+t.test("the thread is woken for a quarter of the ring at a time, not for each buffer", function()
+  -- 16 MiB in 256 buffers of 64 KiB: each time the thread found the ring
+  -- empty it slept until 8 were full (or the end), whichever side was
+  -- faster; before, it was woken for every buffer (about 250 wake-ups
+  -- when the writer is the slower side, as a decompressor is).
+  local data = noise(16 * 1024 * 1024)
+  for _, c in ipairs({ { 32, 8 }, { 8, 2 }, { 2, 1 } }) do
+    local r = stream.run { stream.string(data), stream.handoff { buffers = c[1], size = 65536 }, stream.sha256(),
+      stream.discard() }
+    local published = #data // 65536
+    t.eq(r.sha256.bytes, #data, "buffers " .. c[1])
+    t.ok(r.handoff.wakeups <= published // c[2] + 1, string.format("buffers %d: %d wake-ups for %d buffers",
+      c[1], r.handoff.wakeups, published))
+  end
+  -- a slow side after it (the writer sleeps until a quarter of the ring
+  -- is free): every byte still arrives, in order
+  local direct = stream.run { stream.string(data), stream.sha256(), stream.discard() }
+  local r = stream.run { stream.string(data), stream.handoff { buffers = 4, size = 4096 }, stream.sha256(),
+    stream.zstd { level = 9, threads = 1 }, stream.discard() }
+  t.eq(r.sha256.sha256, direct.sha256.sha256)
+end)
+
 t.test("a failure after the hand-off fails the pipeline with its own error and stops the writer", function()
   local data = "PGDMP" .. noise(8 * 1024 * 1024)
   local ok, e = pcall(stream.run, { stream.string(data), stream.handoff { buffers = 2, size = 65536 },

@@ -163,7 +163,7 @@ end
 t.test("frame_size writes independent frames (zstd -lv counts them), each decodable, no empty last frame", function()
   local d = h.tmpdir()
   local data = sample(5 * 1024 * 1024 + 12345, 3)
-  for _, c in ipairs({ { 1 << 20, 6 }, { 0, 1 }, { 5 * 1024 * 1024 + 12345, 1 }, { nil, 1 } }) do
+  for _, c in ipairs({ { 1 << 20, 6 }, { 0, 1 }, { 5 * 1024 * 1024 + 12345, 1 } }) do
     local path = string.format("%s/f-%s.zst", d, tostring(c[1]))
     local r = stream.run { stream.string(data), stream.zstd { frame_size = c[1] }, stream.file_writer(path) }
     t.eq(cli_frames(path), c[2], "frames of frame_size " .. tostring(c[1]))
@@ -177,6 +177,23 @@ t.test("frame_size writes independent frames (zstd -lv counts them), each decoda
   stream.run { stream.string(exact), stream.zstd { frame_size = 1 << 20 }, stream.file_writer(path) }
   t.eq(cli_frames(path), 2, "an input of exactly two frames makes two, not a third empty one")
   t.eq(decompress(compress("", { frame_size = 1 << 20 }).buffer.data), "", "an empty input is one empty frame")
+end)
+
+t.test("the default frame is one job per worker, at least 4 MiB: small enough for unzstd's parallel decoder", function()
+  local data = sample(9 * 1024 * 1024, 5)
+  local cases = { { 1, 1 << 20, 4 << 20 }, { 2, nil, 4 << 20 }, { 4, nil, 8 << 20 }, { 8, 1 << 20, 8 << 20 },
+    { 8, nil, 16 << 20 } }
+  for _, c in ipairs(cases) do
+    local r = stream.run { stream.string(data), stream.zstd { threads = c[1], job_size = c[2] },
+      stream.buffer { max = 1 << 30 } }
+    local what = string.format("%d workers, jobs of %s", c[1], tostring(c[2] or "2 MiB"))
+    t.eq(r.zstd.frame_size, c[3], what)
+    t.eq(r.zstd.frames, math.ceil(#data / c[3]), what .. ": frames")
+    local back = stream.run { stream.string(r.buffer.data), stream.unzstd { threads = 2 },
+      stream.buffer { max = 1 << 30 } }
+    t.ok(back.buffer.data == data, what .. ": decodes")
+    if c[3] == 4 << 20 then t.eq(back.unzstd.frames_in_parallel, r.zstd.frames, what .. ": every frame in parallel") end
+  end
 end)
 
 t.test("unknown or wrong options are argument errors", function()

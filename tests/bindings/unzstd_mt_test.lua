@@ -55,9 +55,14 @@ t.test("independent frames decode in parallel, in order", function()
   t.ok(out == data, "the same bytes")
   t.eq(rep.frames, n)
   t.eq(rep.frames_in_sequence, 0, "no frame needed the sequential path")
+  t.eq(rep.frames_in_parallel, n)
   t.eq(rep.threads, 2)
   local out4 = unzstd(z, 4)
   t.ok(out4 == data, "four threads")
+  local out1, rep1 = unzstd(z, 1)
+  t.ok(out1 == data, "one thread")
+  t.eq({ rep1.threads, rep1.frames, rep1.frames_in_sequence, rep1.frames_in_parallel }, { 1, n, n, 0 },
+    "one thread counts the frames too, all in sequence")
 end)
 
 t.test("one big frame (every backup written before frame_size) decodes in sequence", function()
@@ -164,5 +169,22 @@ end)
 
 t.test("misuse", function()
   t.raises(function() stream.unzstd { threads = -1 } end, "threads must be 0..64")
+  t.raises(function() stream.unzstd { thread = 2 } end, "unknown option 'thread' %(known: threads, label%)")
   t.match(tostring(stream.unzstd { threads = 2 }), "^pgvault stage unzstd")
+end)
+
+t.test("data that compresses hugely still decodes in parallel, in jobs of about 4 MiB out", function()
+  -- 48 MiB in frames of 4 MiB (stream.zstd's default on two cores) that
+  -- compress far better than 16:1: a job gathered to 1 MiB compressed
+  -- would hold every frame and decode past its 16 MiB bound (on the old
+  -- code: in sequence, after four 16 MiB buffers had been written).
+  local line = "0123456789abcdef0123456789abcdef 42 2026-12-01 some text\n"
+  local data = string.rep(line, (48 << 20) // #line)
+  local z, n = frames_of(data, { 4 << 20 })
+  t.ok(#z < (1 << 20), "the stream is under a job's compressed target: " .. #z)
+  local out, rep = unzstd(z, 2)
+  t.ok(out == data, "the same bytes")
+  t.eq(rep.frames, n)
+  t.eq(rep.frames_in_sequence, 0, "no frame needed the sequential path")
+  t.ok(rep.job_out_max <= (8 << 20), "a job's output stays near 4 MiB: " .. rep.job_out_max)
 end)
