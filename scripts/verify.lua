@@ -30,7 +30,8 @@ local r = verify.read_file(job, src) or verify.read(job, src, {
   src:reader(),             -- the file, or the object streamed from the bucket
   trust.verifier(src),      -- each block checked against the manifest's SHA-256 before it goes on
   verify.digest("stored"),  -- SHA-256 of the bytes as stored
-  verify.thread(job, #src.layers > 1), -- reading and that digest on one core, the layers on the next
+  verify.thread(job, verify.layers_apart(job, src)), -- reading and that digest on one core, the layers on
+                            -- the next (not when zstd's own threads decode the frames: this thread is one of them)
   verify.unwrap(job, src),  -- age decryption and zstd decompression (frames decoded on threads of its own)
   verify.thread(job, not verify.decoded_apart(job, src)), -- the archive digest and the parser on a third
                             -- (not when zstd's own threads decode the frames: a hand-off would only copy)

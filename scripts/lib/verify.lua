@@ -95,6 +95,15 @@ function verify.decoded_apart(job, src)
     and c.frame_size > 0 and c.frame_size <= 4 << 20
 end
 
+-- Whether the layers (age, zstd) want a thread boundary before them: age
+-- decryption does, and zstd decoded in sequence; zstd frames decoded apart
+-- do not (stream.unzstd's threads decode them, the caller's one of them,
+-- and a hand-off before it would only copy every byte once more and add a
+-- thread contending for the cores).
+function verify.layers_apart(job, src)
+  return #src.layers > 1 and not (#src.layers == 2 and verify.decoded_apart(job, src))
+end
+
 function verify.unwrap(job, src)
   return layers.stages(src.layers, { identity_files = job.identity, name = src.name, threads = job.threads })
 end

@@ -154,6 +154,45 @@ t.test("stream.zstd writes a frame every frame_size bytes: every frame decodes o
   t.raises(function() stream.zstd { frame_size = 1000 } end, "frame_size must be 0")
 end)
 
+-- Threads of a pgvault decoding from a FIFO (the main thread left out),
+-- counted in /proc/PID/task once the count is steady.
+local function threads_while_decoding(threads)
+  local proc = require "pgvault.proc"
+  local fifo = h.tmpdir() .. "/in.zst"
+  t.eq(proc.run({ "mkfifo", fifo }).code, 0)
+  local code = string.format("stream.run{ stream.file_reader(%q), stream.unzstd{ threads = %d }, stream.discard() }",
+    fifo, threads)
+  local p = proc.spawn({ h.bin, "-e", code, stdout = "pipe", stderr = "pipe" })
+  local w = assert(io.open(fifo, "wb"))
+  w:write(zstd(noise(64 * 1024, 3)):sub(1, 1000)) -- a frame begun: the stage has started
+  w:flush()
+  local count, deadline = 0, proc.now() + 20
+  repeat
+    local last = count
+    count = #fs.listdir("/proc/" .. p:pid() .. "/task")
+    proc.sleep(0.1)
+  until (count > 1 and count == last) or proc.now() > deadline
+  w:close()
+  p:wait(20)
+  p:close()
+  return count - 1
+end
+
+t.test("N threads decode: N - 1 workers and the writer's thread, which decodes the jobs nobody has taken", function()
+  t.eq(threads_while_decoding(2), 1, "threads = 2: one worker")
+  t.eq(threads_while_decoding(4), 3, "threads = 4: three workers")
+  -- 24 frames of 1 MiB: the writer gathers jobs faster than one worker
+  -- decodes them, so instead of waiting for the next in order it decodes
+  -- some itself
+  local data = string.rep(noise(1 << 20, 11), 24)
+  local z = stream.run { stream.string(data), stream.zstd { frame_size = 1 << 20 }, stream.buffer { max = 1 << 30 } }
+    .buffer.data
+  local out, rep = unzstd(z, 2)
+  t.ok(out == data, "the same bytes, in order")
+  t.eq(rep.frames_in_parallel, 24)
+  t.ok(rep.jobs_on_writer > 0, "the writer decoded jobs too (" .. rep.jobs_on_writer .. ")")
+end)
+
 t.test("the fuzz corpus replays: one thread and three agree on every input", function()
   local cdir = "tests/fuzz/unzstd_corpus"
   local names = fs.listdir(cdir)
