@@ -20,7 +20,11 @@
  * unzstd does, and so is a job whose output would grow past its bound.
  * Memory: max(2 x N, N + 4) jobs (6 on two cores: the writer can gather
  * ahead while outputs wait their turn) of at most 4 MiB in and 16 MiB out,
- * allocated as they are needed; with frames of 4 MiB (stream.zstd's
+ * allocated as they are needed, and the jobs out decode to 4 MiB a slot
+ * in all (24 MiB on two cores): jobs of bigger frames (older backups' 16
+ * MiB) go out fewer at a time, in the first free slots, so the other
+ * slots never hold 16 MiB (decoding such a backup peaked at 110 MiB
+ * without the budget, 45 with it). With frames of 4 MiB (stream.zstd's
  * default here), 4 MiB out each, however well the data compresses.
  *
  * Errors read as unzstd's: the walk judges nothing itself; from anything it
@@ -291,15 +295,28 @@ static void queue_job(unzstd_mt *u, job *j)
     u->cur = -1;
 }
 
+/* What the jobs given out and not yet passed on may decode to, at most. */
+static size_t outstanding(unzstd_mt *u)
+{
+    size_t sum = 0;
+    for (int i = 0; i < u->nslots; i++)
+        if (u->slots[i].state >= SLOT_QUEUED) sum += u->slots[i].out_bound;
+    return sum;
+}
+
 /* The slot to gather bytes into, starting one (waiting for a free slot,
- * passing on finished jobs) when there is none. */
+ * passing on finished jobs) when there is none. A new one waits too while
+ * the jobs out decode to the budget (4 MiB a slot) or more: jobs of older
+ * backups' 16 MiB frames are fewer at a time, not 16 MiB a slot; the first
+ * free slot is taken, so the same few hold them. */
 static job *current(unzstd_mt *u, uint64_t at, pv_err *err)
 {
     if (u->cur >= 0) return &u->slots[u->cur];
     for (;;) {
         pthread_mutex_lock(&u->mu);
         int k = -1;
-        for (int i = 0; i < u->nslots && k < 0; i++)
+        for (int i = 0;
+             i < u->nslots && k < 0 && outstanding(u) < (size_t)u->nslots * JOB_OUT_TARGET; i++)
             if (u->slots[i].state == SLOT_FREE) k = i;
         if (k >= 0) u->slots[k].state = SLOT_FILLING;
         pthread_mutex_unlock(&u->mu);

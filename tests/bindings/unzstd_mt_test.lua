@@ -193,6 +193,27 @@ t.test("N threads decode: N - 1 workers and the writer's thread, which decodes t
   t.ok(rep.jobs_on_writer > 0, "the writer decoded jobs too (" .. rep.jobs_on_writer .. ")")
 end)
 
+t.test("older backups' 16 MiB frames that compress hugely: fewer jobs at a time, not 16 MiB for each", function()
+  local d = h.tmpdir()
+  local line = "row text 12345 some more words here, and a number 67890"
+  t.eq(h.run({ "sh", "-c", "yes \"$1\" | head -c 218103808 > \"$2\"", "sh", line, d .. "/plain" }).code, 0)
+  stream.run { stream.file_reader(d .. "/plain"), stream.zstd { frame_size = 16 << 20 },
+    stream.file_writer(d .. "/old.zst") }
+  local code = string.format([[local s = require "pgvault.stream"
+    local r = s.run { s.file_reader(%q), s.unzstd { threads = 2 }, s.sha256(), s.discard() }
+    local hwm = io.open("/proc/self/status"):read("a"):match("VmHWM:%%s*(%%d+)")
+    print(r.sha256.sha256, r.unzstd.frames_in_parallel, r.unzstd.job_out_max, hwm)]], d .. "/old.zst")
+  local r = h.run({ h.bin, "-e", code })
+  t.eq(r.code, 0, r.stderr)
+  local sha, parallel, out_max, hwm = r.stdout:match("^(%x+)\t(%d+)\t(%d+)\t(%d+)")
+  t.eq(sha, h.run({ "sha256sum", d .. "/plain" }).stdout:match("^(%x+)"), "the same bytes")
+  t.eq(tonumber(parallel), 13, "every frame decoded in parallel")
+  t.eq(tonumber(out_max), 16 << 20, "jobs of a 16 MiB frame each")
+  -- six slots of 16 MiB each would be ~110 MiB; the budget of 24 MiB out
+  -- lets two such jobs out at a time, and gives back their pages after
+  t.ok(tonumber(hwm) < 64 * 1024, "peak RSS " .. hwm .. " KiB < 64 MiB")
+end)
+
 t.test("the fuzz corpus replays: one thread and three agree on every input", function()
   local cdir = "tests/fuzz/unzstd_corpus"
   local names = fs.listdir(cdir)
