@@ -190,7 +190,10 @@ t.test("N threads decode: N - 1 workers and the writer's thread, which decodes t
   local out, rep = unzstd(z, 2)
   t.ok(out == data, "the same bytes, in order")
   t.eq(rep.frames_in_parallel, 24)
-  t.ok(rep.jobs_on_writer > 0, "the writer decoded jobs too (" .. rep.jobs_on_writer .. ")")
+  t.ok(math.type(rep.jobs_on_writer) == "integer" and rep.jobs_on_writer <= 24, "jobs_on_writer reported")
+  -- valgrind runs one thread at a time, and its scheduler decides who
+  -- finds a job queued: there the worker may well take every one
+  if not h.valgrind then t.ok(rep.jobs_on_writer > 0, "the writer decoded jobs too (" .. rep.jobs_on_writer .. ")") end
 end)
 
 t.test("older backups' 16 MiB frames that compress hugely: fewer jobs at a time, not 16 MiB for each", function()
