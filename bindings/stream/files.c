@@ -1,6 +1,5 @@
 /*
- * files.c: the file stages of pgvault.stream: file_reader (a regular file
- * through its mapping: mapped.c), stdin (sources),
+ * files.c: the file stages of pgvault.stream: file_reader, stdin (sources),
  * stdout (a sink written as it is), and file_writer (a pv_file: a new
  * temporary file put in place when the pipeline succeeds, devices and
  * FIFOs written through).
@@ -66,16 +65,6 @@ static int fd_reader_run(pv_stage *s, pv_err *err)
 {
     fd_stage *f = (fd_stage *)s;
     if (f->prefix_len && pv_emit(s, (const uint8_t *)f->prefix, f->prefix_len, err) < 0) return -1;
-    if (f->owned) { /* a file we opened: through its mapping, then what was appended meanwhile */
-        uint64_t done = 0;
-        int rc = pv_mapped_read(s, f->fd, f->path, &done, err);
-        if (rc < 0) return -1;
-        if (rc == 0 && lseek(f->fd, (off_t)done, SEEK_SET) < 0) {
-            pv_err_errno(err, errno, "cannot read %s", f->path);
-            pv_err_str(err, "path", f->path);
-            return -1;
-        }
-    }
     for (;;) {
         ssize_t n = pv_read_some(f->fd, f->buf, PV_STREAM_CHUNK);
         if (n < 0) {

@@ -22,8 +22,6 @@ int pv_stream_file_reader(lua_State *L);
 int pv_stream_stdin(lua_State *L);
 int pv_stream_stdout(lua_State *L);
 int pv_stream_file_writer(lua_State *L);
-/* mapped.c: the file reader's fast path (0, -1, or 1: not mapped). */
-int pv_mapped_read(pv_stage *s, int fd, const char *path, uint64_t *done, pv_err *err);
 /* taps.c: stream.sha256(), stream.counter() */
 int pv_stream_sha256(lua_State *L);
 int pv_stream_counter(lua_State *L);

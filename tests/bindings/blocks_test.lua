@@ -166,3 +166,35 @@ t.test("blocks in another order, another block size, a kind for the caller; bad 
   t.raises(function() stream.verify_blocks { block_size = (1 << 30) + 1, blocks = {} } end, "block_size")
   t.eq(verify(data, 1000, { blocks[1]:upper(), blocks[2], blocks[3] }), true, "hex in either case")
 end)
+
+t.test("a file changed under the filter: what it passes on is what it checked", function()
+  -- stream.file_reader gives 256 KiB writes of four 64 KiB blocks. A shell
+  -- at the FIFO's other end reads 1 MiB, overwrites the rest of the file in
+  -- place, and reads what comes. Bytes a stage is given must not change
+  -- under it: had the reader passed on the file's mapping (tried, and
+  -- dropped for this), a block checked there and written from there would
+  -- reach the FIFO with the new bytes, as would age chunks opened in place.
+  -- From read()'s buffer they are the old ones, and the next block fails
+  -- its digest.
+  local h = require "harness.env"
+  local proc = require "pgvault.proc"
+  local fs = require "pgvault.fs"
+  local d = h.tmpdir()
+  local data = data_of(4 << 20)
+  fs.write_file(d .. "/backup", data)
+  t.eq(proc.run({ "mkfifo", d .. "/fifo" }).code, 0)
+  local sh = proc.spawn({ "sh", "-c", [[exec 3<"$1"
+    dd bs=65536 count=16 iflag=fullblock <&3 >"$3" 2>/dev/null
+    dd if=/dev/zero of="$2" bs=65536 seek=16 count=48 conv=notrunc 2>/dev/null
+    cat <&3 >>"$3"]], "sh", d .. "/fifo", d .. "/backup", d .. "/got" })
+  local ok, err = pcall(stream.run, { stream.file_reader(d .. "/backup"),
+    stream.verify_blocks { block_size = 65536, blocks = digests(data, 65536).blocks, what = "the backup" },
+    stream.file_writer(d .. "/fifo") })
+  t.eq(sh:wait(20), 0, "the shell ran")
+  sh:close()
+  t.eq(ok, false, "a changed block fails")
+  t.match(tostring(err.message), "differs, so the object was replaced or damaged")
+  local got = fs.read_file(d .. "/got")
+  t.ok(#got >= 1 << 20 and #got < #data, "the blocks before the change, and no more (" .. #got .. " bytes)")
+  t.ok(got == data:sub(1, #got), "every byte passed on is the file's old byte: none of the new ones")
+end)
