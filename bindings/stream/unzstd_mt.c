@@ -315,9 +315,9 @@ static job *current(unzstd_mt *u, uint64_t at, pv_err *err)
     for (;;) {
         pthread_mutex_lock(&u->mu);
         int k = -1;
-        for (int i = 0;
-             i < u->nslots && k < 0 && outstanding(u) < (size_t)u->nslots * JOB_OUT_TARGET; i++)
-            if (u->slots[i].state == SLOT_FREE) k = i;
+        if (outstanding(u) < (size_t)u->nslots * JOB_OUT_TARGET)
+            for (int i = 0; i < u->nslots && k < 0; i++)
+                if (u->slots[i].state == SLOT_FREE) k = i;
         if (k >= 0) u->slots[k].state = SLOT_FILLING;
         pthread_mutex_unlock(&u->mu);
         if (k >= 0) {
